@@ -1,0 +1,244 @@
+//! `xero-auth client set|show|remove`: the app's client id (config) and secret (keychain).
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::secret::{Zeroizing, parse_secret_input, read_bounded};
+use crate::store::client_secret_account;
+
+/// The client subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Store the client id (config) and the client secret (keychain). The secret comes from a
+    /// no-echo prompt, from stdin (--secret-stdin) or from XERO_CLIENT_SECRET, never from an
+    /// argument.
+    Set(SetArgs),
+    /// Show the client id and whether a secret is stored (never the secret).
+    Show,
+    /// Delete the client secret from the keychain and the client id from the config.
+    Remove,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The app's client id, from developer.xero.com.
+    #[arg(long, value_name = "ID")]
+    pub client_id: String,
+    /// Read the client secret from stdin (e.g. `pass xero | xero-auth client set …`).
+    #[arg(long)]
+    pub secret_stdin: bool,
+    /// The app has no secret (a PKCE app); removes a stored one.
+    #[arg(long, conflicts_with = "secret_stdin")]
+    pub public: bool,
+}
+
+/// Runs a client subcommand.
+pub async fn run(cmd: ClientCommand, ctx: &Context) -> Result<()> {
+    match cmd {
+        ClientCommand::Set(args) => set(args, ctx).await,
+        ClientCommand::Show => show(ctx).await,
+        ClientCommand::Remove => remove(ctx).await,
+    }
+}
+
+fn validate_client_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "'{}' is not a client id: Xero's are 32 letters and digits (developer.xero.com → My Apps → Configuration)",
+            id.escape_debug()
+        )))
+    }
+}
+
+async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
+    validate_client_id(&args.client_id)?;
+    let profile = ctx.profile()?;
+    let store = ctx.store(&profile);
+    let account = client_secret_account(&profile.name);
+
+    if args.public {
+        store.delete(&account).await?;
+    } else {
+        let raw = read_secret(&args, ctx)?;
+        let secret = parse_secret_input(&raw, "client secret").map_err(Error::InvalidInput)?;
+        drop(raw);
+        use crate::secret::ExposeSecret;
+        let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
+        let label = format!("xero-auth client secret ({})", profile.name);
+        // The secret goes to the keychain first: if that fails, the config is left as it was.
+        store.set(&account, &label, bytes).await?;
+    }
+
+    if let Some(old) = profile.client_id.as_deref().filter(|old| *old != args.client_id) {
+        eprintln!(
+            "note: profile '{}' used client id {old} before; tokens issued to that app will not refresh with this one — run `xero-auth login` again",
+            profile.name
+        );
+    }
+    let mut config = Config::load(ctx.config.path())?;
+    config.set(&profile.name, "client_id", &args.client_id)?;
+    config.save()?;
+    eprintln!(
+        "stored client id {} in {} and {} for profile '{}'",
+        args.client_id,
+        config.path().display(),
+        if args.public {
+            "no client secret (PKCE app)".to_string()
+        } else {
+            format!("the client secret in {}", store.describe())
+        },
+        profile.name
+    );
+    Ok(())
+}
+
+use crate::config::Config;
+
+/// Where the secret comes from, in order: stdin when asked, the environment, a prompt.
+fn read_secret(args: &SetArgs, ctx: &Context) -> Result<Zeroizing<Vec<u8>>> {
+    if args.secret_stdin {
+        let mut stdin = std::io::stdin().lock();
+        return read_bounded(&mut stdin, 4096)
+            .map_err(|e| Error::io("cannot read the client secret from", "stdin", e))?
+            .ok_or_else(|| Error::InvalidInput("the client secret on stdin is longer than 4 KB".into()));
+    }
+    if let Some(value) = (ctx.env)("XERO_CLIENT_SECRET").filter(|v| !v.is_empty()) {
+        return Ok(Zeroizing::new(Zeroizing::new(value).as_bytes().to_vec()));
+    }
+    if ctx.stdin_is_terminal {
+        let typed = Zeroizing::new(
+            rpassword::prompt_password("Client secret (input hidden): ")
+                .map_err(|e| Error::io("cannot read the client secret from", "the terminal", e))?,
+        );
+        return Ok(Zeroizing::new(typed.as_bytes().to_vec()));
+    }
+    Err(Error::InvalidInput(
+        "no client secret given: pipe it with --secret-stdin, set XERO_CLIENT_SECRET, run in a terminal to be prompted, or pass --public for a PKCE app without a secret".into(),
+    ))
+}
+
+async fn show(ctx: &Context) -> Result<()> {
+    let profile = ctx.profile()?;
+    let store = ctx.store(&profile);
+    let secret_stored = store
+        .get(&client_secret_account(&profile.name))
+        .await?
+        .is_some();
+    if profile.client_id.is_none() && !secret_stored {
+        return Err(Error::NothingStored {
+            profile: profile.name,
+            what: "client",
+            hint: "run `xero-auth client set --client-id ID`",
+        });
+    }
+    if ctx.json {
+        return ctx.write_json(&json!({
+            "profile": profile.name,
+            "client_id": profile.client_id,
+            "client_secret_stored": secret_stored,
+            "store": store.describe(),
+        }));
+    }
+    let text = format!(
+        "profile:       {}\nclient id:     {}\nclient secret: {}\n",
+        profile.name,
+        profile.client_id.as_deref().unwrap_or("(none)"),
+        if secret_stored {
+            format!("stored in {}", store.describe())
+        } else {
+            "none (PKCE app)".to_string()
+        }
+    );
+    ctx.write_out(text.as_bytes())
+}
+
+async fn remove(ctx: &Context) -> Result<()> {
+    let profile = ctx.profile()?;
+    let store = ctx.store(&profile);
+    let deleted = store.delete(&client_secret_account(&profile.name)).await?;
+    let mut config = Config::load(ctx.config.path())?;
+    let had_id = config.remove(&profile.name, "client_id")?;
+    if had_id {
+        config.save()?;
+    }
+    match (had_id, deleted) {
+        (false, false) => eprintln!("profile '{}' had no client stored; nothing to remove", profile.name),
+        _ => eprintln!(
+            "removed the client of profile '{}' ({}); its token set, if any, is kept (`xero-auth logout` removes it)",
+            profile.name,
+            [had_id.then_some("client id"), deleted.then_some("client secret")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::testing::context;
+    use std::collections::HashMap;
+
+    #[tokio::test]
+    async fn set_stores_secret_from_env_and_id_in_config() {
+        let env = HashMap::from([("XERO_CLIENT_SECRET".to_string(), "s3cr3t-value\n".to_string())]);
+        let t = context(0, env, "");
+        set(
+            SetArgs {
+                client_id: "ABCDEF0123".into(),
+                secret_stdin: false,
+                public: false,
+            },
+            &t.ctx,
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.store.raw("default/client-secret").unwrap(), b"s3cr3t-value");
+        let config = std::fs::read_to_string(t.ctx.config.path()).unwrap();
+        assert!(config.contains("client_id = \"ABCDEF0123\""), "{config}");
+        assert!(!config.contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn set_without_any_secret_source_fails_and_stores_nothing() {
+        let t = context(0, HashMap::new(), "");
+        let err = set(
+            SetArgs {
+                client_id: "ABC".into(),
+                secret_stdin: false,
+                public: false,
+            },
+            &t.ctx,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("--secret-stdin"), "{err}");
+        assert!(std::fs::read_to_string(t.ctx.config.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn set_refuses_a_bad_client_id() {
+        let t = context(0, HashMap::new(), "");
+        let err = set(
+            SetArgs {
+                client_id: "has space".into(),
+                secret_stdin: false,
+                public: true,
+            },
+            &t.ctx,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("is not a client id"));
+    }
+}

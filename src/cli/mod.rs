@@ -1,0 +1,233 @@
+//! The command-line interface: one file per command, each with its clap arguments and one
+//! `run` function that takes what it depends on from a [`Context`].
+
+pub mod client;
+pub mod import;
+pub mod refresh;
+pub mod status;
+pub mod token;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_PROFILE, Paths, Profile};
+use crate::error::{Error, Result};
+use crate::session::{Clock, Session, SystemClock};
+use crate::store::Store;
+
+/// Keeps a Xero app's client secret and OAuth 2.0 tokens in the operating system's keychain,
+/// refreshes them safely, and hands valid access tokens to scripts and programs.
+#[derive(Debug, Parser)]
+#[command(name = "xero-auth", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Profile to use: one app and its tokens.
+    #[arg(long, global = true, env = "XERO_AUTH_PROFILE", default_value = DEFAULT_PROFILE)]
+    pub profile: String,
+
+    /// Print machine-readable JSON (read commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Say more on stderr (-v info, -vv debug, -vvv trace). Secrets are never logged.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store, show or remove the app's client id and secret.
+    #[command(subcommand)]
+    Client(client::ClientCommand),
+    /// Move a plaintext token file into the keychain.
+    Import(import::ImportArgs),
+    /// Refresh the tokens now (keeps the 60-day refresh token alive).
+    Refresh(refresh::RefreshArgs),
+    /// Print a valid access token, refreshing first only when it is about to expire.
+    Token(token::TokenArgs),
+    /// Show the profile, its client, store and token lifetimes (never a secret).
+    Status(status::StatusArgs),
+}
+
+/// What commands depend on: configuration, the store, the clock, the output stream.
+pub struct Context {
+    pub paths: Paths,
+    pub config: Config,
+    pub profile_name: String,
+    pub json: bool,
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub clock: Arc<dyn Clock>,
+    /// A store to use instead of the profile's keychain (unit tests).
+    pub store_override: Option<Store>,
+    pub stdout: Mutex<Box<dyn Write + Send>>,
+    /// Whether stdin is a terminal (prompts are only offered there).
+    pub stdin_is_terminal: bool,
+}
+
+impl Context {
+    /// The real context: process environment, platform folders, system clock, real stdout.
+    pub fn from_process(cli: &Cli) -> Result<Self> {
+        use std::io::IsTerminal;
+        let env: Box<dyn Fn(&str) -> Option<String> + Send + Sync> =
+            Box::new(|key| std::env::var(key).ok());
+        let paths = Paths::from_env(&*env)?;
+        let config = Config::load(&paths.config_file())?;
+        Ok(Context {
+            paths,
+            config,
+            profile_name: cli.profile.clone(),
+            json: cli.json,
+            env,
+            clock: Arc::new(SystemClock),
+            store_override: None,
+            stdout: Mutex::new(Box::new(std::io::stdout())),
+            stdin_is_terminal: std::io::stdin().is_terminal(),
+        })
+    }
+
+    /// The selected profile, resolved.
+    pub fn profile(&self) -> Result<Profile> {
+        self.config.profile(&self.profile_name, &*self.env)
+    }
+
+    /// The store of `profile`.
+    pub fn store(&self, profile: &Profile) -> Store {
+        self.store_override
+            .clone()
+            .unwrap_or_else(|| Store::keychain(profile.store, profile.store_timeout))
+    }
+
+    /// A session for the selected profile.
+    pub fn session(&self) -> Result<Session> {
+        let profile = self.profile()?;
+        let store = self.store(&profile);
+        Ok(Session::new(profile, self.paths.clone(), store, self.clock.clone()))
+    }
+
+    /// Writes data to stdout in one call and flushes. A closed pipe (`| head`) is a normal end.
+    pub fn write_out(&self, bytes: &[u8]) -> Result<()> {
+        let mut out = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
+        match out.write_all(bytes).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::io("cannot write to", "stdout", e)),
+        }
+    }
+
+    /// Writes a JSON value and a newline to stdout (never used for secrets).
+    pub fn write_json(&self, value: &serde_json::Value) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+        text.push('\n');
+        self.write_out(text.as_bytes())
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
+    match cli.command {
+        Command::Client(cmd) => client::run(cmd, ctx).await,
+        Command::Import(args) => import::run(args, ctx).await,
+        Command::Refresh(args) => refresh::run(args, ctx).await,
+        Command::Token(args) => token::run(args, ctx).await,
+        Command::Status(args) => status::run(args, ctx).await,
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC time, for people and JSON.
+pub fn format_time(unix: i64) -> String {
+    let t = if unix >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A duration in seconds as "1 h 5 min", "12 min", "40 s", "3 days".
+pub fn format_span(secs: i64) -> String {
+    let s = secs.unsigned_abs();
+    let text = if s >= 2 * 86_400 {
+        format!("{} days", s / 86_400)
+    } else if s >= 3600 {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    };
+    if secs < 0 { format!("{text} ago") } else { text }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A context for unit tests: memory store, fixed clock, captured stdout.
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    pub struct FixedClock(pub i64);
+    impl Clock for FixedClock {
+        fn now(&self) -> i64 {
+            self.0
+        }
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Captured {
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    pub struct TestContext {
+        pub ctx: Context,
+        pub store: Arc<MemoryStore>,
+        pub out: Captured,
+        pub dir: tempfile::TempDir,
+    }
+
+    pub fn context(now: i64, env: HashMap<String, String>, config: &str) -> TestContext {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_dir: dir.path().join("config"),
+            state_dir: dir.path().join("state"),
+        };
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+        std::fs::write(paths.config_file(), config).unwrap();
+        let store = Arc::new(MemoryStore::default());
+        let out = Captured::default();
+        let ctx = Context {
+            config: Config::load(&paths.config_file()).unwrap(),
+            paths,
+            profile_name: "default".into(),
+            json: false,
+            env: Box::new(move |k| env.get(k).cloned()),
+            clock: Arc::new(FixedClock(now)),
+            store_override: Some(Store::new(store.clone(), Duration::from_secs(5))),
+            stdout: Mutex::new(Box::new(out.clone())),
+            stdin_is_terminal: false,
+        };
+        TestContext {
+            ctx,
+            store,
+            out,
+            dir,
+        }
+    }
+}

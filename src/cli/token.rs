@@ -1,0 +1,58 @@
+//! `xero-auth token`: print a valid access token for scripts.
+
+use clap::Args;
+
+use super::Context;
+use crate::error::Result;
+use crate::secret::{ExposeSecret, Zeroizing};
+use crate::session::DEFAULT_MARGIN_SECS;
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Print `Authorization: Bearer …`, ready for `curl -H`.
+    #[arg(long)]
+    pub header: bool,
+    /// Refresh first when the token expires within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1500))]
+    pub min_valid: u64,
+}
+
+/// `token --json`, borrowing the token rather than copying it into a `serde_json::Value`.
+#[derive(serde::Serialize)]
+struct TokenJson<'a> {
+    access_token: &'a str,
+    expires_at: Option<i64>,
+    token_type: &'a str,
+    tenant_id: Option<&'a str>,
+}
+
+/// Prints the access token, refreshing first only when it expires within the margin.
+pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
+    let session = ctx.session()?;
+    let set = session.valid_token_set(args.min_valid as i64).await?;
+    let token = set
+        .access_token
+        .as_ref()
+        .expect("a valid token set has an access token")
+        .expose_secret();
+
+    // One buffer, sized up front (no reallocation leaves a copy), written in one call.
+    let mut out = Zeroizing::new(Vec::with_capacity(2 * token.len() + 256));
+    if ctx.json {
+        let doc = TokenJson {
+            access_token: token,
+            expires_at: set.expires_at,
+            token_type: &set.token_type,
+            tenant_id: session.profile().default_tenant.as_deref(),
+        };
+        serde_json::to_writer(&mut *out, &doc).expect("JSON to memory");
+    } else {
+        if args.header {
+            out.extend_from_slice(b"Authorization: Bearer ");
+        }
+        out.extend_from_slice(token.as_bytes());
+    }
+    out.push(b'\n');
+    ctx.write_out(&out)
+}

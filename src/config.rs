@@ -1,0 +1,452 @@
+//! Profiles and endpoints: `config.toml` (no secrets), environment overrides, and the folders
+//! the tool uses.
+//!
+//! ```toml
+//! [profiles.default]
+//! client_id = "7F1C…"
+//! scopes = ["openid", "profile", "email", "accounting.invoices", "offline_access"]
+//! redirect_uri = "http://localhost:8742/callback"
+//! default_tenant = "a3f2…"
+//! store = "secret-service"
+//! token_url = "https://identity.xero.com/connect/token"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+use toml_edit::{DocumentMut, Item, Table, Value};
+
+use crate::error::{Error, Result};
+
+/// The name the tool uses for its folders and its keychain service.
+pub const APP_NAME: &str = "xero-auth";
+/// The profile used when none is named.
+pub const DEFAULT_PROFILE: &str = "default";
+/// The redirect URI Xero's own CLIs register; ours too unless the profile says otherwise.
+pub const DEFAULT_REDIRECT_URI: &str = "http://localhost:8742/callback";
+
+/// Where the tool keeps its files. None of them holds a secret.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Folder of `config.toml`.
+    pub config_dir: PathBuf,
+    /// Folder of lock files.
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    /// The platform folders (`$XDG_CONFIG_HOME/xero-auth`, `$XDG_STATE_HOME/xero-auth` on Linux),
+    /// or `XERO_AUTH_CONFIG_DIR` / `XERO_AUTH_STATE_DIR` when set.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let dirs = directories::ProjectDirs::from("", "", APP_NAME);
+        let config_dir = match env("XERO_AUTH_CONFIG_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs
+                .as_ref()
+                .map(|d| d.config_dir().to_path_buf())
+                .ok_or_else(no_home)?,
+        };
+        let state_dir = match env("XERO_AUTH_STATE_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs
+                .as_ref()
+                .map(|d| {
+                    d.state_dir()
+                        .unwrap_or_else(|| d.data_local_dir())
+                        .to_path_buf()
+                })
+                .ok_or_else(no_home)?,
+        };
+        Ok(Paths {
+            config_dir,
+            state_dir,
+        })
+    }
+
+    /// The configuration file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+}
+
+fn no_home() -> Error {
+    Error::InvalidInput(
+        "cannot find a home folder for the configuration; set XERO_AUTH_CONFIG_DIR and XERO_AUTH_STATE_DIR"
+            .into(),
+    )
+}
+
+/// Which secret store a profile uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The freedesktop Secret Service over D-Bus (GNOME Keyring, KWallet, KeePassXC).
+    SecretService,
+    /// The macOS login keychain.
+    Keychain,
+    /// Windows Credential Manager.
+    CredentialManager,
+    /// The Linux kernel key retention service: only when named, as it forgets on reboot.
+    Keyutils,
+}
+
+impl StoreKind {
+    /// The platform's keychain.
+    pub fn platform_default() -> Self {
+        if cfg!(target_os = "macos") {
+            StoreKind::Keychain
+        } else if cfg!(target_os = "windows") {
+            StoreKind::CredentialManager
+        } else {
+            StoreKind::SecretService
+        }
+    }
+
+    /// The name used in `config.toml` and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::SecretService => "secret-service",
+            StoreKind::Keychain => "keychain",
+            StoreKind::CredentialManager => "credential-manager",
+            StoreKind::Keyutils => "keyutils",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            StoreKind::SecretService,
+            StoreKind::Keychain,
+            StoreKind::CredentialManager,
+            StoreKind::Keyutils,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
+}
+
+/// The five URLs the tool talks to. Defaults are Xero's.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorize: Url,
+    pub token: Url,
+    pub revocation: Url,
+    pub connections: Url,
+    pub api: Url,
+}
+
+/// Each endpoint: config key, environment variable, Xero's URL.
+const ENDPOINTS: [(&str, &str, &str); 5] = [
+    (
+        "authorize_url",
+        "XERO_AUTH_AUTHORIZE_URL",
+        "https://login.xero.com/identity/connect/authorize",
+    ),
+    (
+        "token_url",
+        "XERO_AUTH_TOKEN_URL",
+        "https://identity.xero.com/connect/token",
+    ),
+    (
+        "revocation_url",
+        "XERO_AUTH_REVOCATION_URL",
+        "https://identity.xero.com/connect/revocation",
+    ),
+    (
+        "connections_url",
+        "XERO_AUTH_CONNECTIONS_URL",
+        "https://api.xero.com/connections",
+    ),
+    ("api_url", "XERO_AUTH_API_URL", "https://api.xero.com/"),
+];
+
+/// One profile, resolved: config values with environment overrides and defaults applied.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub default_tenant: Option<String>,
+    pub store: StoreKind,
+    pub endpoints: Endpoints,
+    /// Timeout of one HTTP request.
+    pub http_timeout: Duration,
+    /// Timeout of one keychain call.
+    pub store_timeout: Duration,
+}
+
+/// The configuration file, kept as a document so that writes preserve the user's comments.
+#[derive(Debug)]
+pub struct Config {
+    path: PathBuf,
+    doc: DocumentMut,
+}
+
+impl Config {
+    /// Loads `config.toml`; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("cannot read the configuration file", path, e)),
+        };
+        let doc = text.parse::<DocumentMut>().map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("not valid TOML: {}", e.message()),
+        })?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            doc,
+        })
+    }
+
+    /// The file this configuration came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Names of the profiles in the file.
+    pub fn profile_names(&self) -> Vec<String> {
+        self.doc
+            .get("profiles")
+            .and_then(Item::as_table)
+            .map(|t| t.iter().map(|(k, _)| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn profile_table(&self, name: &str) -> Result<Option<&Table>> {
+        let Some(profiles) = self.doc.get("profiles") else {
+            return Ok(None);
+        };
+        let profiles = profiles
+            .as_table()
+            .ok_or_else(|| self.error("`profiles` must be a table of [profiles.NAME] tables"))?;
+        match profiles.get(name) {
+            None => Ok(None),
+            Some(item) => item
+                .as_table()
+                .map(Some)
+                .ok_or_else(|| self.error(&format!("`profiles.{name}` must be a table"))),
+        }
+    }
+
+    fn error(&self, message: &str) -> Error {
+        Error::Config {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Resolves profile `name`: the file's values, then the environment's overrides, then defaults.
+    pub fn profile(&self, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Profile> {
+        validate_profile_name(name)?;
+        let table = self.profile_table(name)?;
+        let get_str = |key: &str| -> Result<Option<String>> {
+            match table.and_then(|t| t.get(key)) {
+                None => Ok(None),
+                Some(item) => item.as_str().map(|s| Some(s.to_string())).ok_or_else(|| {
+                    self.error(&format!("`profiles.{name}.{key}` must be a string"))
+                }),
+            }
+        };
+        let get_secs = |key: &str, env_key: &str, default: u64| -> Result<Duration> {
+            let from_env = env(env_key).filter(|v| !v.is_empty());
+            let secs = match from_env {
+                Some(v) => v.parse::<f64>().ok().filter(|s| *s > 0.0 && *s < 86_400.0).ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "{env_key}={v} is not a number of seconds between 0 and 86400"
+                    ))
+                })?,
+                None => match table.and_then(|t| t.get(key)) {
+                    None => default as f64,
+                    Some(item) => item
+                        .as_integer()
+                        .map(|i| i as f64)
+                        .or_else(|| item.as_float())
+                        .filter(|s| *s > 0.0 && *s < 86_400.0)
+                        .ok_or_else(|| {
+                            self.error(&format!(
+                                "`profiles.{name}.{key}` must be a number of seconds between 0 and 86400"
+                            ))
+                        })?,
+                },
+            };
+            Ok(Duration::from_secs_f64(secs))
+        };
+
+        let mut urls = Vec::with_capacity(ENDPOINTS.len());
+        for (key, env_key, default) in ENDPOINTS {
+            let (value, source) = match env(env_key).filter(|v| !v.is_empty()) {
+                Some(v) => (v, format!("environment variable {env_key}")),
+                None => match get_str(key)? {
+                    Some(v) => (v, format!("`profiles.{name}.{key}` in {}", self.path.display())),
+                    None => (default.to_string(), "default".to_string()),
+                },
+            };
+            urls.push(parse_endpoint(&value).map_err(|why| {
+                Error::InvalidInput(format!("{source}: {why}"))
+            })?);
+        }
+        let [authorize, token, revocation, connections, api]: [Url; 5] =
+            urls.try_into().expect("five endpoints");
+
+        let scopes = match table.and_then(|t| t.get("scopes")) {
+            None => Vec::new(),
+            Some(item) => parse_scopes(item).ok_or_else(|| {
+                self.error(&format!(
+                    "`profiles.{name}.scopes` must be a space-separated string or an array of strings"
+                ))
+            })?,
+        };
+
+        let store = match env("XERO_AUTH_STORE").filter(|v| !v.is_empty()) {
+            Some(v) => Some((v, "environment variable XERO_AUTH_STORE".to_string())),
+            None => get_str("store")?.map(|v| (v, format!("`profiles.{name}.store`"))),
+        };
+        let store = match store {
+            None => StoreKind::platform_default(),
+            Some((v, source)) => StoreKind::parse(&v).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{source} names an unknown store '{v}': use secret-service, keychain, credential-manager or keyutils"
+                ))
+            })?,
+        };
+
+        let redirect_uri = get_str("redirect_uri")?.unwrap_or_else(|| DEFAULT_REDIRECT_URI.into());
+        Ok(Profile {
+            name: name.to_string(),
+            client_id: get_str("client_id")?.filter(|s| !s.is_empty()),
+            scopes,
+            redirect_uri,
+            default_tenant: get_str("default_tenant")?.filter(|s| !s.is_empty()),
+            store,
+            endpoints: Endpoints {
+                authorize,
+                token,
+                revocation,
+                connections,
+                api,
+            },
+            http_timeout: get_secs("http_timeout", "XERO_AUTH_HTTP_TIMEOUT", 30)?,
+            store_timeout: get_secs("store_timeout", "XERO_AUTH_STORE_TIMEOUT", 30)?,
+        })
+    }
+
+    /// Sets `profiles.NAME.KEY` to a string (creating the profile), keeping everything else.
+    pub fn set(&mut self, profile: &str, key: &str, value: &str) -> Result<()> {
+        validate_profile_name(profile)?;
+        self.profile_table(profile)?; // type-check what is there before changing it
+        let profiles = self.doc.entry("profiles").or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        });
+        let table = profiles
+            .as_table_mut()
+            .expect("checked above")
+            .entry(profile)
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("checked above");
+        table[key] = Item::Value(Value::from(value));
+        Ok(())
+    }
+
+    /// Removes `profiles.NAME.KEY`; true when it was there.
+    pub fn remove(&mut self, profile: &str, key: &str) -> Result<bool> {
+        self.profile_table(profile)?;
+        Ok(self
+            .doc
+            .get_mut("profiles")
+            .and_then(Item::as_table_mut)
+            .and_then(|p| p.get_mut(profile))
+            .and_then(Item::as_table_mut)
+            .map(|t| t.remove(key).is_some())
+            .unwrap_or(false))
+    }
+
+    /// Writes the file atomically: a temporary file in the same folder, then a rename.
+    pub fn save(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        let tmp = dir.join(format!(".config.toml.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(self.doc.to_string().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io("cannot write the configuration file", &self.path, e)
+        })
+    }
+}
+
+/// Creates a folder (and its parents) readable by the user alone.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| Error::io("cannot create the folder", dir, e))
+}
+
+/// Profile names become keychain account names and file names: keep them plain.
+pub fn validate_profile_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "invalid profile name '{}': use 1-64 letters, digits, '-', '_' or '.'",
+            name.escape_debug()
+        )))
+    }
+}
+
+fn parse_scopes(item: &Item) -> Option<Vec<String>> {
+    if let Some(s) = item.as_str() {
+        return Some(s.split_whitespace().map(String::from).collect());
+    }
+    let array = item.as_array()?;
+    array
+        .iter()
+        .map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Accepts `https://` anywhere and `http://` only on a loopback host.
+pub fn parse_endpoint(value: &str) -> std::result::Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("'{value}' is not a URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "'{value}' uses plain http:// on a host that is not loopback; use https://"
+        )),
+        other => Err(format!("'{value}' has scheme '{other}'; use https://")),
+    }
+}
+
+/// True for `localhost`, 127.0.0.0/8 and ::1.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+

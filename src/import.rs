@@ -1,0 +1,176 @@
+//! Reading the plaintext token files users migrate from: the classic example programs' token
+//! response (`id_token`, `access_token`, `expires_in`, `token_type`, `refresh_token`, `scope`)
+//! and SDK token sets (the same plus `expires_at`).
+
+use std::io::Read;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::oauth::{parse_scope_value, take_token};
+use crate::secret::read_bounded;
+use crate::token_set::TokenSet;
+
+/// Token files are a few KB; anything larger is not one.
+pub const MAX_TOKEN_FILE: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+struct RawTokenFile {
+    access_token: Option<serde_json::Value>,
+    refresh_token: Option<serde_json::Value>,
+    expires_in: Option<serde_json::Value>,
+    expires_at: Option<serde_json::Value>,
+    token_type: Option<serde_json::Value>,
+    scope: Option<serde_json::Value>,
+}
+
+/// Reads and checks a token file. Nothing is changed on disk or in the keychain.
+pub fn read_token_file(path: &Path) -> Result<TokenSet> {
+    let bad = |message: String| Error::TokenFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot be opened ({e})")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot be examined ({e})")))?;
+    if meta.is_dir() {
+        return Err(bad("is a folder, not a token file".into()));
+    }
+    if !meta.is_file() {
+        return Err(bad("is not a regular file".into()));
+    }
+    if meta.len() > MAX_TOKEN_FILE as u64 {
+        return Err(bad(format!(
+            "is {} bytes; a token file is a few KB (limit {MAX_TOKEN_FILE})",
+            meta.len()
+        )));
+    }
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| bad("has no modification time".into()))?;
+    let bytes = read_bounded(&mut file as &mut dyn Read, MAX_TOKEN_FILE)
+        .map_err(|e| bad(format!("cannot be read ({e})")))?
+        .ok_or_else(|| bad(format!("grew past {MAX_TOKEN_FILE} bytes while being read")))?;
+    parse_token_file(&bytes, modified).map_err(bad)
+}
+
+/// Parses a token file's bytes. `modified` (Unix seconds) stands in for the issue time the
+/// file does not record: expiry is `modified + expires_in` unless `expires_at` is given, so a
+/// day-old file holds an expired access token, not a fresh one.
+pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<TokenSet, String> {
+    let raw: RawTokenFile = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            format!("is not JSON (line {}, column {})", e.line(), e.column())
+        } else {
+            "is not a JSON object with token fields".to_string()
+        }
+    })?;
+    let refresh_token = take_token(raw.refresh_token, "refresh_token")?.ok_or_else(|| {
+        "has no refresh_token (was the app authorised with the offline_access scope?)".to_string()
+    })?;
+    let access_token = take_token(raw.access_token, "access_token")?;
+    let number = |v: Option<serde_json::Value>, field: &str| -> std::result::Result<Option<i64>, String> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| format!("{field} is not a number of seconds")),
+            Some(_) => Err(format!("{field} is not a number")),
+        }
+    };
+    let expires_in = number(raw.expires_in, "expires_in")?;
+    let expires_at = number(raw.expires_at, "expires_at")?;
+    let token_type = match raw.token_type {
+        None | Some(serde_json::Value::Null) => "Bearer".to_string(),
+        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("bearer") => "Bearer".into(),
+        Some(serde_json::Value::String(s)) => {
+            return Err(format!("token_type is '{}', expected Bearer", s.escape_debug()));
+        }
+        Some(_) => return Err("token_type is not a string".into()),
+    };
+    let scopes = match raw.scope {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?,
+    };
+    let expires_at = match (expires_at, expires_in) {
+        // Some SDKs write milliseconds; a value past the year 5000 in seconds is one.
+        (Some(at), _) if at > 100_000_000_000 => Some(at / 1000),
+        (Some(at), _) => Some(at),
+        (None, Some(lifetime)) => Some(TokenSet::expiry_from_lifetime(modified, lifetime)),
+        (None, None) => None,
+    };
+    Ok(TokenSet {
+        refresh_token: Some(refresh_token),
+        // Without an expiry the access token cannot be trusted: keep none, refresh on first use.
+        access_token: access_token.filter(|_| expires_at.is_some()),
+        expires_at,
+        token_type,
+        scopes,
+        obtained_at: modified,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::ExposeSecret;
+
+    const CLASSIC: &[u8] = br#"{ "id_token": "eyJhbGciOi.id", "access_token": "eyJhbGciOi.at", "expires_in": 1800, "token_type": "Bearer",
+  "refresh_token": "2f77bbfc2ee16f", "scope": "openid profile email accounting.transactions offline_access" }"#;
+
+    #[test]
+    fn classic_file_expiry_counts_from_modification_time() {
+        let set = parse_token_file(CLASSIC, 1_000_000).unwrap();
+        assert_eq!(set.expires_at, Some(1_001_800));
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), "2f77bbfc2ee16f");
+        assert_eq!(set.access_token.unwrap().expose_secret(), "eyJhbGciOi.at");
+        assert_eq!(set.scopes.len(), 5);
+        assert_eq!(set.obtained_at, 1_000_000);
+    }
+
+    #[test]
+    fn sdk_token_set_uses_expires_at() {
+        let set = parse_token_file(
+            br#"{"access_token":"a","refresh_token":"r","expires_in":1800,"expires_at":1700000000,"scope":["x","offline_access"]}"#,
+            5,
+        )
+        .unwrap();
+        assert_eq!(set.expires_at, Some(1_700_000_000));
+        assert_eq!(set.scopes, vec!["x", "offline_access"]);
+        let millis = parse_token_file(br#"{"refresh_token":"r","access_token":"a","expires_at":1700000000123}"#, 5).unwrap();
+        assert_eq!(millis.expires_at, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong_without_quoting_secrets() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "is not JSON"),
+            (b"[1,2]", "is not a JSON object"),
+            (br#"{"access_token":"secret-at-1"}"#, "has no refresh_token"),
+            (br#"{"refresh_token":42}"#, "refresh_token is not a string"),
+            (br#"{"refresh_token":"r","expires_in":"soon"}"#, "expires_in is not a number"),
+            (br#"{"refresh_token":"r","scope":7}"#, "scope is neither"),
+            (br#"{"refresh_token":""}"#, "refresh_token is empty"),
+            (br#"{"refresh_token":"secret-rt-1","token_type":"MAC"}"#, "token_type is 'MAC'"),
+        ];
+        for (input, expected) in cases {
+            let err = parse_token_file(input, 0).unwrap_err();
+            assert!(err.contains(expected), "{err} should contain {expected}");
+            assert!(!err.contains("secret-"), "{err}");
+        }
+    }
+
+    #[test]
+    fn access_token_without_expiry_is_dropped() {
+        let set = parse_token_file(br#"{"refresh_token":"r","access_token":"a"}"#, 5).unwrap();
+        assert!(set.access_token.is_none());
+    }
+}

@@ -1,0 +1,62 @@
+//! The `xero-auth` binary: parse the command line, run the command, turn an error into a
+//! message on stderr and an exit status (the table in `error.rs`).
+
+use std::time::Duration;
+
+use clap::Parser;
+use xero_auth::cli::{self, Cli, Context};
+use xero_auth::error::ExitCode;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match run(cli) {
+        Ok(()) => ExitCode::Success,
+        Err(err) => {
+            eprintln!("xero-auth: {err}");
+            err.exit_code()
+        }
+    };
+    std::process::exit(code as i32);
+}
+
+/// Builds a single-threaded runtime (a token helper runs one flow at a time; keychain calls get
+/// their own blocking thread) and runs the command on it.
+fn run(cli: Cli) -> xero_auth::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| xero_auth::Error::io("cannot start the async runtime", "", e))?;
+    let ctx = Context::from_process(&cli)?;
+    let result = runtime.block_on(cli::run(cli, &ctx));
+    // A keychain call that timed out may still be blocked in its thread: do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// Logs go to stderr: `-v` info, `-vv` debug, `-vvv` trace, or `RUST_LOG` (e.g. `xero_auth=debug`).
+/// Only this crate's own events are recorded (no bridge from the `log` crate), and none of them
+/// carries a secret.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let default = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time()
+                .with_filter(filter),
+        )
+        .init();
+}

@@ -1,0 +1,349 @@
+//! Xero's token endpoint: client authentication, one token request, and parsing of what comes
+//! back (untrusted input: every field is checked, nothing is quoted back in errors).
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::Rejection;
+use crate::http::{self, BodyError};
+use crate::secret::{
+    AccessToken, ClientSecret, FormBody, RefreshToken, SecretString, basic_credential,
+    zeroizing_bytes,
+};
+
+/// The app as Xero knows it: a client id, and a secret unless it is a PKCE-only app.
+pub struct AppCredentials {
+    pub client_id: String,
+    pub client_secret: Option<ClientSecret>,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// A successful token response.
+pub struct TokenResponse {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    /// Lifetime of the access token in seconds, as sent (may be absent, zero or negative).
+    pub expires_in: Option<i64>,
+    pub token_type: String,
+    pub scopes: Option<Vec<String>>,
+    pub id_token: Option<SecretString>,
+}
+
+/// Why a token request did not produce tokens.
+#[derive(Debug)]
+pub enum TokenError {
+    /// Worth retrying: network, timeout, 5xx, 429, or an answer we could not read (the request
+    /// may have been processed: Xero's grace window lets the same refresh token be retried).
+    Temporary {
+        cause: String,
+        retry_after: Option<Duration>,
+    },
+    /// `invalid_grant` or `invalid_client`.
+    Rejected {
+        rejection: Rejection,
+        description: Option<String>,
+    },
+    /// Another OAuth error (`invalid_scope`, `unsupported_grant_type`, …).
+    OAuth {
+        code: String,
+        description: Option<String>,
+    },
+    /// A non-OAuth client error.
+    Http { status: u16, summary: String },
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: Option<serde_json::Value>,
+    refresh_token: Option<serde_json::Value>,
+    expires_in: Option<serde_json::Value>,
+    token_type: Option<serde_json::Value>,
+    scope: Option<serde_json::Value>,
+    id_token: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawErrorResponse {
+    error: String,
+    error_description: Option<String>,
+}
+
+/// Parses a 2xx token response. Errors name the field, never its value.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
+    let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|e| {
+        if e.is_eof() {
+            "the answer is cut short (truncated JSON)".to_string()
+        } else {
+            match e.classify() {
+                serde_json::error::Category::Data => "the answer is JSON but not a token response".to_string(),
+                _ => "the answer is not a JSON token response".to_string(),
+            }
+        }
+    })?;
+    let access_token = take_token(raw.access_token, "access_token")?
+        .ok_or_else(|| "the answer has no access_token".to_string())?;
+    let refresh_token = take_token(raw.refresh_token, "refresh_token")?;
+    let id_token = take_token(raw.id_token, "id_token")?;
+    let expires_in = match raw.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_i64()
+                .or_else(|| n.as_f64().map(|f| f.clamp(i64::MIN as f64, i64::MAX as f64) as i64))
+                .ok_or("expires_in is not a number")?,
+        ),
+        // Some servers send numbers as strings.
+        Some(serde_json::Value::String(s)) => Some(
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| "expires_in is not a number".to_string())?,
+        ),
+        Some(_) => return Err("expires_in is not a number".into()),
+    };
+    let token_type = match raw.token_type {
+        None | Some(serde_json::Value::Null) => "Bearer".to_string(),
+        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("bearer") => "Bearer".into(),
+        Some(serde_json::Value::String(_)) => return Err("token_type is not Bearer".into()),
+        Some(_) => return Err("token_type is not a string".into()),
+    };
+    let scopes = match raw.scope {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?),
+    };
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        expires_in,
+        token_type,
+        scopes,
+        id_token,
+    })
+}
+
+/// Scopes as a space-separated string (OAuth) or an array of strings (some SDK token sets).
+pub fn parse_scope_value(value: &serde_json::Value) -> Option<Vec<String>> {
+    match value {
+        serde_json::Value::String(s) => Some(s.split_whitespace().map(String::from).collect()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(|s| s.trim().to_string()))
+            .filter(|s| s.as_ref().is_none_or(|s| !s.is_empty()))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// A token field: absent or null is `None`; a non-empty string without whitespace or control
+/// characters becomes a secret; anything else is an error naming the field.
+pub fn take_token(value: Option<serde_json::Value>, field: &str) -> Result<Option<SecretString>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => {
+            let s = crate::secret::Zeroizing::new(s);
+            if s.is_empty() {
+                Err(format!("{field} is empty"))
+            } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!("{field} contains whitespace or control characters"))
+            } else {
+                Ok(Some(crate::secret::secret_from_str(&s)))
+            }
+        }
+        Some(mut other) => {
+            wipe_value(&mut other);
+            Err(format!("{field} is not a string"))
+        }
+    }
+}
+
+fn wipe_value(value: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_value),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_value),
+        _ => {}
+    }
+}
+
+/// Sends one token request with the app's client authentication and classifies the answer.
+///
+/// With a client secret: HTTP Basic. Without (PKCE apps): `client_id` in the body and no
+/// `Authorization` header.
+pub async fn request_tokens(
+    http: &reqwest::Client,
+    url: &Url,
+    app: &AppCredentials,
+    form: FormBody,
+) -> Result<TokenResponse, TokenError> {
+    let mut request = http
+        .post(url.clone())
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(ACCEPT, "application/json");
+    let form = match &app.client_secret {
+        Some(secret) => {
+            let mut value = HeaderValue::from_maybe_shared(zeroizing_bytes(basic_credential(
+                &app.client_id,
+                secret,
+            )))
+            .expect("base64 is a valid header value");
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+            form
+        }
+        None => form.field("client_id", &app.client_id),
+    };
+    let response = request
+        .body(form.into_bytes())
+        .send()
+        .await
+        .map_err(|e| temporary(http::describe_transport(&e)))?;
+    fail::fail_point!("token-request-sent");
+
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    let body = match http::read_body(response, http::MAX_BODY).await {
+        Ok(body) => body,
+        Err(BodyError::Transport(e)) => return Err(temporary(http::describe_transport(&e))),
+        Err(BodyError::TooLarge) => {
+            return Err(temporary(format!("HTTP {status} with an oversized body")));
+        }
+    };
+
+    if status.is_success() {
+        return parse_token_response(&body).map_err(|why| temporary(format!("HTTP {status}, but {why}")));
+    }
+    if status.as_u16() == 429 {
+        return Err(TokenError::Temporary {
+            cause: "HTTP 429 Too Many Requests".into(),
+            retry_after,
+        });
+    }
+    if status.is_server_error() || status.as_u16() == 408 {
+        return Err(temporary(format!("HTTP {status}")));
+    }
+    match serde_json::from_slice::<RawErrorResponse>(&body) {
+        Ok(err) => {
+            let description = err.error_description.map(|d| sanitize(&d));
+            let rejection = match err.error.as_str() {
+                "invalid_grant" => Some(Rejection::Grant),
+                "invalid_client" => Some(Rejection::Client),
+                _ => None,
+            };
+            match rejection {
+                Some(rejection) => Err(TokenError::Rejected {
+                    rejection,
+                    description,
+                }),
+                None => Err(TokenError::OAuth {
+                    code: sanitize(&err.error),
+                    description,
+                }),
+            }
+        }
+        Err(_) => Err(TokenError::Http {
+            status: status.as_u16(),
+            summary: if is_json {
+                "an unexpected JSON body".into()
+            } else {
+                "a body that is not an OAuth error (a proxy or captive portal?)".into()
+            },
+        }),
+    }
+}
+
+fn temporary(cause: String) -> TokenError {
+    TokenError::Temporary {
+        cause,
+        retry_after: None,
+    }
+}
+
+/// Server-provided text for messages: printable, short, and never something shaped like a token.
+fn sanitize(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    cleaned
+        .split(' ')
+        .map(|word| if looks_like_token(word) { "[…]" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn looks_like_token(word: &str) -> bool {
+    word.len() >= 24
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~+/=".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::ExposeSecret;
+
+    #[test]
+    fn parses_xero_token_response() {
+        let body = br#"{"id_token":"eyJid","access_token":"eyJat","expires_in":1800,"token_type":"Bearer","refresh_token":"rt1","scope":"openid offline_access"}"#;
+        let r = parse_token_response(body).unwrap();
+        assert_eq!(r.access_token.expose_secret(), "eyJat");
+        assert_eq!(r.refresh_token.unwrap().expose_secret(), "rt1");
+        assert_eq!(r.expires_in, Some(1800));
+        assert_eq!(r.scopes.unwrap(), vec!["openid", "offline_access"]);
+        assert_eq!(r.id_token.unwrap().expose_secret(), "eyJid");
+    }
+
+    #[test]
+    fn accepts_edge_cases_of_fields() {
+        let r = parse_token_response(br#"{"access_token":"a","expires_in":"60","scope":["x","y"],"extra":{"n":1}}"#).unwrap();
+        assert_eq!(r.expires_in, Some(60));
+        assert_eq!(r.scopes.unwrap(), vec!["x", "y"]);
+        assert!(r.refresh_token.is_none());
+        let r = parse_token_response(br#"{"access_token":"a","expires_in":1e30}"#).unwrap();
+        assert_eq!(r.expires_in, Some(i64::MAX));
+        let r = parse_token_response(br#"{"access_token":"a","expires_in":-5}"#).unwrap();
+        assert_eq!(r.expires_in, Some(-5));
+    }
+
+    #[test]
+    fn rejects_bad_bodies_without_quoting_them() {
+        let truncated = parse_token_response(br#"{"access_token":"secret-abc","refresh_tok"#).unwrap_err();
+        assert!(truncated.contains("truncated"), "{truncated}");
+        let html = parse_token_response(b"<html><body>Sign in</body></html>").unwrap_err();
+        assert!(html.contains("not a JSON"), "{html}");
+        let wrong = parse_token_response(br#"{"access_token":12345678}"#).unwrap_err();
+        assert_eq!(wrong, "access_token is not a string");
+        let missing = parse_token_response(br#"{"refresh_token":"secret-abc"}"#).unwrap_err();
+        assert!(!missing.contains("secret-abc"));
+        let spaced = parse_token_response(br#"{"access_token":"a b"}"#).unwrap_err();
+        assert!(spaced.contains("whitespace"));
+    }
+
+    #[test]
+    fn sanitize_hides_token_shaped_words() {
+        let s = sanitize("token 2f77b9c0a1d2e3f4a5b6c7d8e9f0bfc2ee16f was reused\n");
+        assert_eq!(s, "token […] was reused");
+    }
+}

@@ -1,0 +1,382 @@
+//! A profile's session: reading and writing its token set, and the refresh protocol.
+//!
+//! The protocol (DESIGN.md, "The refresh protocol"):
+//! 1. take the profile's cross-process lock (bounded wait);
+//! 2. re-read the token set: another process may have refreshed while we waited;
+//! 3. POST the refresh; on timeout, connection error, 5xx, 429 or an unreadable answer the
+//!    stored set is untouched and the same refresh token is retried (Xero's 30-minute grace);
+//! 4. write the new set to the keychain **before** anything sees the new access token;
+//! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
+//! 6. release the lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+use crate::config::{Paths, Profile, create_private_dir};
+use crate::error::{Error, Result};
+use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
+use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
+use crate::store::{Store, client_secret_account, token_set_account};
+use crate::token_set::TokenSet;
+
+/// The default margin: a token that expires within 5 minutes is refreshed first.
+pub const DEFAULT_MARGIN_SECS: i64 = 300;
+
+/// How many times one refresh is attempted before giving up with exit 6.
+const REFRESH_ATTEMPTS: u32 = 3;
+/// The longest `Retry-After` honoured inside one command.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long to wait for another process's refresh before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The time, injectable for tests.
+pub trait Clock: Send + Sync {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
+/// The operating system releases it when the process ends, however it ends.
+pub struct RefreshLock {
+    _file: File,
+}
+
+impl RefreshLock {
+    /// The lock file of `profile`.
+    pub fn path(paths: &Paths, profile: &str) -> PathBuf {
+        paths.state_dir.join("locks").join(format!("{profile}.lock"))
+    }
+
+    /// Waits at most `max_wait` for the lock.
+    pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
+        let path = Self::path(paths, profile);
+        create_private_dir(path.parent().expect("lock path has a folder"))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(RefreshLock { _file: file }),
+                Err(TryLockError::WouldBlock) => {
+                    if started.elapsed() >= max_wait {
+                        return Err(Error::LockTimeout {
+                            profile: profile.to_string(),
+                            path,
+                            secs: max_wait.as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io("cannot lock the lock file", &path, e));
+                }
+            }
+        }
+    }
+}
+
+/// What a refresh did.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The token set now stored.
+    pub token_set: TokenSet,
+    /// True when this call made the request; false when the stored set was already good
+    /// (another process refreshed while we waited for the lock).
+    pub requested: bool,
+}
+
+/// One profile's tokens and the flows around them.
+pub struct Session {
+    profile: Profile,
+    paths: Paths,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    http: OnceCell<reqwest::Client>,
+    /// Serialises refreshes inside this process, so many tasks make one request.
+    local: tokio::sync::Mutex<()>,
+}
+
+impl Session {
+    /// A session for `profile`, keeping secrets in `store`.
+    pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
+        Session {
+            profile,
+            paths,
+            store,
+            clock,
+            http: OnceCell::new(),
+            local: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The profile this session serves.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The store holding this profile's secrets.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current time, from the session's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The HTTP client, built on first use only.
+    pub async fn http(&self) -> Result<&reqwest::Client> {
+        self.http
+            .get_or_try_init(|| async {
+                crate::http::client(&self.profile).map_err(|e| {
+                    Error::InvalidInput(format!("cannot set up HTTPS: {}", crate::http::describe_transport(&e)))
+                })
+            })
+            .await
+    }
+
+    /// The stored token set, if any.
+    pub async fn stored_token_set(&self) -> Result<Option<TokenSet>> {
+        let Some(bytes) = self.store.get(&token_set_account(&self.profile.name)).await? else {
+            return Ok(None);
+        };
+        TokenSet::from_json(&bytes)
+            .map(Some)
+            .map_err(|message| Error::StoredFormat {
+                profile: self.profile.name.clone(),
+                message,
+            })
+    }
+
+    /// The stored token set, or exit 3 when there is none.
+    pub async fn require_token_set(&self) -> Result<TokenSet> {
+        self.stored_token_set().await?.ok_or_else(|| Error::NothingStored {
+            profile: self.profile.name.clone(),
+            what: "token set",
+            hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
+        })
+    }
+
+    /// Writes `set` in one keychain write.
+    pub async fn store_token_set(&self, set: &TokenSet) -> Result<()> {
+        let label = format!("xero-auth token set ({})", self.profile.name);
+        self.store
+            .set(&token_set_account(&self.profile.name), &label, set.to_json())
+            .await
+    }
+
+    /// The app's credentials: the client id from the config, the secret from the keychain
+    /// (none for PKCE apps).
+    pub async fn app_credentials(&self) -> Result<AppCredentials> {
+        let client_id = self.profile.client_id.clone().ok_or_else(|| Error::NothingStored {
+            profile: self.profile.name.clone(),
+            what: "client id",
+            hint: "run `xero-auth client set --client-id ID` with the id from developer.xero.com",
+        })?;
+        let client_secret = match self
+            .store
+            .get(&client_secret_account(&self.profile.name))
+            .await?
+        {
+            None => None,
+            Some(bytes) => Some(parse_secret_input(&bytes, "stored client secret").map_err(|why| {
+                Error::StoredFormat {
+                    profile: self.profile.name.clone(),
+                    message: format!("client secret is unusable ({why}); run `xero-auth client set` again"),
+                }
+            })?),
+        };
+        Ok(AppCredentials {
+            client_id,
+            client_secret,
+        })
+    }
+
+    /// A token set whose access token stays valid for more than `margin_secs`, refreshing
+    /// through the protocol only when the stored one does not. Makes no request otherwise.
+    pub async fn valid_token_set(&self, margin_secs: i64) -> Result<TokenSet> {
+        let stored = self.require_token_set().await?;
+        if stored.access_valid_for(self.now(), margin_secs) {
+            return Ok(stored);
+        }
+        Ok(self
+            .refresh_with(Need::ValidFor(margin_secs))
+            .await?
+            .token_set)
+    }
+
+    /// Refreshes now, whatever the access token's expiry: `xero-auth refresh`. When another
+    /// process refreshes while this one waits for the lock, its result is used instead of a
+    /// second request.
+    pub async fn force_refresh(&self) -> Result<Refreshed> {
+        let seen = self.require_token_set().await?;
+        self.refresh_with(Need::NewerThan(seen)).await
+    }
+
+    async fn refresh_with(&self, need: Need) -> Result<Refreshed> {
+        let _local = self.local.lock().await;
+        let _lock = RefreshLock::acquire(&self.paths, &self.profile.name, LOCK_WAIT).await?;
+        fail::fail_point!("refresh-lock-taken");
+
+        let current = self.require_token_set().await?;
+        fail::fail_point!("refresh-set-read");
+        let done_elsewhere = match &need {
+            Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
+            Need::NewerThan(seen) => !current.same_tokens(seen),
+        };
+        if done_elsewhere {
+            tracing::debug!(profile = %self.profile.name, "token set already refreshed by another process");
+            return Ok(Refreshed {
+                token_set: current,
+                requested: false,
+            });
+        }
+
+        let refresh_token = current.refresh_token.as_ref().ok_or_else(|| Error::StoredFormat {
+            profile: self.profile.name.clone(),
+            message: "has no refresh token; authorise again with `xero-auth login`".into(),
+        })?;
+        let app = self.app_credentials().await?;
+        let response = self.post_refresh(&app, refresh_token.expose_secret()).await?;
+        fail::fail_point!("refresh-response-parsed");
+
+        let now = self.now();
+        let rotated = current.refresh_token.is_some() && response.refresh_token.is_some();
+        let new_set = TokenSet {
+            // A response without a refresh token keeps the old one.
+            refresh_token: response.refresh_token.or(current.refresh_token),
+            expires_at: Some(TokenSet::expiry_from_lifetime(
+                now,
+                response.expires_in.unwrap_or(1800),
+            )),
+            access_token: Some(response.access_token),
+            token_type: response.token_type,
+            scopes: response.scopes.unwrap_or(current.scopes),
+            obtained_at: if rotated { now } else { current.obtained_at },
+        };
+        self.store_refreshed(&new_set).await?;
+        fail::fail_point!("refresh-stored");
+        tracing::info!(profile = %self.profile.name, rotated, "refreshed and stored the token set");
+        Ok(Refreshed {
+            token_set: new_set,
+            requested: true,
+        })
+    }
+
+    /// POSTs the refresh, retrying temporary failures with bounded backoff. The stored set is
+    /// not touched here.
+    async fn post_refresh(&self, app: &AppCredentials, refresh_token: &str) -> Result<TokenResponse> {
+        let http = self.http().await?;
+        let url = &self.profile.endpoints.token;
+        let mut backoff = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let form = FormBody::with_capacity(64 + 3 * refresh_token.len())
+                .field("grant_type", "refresh_token")
+                .field("refresh_token", refresh_token);
+            tracing::debug!(endpoint = %url, attempt, "refresh request");
+            match oauth::request_tokens(http, url, app, form).await {
+                Ok(response) => return Ok(response),
+                Err(TokenError::Temporary { cause, retry_after }) => {
+                    let wait = retry_after.unwrap_or(backoff);
+                    if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
+                        let hint = match retry_after {
+                            Some(w) => format!("Xero asked to wait {} s", w.as_secs()),
+                            None => "the stored refresh token was kept and stays usable".into(),
+                        };
+                        return Err(Error::Temporary {
+                            what: format!("refreshing profile '{}' at {url}", self.profile.name),
+                            cause: format!("{cause}; {attempt} attempts"),
+                            hint: Some(hint),
+                        });
+                    }
+                    tracing::warn!(endpoint = %url, attempt, %cause, "refresh failed; retrying in {} ms", wait.as_millis());
+                    tokio::time::sleep(wait).await;
+                    backoff *= 3;
+                    attempt += 1;
+                }
+                Err(TokenError::Rejected {
+                    rejection,
+                    description,
+                }) => {
+                    return Err(Error::ReauthRequired {
+                        profile: self.profile.name.clone(),
+                        rejection,
+                        endpoint: url.to_string(),
+                        description,
+                    });
+                }
+                Err(TokenError::OAuth { code, description }) => {
+                    return Err(Error::OAuth {
+                        endpoint: url.to_string(),
+                        code,
+                        description,
+                    });
+                }
+                Err(TokenError::Http { status, summary }) => {
+                    return Err(Error::Http {
+                        endpoint: url.to_string(),
+                        status,
+                        summary,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh
+    /// token, so this write is what keeps the user logged in.
+    async fn store_refreshed(&self, set: &TokenSet) -> Result<()> {
+        let mut last = None;
+        for attempt in 1..=3 {
+            match self.store_token_set(set).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+        let cause = match last {
+            Some(Error::StoreUnavailable { cause, .. }) => cause,
+            Some(other) => other.to_string(),
+            None => "unknown".into(),
+        };
+        Err(Error::StoreWriteFailed {
+            profile: self.profile.name.clone(),
+            store: self.store.describe(),
+            cause,
+        })
+    }
+}
+
+/// What a refresh must achieve; decides whether the set found after taking the lock will do.
+enum Need {
+    /// An access token valid for more than this many seconds.
+    ValidFor(i64),
+    /// Tokens other than these (a forced refresh).
+    NewerThan(TokenSet),
+}

@@ -1,0 +1,182 @@
+//! The platform keychains, through the keyring-rs project's store crates (`keyring-core`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keyring_core::{CredentialStore, Entry, Error as KeyringError};
+use zeroize::Zeroize;
+
+use super::{SERVICE, SecretStore, StoreFailure};
+use crate::config::StoreKind;
+use crate::secret::Zeroizing;
+
+/// A platform keychain. Connects on first use (for the Secret Service: opens the D-Bus session
+/// and the encrypted transfer session) and reuses the connection for later calls.
+pub struct Keychain {
+    kind: StoreKind,
+    opened: Mutex<Option<Arc<CredentialStore>>>,
+}
+
+impl Keychain {
+    /// A keychain of `kind`; nothing is contacted yet.
+    pub fn new(kind: StoreKind) -> Self {
+        Keychain {
+            kind,
+            opened: Mutex::new(None),
+        }
+    }
+
+    fn open(&self) -> Result<Arc<CredentialStore>, StoreFailure> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = opened.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = open_platform_store(self.kind).map_err(|e| self.failure(e))?;
+        *opened = Some(store.clone());
+        Ok(store)
+    }
+
+    fn entry(&self, account: &str, label: Option<&str>) -> Result<Entry, StoreFailure> {
+        let store = self.open()?;
+        let result = match (self.kind, label) {
+            // The Secret Service shows a label in Seahorse / KeePassXC: make it say what it is.
+            (StoreKind::SecretService, Some(label)) => {
+                let mods = HashMap::from([("label", label)]);
+                Entry::new_in_store_with_modifiers(&store, SERVICE, account, &mods)
+            }
+            _ => Entry::new_in_store(&store, SERVICE, account),
+        };
+        result.map_err(|e| self.failure(e))
+    }
+
+    /// Turns a keyring error into a message with a fix. Variants that carry the stored bytes
+    /// have them wiped here, so they go no further.
+    fn failure(&self, err: KeyringError) -> StoreFailure {
+        let cause = match err {
+            KeyringError::BadEncoding(mut bytes) | KeyringError::BadDataFormat(mut bytes, _) => {
+                bytes.zeroize();
+                return StoreFailure {
+                    cause: "the keychain returned data in an unexpected format".into(),
+                    fix: "remove the entry with the platform's keychain tool and store it again"
+                        .into(),
+                };
+            }
+            KeyringError::Ambiguous(entries) => {
+                return StoreFailure {
+                    cause: format!(
+                        "{} keychain items match one entry of service '{SERVICE}'",
+                        entries.len()
+                    ),
+                    fix: format!(
+                        "remove the duplicates, e.g. `secret-tool search --all service {SERVICE}` \
+                         then `secret-tool clear service {SERVICE} username ACCOUNT`"
+                    ),
+                };
+            }
+            KeyringError::NoStorageAccess(e) => {
+                return StoreFailure {
+                    cause: format!("the keychain is locked or refused access ({e})"),
+                    fix: self.unlock_fix().into(),
+                };
+            }
+            other => other.to_string(),
+        };
+        StoreFailure {
+            cause,
+            fix: self.unavailable_fix().into(),
+        }
+    }
+
+    fn unlock_fix(&self) -> &'static str {
+        match self.kind {
+            StoreKind::SecretService => {
+                "unlock the login keyring (log in to the desktop session, or on a headless machine \
+                 `echo -n PASSWORD | gnome-keyring-daemon --replace --unlock --components=secrets`), \
+                 then run the command again"
+            }
+            StoreKind::Keychain => {
+                "unlock the login keychain (`security unlock-keychain`) and allow xero-auth access"
+            }
+            StoreKind::CredentialManager => "log in to the Windows account that owns the credentials",
+            StoreKind::Keyutils => "check that the session keyring belongs to this user (`keyctl show @s`)",
+        }
+    }
+
+    fn unavailable_fix(&self) -> &'static str {
+        match self.kind {
+            StoreKind::SecretService => {
+                "no Secret Service answered on the session D-Bus. On a desktop, enable GNOME Keyring, \
+                 KWallet or KeePassXC's Secret Service integration; on a headless machine or over SSH \
+                 start one in a D-Bus session (see docs/headless-linux.md), or set store = \"keyutils\" \
+                 for this profile (kernel memory, forgotten at reboot). xero-auth never falls back to a \
+                 plaintext file"
+            }
+            StoreKind::Keychain => "check the login keychain with Keychain Access",
+            StoreKind::CredentialManager => "check Credential Manager (Control Panel)",
+            StoreKind::Keyutils => {
+                "the kernel key retention service is not usable here (containers may forbid it); \
+                 use store = \"secret-service\""
+            }
+        }
+    }
+}
+
+impl SecretStore for Keychain {
+    fn describe(&self) -> String {
+        match self.kind {
+            StoreKind::SecretService => "Secret Service (D-Bus org.freedesktop.secrets)".into(),
+            StoreKind::Keychain => "macOS Keychain".into(),
+            StoreKind::CredentialManager => "Windows Credential Manager".into(),
+            StoreKind::Keyutils => "Linux kernel keyutils (forgotten at reboot)".into(),
+        }
+    }
+
+    fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
+        match self.entry(account, None)?.get_secret() {
+            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+            Err(KeyringError::NoEntry) => Ok(None),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
+        self.entry(account, Some(label))?
+            .set_secret(secret)
+            .map_err(|e| self.failure(e))
+    }
+
+    fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+        match self.entry(account, None)?.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(KeyringError::NoEntry) => Ok(false),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+}
+
+fn open_platform_store(kind: StoreKind) -> keyring_core::Result<Arc<CredentialStore>> {
+    let not_here = || {
+        Err(KeyringError::NotSupportedByStore(format!(
+            "the store '{}' does not exist on this operating system",
+            kind.name()
+        )))
+    };
+    match kind {
+        #[cfg(target_os = "linux")]
+        StoreKind::SecretService => {
+            Ok(zbus_secret_service_keyring_store::Store::new()? as Arc<CredentialStore>)
+        }
+        #[cfg(target_os = "linux")]
+        StoreKind::Keyutils => Ok(linux_keyutils_keyring_store::Store::new()? as Arc<CredentialStore>),
+        #[cfg(target_os = "macos")]
+        StoreKind::Keychain => {
+            Ok(apple_native_keyring_store::keychain::Store::new()? as Arc<CredentialStore>)
+        }
+        #[cfg(target_os = "windows")]
+        StoreKind::CredentialManager => {
+            Ok(windows_native_keyring_store::Store::new()? as Arc<CredentialStore>)
+        }
+        #[allow(unreachable_patterns)]
+        _ => not_here(),
+    }
+}

@@ -1,0 +1,137 @@
+//! Where secrets live: one small [`SecretStore`] trait (get / set / delete of one named secret),
+//! the keychain behind it, and an async facade that keeps every keychain call off the runtime.
+//!
+//! Everything above this module is store-agnostic. There is no plaintext fallback: when the
+//! store cannot be used the caller gets [`Error::StoreUnavailable`] with the cause and the fix.
+
+mod keychain;
+#[cfg(test)]
+pub(crate) mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use keychain::Keychain;
+
+use crate::config::StoreKind;
+use crate::error::{Error, Result};
+use crate::secret::Zeroizing;
+
+/// The keychain service name every entry is filed under.
+pub const SERVICE: &str = "xero-auth";
+
+/// What a store can report when it fails. Never holds a secret.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    /// What went wrong, in the store's words.
+    pub cause: String,
+    /// What the user can do about it.
+    pub fix: String,
+}
+
+/// A place that keeps named secrets. Calls block; use [`Store`] from async code.
+pub trait SecretStore: Send + Sync {
+    /// A name for messages: which store this is.
+    fn describe(&self) -> String;
+    /// The secret filed under `account`, or `None` when there is none.
+    fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure>;
+    /// Files `secret` under `account` in one write, replacing what was there.
+    fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure>;
+    /// Deletes the secret under `account`; `false` when there was none.
+    fn delete(&self, account: &str) -> Result<bool, StoreFailure>;
+}
+
+/// The keychain account that holds a profile's token set.
+pub fn token_set_account(profile: &str) -> String {
+    format!("{profile}/token-set")
+}
+
+/// The keychain account that holds a profile's client secret.
+pub fn client_secret_account(profile: &str) -> String {
+    format!("{profile}/client-secret")
+}
+
+/// The async face of a [`SecretStore`]: each call runs on a blocking thread, with a timeout,
+/// so a keychain that waits on an unlock prompt or a dead D-Bus peer cannot hang the runtime.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn SecretStore>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("store", &self.inner.describe())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Wraps a store; each call gives up after `timeout`.
+    pub fn new(inner: Arc<dyn SecretStore>, timeout: Duration) -> Self {
+        Store { inner, timeout }
+    }
+
+    /// The platform keychain of `kind`. Nothing is contacted until the first call.
+    pub fn keychain(kind: StoreKind, timeout: Duration) -> Self {
+        Store::new(Arc::new(Keychain::new(kind)), timeout)
+    }
+
+    /// Which store this is, for messages.
+    pub fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    /// Reads the secret filed under `account`.
+    pub async fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let account = account.to_string();
+        self.run("read", move |s| s.get(&account)).await
+    }
+
+    /// Files `secret` under `account` in one write.
+    pub async fn set(&self, account: &str, label: &str, secret: Zeroizing<Vec<u8>>) -> Result<()> {
+        let account = account.to_string();
+        let label = label.to_string();
+        self.run("write", move |s| s.set(&account, &label, &secret))
+            .await
+    }
+
+    /// Deletes the secret filed under `account`.
+    pub async fn delete(&self, account: &str) -> Result<bool> {
+        let account = account.to_string();
+        self.run("delete", move |s| s.delete(&account)).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&dyn SecretStore) -> Result<T, StoreFailure> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        let task = tokio::task::spawn_blocking(move || f(inner.as_ref()));
+        let outcome = match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(join)) => Err(StoreFailure {
+                cause: format!("the keychain {op} call failed unexpectedly ({join})"),
+                fix: "run the command again; if it keeps failing, run `xero-auth doctor`".into(),
+            }),
+            Err(_) => Err(StoreFailure {
+                cause: format!(
+                    "no answer to a {op} within {} s",
+                    self.timeout.as_secs_f32()
+                ),
+                fix: "the keychain may be waiting for an unlock prompt nobody sees, or its daemon \
+                      hangs: unlock it (or restart it) and run the command again; \
+                      XERO_AUTH_STORE_TIMEOUT sets the wait"
+                    .into(),
+            }),
+        };
+        outcome.map_err(|f| Error::StoreUnavailable {
+            store: self.inner.describe(),
+            cause: f.cause,
+            fix: f.fix,
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! The token set: what one keychain entry holds for a profile, and how it is written.
+//!
+//! The whole set is one small JSON document written in **one** keychain write, so the refresh
+//! token is never split across entries and never lost between two writes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{AccessToken, ExposeSecret, RefreshToken, Zeroizing, secret_from_str};
+
+/// The format this version writes. A newer one is refused, never overwritten.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How long Xero keeps an unused refresh token alive.
+pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 60 * 24 * 3600;
+
+/// Upper bound on a lifetime we believe from a server or a file (one year): a typo or an
+/// overflow must not make a token look valid for ever.
+const MAX_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+
+/// A profile's tokens. `Debug` never shows a token.
+pub struct TokenSet {
+    /// The single-use refresh token (`None` for client-credentials connections).
+    pub refresh_token: Option<RefreshToken>,
+    /// The latest access token, a 30-minute cache.
+    pub access_token: Option<AccessToken>,
+    /// When the access token expires, in Unix seconds.
+    pub expires_at: Option<i64>,
+    /// `Bearer`.
+    pub token_type: String,
+    /// The scopes Xero granted.
+    pub scopes: Vec<String>,
+    /// When the refresh token was obtained, in Unix seconds: it lapses 60 days later unless used.
+    pub obtained_at: i64,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
+            .field("expires_at", &self.expires_at)
+            .field("token_type", &self.token_type)
+            .field("scopes", &self.scopes)
+            .field("obtained_at", &self.obtained_at)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    token_type: &'a str,
+    scope: String,
+    obtained_at: i64,
+}
+
+#[derive(Deserialize)]
+struct StoredOwned {
+    version: u32,
+    refresh_token: Option<String>,
+    access_token: Option<String>,
+    expires_at: Option<i64>,
+    #[serde(default = "bearer")]
+    token_type: String,
+    #[serde(default)]
+    scope: String,
+    obtained_at: i64,
+}
+
+fn bearer() -> String {
+    "Bearer".into()
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<u32>,
+}
+
+impl TokenSet {
+    /// True when the access token is present and stays valid for more than `margin_secs`.
+    pub fn access_valid_for(&self, now: i64, margin_secs: i64) -> bool {
+        match (&self.access_token, self.expires_at) {
+            (Some(_), Some(expires_at)) => expires_at.saturating_sub(now) > margin_secs,
+            _ => false,
+        }
+    }
+
+    /// When the refresh token lapses if it is not used (obtained + 60 days).
+    pub fn refresh_lapses_at(&self) -> i64 {
+        self.obtained_at.saturating_add(REFRESH_TOKEN_LIFETIME_SECS)
+    }
+
+    /// True when both sets hold the same tokens: used to notice that another process refreshed.
+    pub fn same_tokens(&self, other: &TokenSet) -> bool {
+        fn eq(a: &Option<crate::secret::SecretString>, b: &Option<crate::secret::SecretString>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        eq(&self.refresh_token, &other.refresh_token) && eq(&self.access_token, &other.access_token)
+    }
+
+    /// An expiry from a lifetime in seconds as a server or file gives it: negative lifetimes
+    /// count as already expired, huge ones are capped at a year.
+    pub fn expiry_from_lifetime(start: i64, lifetime_secs: i64) -> i64 {
+        start.saturating_add(lifetime_secs.clamp(0, MAX_LIFETIME_SECS))
+    }
+
+    /// The stored form: one JSON document in a zeroizing buffer allocated once.
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let stored = StoredRef {
+            version: FORMAT_VERSION,
+            refresh_token: self.refresh_token.as_ref().map(|t| t.expose_secret()),
+            access_token: self.access_token.as_ref().map(|t| t.expose_secret()),
+            expires_at: self.expires_at,
+            token_type: &self.token_type,
+            scope: self.scopes.join(" "),
+            obtained_at: self.obtained_at,
+        };
+        let secret_len = stored.refresh_token.map_or(0, str::len) + stored.access_token.map_or(0, str::len);
+        // Escapes can at most sextuple a character (\u00XX); reserve for the worst case so the
+        // buffer never reallocates and leaves a copy behind.
+        let capacity = 6 * (secret_len + stored.scope.len() + stored.token_type.len()) + 256;
+        let mut buf = Zeroizing::new(Vec::with_capacity(capacity));
+        serde_json::to_writer(&mut *buf, &stored).expect("serialising to memory cannot fail");
+        buf
+    }
+
+    /// Parses the stored form. The error never quotes the data.
+    pub fn from_json(bytes: &[u8]) -> Result<TokenSet, String> {
+        let version = serde_json::from_slice::<VersionOnly>(bytes)
+            .map_err(|e| format!("is not a token set xero-auth wrote (JSON error at line {}, column {})", e.line(), e.column()))?
+            .version
+            .ok_or_else(|| "has no format version".to_string())?;
+        if version > FORMAT_VERSION {
+            return Err(format!(
+                "was written by a newer xero-auth (format {version}; this one reads up to {FORMAT_VERSION}); \
+                 upgrade xero-auth — the entry was left as it is"
+            ));
+        }
+        let stored: StoredOwned = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "is damaged (JSON error at line {}, column {}); log in again or import a token file",
+                e.line(),
+                e.column()
+            )
+        })?;
+        let _ = stored.version;
+        Ok(TokenSet {
+            refresh_token: stored.refresh_token.map(owned_secret),
+            access_token: stored.access_token.map(owned_secret),
+            expires_at: stored.expires_at,
+            token_type: stored.token_type,
+            scopes: stored.scope.split_whitespace().map(String::from).collect(),
+            obtained_at: stored.obtained_at,
+        })
+    }
+}
+
+/// Moves a `String` into a secret, wiping the original allocation.
+pub(crate) fn owned_secret(s: String) -> crate::secret::SecretString {
+    let s = Zeroizing::new(s);
+    secret_from_str(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TokenSet {
+        TokenSet {
+            refresh_token: Some(secret_from_str("rt-123")),
+            access_token: Some(secret_from_str("eyJ.at.456")),
+            expires_at: Some(1_000_000),
+            token_type: "Bearer".into(),
+            scopes: vec!["openid".into(), "offline_access".into()],
+            obtained_at: 999_000,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_stored_json() {
+        let json = sample().to_json();
+        let back = TokenSet::from_json(&json).unwrap();
+        assert!(back.same_tokens(&sample()));
+        assert_eq!(back.expires_at, Some(1_000_000));
+        assert_eq!(back.scopes, vec!["openid", "offline_access"]);
+        assert_eq!(back.obtained_at, 999_000);
+        assert_eq!(back.refresh_lapses_at(), 999_000 + 60 * 86_400);
+    }
+
+    #[test]
+    fn refuses_a_newer_format_without_quoting_it() {
+        let err = TokenSet::from_json(br#"{"version":2,"refresh_token":"rt-secret","obtained_at":1}"#).unwrap_err();
+        assert!(err.contains("newer xero-auth"), "{err}");
+        assert!(!err.contains("rt-secret"));
+        let err = TokenSet::from_json(br#"{"version":1,"refresh_token":5,"obtained_at":1}"#).unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn validity_respects_the_margin() {
+        let set = sample();
+        assert!(set.access_valid_for(1_000_000 - 301, 300));
+        assert!(!set.access_valid_for(1_000_000 - 300, 300));
+        assert!(!set.access_valid_for(1_000_001, 0));
+    }
+
+    #[test]
+    fn lifetimes_are_clamped() {
+        assert_eq!(TokenSet::expiry_from_lifetime(100, -5), 100);
+        assert_eq!(TokenSet::expiry_from_lifetime(100, i64::MAX), 100 + MAX_LIFETIME_SECS);
+    }
+
+    #[test]
+    fn debug_hides_tokens() {
+        let shown = format!("{:?}", sample());
+        assert!(!shown.contains("rt-123") && !shown.contains("eyJ.at.456"), "{shown}");
+    }
+}
