@@ -450,3 +450,102 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        (dir, config)
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_xeros_endpoints_and_the_platform_store() {
+        let (_d, config) = load("");
+        let p = config.profile("default", &env(&[])).unwrap();
+        assert_eq!(p.endpoints.token.as_str(), "https://identity.xero.com/connect/token");
+        assert_eq!(p.endpoints.api.as_str(), "https://api.xero.com/");
+        assert_eq!(p.redirect_uri, DEFAULT_REDIRECT_URI);
+        assert_eq!(p.store, StoreKind::platform_default());
+        assert!(p.client_id.is_none() && p.scopes.is_empty());
+    }
+
+    #[test]
+    fn profile_values_and_env_overrides_apply_one_by_one() {
+        let (_d, config) = load(
+            r#"
+[profiles.work]
+client_id = "ABC"
+scopes = "openid offline_access"
+token_url = "http://127.0.0.1:9/token"
+api_url = "https://api.example.test/"
+store = "keyutils"
+http_timeout = 5
+"#,
+        );
+        let e = env(&[("XERO_AUTH_API_URL", "http://localhost:8080/")]);
+        let p = config.profile("work", &e).unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("ABC"));
+        assert_eq!(p.scopes, vec!["openid", "offline_access"]);
+        assert_eq!(p.endpoints.token.as_str(), "http://127.0.0.1:9/token");
+        assert_eq!(p.endpoints.api.as_str(), "http://localhost:8080/");
+        assert_eq!(p.endpoints.revocation.as_str(), "https://identity.xero.com/connect/revocation");
+        assert_eq!(p.store, StoreKind::Keyutils);
+        assert_eq!(p.http_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        assert!(parse_endpoint("http://127.0.0.1:1/x").is_ok());
+        assert!(parse_endpoint("http://[::1]:1/x").is_ok());
+        assert!(parse_endpoint("http://localhost/x").is_ok());
+        assert!(parse_endpoint("http://identity.xero.com/x").unwrap_err().contains("https://"));
+        assert!(parse_endpoint("http://127.0.0.1.evil.test/x").is_err());
+        assert!(parse_endpoint("ftp://127.0.0.1/x").is_err());
+        let (_d, config) = load("");
+        let err = config
+            .profile("default", &env(&[("XERO_AUTH_TOKEN_URL", "http://10.0.0.1/token")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("XERO_AUTH_TOKEN_URL"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let (_d, config) = load("[profiles.default]\nscopes = 5\n");
+        let err = config.profile("default", &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("profiles.default.scopes"), "{err}");
+        let (_d, config) = load("[profiles.default]\nstore = \"plaintext\"\n");
+        let err = config.profile("default", &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown store 'plaintext'"), "{err}");
+    }
+
+    #[test]
+    fn set_keeps_comments_and_other_profiles() {
+        let (_d, mut config) = load("# mine\n[profiles.other]\nclient_id = \"X\"\n");
+        config.set("default", "client_id", "NEW").unwrap();
+        config.save().unwrap();
+        let text = std::fs::read_to_string(config.path()).unwrap();
+        assert!(text.contains("# mine") && text.contains("client_id = \"X\"") && text.contains("NEW"), "{text}");
+        let again = Config::load(config.path()).unwrap();
+        assert_eq!(again.profile("default", &env(&[])).unwrap().client_id.as_deref(), Some("NEW"));
+        assert_eq!(again.profile_names(), vec!["other", "default"]);
+    }
+
+    #[test]
+    fn profile_names_are_plain() {
+        assert!(validate_profile_name("work-2.nz_a").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
+            assert!(validate_profile_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -262,23 +262,10 @@ impl Session {
         let response = self.post_refresh(&app, refresh_token.expose_secret()).await?;
         fail::fail_point!("refresh-response-parsed");
 
-        let now = self.now();
-        let rotated = current.refresh_token.is_some() && response.refresh_token.is_some();
-        let new_set = TokenSet {
-            // A response without a refresh token keeps the old one.
-            refresh_token: response.refresh_token.or(current.refresh_token),
-            expires_at: Some(TokenSet::expiry_from_lifetime(
-                now,
-                response.expires_in.unwrap_or(1800),
-            )),
-            access_token: Some(response.access_token),
-            token_type: response.token_type,
-            scopes: response.scopes.unwrap_or(current.scopes),
-            obtained_at: if rotated { now } else { current.obtained_at },
-        };
+        let new_set = current.after_refresh(response, self.now());
         self.store_refreshed(&new_set).await?;
         fail::fail_point!("refresh-stored");
-        tracing::info!(profile = %self.profile.name, rotated, "refreshed and stored the token set");
+        tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
         Ok(Refreshed {
             token_set: new_set,
             requested: true,

@@ -13,6 +13,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// How long Xero keeps an unused refresh token alive.
 pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 60 * 24 * 3600;
 
+/// Xero's access-token lifetime, assumed when a response leaves `expires_in` out.
+pub const DEFAULT_ACCESS_LIFETIME_SECS: i64 = 1800;
+
 /// Upper bound on a lifetime we believe from a server or a file (one year): a typo or an
 /// overflow must not make a token look valid for ever.
 const MAX_LIFETIME_SECS: i64 = 365 * 24 * 3600;
@@ -112,6 +115,24 @@ impl TokenSet {
     /// count as already expired, huge ones are capped at a year.
     pub fn expiry_from_lifetime(start: i64, lifetime_secs: i64) -> i64 {
         start.saturating_add(lifetime_secs.clamp(0, MAX_LIFETIME_SECS))
+    }
+
+    /// The set that replaces this one after a successful refresh answered by `response` at `now`.
+    /// A response without a refresh token keeps the old one (and its age); one with a refresh
+    /// token starts a new 60-day life.
+    pub fn after_refresh(self, response: crate::oauth::TokenResponse, now: i64) -> TokenSet {
+        let rotated = response.refresh_token.is_some();
+        TokenSet {
+            refresh_token: response.refresh_token.or(self.refresh_token),
+            expires_at: Some(TokenSet::expiry_from_lifetime(
+                now,
+                response.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME_SECS),
+            )),
+            access_token: Some(response.access_token),
+            token_type: response.token_type,
+            scopes: response.scopes.unwrap_or(self.scopes),
+            obtained_at: if rotated { now } else { self.obtained_at },
+        }
     }
 
     /// The stored form: one JSON document in a zeroizing buffer allocated once.
@@ -218,6 +239,35 @@ mod tests {
     fn lifetimes_are_clamped() {
         assert_eq!(TokenSet::expiry_from_lifetime(100, -5), 100);
         assert_eq!(TokenSet::expiry_from_lifetime(100, i64::MAX), 100 + MAX_LIFETIME_SECS);
+    }
+
+    fn response(refresh: Option<&str>, expires_in: Option<i64>) -> crate::oauth::TokenResponse {
+        crate::oauth::TokenResponse {
+            access_token: secret_from_str("at-new"),
+            refresh_token: refresh.map(secret_from_str),
+            expires_in,
+            token_type: "Bearer".into(),
+            scopes: None,
+            id_token: None,
+        }
+    }
+
+    #[test]
+    fn refresh_without_refresh_token_keeps_the_old_one_and_its_age() {
+        let next = sample().after_refresh(response(None, Some(1800)), 2_000_000);
+        assert_eq!(next.refresh_token.unwrap().expose_secret(), "rt-123");
+        assert_eq!(next.access_token.unwrap().expose_secret(), "at-new");
+        assert_eq!(next.expires_at, Some(2_001_800));
+        assert_eq!(next.obtained_at, 999_000);
+        assert_eq!(next.scopes, vec!["openid", "offline_access"]);
+    }
+
+    #[test]
+    fn refresh_with_rotation_restarts_the_60_days() {
+        let next = sample().after_refresh(response(Some("rt-new"), None), 2_000_000);
+        assert_eq!(next.refresh_token.unwrap().expose_secret(), "rt-new");
+        assert_eq!(next.obtained_at, 2_000_000);
+        assert_eq!(next.expires_at, Some(2_000_000 + DEFAULT_ACCESS_LIFETIME_SECS));
     }
 
     #[test]

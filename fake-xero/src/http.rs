@@ -16,7 +16,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A parsed request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub method: String,
     /// The path without the query, still percent-encoded.
@@ -55,8 +55,9 @@ pub enum ReadError {
     Gone,
     /// Not HTTP we understand: answer 400 and close.
     Malformed(&'static str),
-    /// Body over [`MAX_BODY`]: answer 413 and close.
-    TooLarge,
+    /// Body over [`MAX_BODY`]: answer 413 and close. Carries the request without its
+    /// body, so that it can still be counted.
+    TooLarge(Box<Request>),
 }
 
 impl From<io::Error> for ReadError {
@@ -206,7 +207,7 @@ impl Conn {
             return Err(ReadError::Malformed("both content-length and chunked"));
         }
         if length.is_some_and(|n| n > MAX_BODY) {
-            return Err(ReadError::TooLarge);
+            return Err(ReadError::TooLarge(Box::new(req)));
         }
         if (chunked || length.is_some_and(|n| n > 0))
             && req
@@ -219,7 +220,11 @@ impl Conn {
         }
 
         if chunked {
-            req.body = self.read_chunked().await?;
+            req.body = match self.read_chunked().await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge(_)) => return Err(ReadError::TooLarge(Box::new(req))),
+                Err(e) => return Err(e),
+            };
         } else if let Some(n) = length {
             req.body = self.take(n).await?;
         }
@@ -241,7 +246,14 @@ impl Conn {
                 return Ok(body);
             }
             if body.len() + size > MAX_BODY {
-                return Err(ReadError::TooLarge);
+                // The caller fills in the request.
+                return Err(ReadError::TooLarge(Box::new(Request {
+                    method: String::new(),
+                    path: String::new(),
+                    query: String::new(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                })));
             }
             body.extend(self.take(size).await?);
             if !self.take(2).await?.eq(b"\r\n") {

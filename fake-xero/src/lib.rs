@@ -19,6 +19,8 @@
 //! # let _ = tokens;
 //! ```
 
+#![warn(missing_docs)]
+
 mod http;
 mod routes;
 mod sha256;
@@ -243,8 +245,7 @@ impl FakeXero {
 
     /// Starts on 127.0.0.1:`port` (0 for a free one).
     pub fn start_on(port: u16) -> std::io::Result<FakeXero> {
-        let listener =
-            std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(State::new(port)));

@@ -98,7 +98,14 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
             conn.respond_and_drain(&resp, &date).await;
             return;
         }
-        Err(ReadError::TooLarge) => {
+        Err(ReadError::TooLarge(req)) => {
+            // Still a request that reached the fake: count and record it.
+            let endpoint = Endpoint::of(&req.path);
+            if endpoint != Endpoint::Control {
+                let mut st = lock(&shared);
+                let index = record(&mut st, endpoint, &req);
+                st.requests[index].status = Some(413);
+            }
             let resp = Response::text(413, "Request body larger than 1 MiB\n");
             conn.respond_and_drain(&resp, &date).await;
             return;
@@ -426,7 +433,11 @@ fn basic_header(req: &Request) -> Option<&str> {
 
 /// Authenticates the client of a token or revocation request. Returns the client id and
 /// whether it is a confidential client, or the error response.
-fn authenticate(st: &State, req: &Request, form: &[(String, String)]) -> Result<(String, bool), Response> {
+fn authenticate(
+    st: &State,
+    req: &Request,
+    form: &[(String, String)],
+) -> Result<(String, bool), Response> {
     let invalid = || Err(oauth_error("invalid_client"));
     let (client_id, secret) = if let Some(b64) = basic_header(req) {
         let engine = base64::engine::GeneralPurpose::new(
@@ -434,7 +445,10 @@ fn authenticate(st: &State, req: &Request, form: &[(String, String)]) -> Result<
             base64::engine::GeneralPurposeConfig::new()
                 .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
         );
-        let Some(decoded) = engine.decode(b64).ok().and_then(|d| String::from_utf8(d).ok())
+        let Some(decoded) = engine
+            .decode(b64)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
         else {
             return invalid();
         };
@@ -452,8 +466,14 @@ fn authenticate(st: &State, req: &Request, form: &[(String, String)]) -> Result<
         let Some(id) = form_get(form, "client_id") else {
             return invalid();
         };
-        (id.to_string(), form_get(form, "client_secret").map(str::to_string))
+        (
+            id.to_string(),
+            form_get(form, "client_secret").map(str::to_string),
+        )
     };
+    // An empty secret is no secret (as IdentityServer, behind Xero's identity service,
+    // parses it): fine for a public app, not enough for a confidential one.
+    let secret = secret.filter(|s| !s.is_empty());
     let Some(client) = st.clients.get(&client_id) else {
         return invalid();
     };

@@ -119,10 +119,12 @@ mod tests {
         );
     }
 
+    /// RFC 7636 Appendix B: the verifier is the base64url of the 32 octets listed
+    /// there (it is sometimes misquoted with a different tail).
     #[test]
     fn rfc7636_example() {
         assert_eq!(
-            pkce_s256("dBjftJeZ4CVP-mJ0kWyoDX9GiXfDS4g-p16GYBGg5ILXr5gs"),
+            pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }

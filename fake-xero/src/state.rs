@@ -286,6 +286,7 @@ impl State {
                 json!({
                     "nbf": now,
                     "exp": exp,
+                    "iat": now,
                     "iss": "https://identity.xero.com",
                     "aud": "https://identity.xero.com/resources",
                     "client_id": client_id,
@@ -351,7 +352,10 @@ impl State {
         let scope = self.families[family].scope.clone();
         let mut body = serde_json::Map::new();
         if scope_has(&scope, "openid") {
-            body.insert("id_token".into(), self.mint_id_token(&client_id, family).into());
+            body.insert(
+                "id_token".into(),
+                self.mint_id_token(&client_id, family).into(),
+            );
         }
         let access = self.mint_access(&client_id, &scope, Some(family));
         body.insert("access_token".into(), access.into());
@@ -414,7 +418,10 @@ impl State {
                 // or a fresh one is not documented; both are offered. A fresh pair leaves
                 // the pair handed out earlier valid too.
                 if self.grace_same_pair
-                    && let Some(first) = self.refresh.get(token).and_then(|e| e.first_response.clone())
+                    && let Some(first) = self
+                        .refresh
+                        .get(token)
+                        .and_then(|e| e.first_response.clone())
                 {
                     return Ok(first);
                 }
@@ -426,9 +433,9 @@ impl State {
 
     /// `grant_type=client_credentials` (Custom Connections): an access token only.
     pub fn client_credentials_grant(&mut self, client_id: &str, scope: Option<&str>) -> Value {
-        let scope = normalize_scope(scope.unwrap_or(
-            "accounting.transactions accounting.contacts accounting.settings",
-        ));
+        let scope = normalize_scope(
+            scope.unwrap_or("accounting.transactions accounting.contacts accounting.settings"),
+        );
         let access = self.mint_access(client_id, &scope, None);
         json!({
             "access_token": access,
@@ -484,7 +491,12 @@ impl State {
 /// Converts a token response into the library's [`IssuedTokens`]; missing tokens
 /// (no `offline_access`, no `openid`) become empty strings.
 pub fn issued(v: &Value) -> IssuedTokens {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     IssuedTokens {
         access_token: s("access_token"),
         refresh_token: s("refresh_token"),

@@ -13,15 +13,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -78,9 +76,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 /// `n` random lowercase hex characters.
 pub fn random_hex(n: usize) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..n)
-        .map(|_| HEX[fastrand::usize(..16)] as char)
-        .collect()
+    (0..n).map(|_| HEX[fastrand::usize(..16)] as char).collect()
 }
 
 /// A random version-4 UUID in its usual text form.

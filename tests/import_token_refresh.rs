@@ -1,0 +1,297 @@
+//! Import, token and refresh against the fake Xero and the real Secret Service.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[test]
+fn imported_classic_file_serves_token_with_zero_requests() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-serves");
+    env.set_client(&fake);
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+
+    env.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    let out = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+
+    assert_eq!(String::from_utf8(out).unwrap(), format!("{}\n", tokens.access_token));
+    assert_eq!(fake.count(Counter::TokenRequests), 0, "a valid stored token needs no request");
+    assert!(file.exists(), "without --remove the file stays");
+    let header = env.cmd(&["token", "--header"]).assert().success().get_output().stdout.clone();
+    assert_eq!(
+        String::from_utf8(header).unwrap(),
+        format!("Authorization: Bearer {}\n", tokens.access_token)
+    );
+    let json = env.cmd(&["token", "--json"]).assert().success().get_output().stdout.clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["access_token"], tokens.access_token.as_str());
+    assert_eq!(json["token_type"], "Bearer");
+    assert!(json["expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn import_remove_deletes_the_file_once_the_keychain_holds_the_tokens() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-remove");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+
+    env.cmd(&["import", "--remove", file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("deleted"));
+
+    assert!(!file.exists());
+    assert_eq!(env.stored_refresh_token(), tokens.refresh_token);
+    // libsecret's own tool sees the same entry.
+    let via_secret_tool = env
+        .secret_tool_lookup(&format!("{}/token-set", env.profile))
+        .expect("secret-tool finds the entry");
+    assert!(via_secret_tool.contains(&tokens.refresh_token));
+}
+
+#[test]
+fn import_refuses_to_replace_a_stored_token_set_without_force() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-replace");
+    let first = env.import_fresh(&fake, Duration::from_secs(60));
+    let second = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&second, Duration::from_secs(60));
+
+    env.cmd(&["import", "--remove", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--force"));
+    assert_eq!(env.stored_refresh_token(), first.refresh_token);
+    assert!(file.exists());
+
+    env.cmd(&["import", "--force", file.to_str().unwrap()]).assert().success();
+    assert_eq!(env.stored_refresh_token(), second.refresh_token);
+}
+
+#[test]
+fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "day-old");
+    env.set_client(&fake);
+    let tokens = env.import_fresh(&fake, DAY);
+
+    let status = env.cmd(&["status", "--json"]).assert().success().get_output().stdout.clone();
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(status["tokens"]["access_token_valid"], false);
+
+    let out = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    let printed = String::from_utf8(out).unwrap();
+    assert_ne!(printed.trim(), tokens.access_token, "the day-old access token must not be served");
+    assert!(fake.access_token_valid(printed.trim()));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+
+    // The new set was stored before it was printed: the next call is served from the keychain.
+    let again = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    assert_eq!(String::from_utf8(again).unwrap(), printed);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
+
+#[test]
+fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "rotate");
+    env.set_client(&fake);
+    let old = env.import_fresh(&fake, Duration::from_secs(60));
+
+    env.cmd(&["refresh"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("refreshed"));
+
+    let new_rt = env.stored_refresh_token();
+    assert_ne!(new_rt, old.refresh_token);
+    assert_eq!(fake.refresh_token_status(&new_rt), RefreshTokenStatus::Active);
+    assert_eq!(fake.refresh_token_status(&old.refresh_token), RefreshTokenStatus::UsedInGrace);
+    let via_secret_tool = env.secret_tool_lookup(&format!("{}/token-set", env.profile)).unwrap();
+    assert!(via_secret_tool.contains(&new_rt) && !via_secret_tool.contains(&old.refresh_token));
+
+    // Inside the grace window, another copy of the old token still refreshes...
+    let copy = TestEnv::new(&fake, "rotate-copy");
+    copy.set_client(&fake);
+    let file = copy.write_token_file(&old, Duration::from_secs(60));
+    copy.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    copy.cmd(&["refresh"]).assert().success();
+
+    // ...and past it, Xero answers invalid_grant: exit 4, nothing deleted.
+    fake.advance_clock(Duration::from_secs(31 * 60));
+    let late = TestEnv::new(&fake, "rotate-late");
+    late.set_client(&fake);
+    let file = late.write_token_file(&old, Duration::from_secs(60));
+    late.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    let before = late.stored_raw();
+    late.cmd(&["refresh"])
+        .assert()
+        .code(4)
+        .stderr(predicates::str::contains("invalid_grant"))
+        .stderr(predicates::str::contains("login"));
+    assert_eq!(late.stored_raw(), before, "invalid_grant deletes nothing");
+    assert_eq!(fake.refresh_token_status(&old.refresh_token), RefreshTokenStatus::Spent);
+}
+
+#[test]
+fn sixteen_concurrent_token_calls_make_one_refresh() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "storm16");
+    env.set_client(&fake);
+    env.import_fresh(&fake, DAY);
+    // Slow the refresh down so that all sixteen are waiting while it runs.
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(300)));
+
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            env.std_cmd(&["token"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+
+    for out in &outputs {
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let first = &outputs[0].stdout;
+    assert!(outputs.iter().all(|o| &o.stdout == first), "all print the same token");
+    assert!(fake.access_token_valid(String::from_utf8_lossy(first).trim()));
+    assert_eq!(fake.count(Counter::Refresh), 1, "exactly one refresh request");
+}
+
+#[test]
+fn public_pkce_client_refreshes_with_client_id_in_the_body() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "public");
+    fake.add_client("PUBLICAPP0001", None);
+    env.cmd(&["client", "set", "--client-id", "PUBLICAPP0001", "--public"])
+        .assert()
+        .success();
+    let tokens = fake.issue_tokens("PUBLICAPP0001", SCOPE);
+    let file = env.write_token_file(&tokens, DAY);
+    env.cmd(&["import", file.to_str().unwrap()]).assert().success();
+
+    env.cmd(&["refresh"]).assert().success();
+
+    let refreshes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.grant_type.as_deref() == Some("refresh_token"))
+        .collect();
+    assert_eq!(refreshes.len(), 1);
+    assert_eq!(refreshes[0].client_auth, fake_xero::ClientAuth::PublicClientId);
+}
+
+#[test]
+fn status_shows_lifetimes_and_no_secret() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "status");
+    env.set_client(&fake);
+    let tokens = env.import_fresh(&fake, Duration::from_secs(600));
+
+    let out = env.cmd(&["status"]).assert().success().get_output().clone();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [CLIENT_ID, "Secret Service", "valid until", "lapses", "offline_access"] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    for secret in [CLIENT_SECRET, &tokens.refresh_token, &tokens.access_token] {
+        assert!(!text.contains(secret));
+    }
+    let json = env.cmd(&["status", "--json"]).assert().success().get_output().stdout.clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["client_id"], CLIENT_ID);
+    assert_eq!(json["client_secret_stored"], true);
+    let lapses = json["tokens"]["refresh_token_lapses_at"].as_i64().unwrap();
+    let obtained = json["tokens"]["refresh_token_obtained_at"].as_i64().unwrap();
+    assert_eq!(lapses - obtained, 60 * 86_400);
+}
+
+#[test]
+fn nothing_stored_is_exit_3() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "nothing");
+    env.cmd(&["token"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("import"));
+    env.cmd(&["status"]).assert().code(3);
+    env.cmd(&["client", "show"]).assert().code(3);
+}
+
+#[test]
+fn refresh_without_client_id_is_exit_3_and_keeps_tokens() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "no-client");
+    env.import_fresh(&fake, DAY);
+    let before = env.stored_raw();
+    env.cmd(&["token"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("client set"));
+    assert_eq!(env.stored_raw(), before);
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn client_show_and_remove() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "client");
+    env.set_client(&fake);
+    let shown = env.cmd(&["client", "show", "--json"]).assert().success().get_output().stdout.clone();
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    assert_eq!(shown["client_id"], CLIENT_ID);
+    assert_eq!(shown["client_secret_stored"], true);
+    assert!(env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).is_some());
+
+    env.cmd(&["client", "remove"]).assert().success();
+    assert!(env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).is_none());
+    env.cmd(&["client", "show"]).assert().code(3);
+}
+
+#[test]
+fn client_secret_from_stdin_is_trimmed_and_stored() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "stdin");
+    env.cmd(&["client", "set", "--client-id", CLIENT_ID, "--secret-stdin"])
+        .write_stdin(format!("{CLIENT_SECRET}\n"))
+        .assert()
+        .success();
+    assert_eq!(
+        env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).as_deref(),
+        Some(CLIENT_SECRET)
+    );
+}
+
+#[test]
+fn plain_http_endpoint_off_loopback_is_refused_before_any_request() {
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, "plain-http");
+    env.set_env("XERO_AUTH_TOKEN_URL", "http://identity.example.com/connect/token");
+    env.cmd(&["status"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("XERO_AUTH_TOKEN_URL"))
+        .stderr(predicates::str::contains("https://"));
+}

@@ -1,0 +1,217 @@
+//! Shared set-up for the integration tests: a private home for each test, the real binary
+//! pointed at an in-process fake Xero, and direct access to the real keychain.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::time::{Duration, SystemTime};
+
+pub use fake_xero::{Counter, Fault, FakeXero, IssuedTokens, RefreshTokenStatus, Target};
+use xero_auth::config::StoreKind;
+use xero_auth::store::{Keychain, SecretStore, client_secret_account, token_set_account};
+
+pub const CLIENT_ID: &str = "7F1C6A1B2C3D4E5F60718293A4B5C6D7";
+pub const CLIENT_SECRET: &str = "cs-Jq8vT2mZp4Lw9Xr6Nd3Hk7Yb5Fg1Sc0Ue";
+pub const SCOPE: &str = "openid profile email accounting.transactions offline_access";
+
+/// Whether the Secret Service answers. Tests that need it call [`require_keychain!`].
+pub fn keychain_reachable() -> Result<(), String> {
+    let keychain = Keychain::new(StoreKind::SecretService);
+    keychain
+        .get("probe/does-not-exist")
+        .map(|_| ())
+        .map_err(|f| f.cause)
+}
+
+/// Returns early from a test when no Secret Service is reachable, unless the test script asked
+/// for the real keychain (XERO_AUTH_TEST_REQUIRE_KEYCHAIN=1), where that is a failure.
+#[macro_export]
+macro_rules! require_keychain {
+    () => {
+        if let Err(why) = support::keychain_reachable() {
+            if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") {
+                panic!("the Secret Service is required here but unreachable: {why}");
+            }
+            eprintln!("skipped: no Secret Service ({why}); run scripts/test for the real keychain");
+            return;
+        }
+    };
+}
+
+/// One test's world: a temporary home, a unique profile, the fake's URLs.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub profile: String,
+    pub base_url: String,
+    pub token_url: String,
+    extra: Vec<(String, String)>,
+}
+
+impl TestEnv {
+    pub fn new(fake: &FakeXero, name: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("xero-auth-test").tempdir().unwrap();
+        for sub in ["home", "config", "state", "cache", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let env = TestEnv {
+            dir,
+            profile: format!("t-{name}-{}", std::process::id()),
+            base_url: fake.base_url(),
+            token_url: fake.token_url(),
+            extra: Vec::new(),
+        };
+        env.wipe_keychain();
+        env
+    }
+
+    /// Adds or replaces an environment variable for every command of this test.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The binary with this test's environment: private folders, the fake's endpoints.
+    pub fn std_cmd(&self, args: &[&str]) -> StdCommand {
+        let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_xero-auth"));
+        let root = self.dir.path();
+        cmd.args(args)
+            .env_remove("XERO_CLIENT_SECRET")
+            .env_remove("RUST_LOG")
+            .env_remove("XERO_AUTH_CONFIG_DIR")
+            .env_remove("XERO_AUTH_STATE_DIR")
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_STATE_HOME", root.join("state"))
+            .env("XDG_CACHE_HOME", root.join("cache"))
+            .env("XDG_DATA_HOME", root.join("data"))
+            .env("XERO_AUTH_PROFILE", &self.profile)
+            .env("XERO_AUTH_TOKEN_URL", &self.token_url)
+            .env("XERO_AUTH_AUTHORIZE_URL", format!("{}/identity/connect/authorize", self.base_url))
+            .env("XERO_AUTH_REVOCATION_URL", format!("{}/connect/revocation", self.base_url))
+            .env("XERO_AUTH_CONNECTIONS_URL", format!("{}/connections", self.base_url))
+            .env("XERO_AUTH_API_URL", format!("{}/", self.base_url))
+            .env("XERO_AUTH_HTTP_TIMEOUT", "2")
+            .env("XERO_AUTH_STORE_TIMEOUT", "20");
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(self.std_cmd(args))
+    }
+
+    /// Registers the app at the fake and stores it with `client set`.
+    pub fn set_client(&self, fake: &FakeXero) {
+        fake.add_client(CLIENT_ID, Some(CLIENT_SECRET));
+        self.cmd(&["client", "set", "--client-id", CLIENT_ID])
+            .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+            .assert()
+            .success();
+    }
+
+    /// Writes the classic token file (as Xero's example programs save it), dated `age` ago.
+    pub fn write_token_file(&self, tokens: &IssuedTokens, age: Duration) -> PathBuf {
+        let path = self.dir.path().join("xero-access-token.json");
+        let body = serde_json::json!({
+            "id_token": tokens.id_token,
+            "access_token": tokens.access_token,
+            "expires_in": tokens.expires_in,
+            "token_type": "Bearer",
+            "refresh_token": tokens.refresh_token,
+            "scope": tokens.scope,
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
+        set_mtime(&path, SystemTime::now() - age);
+        path
+    }
+
+    /// Issues tokens at the fake and imports them: `age` ago (a day-old file has an expired
+    /// access token).
+    pub fn import_fresh(&self, fake: &FakeXero, age: Duration) -> IssuedTokens {
+        let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+        let file = self.write_token_file(&tokens, age);
+        self.cmd(&["import", file.to_str().unwrap()]).assert().success();
+        tokens
+    }
+
+    /// The token set's raw bytes, read from the real keychain.
+    pub fn stored_raw(&self) -> Option<Vec<u8>> {
+        Keychain::new(StoreKind::SecretService)
+            .get(&token_set_account(&self.profile))
+            .expect("keychain readable")
+            .map(|z| z.to_vec())
+    }
+
+    /// The stored token set as JSON.
+    pub fn stored(&self) -> Option<serde_json::Value> {
+        self.stored_raw().map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    pub fn stored_refresh_token(&self) -> String {
+        self.stored().expect("a token set is stored")["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// What `secret-tool` (libsecret, independent of our code) finds for an account.
+    pub fn secret_tool_lookup(&self, account: &str) -> Option<String> {
+        let out = StdCommand::new("secret-tool")
+            .args(["lookup", "service", "xero-auth", "username", account])
+            .output()
+            .expect("secret-tool runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap())
+    }
+
+    pub fn wipe_keychain(&self) {
+        let keychain = Keychain::new(StoreKind::SecretService);
+        for account in [token_set_account(&self.profile), client_secret_account(&self.profile)] {
+            let _ = keychain.delete(&account);
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.wipe_keychain();
+    }
+}
+
+pub fn set_mtime(path: &Path, when: SystemTime) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(when).unwrap();
+}
+
+/// Every file under `root` whose bytes contain `needle`.
+pub fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    hits.push(path);
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// The Basic credential our client id and secret make, as it would appear on the wire.
+pub fn basic_credential() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+}
