@@ -191,7 +191,9 @@ mod tokens {
             [
                 ClientAuth::Post,
                 ClientAuth::Basic,
-                ClientAuth::PublicClientId
+                ClientAuth::PublicClientId,
+                ClientAuth::Basic,
+                ClientAuth::Basic
             ]
         );
         assert!(
@@ -1133,7 +1135,7 @@ mod server {
         );
         assert_eq!(r.status, 413);
         assert_eq!(fx.count(Counter::TokenRequests), 1);
-        assert_eq!(fx.requests()[0].status, Some(413));
+        assert_eq!(fx.requests()[2].status, Some(413));
         let r =
             parse(&raw(fx.port(), b"GARBAGE\r\n\r\n", Duration::from_secs(5)).unwrap()).unwrap();
         assert_eq!(r.status, 400);
