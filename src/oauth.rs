@@ -29,7 +29,8 @@ impl std::fmt::Debug for AppCredentials {
     }
 }
 
-/// A successful token response.
+/// A successful token response. `Debug` shows the secrets redacted.
+#[derive(Debug)]
 pub struct TokenResponse {
     pub access_token: AccessToken,
     pub refresh_token: Option<RefreshToken>,

@@ -367,3 +367,100 @@ enum Need {
     /// Tokens other than these (a forced refresh).
     NewerThan(TokenSet),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::testing::{TestContext, context};
+    use crate::secret::{Zeroizing, secret_from_str};
+    use fake_xero::{Counter, FakeXero};
+    use std::collections::HashMap;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// A context whose profile talks to `fake`, with a client and an expired token set stored.
+    async fn with_expired_set(fake: &FakeXero) -> (TestContext, String) {
+        fake.add_client("APP1", Some("app-secret"));
+        let issued = fake.issue_tokens("APP1", "openid offline_access");
+        let env = HashMap::from([
+            ("XERO_AUTH_TOKEN_URL".to_string(), fake.token_url()),
+            ("XERO_AUTH_HTTP_TIMEOUT".to_string(), "2".to_string()),
+        ]);
+        let t = context(NOW, env, "[profiles.default]\nclient_id = \"APP1\"\n");
+        let session = t.ctx.session().unwrap();
+        session
+            .store()
+            .set("default/client-secret", "x", Zeroizing::new(b"app-secret".to_vec()))
+            .await
+            .unwrap();
+        let set = TokenSet {
+            refresh_token: Some(secret_from_str(&issued.refresh_token)),
+            access_token: Some(secret_from_str(&issued.access_token)),
+            expires_at: Some(NOW - 10),
+            token_type: "Bearer".into(),
+            scopes: vec![],
+            obtained_at: NOW - 86_400,
+        };
+        session.store_token_set(&set).await.unwrap();
+        (t, issued.refresh_token)
+    }
+
+    #[tokio::test]
+    async fn failed_keychain_write_after_refresh_is_exit_5_and_keeps_the_old_set() {
+        let fake = FakeXero::start();
+        let (t, old_rt) = with_expired_set(&fake).await;
+        let before = t.store.raw("default/token-set").unwrap();
+        t.store.fail_writes(true);
+
+        let err = t.ctx.session().unwrap().valid_token_set(300).await.unwrap_err();
+
+        assert_eq!(err.exit_code() as u8, 5);
+        let message = err.to_string();
+        assert!(message.contains("30 minutes") && message.contains("xero-auth refresh"), "{message}");
+        assert!(!message.contains(&old_rt));
+        assert_eq!(t.store.raw("default/token-set").unwrap(), before);
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    #[tokio::test]
+    async fn many_tasks_in_one_process_make_one_refresh() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = Arc::new(t.ctx.session().unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = session.clone();
+                tokio::spawn(async move { s.valid_token_set(300).await.map(|set| set.expires_at) })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    #[tokio::test]
+    async fn token_command_serves_a_valid_token_without_any_request() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        let mut set = session.require_token_set().await.unwrap();
+        set.access_token = Some(secret_from_str("eyJ.valid.token"));
+        set.expires_at = Some(NOW + 1000);
+        session.store_token_set(&set).await.unwrap();
+
+        crate::cli::token::run(
+            crate::cli::token::TokenArgs {
+                header: true,
+                min_valid: 300,
+            },
+            &t.ctx,
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(t.out.text(), "Authorization: Bearer eyJ.valid.token\n");
+        assert_eq!(fake.count(Counter::TokenRequests), 0);
+        let _ = &t.dir;
+    }
+}
