@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use url::Url;
 use toml_edit::{DocumentMut, Item, Table, Value};
+use url::Url;
 
 use crate::error::{Error, Result};
 
@@ -279,13 +279,17 @@ impl Config {
             let (value, source) = match env(env_key).filter(|v| !v.is_empty()) {
                 Some(v) => (v, format!("environment variable {env_key}")),
                 None => match get_str(key)? {
-                    Some(v) => (v, format!("`profiles.{name}.{key}` in {}", self.path.display())),
+                    Some(v) => (
+                        v,
+                        format!("`profiles.{name}.{key}` in {}", self.path.display()),
+                    ),
                     None => (default.to_string(), "default".to_string()),
                 },
             };
-            urls.push(parse_endpoint(&value).map_err(|why| {
-                Error::InvalidInput(format!("{source}: {why}"))
-            })?);
+            urls.push(
+                parse_endpoint(&value)
+                    .map_err(|why| Error::InvalidInput(format!("{source}: {why}")))?,
+            );
         }
         let [authorize, token, revocation, connections, api]: [Url; 5] =
             urls.try_into().expect("five endpoints");
@@ -421,10 +425,7 @@ fn parse_scopes(item: &Item) -> Option<Vec<String>> {
         return Some(s.split_whitespace().map(String::from).collect());
     }
     let array = item.as_array()?;
-    array
-        .iter()
-        .map(|v| v.as_str().map(String::from))
-        .collect()
+    array.iter().map(|v| v.as_str().map(String::from)).collect()
 }
 
 /// Accepts `https://` anywhere and `http://` only on a loopback host.
@@ -450,7 +451,6 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,7 +465,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -473,7 +476,10 @@ mod tests {
     fn defaults_are_xeros_endpoints_and_the_platform_store() {
         let (_d, config) = load("");
         let p = config.profile("default", &env(&[])).unwrap();
-        assert_eq!(p.endpoints.token.as_str(), "https://identity.xero.com/connect/token");
+        assert_eq!(
+            p.endpoints.token.as_str(),
+            "https://identity.xero.com/connect/token"
+        );
         assert_eq!(p.endpoints.api.as_str(), "https://api.xero.com/");
         assert_eq!(p.redirect_uri, DEFAULT_REDIRECT_URI);
         assert_eq!(p.store, StoreKind::platform_default());
@@ -499,7 +505,10 @@ http_timeout = 5
         assert_eq!(p.scopes, vec!["openid", "offline_access"]);
         assert_eq!(p.endpoints.token.as_str(), "http://127.0.0.1:9/token");
         assert_eq!(p.endpoints.api.as_str(), "http://localhost:8080/");
-        assert_eq!(p.endpoints.revocation.as_str(), "https://identity.xero.com/connect/revocation");
+        assert_eq!(
+            p.endpoints.revocation.as_str(),
+            "https://identity.xero.com/connect/revocation"
+        );
         assert_eq!(p.store, StoreKind::Keyutils);
         assert_eq!(p.http_timeout, Duration::from_secs(5));
     }
@@ -509,12 +518,19 @@ http_timeout = 5
         assert!(parse_endpoint("http://127.0.0.1:1/x").is_ok());
         assert!(parse_endpoint("http://[::1]:1/x").is_ok());
         assert!(parse_endpoint("http://localhost/x").is_ok());
-        assert!(parse_endpoint("http://identity.xero.com/x").unwrap_err().contains("https://"));
+        assert!(
+            parse_endpoint("http://identity.xero.com/x")
+                .unwrap_err()
+                .contains("https://")
+        );
         assert!(parse_endpoint("http://127.0.0.1.evil.test/x").is_err());
         assert!(parse_endpoint("ftp://127.0.0.1/x").is_err());
         let (_d, config) = load("");
         let err = config
-            .profile("default", &env(&[("XERO_AUTH_TOKEN_URL", "http://10.0.0.1/token")]))
+            .profile(
+                "default",
+                &env(&[("XERO_AUTH_TOKEN_URL", "http://10.0.0.1/token")]),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("XERO_AUTH_TOKEN_URL"), "{err}");
     }
@@ -522,10 +538,16 @@ http_timeout = 5
     #[test]
     fn wrong_types_name_the_key() {
         let (_d, config) = load("[profiles.default]\nscopes = 5\n");
-        let err = config.profile("default", &env(&[])).unwrap_err().to_string();
+        let err = config
+            .profile("default", &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("profiles.default.scopes"), "{err}");
         let (_d, config) = load("[profiles.default]\nstore = \"plaintext\"\n");
-        let err = config.profile("default", &env(&[])).unwrap_err().to_string();
+        let err = config
+            .profile("default", &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown store 'plaintext'"), "{err}");
     }
 
@@ -535,9 +557,19 @@ http_timeout = 5
         config.set("default", "client_id", "NEW").unwrap();
         config.save().unwrap();
         let text = std::fs::read_to_string(config.path()).unwrap();
-        assert!(text.contains("# mine") && text.contains("client_id = \"X\"") && text.contains("NEW"), "{text}");
+        assert!(
+            text.contains("# mine") && text.contains("client_id = \"X\"") && text.contains("NEW"),
+            "{text}"
+        );
         let again = Config::load(config.path()).unwrap();
-        assert_eq!(again.profile("default", &env(&[])).unwrap().client_id.as_deref(), Some("NEW"));
+        assert_eq!(
+            again
+                .profile("default", &env(&[]))
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("NEW")
+        );
         assert_eq!(again.profile_names(), vec!["other", "default"]);
     }
 

@@ -38,9 +38,7 @@ pub enum Rejection {
 /// Everything that can go wrong, each with what the user can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "profile '{profile}' has no {what} stored: {hint}"
-    )]
+    #[error("profile '{profile}' has no {what} stored: {hint}")]
     NothingStored {
         profile: String,
         what: &'static str,

@@ -17,9 +17,15 @@ pub fn client(profile: &Profile) -> reqwest::Result<reqwest::Client> {
     // faster to build than aws-lc); install it once. An error means one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let e = &profile.endpoints;
-    let all_loopback = [&e.authorize, &e.token, &e.revocation, &e.connections, &e.api]
-        .into_iter()
-        .all(is_loopback);
+    let all_loopback = [
+        &e.authorize,
+        &e.token,
+        &e.revocation,
+        &e.connections,
+        &e.api,
+    ]
+    .into_iter()
+    .all(is_loopback);
     let mut builder = reqwest::Client::builder()
         .timeout(profile.http_timeout)
         .connect_timeout(profile.http_timeout.min(Duration::from_secs(10)))
@@ -47,7 +53,10 @@ pub async fn read_body(
     mut response: reqwest::Response,
     max: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BodyError> {
-    let hint = response.content_length().unwrap_or(8 * 1024).min(max as u64) as usize;
+    let hint = response
+        .content_length()
+        .unwrap_or(8 * 1024)
+        .min(max as u64) as usize;
     let mut buf = Zeroizing::new(Vec::with_capacity(hint));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if buf.len() + chunk.len() > max {

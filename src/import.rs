@@ -75,30 +75,36 @@ pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<Toke
         "has no refresh_token (was the app authorised with the offline_access scope?)".to_string()
     })?;
     let access_token = take_token(raw.access_token, "access_token")?;
-    let number = |v: Option<serde_json::Value>, field: &str| -> std::result::Result<Option<i64>, String> {
-        match v {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-                .map(Some)
-                .ok_or_else(|| format!("{field} is not a number of seconds")),
-            Some(_) => Err(format!("{field} is not a number")),
-        }
-    };
+    let number =
+        |v: Option<serde_json::Value>, field: &str| -> std::result::Result<Option<i64>, String> {
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(n)) => n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                    .map(Some)
+                    .ok_or_else(|| format!("{field} is not a number of seconds")),
+                Some(_) => Err(format!("{field} is not a number")),
+            }
+        };
     let expires_in = number(raw.expires_in, "expires_in")?;
     let expires_at = number(raw.expires_at, "expires_at")?;
     let token_type = match raw.token_type {
         None | Some(serde_json::Value::Null) => "Bearer".to_string(),
         Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("bearer") => "Bearer".into(),
         Some(serde_json::Value::String(s)) => {
-            return Err(format!("token_type is '{}', expected Bearer", s.escape_debug()));
+            return Err(format!(
+                "token_type is '{}', expected Bearer",
+                s.escape_debug()
+            ));
         }
         Some(_) => return Err("token_type is not a string".into()),
     };
     let scopes = match raw.scope {
         None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?,
+        Some(v) => {
+            parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?
+        }
     };
     let expires_at = match (expires_at, expires_in) {
         // Some SDKs write milliseconds; a value past the year 5000 in seconds is one.
@@ -145,7 +151,11 @@ mod tests {
         .unwrap();
         assert_eq!(set.expires_at, Some(1_700_000_000));
         assert_eq!(set.scopes, vec!["x", "offline_access"]);
-        let millis = parse_token_file(br#"{"refresh_token":"r","access_token":"a","expires_at":1700000000123}"#, 5).unwrap();
+        let millis = parse_token_file(
+            br#"{"refresh_token":"r","access_token":"a","expires_at":1700000000123}"#,
+            5,
+        )
+        .unwrap();
         assert_eq!(millis.expires_at, Some(1_700_000_000));
     }
 
@@ -156,10 +166,16 @@ mod tests {
             (b"[1,2]", "is not a JSON object"),
             (br#"{"access_token":"secret-at-1"}"#, "has no refresh_token"),
             (br#"{"refresh_token":42}"#, "refresh_token is not a string"),
-            (br#"{"refresh_token":"r","expires_in":"soon"}"#, "expires_in is not a number"),
+            (
+                br#"{"refresh_token":"r","expires_in":"soon"}"#,
+                "expires_in is not a number",
+            ),
             (br#"{"refresh_token":"r","scope":7}"#, "scope is neither"),
             (br#"{"refresh_token":""}"#, "refresh_token is empty"),
-            (br#"{"refresh_token":"secret-rt-1","token_type":"MAC"}"#, "token_type is 'MAC'"),
+            (
+                br#"{"refresh_token":"secret-rt-1","token_type":"MAC"}"#,
+                "token_type is 'MAC'",
+            ),
         ];
         for (input, expected) in cases {
             let err = parse_token_file(input, 0).unwrap_err();

@@ -24,7 +24,10 @@ impl std::fmt::Debug for AppCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppCredentials")
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -87,7 +90,9 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
             "the answer is cut short (truncated JSON)".to_string()
         } else {
             match e.classify() {
-                serde_json::error::Category::Data => "the answer is JSON but not a token response".to_string(),
+                serde_json::error::Category::Data => {
+                    "the answer is JSON but not a token response".to_string()
+                }
                 _ => "the answer is not a JSON token response".to_string(),
             }
         }
@@ -100,7 +105,10 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(n)) => Some(
             n.as_i64()
-                .or_else(|| n.as_f64().map(|f| f.clamp(i64::MIN as f64, i64::MAX as f64) as i64))
+                .or_else(|| {
+                    n.as_f64()
+                        .map(|f| f.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
+                })
                 .ok_or("expires_in is not a number")?,
         ),
         // Some servers send numbers as strings.
@@ -119,7 +127,9 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
     };
     let scopes = match raw.scope {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?),
+        Some(v) => {
+            Some(parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?)
+        }
     };
     Ok(TokenResponse {
         access_token,
@@ -146,7 +156,10 @@ pub fn parse_scope_value(value: &serde_json::Value) -> Option<Vec<String>> {
 
 /// A token field: absent or null is `None`; a non-empty string without whitespace or control
 /// characters becomes a secret; anything else is an error naming the field.
-pub fn take_token(value: Option<serde_json::Value>, field: &str) -> Result<Option<SecretString>, String> {
+pub fn take_token(
+    value: Option<serde_json::Value>,
+    field: &str,
+) -> Result<Option<SecretString>, String> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => {
@@ -231,7 +244,8 @@ pub async fn request_tokens(
     };
 
     if status.is_success() {
-        return parse_token_response(&body).map_err(|why| temporary(format!("HTTP {status}, but {why}")));
+        return parse_token_response(&body)
+            .map_err(|why| temporary(format!("HTTP {status}, but {why}")));
     }
     if status.as_u16() == 429 {
         return Err(TokenError::Temporary {
@@ -281,14 +295,16 @@ fn temporary(cause: String) -> TokenError {
 
 /// Server-provided text for messages: printable, short, and never something shaped like a token.
 fn sanitize(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
+    let cleaned: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
     cleaned
         .split(' ')
-        .map(|word| if looks_like_token(word) { "[…]" } else { word })
+        .map(|word| {
+            if looks_like_token(word) {
+                "[…]"
+            } else {
+                word
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -318,7 +334,10 @@ mod tests {
 
     #[test]
     fn accepts_edge_cases_of_fields() {
-        let r = parse_token_response(br#"{"access_token":"a","expires_in":"60","scope":["x","y"],"extra":{"n":1}}"#).unwrap();
+        let r = parse_token_response(
+            br#"{"access_token":"a","expires_in":"60","scope":["x","y"],"extra":{"n":1}}"#,
+        )
+        .unwrap();
         assert_eq!(r.expires_in, Some(60));
         assert_eq!(r.scopes.unwrap(), vec!["x", "y"]);
         assert!(r.refresh_token.is_none());
@@ -330,7 +349,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_bodies_without_quoting_them() {
-        let truncated = parse_token_response(br#"{"access_token":"secret-abc","refresh_tok"#).unwrap_err();
+        let truncated =
+            parse_token_response(br#"{"access_token":"secret-abc","refresh_tok"#).unwrap_err();
         assert!(truncated.contains("truncated"), "{truncated}");
         let html = parse_token_response(b"<html><body>Sign in</body></html>").unwrap_err();
         assert!(html.contains("not a JSON"), "{html}");

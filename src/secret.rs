@@ -27,7 +27,10 @@ pub fn secret_from_str(s: &str) -> SecretString {
 /// Reads at most `max` bytes from `reader` into a zeroizing buffer allocated once.
 ///
 /// Returns `None` when the input is longer than `max`.
-pub fn read_bounded(reader: &mut dyn Read, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+pub fn read_bounded(
+    reader: &mut dyn Read,
+    max: usize,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let mut buf = Zeroizing::new(vec![0u8; max + 1]);
     let mut len = 0;
     loop {
@@ -139,7 +142,9 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 fn encoded_len(s: &str) -> usize {
-    s.bytes().map(|b| if is_unreserved(b) { 1 } else { 3 }).sum()
+    s.bytes()
+        .map(|b| if is_unreserved(b) { 1 } else { 3 })
+        .sum()
 }
 
 fn encode_into(buf: &mut Vec<u8>, s: &str) {
@@ -177,10 +182,27 @@ mod tests {
 
     #[test]
     fn secret_input_is_trimmed_and_checked() {
-        assert_eq!(parse_secret_input(b"abc123\n", "client secret").unwrap().expose_secret(), "abc123");
-        assert!(parse_secret_input(b"  \n", "client secret").unwrap_err().contains("empty"));
-        assert!(parse_secret_input(b"ab c", "client secret").unwrap_err().contains("spaces"));
-        assert!(parse_secret_input(&[0xff, 0xfe], "client secret").unwrap_err().contains("UTF-8"));
+        assert_eq!(
+            parse_secret_input(b"abc123\n", "client secret")
+                .unwrap()
+                .expose_secret(),
+            "abc123"
+        );
+        assert!(
+            parse_secret_input(b"  \n", "client secret")
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            parse_secret_input(b"ab c", "client secret")
+                .unwrap_err()
+                .contains("spaces")
+        );
+        assert!(
+            parse_secret_input(&[0xff, 0xfe], "client secret")
+                .unwrap_err()
+                .contains("UTF-8")
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub struct RefreshLock {
 impl RefreshLock {
     /// The lock file of `profile`.
     pub fn path(paths: &Paths, profile: &str) -> PathBuf {
-        paths.state_dir.join("locks").join(format!("{profile}.lock"))
+        paths
+            .state_dir
+            .join("locks")
+            .join(format!("{profile}.lock"))
     }
 
     /// Waits at most `max_wait` for the lock.
@@ -151,7 +154,10 @@ impl Session {
         self.http
             .get_or_try_init(|| async {
                 crate::http::client(&self.profile).map_err(|e| {
-                    Error::InvalidInput(format!("cannot set up HTTPS: {}", crate::http::describe_transport(&e)))
+                    Error::InvalidInput(format!(
+                        "cannot set up HTTPS: {}",
+                        crate::http::describe_transport(&e)
+                    ))
                 })
             })
             .await
@@ -159,7 +165,11 @@ impl Session {
 
     /// The stored token set, if any.
     pub async fn stored_token_set(&self) -> Result<Option<TokenSet>> {
-        let Some(bytes) = self.store.get(&token_set_account(&self.profile.name)).await? else {
+        let Some(bytes) = self
+            .store
+            .get(&token_set_account(&self.profile.name))
+            .await?
+        else {
             return Ok(None);
         };
         TokenSet::from_json(&bytes)
@@ -183,7 +193,11 @@ impl Session {
     pub async fn store_token_set(&self, set: &TokenSet) -> Result<()> {
         let label = format!("xero-auth token set ({})", self.profile.name);
         self.store
-            .set(&token_set_account(&self.profile.name), &label, set.to_json())
+            .set(
+                &token_set_account(&self.profile.name),
+                &label,
+                set.to_json(),
+            )
             .await
     }
 
@@ -201,12 +215,14 @@ impl Session {
             .await?
         {
             None => None,
-            Some(bytes) => Some(parse_secret_input(&bytes, "stored client secret").map_err(|why| {
-                Error::StoredFormat {
+            Some(bytes) => Some(parse_secret_input(&bytes, "stored client secret").map_err(
+                |why| Error::StoredFormat {
                     profile: self.profile.name.clone(),
-                    message: format!("client secret is unusable ({why}); run `xero-auth client set` again"),
-                }
-            })?),
+                    message: format!(
+                        "client secret is unusable ({why}); run `xero-auth client set` again"
+                    ),
+                },
+            )?),
         };
         Ok(AppCredentials {
             client_id,
@@ -254,12 +270,17 @@ impl Session {
             });
         }
 
-        let refresh_token = current.refresh_token.as_ref().ok_or_else(|| Error::StoredFormat {
-            profile: self.profile.name.clone(),
-            message: "has no refresh token; authorise again with `xero-auth login`".into(),
-        })?;
+        let refresh_token = current
+            .refresh_token
+            .as_ref()
+            .ok_or_else(|| Error::StoredFormat {
+                profile: self.profile.name.clone(),
+                message: "has no refresh token; authorise again with `xero-auth login`".into(),
+            })?;
         let app = self.app_credentials().await?;
-        let response = self.post_refresh(&app, refresh_token.expose_secret()).await?;
+        let response = self
+            .post_refresh(&app, refresh_token.expose_secret())
+            .await?;
         fail::fail_point!("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
@@ -274,7 +295,11 @@ impl Session {
 
     /// POSTs the refresh, retrying temporary failures with bounded backoff. The stored set is
     /// not touched here.
-    async fn post_refresh(&self, app: &AppCredentials, refresh_token: &str) -> Result<TokenResponse> {
+    async fn post_refresh(
+        &self,
+        app: &AppCredentials,
+        refresh_token: &str,
+    ) -> Result<TokenResponse> {
         let http = self.http().await?;
         let url = &self.profile.endpoints.token;
         let mut backoff = Duration::from_millis(500);
@@ -390,7 +415,11 @@ mod tests {
         let session = t.ctx.session().unwrap();
         session
             .store()
-            .set("default/client-secret", "x", Zeroizing::new(b"app-secret".to_vec()))
+            .set(
+                "default/client-secret",
+                "x",
+                Zeroizing::new(b"app-secret".to_vec()),
+            )
             .await
             .unwrap();
         let set = TokenSet {
@@ -412,11 +441,20 @@ mod tests {
         let before = t.store.raw("default/token-set").unwrap();
         t.store.fail_writes(true);
 
-        let err = t.ctx.session().unwrap().valid_token_set(300).await.unwrap_err();
+        let err = t
+            .ctx
+            .session()
+            .unwrap()
+            .valid_token_set(300)
+            .await
+            .unwrap_err();
 
         assert_eq!(err.exit_code() as u8, 5);
         let message = err.to_string();
-        assert!(message.contains("30 minutes") && message.contains("xero-auth refresh"), "{message}");
+        assert!(
+            message.contains("30 minutes") && message.contains("xero-auth refresh"),
+            "{message}"
+        );
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
         assert_eq!(fake.count(Counter::Refresh), 1);

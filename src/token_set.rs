@@ -39,8 +39,14 @@ pub struct TokenSet {
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSet")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
-            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_at", &self.expires_at)
             .field("token_type", &self.token_type)
             .field("scopes", &self.scopes)
@@ -101,7 +107,10 @@ impl TokenSet {
 
     /// True when both sets hold the same tokens: used to notice that another process refreshed.
     pub fn same_tokens(&self, other: &TokenSet) -> bool {
-        fn eq(a: &Option<crate::secret::SecretString>, b: &Option<crate::secret::SecretString>) -> bool {
+        fn eq(
+            a: &Option<crate::secret::SecretString>,
+            b: &Option<crate::secret::SecretString>,
+        ) -> bool {
             match (a, b) {
                 (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
                 (None, None) => true,
@@ -146,7 +155,8 @@ impl TokenSet {
             scope: self.scopes.join(" "),
             obtained_at: self.obtained_at,
         };
-        let secret_len = stored.refresh_token.map_or(0, str::len) + stored.access_token.map_or(0, str::len);
+        let secret_len =
+            stored.refresh_token.map_or(0, str::len) + stored.access_token.map_or(0, str::len);
         // Escapes can at most sextuple a character (\u00XX); reserve for the worst case so the
         // buffer never reallocates and leaves a copy behind.
         let capacity = 6 * (secret_len + stored.scope.len() + stored.token_type.len()) + 256;
@@ -158,7 +168,13 @@ impl TokenSet {
     /// Parses the stored form. The error never quotes the data.
     pub fn from_json(bytes: &[u8]) -> Result<TokenSet, String> {
         let version = serde_json::from_slice::<VersionOnly>(bytes)
-            .map_err(|e| format!("is not a token set xero-auth wrote (JSON error at line {}, column {})", e.line(), e.column()))?
+            .map_err(|e| {
+                format!(
+                    "is not a token set xero-auth wrote (JSON error at line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            })?
             .version
             .ok_or_else(|| "has no format version".to_string())?;
         if version > FORMAT_VERSION {
@@ -220,10 +236,13 @@ mod tests {
 
     #[test]
     fn refuses_a_newer_format_without_quoting_it() {
-        let err = TokenSet::from_json(br#"{"version":2,"refresh_token":"rt-secret","obtained_at":1}"#).unwrap_err();
+        let err =
+            TokenSet::from_json(br#"{"version":2,"refresh_token":"rt-secret","obtained_at":1}"#)
+                .unwrap_err();
         assert!(err.contains("newer xero-auth"), "{err}");
         assert!(!err.contains("rt-secret"));
-        let err = TokenSet::from_json(br#"{"version":1,"refresh_token":5,"obtained_at":1}"#).unwrap_err();
+        let err =
+            TokenSet::from_json(br#"{"version":1,"refresh_token":5,"obtained_at":1}"#).unwrap_err();
         assert!(err.contains("damaged"), "{err}");
     }
 
@@ -238,7 +257,10 @@ mod tests {
     #[test]
     fn lifetimes_are_clamped() {
         assert_eq!(TokenSet::expiry_from_lifetime(100, -5), 100);
-        assert_eq!(TokenSet::expiry_from_lifetime(100, i64::MAX), 100 + MAX_LIFETIME_SECS);
+        assert_eq!(
+            TokenSet::expiry_from_lifetime(100, i64::MAX),
+            100 + MAX_LIFETIME_SECS
+        );
     }
 
     fn response(refresh: Option<&str>, expires_in: Option<i64>) -> crate::oauth::TokenResponse {
@@ -267,12 +289,18 @@ mod tests {
         let next = sample().after_refresh(response(Some("rt-new"), None), 2_000_000);
         assert_eq!(next.refresh_token.unwrap().expose_secret(), "rt-new");
         assert_eq!(next.obtained_at, 2_000_000);
-        assert_eq!(next.expires_at, Some(2_000_000 + DEFAULT_ACCESS_LIFETIME_SECS));
+        assert_eq!(
+            next.expires_at,
+            Some(2_000_000 + DEFAULT_ACCESS_LIFETIME_SECS)
+        );
     }
 
     #[test]
     fn debug_hides_tokens() {
         let shown = format!("{:?}", sample());
-        assert!(!shown.contains("rt-123") && !shown.contains("eyJ.at.456"), "{shown}");
+        assert!(
+            !shown.contains("rt-123") && !shown.contains("eyJ.at.456"),
+            "{shown}"
+        );
     }
 }

@@ -11,7 +11,12 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// Imports a day-old token file (expired access token), breaks the token endpoint with
 /// `fault`, runs `token`, and checks the exit code and that the keychain entry did not change.
-fn assert_fault_keeps_tokens(name: &str, fault: Option<Fault>, expected_code: i32, stderr_has: &str) {
+fn assert_fault_keeps_tokens(
+    name: &str,
+    fault: Option<Fault>,
+    expected_code: i32,
+    stderr_has: &str,
+) {
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, name);
     env.set_client(&fake);
@@ -19,17 +24,34 @@ fn assert_fault_keeps_tokens(name: &str, fault: Option<Fault>, expected_code: i3
     let before = env.stored_raw().expect("imported");
     fake.set_persistent_fault(Target::Token, fault);
 
-    let out = env.cmd(&["token"]).assert().code(expected_code).get_output().clone();
+    let out = env
+        .cmd(&["token"])
+        .assert()
+        .code(expected_code)
+        .get_output()
+        .clone();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains(stderr_has), "stderr lacks {stderr_has:?}:\n{stderr}");
+    assert!(
+        stderr.contains(stderr_has),
+        "stderr lacks {stderr_has:?}:\n{stderr}"
+    );
     assert!(out.stdout.is_empty(), "no token printed on failure");
-    assert_eq!(env.stored_raw().expect("still stored"), before, "stored set unchanged");
+    assert_eq!(
+        env.stored_raw().expect("still stored"),
+        before,
+        "stored set unchanged"
+    );
 }
 
 #[test]
 fn timeout_is_exit_6_and_keeps_tokens() {
     require_keychain!();
-    assert_fault_keeps_tokens("f-timeout", Some(Fault::Delay(Duration::from_secs(5))), 6, "timed out");
+    assert_fault_keeps_tokens(
+        "f-timeout",
+        Some(Fault::Delay(Duration::from_secs(5))),
+        6,
+        "timed out",
+    );
 }
 
 #[test]
@@ -43,7 +65,12 @@ fn reset_after_processing_is_exit_6_and_keeps_tokens() {
     require_keychain!();
     // Xero rotated the token but the answer was lost: the old one stays stored, and stays
     // usable for 30 minutes (the grace window), as the next test run shows.
-    assert_fault_keeps_tokens("f-reset-after", Some(Fault::ResetAfterProcessing), 6, "run the command again");
+    assert_fault_keeps_tokens(
+        "f-reset-after",
+        Some(Fault::ResetAfterProcessing),
+        6,
+        "run the command again",
+    );
 }
 
 #[test]
@@ -57,7 +84,9 @@ fn too_many_requests_is_exit_6_and_keeps_tokens() {
     require_keychain!();
     assert_fault_keeps_tokens(
         "f-429",
-        Some(Fault::TooManyRequests { retry_after_secs: 1 }),
+        Some(Fault::TooManyRequests {
+            retry_after_secs: 1,
+        }),
         6,
         "429",
     );
@@ -72,7 +101,12 @@ fn html_body_is_exit_6_and_keeps_tokens() {
 #[test]
 fn truncated_json_is_exit_6_and_keeps_tokens() {
     require_keychain!();
-    assert_fault_keeps_tokens("f-truncated", Some(Fault::TruncatedJson), 6, "run the command again");
+    assert_fault_keeps_tokens(
+        "f-truncated",
+        Some(Fault::TruncatedJson),
+        6,
+        "run the command again",
+    );
 }
 
 #[test]
@@ -84,8 +118,15 @@ fn connection_refused_is_exit_6_and_keeps_tokens() {
     env.import_fresh(&fake, DAY);
     let before = env.stored_raw();
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.set_env("XERO_AUTH_TOKEN_URL", &format!("http://127.0.0.1:{port}/connect/token"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.set_env(
+        "XERO_AUTH_TOKEN_URL",
+        &format!("http://127.0.0.1:{port}/connect/token"),
+    );
     env.cmd(&["token"])
         .assert()
         .code(6)
@@ -137,11 +178,20 @@ fn a_lost_answer_is_recovered_through_the_grace_window() {
     let old = env.import_fresh(&fake, DAY);
     // Xero rotates, the answer is lost once; the retry with the same token succeeds.
     fake.push_fault(Target::Token, Fault::ResetAfterProcessing);
-    let out = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    let out = env
+        .cmd(&["token"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert!(fake.access_token_valid(String::from_utf8(out).unwrap().trim()));
     let stored = env.stored_refresh_token();
     assert_ne!(stored, old.refresh_token);
-    assert_eq!(fake.refresh_token_status(&stored), RefreshTokenStatus::Active);
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
     assert_eq!(fake.count(Counter::Refresh), 2);
 }
 
@@ -153,7 +203,12 @@ fn one_temporary_failure_is_retried_within_the_command() {
     env.set_client(&fake);
     env.import_fresh(&fake, DAY);
     fake.push_fault(Target::Token, Fault::ServerError);
-    fake.push_fault(Target::Token, Fault::TooManyRequests { retry_after_secs: 1 });
+    fake.push_fault(
+        Target::Token,
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    );
     env.cmd(&["token"]).assert().success();
     assert_eq!(fake.count(Counter::Refresh), 3);
 }

@@ -17,18 +17,45 @@ fn imported_classic_file_serves_token_with_zero_requests() {
     let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
     let file = env.write_token_file(&tokens, Duration::from_secs(60));
 
-    env.cmd(&["import", file.to_str().unwrap()]).assert().success();
-    let out = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    env.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = env
+        .cmd(&["token"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
 
-    assert_eq!(String::from_utf8(out).unwrap(), format!("{}\n", tokens.access_token));
-    assert_eq!(fake.count(Counter::TokenRequests), 0, "a valid stored token needs no request");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{}\n", tokens.access_token)
+    );
+    assert_eq!(
+        fake.count(Counter::TokenRequests),
+        0,
+        "a valid stored token needs no request"
+    );
     assert!(file.exists(), "without --remove the file stays");
-    let header = env.cmd(&["token", "--header"]).assert().success().get_output().stdout.clone();
+    let header = env
+        .cmd(&["token", "--header"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert_eq!(
         String::from_utf8(header).unwrap(),
         format!("Authorization: Bearer {}\n", tokens.access_token)
     );
-    let json = env.cmd(&["token", "--json"]).assert().success().get_output().stdout.clone();
+    let json = env
+        .cmd(&["token", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["access_token"], tokens.access_token.as_str());
     assert_eq!(json["token_type"], "Bearer");
@@ -74,7 +101,9 @@ fn import_refuses_to_replace_a_stored_token_set_without_force() {
     assert_eq!(env.stored_refresh_token(), first.refresh_token);
     assert!(file.exists());
 
-    env.cmd(&["import", "--force", file.to_str().unwrap()]).assert().success();
+    env.cmd(&["import", "--force", file.to_str().unwrap()])
+        .assert()
+        .success();
     assert_eq!(env.stored_refresh_token(), second.refresh_token);
 }
 
@@ -86,18 +115,40 @@ fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
     env.set_client(&fake);
     let tokens = env.import_fresh(&fake, DAY);
 
-    let status = env.cmd(&["status", "--json"]).assert().success().get_output().stdout.clone();
+    let status = env
+        .cmd(&["status", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(status["tokens"]["access_token_valid"], false);
 
-    let out = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    let out = env
+        .cmd(&["token"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let printed = String::from_utf8(out).unwrap();
-    assert_ne!(printed.trim(), tokens.access_token, "the day-old access token must not be served");
+    assert_ne!(
+        printed.trim(),
+        tokens.access_token,
+        "the day-old access token must not be served"
+    );
     assert!(fake.access_token_valid(printed.trim()));
     assert_eq!(fake.count(Counter::Refresh), 1);
 
     // The new set was stored before it was printed: the next call is served from the keychain.
-    let again = env.cmd(&["token"]).assert().success().get_output().stdout.clone();
+    let again = env
+        .cmd(&["token"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert_eq!(String::from_utf8(again).unwrap(), printed);
     assert_eq!(fake.count(Counter::Refresh), 1);
 }
@@ -117,16 +168,26 @@ fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
 
     let new_rt = env.stored_refresh_token();
     assert_ne!(new_rt, old.refresh_token);
-    assert_eq!(fake.refresh_token_status(&new_rt), RefreshTokenStatus::Active);
-    assert_eq!(fake.refresh_token_status(&old.refresh_token), RefreshTokenStatus::UsedInGrace);
-    let via_secret_tool = env.secret_tool_lookup(&format!("{}/token-set", env.profile)).unwrap();
+    assert_eq!(
+        fake.refresh_token_status(&new_rt),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(
+        fake.refresh_token_status(&old.refresh_token),
+        RefreshTokenStatus::UsedInGrace
+    );
+    let via_secret_tool = env
+        .secret_tool_lookup(&format!("{}/token-set", env.profile))
+        .unwrap();
     assert!(via_secret_tool.contains(&new_rt) && !via_secret_tool.contains(&old.refresh_token));
 
     // Inside the grace window, another copy of the old token still refreshes...
     let copy = TestEnv::new(&fake, "rotate-copy");
     copy.set_client(&fake);
     let file = copy.write_token_file(&old, Duration::from_secs(60));
-    copy.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    copy.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
     copy.cmd(&["refresh"]).assert().success();
 
     // ...and past it, Xero answers invalid_grant: exit 4, nothing deleted.
@@ -134,7 +195,9 @@ fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
     let late = TestEnv::new(&fake, "rotate-late");
     late.set_client(&fake);
     let file = late.write_token_file(&old, Duration::from_secs(60));
-    late.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    late.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
     let before = late.stored_raw();
     late.cmd(&["refresh"])
         .assert()
@@ -142,7 +205,10 @@ fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
         .stderr(predicates::str::contains("invalid_grant"))
         .stderr(predicates::str::contains("login"));
     assert_eq!(late.stored_raw(), before, "invalid_grant deletes nothing");
-    assert_eq!(fake.refresh_token_status(&old.refresh_token), RefreshTokenStatus::Spent);
+    assert_eq!(
+        fake.refresh_token_status(&old.refresh_token),
+        RefreshTokenStatus::Spent
+    );
 }
 
 #[test]
@@ -164,15 +230,29 @@ fn sixteen_concurrent_token_calls_make_one_refresh() {
                 .unwrap()
         })
         .collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
 
     for out in &outputs {
-        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let first = &outputs[0].stdout;
-    assert!(outputs.iter().all(|o| &o.stdout == first), "all print the same token");
+    assert!(
+        outputs.iter().all(|o| &o.stdout == first),
+        "all print the same token"
+    );
     assert!(fake.access_token_valid(String::from_utf8_lossy(first).trim()));
-    assert_eq!(fake.count(Counter::Refresh), 1, "exactly one refresh request");
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "exactly one refresh request"
+    );
 }
 
 #[test]
@@ -186,7 +266,9 @@ fn public_pkce_client_refreshes_with_client_id_in_the_body() {
         .success();
     let tokens = fake.issue_tokens("PUBLICAPP0001", SCOPE);
     let file = env.write_token_file(&tokens, DAY);
-    env.cmd(&["import", file.to_str().unwrap()]).assert().success();
+    env.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
 
     env.cmd(&["refresh"]).assert().success();
 
@@ -196,7 +278,10 @@ fn public_pkce_client_refreshes_with_client_id_in_the_body() {
         .filter(|r| r.grant_type.as_deref() == Some("refresh_token"))
         .collect();
     assert_eq!(refreshes.len(), 1);
-    assert_eq!(refreshes[0].client_auth, fake_xero::ClientAuth::PublicClientId);
+    assert_eq!(
+        refreshes[0].client_auth,
+        fake_xero::ClientAuth::PublicClientId
+    );
 }
 
 #[test]
@@ -209,18 +294,32 @@ fn status_shows_lifetimes_and_no_secret() {
 
     let out = env.cmd(&["status"]).assert().success().get_output().clone();
     let text = String::from_utf8(out.stdout).unwrap();
-    for expected in [CLIENT_ID, "Secret Service", "valid until", "lapses", "offline_access"] {
+    for expected in [
+        CLIENT_ID,
+        "Secret Service",
+        "valid until",
+        "lapses",
+        "offline_access",
+    ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
     for secret in [CLIENT_SECRET, &tokens.refresh_token, &tokens.access_token] {
         assert!(!text.contains(secret));
     }
-    let json = env.cmd(&["status", "--json"]).assert().success().get_output().stdout.clone();
+    let json = env
+        .cmd(&["status", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["client_id"], CLIENT_ID);
     assert_eq!(json["client_secret_stored"], true);
     let lapses = json["tokens"]["refresh_token_lapses_at"].as_i64().unwrap();
-    let obtained = json["tokens"]["refresh_token_obtained_at"].as_i64().unwrap();
+    let obtained = json["tokens"]["refresh_token_obtained_at"]
+        .as_i64()
+        .unwrap();
     assert_eq!(lapses - obtained, 60 * 86_400);
 }
 
@@ -258,14 +357,26 @@ fn client_show_and_remove() {
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "client");
     env.set_client(&fake);
-    let shown = env.cmd(&["client", "show", "--json"]).assert().success().get_output().stdout.clone();
+    let shown = env
+        .cmd(&["client", "show", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     assert_eq!(shown["client_id"], CLIENT_ID);
     assert_eq!(shown["client_secret_stored"], true);
-    assert!(env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).is_some());
+    assert!(
+        env.secret_tool_lookup(&format!("{}/client-secret", env.profile))
+            .is_some()
+    );
 
     env.cmd(&["client", "remove"]).assert().success();
-    assert!(env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).is_none());
+    assert!(
+        env.secret_tool_lookup(&format!("{}/client-secret", env.profile))
+            .is_none()
+    );
     env.cmd(&["client", "show"]).assert().code(3);
 }
 
@@ -279,7 +390,8 @@ fn client_secret_from_stdin_is_trimmed_and_stored() {
         .assert()
         .success();
     assert_eq!(
-        env.secret_tool_lookup(&format!("{}/client-secret", env.profile)).as_deref(),
+        env.secret_tool_lookup(&format!("{}/client-secret", env.profile))
+            .as_deref(),
         Some(CLIENT_SECRET)
     );
 }
@@ -288,7 +400,10 @@ fn client_secret_from_stdin_is_trimmed_and_stored() {
 fn plain_http_endpoint_off_loopback_is_refused_before_any_request() {
     let fake = FakeXero::start();
     let mut env = TestEnv::new(&fake, "plain-http");
-    env.set_env("XERO_AUTH_TOKEN_URL", "http://identity.example.com/connect/token");
+    env.set_env(
+        "XERO_AUTH_TOKEN_URL",
+        "http://identity.example.com/connect/token",
+    );
     env.cmd(&["status"])
         .assert()
         .code(1)

@@ -16,11 +16,21 @@ fn unreachable_keychain_is_exit_5_and_no_secret_lands_on_disk() {
     // The token file lives outside the folders searched below.
     let outside = tempfile::tempdir().unwrap();
     let file = outside.path().join("tokens.json");
-    std::fs::copy(env.write_token_file(&tokens, Duration::from_secs(60)), &file).unwrap();
+    std::fs::copy(
+        env.write_token_file(&tokens, Duration::from_secs(60)),
+        &file,
+    )
+    .unwrap();
     std::fs::remove_file(env.dir.path().join("xero-access-token.json")).unwrap();
 
-    env.set_env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/xero-auth-test-bus");
-    env.set_env("XDG_RUNTIME_DIR", env.dir.path().join("home").to_str().unwrap());
+    env.set_env(
+        "DBUS_SESSION_BUS_ADDRESS",
+        "unix:path=/nonexistent/xero-auth-test-bus",
+    );
+    env.set_env(
+        "XDG_RUNTIME_DIR",
+        env.dir.path().join("home").to_str().unwrap(),
+    );
 
     env.cmd(&["client", "set", "--client-id", CLIENT_ID])
         .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
@@ -31,12 +41,20 @@ fn unreachable_keychain_is_exit_5_and_no_secret_lands_on_disk() {
     env.cmd(&["import", "--remove", file.to_str().unwrap()])
         .assert()
         .code(5);
-    assert!(file.exists(), "the token file is kept when the keychain cannot take it");
+    assert!(
+        file.exists(),
+        "the token file is kept when the keychain cannot take it"
+    );
     env.cmd(&["token"]).assert().code(5);
     env.cmd(&["refresh"]).assert().code(5);
     env.cmd(&["status"]).assert().code(5);
 
-    for secret in [CLIENT_SECRET, &tokens.refresh_token, &tokens.access_token, &tokens.id_token] {
+    for secret in [
+        CLIENT_SECRET,
+        &tokens.refresh_token,
+        &tokens.access_token,
+        &tokens.id_token,
+    ] {
         let hits = files_containing(env.dir.path(), secret);
         assert!(hits.is_empty(), "a secret was written to {hits:?}");
     }
@@ -96,13 +114,20 @@ fn no_secret_in_any_output_even_at_trace_level() {
             assert!(!in_stderr, "{what} appeared on stderr of `{cmd}`");
             let allowed_on_stdout = cmd.starts_with("token") && what.contains("access token");
             let in_stdout = String::from_utf8_lossy(stdout).contains(secret.as_str());
-            assert!(allowed_on_stdout || !in_stdout, "{what} appeared on stdout of `{cmd}`");
+            assert!(
+                allowed_on_stdout || !in_stdout,
+                "{what} appeared on stdout of `{cmd}`"
+            );
         }
     }
     assert!(saw_trace_output, "trace logging produced output to check");
     // And `token` did print the access token it exists to print.
-    assert!(transcript.iter().any(|(cmd, stdout, _)| cmd == "token --json"
-        && String::from_utf8_lossy(stdout).contains(&new_at)));
+    assert!(
+        transcript
+            .iter()
+            .any(|(cmd, stdout, _)| cmd == "token --json"
+                && String::from_utf8_lossy(stdout).contains(&new_at))
+    );
 }
 
 /// Each bad file gets exit 1 and a message naming the problem; the file and the keychain stay.
@@ -117,12 +142,32 @@ fn bad_token_files_leave_file_and_keychain_untouched() {
     std::fs::create_dir_all(&dir).unwrap();
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("not-json.json", b"refresh_token=abc".to_vec(), "is not JSON"),
-        ("no-refresh.json", br#"{"access_token":"eyJ.a.b","expires_in":1800}"#.to_vec(), "has no refresh_token"),
-        ("wrong-type.json", br#"{"refresh_token":12345,"expires_in":1800}"#.to_vec(), "refresh_token is not a string"),
-        ("wrong-expiry.json", br#"{"refresh_token":"abc","expires_in":"soon"}"#.to_vec(), "expires_in is not a number"),
+        (
+            "not-json.json",
+            b"refresh_token=abc".to_vec(),
+            "is not JSON",
+        ),
+        (
+            "no-refresh.json",
+            br#"{"access_token":"eyJ.a.b","expires_in":1800}"#.to_vec(),
+            "has no refresh_token",
+        ),
+        (
+            "wrong-type.json",
+            br#"{"refresh_token":12345,"expires_in":1800}"#.to_vec(),
+            "refresh_token is not a string",
+        ),
+        (
+            "wrong-expiry.json",
+            br#"{"refresh_token":"abc","expires_in":"soon"}"#.to_vec(),
+            "expires_in is not a number",
+        ),
         ("array.json", b"[]".to_vec(), "not a JSON object"),
-        ("big.json", vec![b' '; 10 * 1024 * 1024], "a token file is a few KB"),
+        (
+            "big.json",
+            vec![b' '; 10 * 1024 * 1024],
+            "a token file is a few KB",
+        ),
     ];
     for (name, contents, expected) in &cases {
         let path = dir.join(name);
@@ -163,7 +208,9 @@ fn unreadable_file_is_refused_when_permissions_apply() {
     let file = env.write_token_file(&tokens, Duration::from_secs(60));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::read(&file).is_ok() {
-        eprintln!("skipped: running as root, file modes do not stop reads (covered by the symlink-loop case)");
+        eprintln!(
+            "skipped: running as root, file modes do not stop reads (covered by the symlink-loop case)"
+        );
         return;
     }
     env.cmd(&["import", file.to_str().unwrap()])

@@ -46,7 +46,9 @@ pub async fn run(cmd: ClientCommand, ctx: &Context) -> Result<()> {
 fn validate_client_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -76,7 +78,11 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
         store.set(&account, &label, bytes).await?;
     }
 
-    if let Some(old) = profile.client_id.as_deref().filter(|old| *old != args.client_id) {
+    if let Some(old) = profile
+        .client_id
+        .as_deref()
+        .filter(|old| *old != args.client_id)
+    {
         eprintln!(
             "note: profile '{}' used client id {old} before; tokens issued to that app will not refresh with this one — run `xero-auth login` again",
             profile.name
@@ -107,7 +113,9 @@ fn read_secret(args: &SetArgs, ctx: &Context) -> Result<Zeroizing<Vec<u8>>> {
         let mut stdin = std::io::stdin().lock();
         return read_bounded(&mut stdin, 4096)
             .map_err(|e| Error::io("cannot read the client secret from", "stdin", e))?
-            .ok_or_else(|| Error::InvalidInput("the client secret on stdin is longer than 4 KB".into()));
+            .ok_or_else(|| {
+                Error::InvalidInput("the client secret on stdin is longer than 4 KB".into())
+            });
     }
     if let Some(value) = (ctx.env)("XERO_CLIENT_SECRET").filter(|v| !v.is_empty()) {
         return Ok(Zeroizing::new(Zeroizing::new(value).as_bytes().to_vec()));
@@ -169,15 +177,21 @@ async fn remove(ctx: &Context) -> Result<()> {
         config.save()?;
     }
     match (had_id, deleted) {
-        (false, false) => eprintln!("profile '{}' had no client stored; nothing to remove", profile.name),
+        (false, false) => eprintln!(
+            "profile '{}' had no client stored; nothing to remove",
+            profile.name
+        ),
         _ => eprintln!(
             "removed the client of profile '{}' ({}); its token set, if any, is kept (`xero-auth logout` removes it)",
             profile.name,
-            [had_id.then_some("client id"), deleted.then_some("client secret")]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" and ")
+            [
+                had_id.then_some("client id"),
+                deleted.then_some("client secret")
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ")
         ),
     }
     Ok(())
@@ -191,7 +205,10 @@ mod tests {
 
     #[tokio::test]
     async fn set_stores_secret_from_env_and_id_in_config() {
-        let env = HashMap::from([("XERO_CLIENT_SECRET".to_string(), "s3cr3t-value\n".to_string())]);
+        let env = HashMap::from([(
+            "XERO_CLIENT_SECRET".to_string(),
+            "s3cr3t-value\n".to_string(),
+        )]);
         let t = context(0, env, "");
         set(
             SetArgs {
@@ -203,7 +220,10 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(t.store.raw("default/client-secret").unwrap(), b"s3cr3t-value");
+        assert_eq!(
+            t.store.raw("default/client-secret").unwrap(),
+            b"s3cr3t-value"
+        );
         let config = std::fs::read_to_string(t.ctx.config.path()).unwrap();
         assert!(config.contains("client_id = \"ABCDEF0123\""), "{config}");
         assert!(!config.contains("s3cr3t"));
@@ -223,7 +243,11 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("--secret-stdin"), "{err}");
-        assert!(std::fs::read_to_string(t.ctx.config.path()).unwrap().is_empty());
+        assert!(
+            std::fs::read_to_string(t.ctx.config.path())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

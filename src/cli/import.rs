@@ -44,7 +44,9 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
             )));
         }
         Err(e @ Error::StoredFormat { .. }) if !args.force => {
-            return Err(Error::InvalidInput(format!("{e}; use --force to replace it with the file's tokens")));
+            return Err(Error::InvalidInput(format!(
+                "{e}; use --force to replace it with the file's tokens"
+            )));
         }
         Err(Error::StoredFormat { .. }) => {}
         Err(e) => return Err(e),
@@ -63,13 +65,19 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         return Err(Error::StoreUnavailable {
             store: session.store().describe(),
             cause: "the token set read back from the keychain differs from the one written".into(),
-            fix: format!("the file {} was kept; run `xero-auth doctor`", args.file.display()),
+            fix: format!(
+                "the file {} was kept; run `xero-auth doctor`",
+                args.file.display()
+            ),
         });
     }
 
     let expiry = match imported.expires_at {
         Some(at) if at > session.now() => format!("access token valid until {}", format_time(at)),
-        Some(at) => format!("access token expired {} (refreshed on first use)", format_time(at)),
+        Some(at) => format!(
+            "access token expired {} (refreshed on first use)",
+            format_time(at)
+        ),
         None => "no usable access token (refreshed on first use)".into(),
     };
     eprintln!(

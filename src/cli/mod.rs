@@ -54,13 +54,16 @@ pub enum Command {
     Status(status::StatusArgs),
 }
 
+/// Looks up an environment variable (the process's, or a test's map).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// What commands depend on: configuration, the store, the clock, the output stream.
 pub struct Context {
     pub paths: Paths,
     pub config: Config,
     pub profile_name: String,
     pub json: bool,
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: EnvLookup,
     pub clock: Arc<dyn Clock>,
     /// A store to use instead of the profile's keychain (unit tests).
     pub store_override: Option<Store>,
@@ -73,8 +76,7 @@ impl Context {
     /// The real context: process environment, platform folders, system clock, real stdout.
     pub fn from_process(cli: &Cli) -> Result<Self> {
         use std::io::IsTerminal;
-        let env: Box<dyn Fn(&str) -> Option<String> + Send + Sync> =
-            Box::new(|key| std::env::var(key).ok());
+        let env: EnvLookup = Box::new(|key| std::env::var(key).ok());
         let paths = Paths::from_env(&*env)?;
         let config = Config::load(&paths.config_file())?;
         Ok(Context {
@@ -106,7 +108,12 @@ impl Context {
     pub fn session(&self) -> Result<Session> {
         let profile = self.profile()?;
         let store = self.store(&profile);
-        Ok(Session::new(profile, self.paths.clone(), store, self.clock.clone()))
+        Ok(Session::new(
+            profile,
+            self.paths.clone(),
+            store,
+            self.clock.clone(),
+        ))
     }
 
     /// Writes data to stdout in one call and flushes. A closed pipe (`| head`) is a normal end.
@@ -160,7 +167,11 @@ pub fn format_span(secs: i64) -> String {
     } else {
         format!("{s} s")
     };
-    if secs < 0 { format!("{text} ago") } else { text }
+    if secs < 0 {
+        format!("{text} ago")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

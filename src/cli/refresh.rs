@@ -24,7 +24,11 @@ pub async fn run(_args: RefreshArgs, ctx: &Context) -> Result<()> {
             "refresh_token_lapses_at": set.refresh_lapses_at(),
         }));
     }
-    let who = if refreshed.requested { "refreshed" } else { "refreshed by another process meanwhile" };
+    let who = if refreshed.requested {
+        "refreshed"
+    } else {
+        "refreshed by another process meanwhile"
+    };
     let line = format!(
         "profile '{}' {who}: access token valid until {}, refresh token lapses {} unless used\n",
         session.profile().name,

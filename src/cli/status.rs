@@ -15,7 +15,10 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let profile = session.profile();
     let store = session.store();
-    let secret_stored = store.get(&client_secret_account(&profile.name)).await?.is_some();
+    let secret_stored = store
+        .get(&client_secret_account(&profile.name))
+        .await?
+        .is_some();
     let set = session.stored_token_set().await?;
     let now = session.now();
 
@@ -43,8 +46,21 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         let mut text = String::new();
         let mut line = |k: &str, v: String| text.push_str(&format!("{k:<15} {v}\n"));
         line("profile:", profile.name.clone());
-        line("client id:", profile.client_id.clone().unwrap_or_else(|| "(none: run `xero-auth client set`)".into()));
-        line("client secret:", if secret_stored { "stored".into() } else { "none (PKCE app)".into() });
+        line(
+            "client id:",
+            profile
+                .client_id
+                .clone()
+                .unwrap_or_else(|| "(none: run `xero-auth client set`)".into()),
+        );
+        line(
+            "client secret:",
+            if secret_stored {
+                "stored".into()
+            } else {
+                "none (PKCE app)".into()
+            },
+        );
         line("store:", store.describe());
         line("token endpoint:", profile.endpoints.token.to_string());
         match &set {
@@ -54,10 +70,18 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                     "access token:",
                     match s.expires_at {
                         Some(at) if s.access_token.is_some() && at > now => {
-                            format!("valid until {} (in {})", format_time(at), format_span(at - now))
+                            format!(
+                                "valid until {} (in {})",
+                                format_time(at),
+                                format_span(at - now)
+                            )
                         }
                         Some(at) if s.access_token.is_some() => {
-                            format!("expired {} ({}); refreshed on next use", format_time(at), format_span(at - now))
+                            format!(
+                                "expired {} ({}); refreshed on next use",
+                                format_time(at),
+                                format_span(at - now)
+                            )
                         }
                         _ => "none cached; refreshed on next use".into(),
                     },
@@ -78,10 +102,23 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                         format!("lapsed {}: run `xero-auth login`", format_time(lapses))
                     },
                 );
-                line("scopes:", if s.scopes.is_empty() { "(unknown)".into() } else { s.scopes.join(" ") });
+                line(
+                    "scopes:",
+                    if s.scopes.is_empty() {
+                        "(unknown)".into()
+                    } else {
+                        s.scopes.join(" ")
+                    },
+                );
             }
         }
-        line("default tenant:", profile.default_tenant.clone().unwrap_or_else(|| "(none)".into()));
+        line(
+            "default tenant:",
+            profile
+                .default_tenant
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+        );
         ctx.write_out(text.as_bytes())?;
     }
     match set {

@@ -97,8 +97,12 @@ impl Keychain {
             StoreKind::Keychain => {
                 "unlock the login keychain (`security unlock-keychain`) and allow xero-auth access"
             }
-            StoreKind::CredentialManager => "log in to the Windows account that owns the credentials",
-            StoreKind::Keyutils => "check that the session keyring belongs to this user (`keyctl show @s`)",
+            StoreKind::CredentialManager => {
+                "log in to the Windows account that owns the credentials"
+            }
+            StoreKind::Keyutils => {
+                "check that the session keyring belongs to this user (`keyctl show @s`)"
+            }
         }
     }
 
@@ -167,7 +171,9 @@ fn open_platform_store(kind: StoreKind) -> keyring_core::Result<Arc<CredentialSt
             Ok(zbus_secret_service_keyring_store::Store::new()? as Arc<CredentialStore>)
         }
         #[cfg(target_os = "linux")]
-        StoreKind::Keyutils => Ok(linux_keyutils_keyring_store::Store::new()? as Arc<CredentialStore>),
+        StoreKind::Keyutils => {
+            Ok(linux_keyutils_keyring_store::Store::new()? as Arc<CredentialStore>)
+        }
         #[cfg(target_os = "macos")]
         StoreKind::Keychain => {
             Ok(apple_native_keyring_store::keychain::Store::new()? as Arc<CredentialStore>)

@@ -1,12 +1,12 @@
 //! Shared set-up for the integration tests: a private home for each test, the real binary
 //! pointed at an in-process fake Xero, and direct access to the real keychain.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::{Duration, SystemTime};
 
-pub use fake_xero::{Counter, Fault, FakeXero, IssuedTokens, RefreshTokenStatus, Target};
+pub use fake_xero::{Counter, FakeXero, Fault, IssuedTokens, RefreshTokenStatus, Target};
 use xero_auth::config::StoreKind;
 use xero_auth::store::{Keychain, SecretStore, client_secret_account, token_set_account};
 
@@ -49,7 +49,10 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(fake: &FakeXero, name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("xero-auth-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("xero-auth-test")
+            .tempdir()
+            .unwrap();
         for sub in ["home", "config", "state", "cache", "data"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -61,6 +64,8 @@ impl TestEnv {
             extra: Vec::new(),
         };
         env.wipe_keychain();
+        // The app exists at the fake from the start; `set_client` also stores it locally.
+        fake.add_client(CLIENT_ID, Some(CLIENT_SECRET));
         env
     }
 
@@ -90,9 +95,18 @@ impl TestEnv {
             .env("XDG_DATA_HOME", root.join("data"))
             .env("XERO_AUTH_PROFILE", &self.profile)
             .env("XERO_AUTH_TOKEN_URL", &self.token_url)
-            .env("XERO_AUTH_AUTHORIZE_URL", format!("{}/identity/connect/authorize", self.base_url))
-            .env("XERO_AUTH_REVOCATION_URL", format!("{}/connect/revocation", self.base_url))
-            .env("XERO_AUTH_CONNECTIONS_URL", format!("{}/connections", self.base_url))
+            .env(
+                "XERO_AUTH_AUTHORIZE_URL",
+                format!("{}/identity/connect/authorize", self.base_url),
+            )
+            .env(
+                "XERO_AUTH_REVOCATION_URL",
+                format!("{}/connect/revocation", self.base_url),
+            )
+            .env(
+                "XERO_AUTH_CONNECTIONS_URL",
+                format!("{}/connections", self.base_url),
+            )
             .env("XERO_AUTH_API_URL", format!("{}/", self.base_url))
             .env("XERO_AUTH_HTTP_TIMEOUT", "2")
             .env("XERO_AUTH_STORE_TIMEOUT", "20");
@@ -136,7 +150,9 @@ impl TestEnv {
     pub fn import_fresh(&self, fake: &FakeXero, age: Duration) -> IssuedTokens {
         let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
         let file = self.write_token_file(&tokens, age);
-        self.cmd(&["import", file.to_str().unwrap()]).assert().success();
+        self.cmd(&["import", file.to_str().unwrap()])
+            .assert()
+            .success();
         tokens
     }
 
@@ -150,7 +166,8 @@ impl TestEnv {
 
     /// The stored token set as JSON.
     pub fn stored(&self) -> Option<serde_json::Value> {
-        self.stored_raw().map(|b| serde_json::from_slice(&b).unwrap())
+        self.stored_raw()
+            .map(|b| serde_json::from_slice(&b).unwrap())
     }
 
     pub fn stored_refresh_token(&self) -> String {
@@ -173,7 +190,10 @@ impl TestEnv {
 
     pub fn wipe_keychain(&self) {
         let keychain = Keychain::new(StoreKind::SecretService);
-        for account in [token_set_account(&self.profile), client_secret_account(&self.profile)] {
+        for account in [
+            token_set_account(&self.profile),
+            client_secret_account(&self.profile),
+        ] {
             let _ = keychain.delete(&account);
         }
     }
@@ -195,15 +215,17 @@ pub fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    hits.push(path);
-                }
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(path);
             }
         }
     }
