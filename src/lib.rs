@@ -13,10 +13,12 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod login;
 pub mod oauth;
 pub mod secret;
 pub mod session;
 pub mod store;
 pub mod token_set;
+pub mod xero;
 
 pub use error::{Error, ExitCode, Result};

@@ -189,16 +189,23 @@ fn wipe_value(value: &mut serde_json::Value) {
     }
 }
 
-/// Sends one token request with the app's client authentication and classifies the answer.
-///
-/// With a client secret: HTTP Basic. Without (PKCE apps): `client_id` in the body and no
-/// `Authorization` header.
-pub async fn request_tokens(
+/// An answer to a form POST, read into a zeroizing buffer.
+struct FormAnswer {
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    is_json: bool,
+    body: crate::secret::Zeroizing<Vec<u8>>,
+}
+
+/// POSTs a form with the app's client authentication: with a client secret, HTTP Basic;
+/// without (PKCE apps), `client_id` in the body and no `Authorization` header. Transport
+/// failures are temporary.
+async fn post_form(
     http: &reqwest::Client,
     url: &Url,
     app: &AppCredentials,
     form: FormBody,
-) -> Result<TokenResponse, TokenError> {
+) -> Result<FormAnswer, TokenError> {
     let mut request = http
         .post(url.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -242,47 +249,87 @@ pub async fn request_tokens(
             return Err(temporary(format!("HTTP {status} with an oversized body")));
         }
     };
+    Ok(FormAnswer {
+        status,
+        retry_after,
+        is_json,
+        body,
+    })
+}
 
-    if status.is_success() {
-        return parse_token_response(&body)
-            .map_err(|why| temporary(format!("HTTP {status}, but {why}")));
+/// Sends one token request (any grant) and classifies the answer.
+pub async fn request_tokens(
+    http: &reqwest::Client,
+    url: &Url,
+    app: &AppCredentials,
+    form: FormBody,
+) -> Result<TokenResponse, TokenError> {
+    let answer = post_form(http, url, app, form).await?;
+    if answer.status.is_success() {
+        return parse_token_response(&answer.body)
+            .map_err(|why| temporary(format!("HTTP {}, but {why}", answer.status)));
     }
+    Err(classify_failure(&answer))
+}
+
+/// Revokes a refresh token (RFC 7009) with the same client authentication as the token
+/// endpoint. Xero also removes the user's connections to the app.
+pub async fn revoke(
+    http: &reqwest::Client,
+    url: &Url,
+    app: &AppCredentials,
+    refresh_token: &str,
+) -> Result<(), TokenError> {
+    let form = FormBody::with_capacity(64 + 3 * refresh_token.len())
+        .field("token", refresh_token)
+        .field("token_type_hint", "refresh_token");
+    let answer = post_form(http, url, app, form).await?;
+    if answer.status.is_success() {
+        Ok(())
+    } else {
+        Err(classify_failure(&answer))
+    }
+}
+
+/// What a non-2xx answer means: temporary (429, 5xx, 408), a rejection of the grant or the
+/// client, another OAuth error, or something that is not OAuth at all.
+fn classify_failure(answer: &FormAnswer) -> TokenError {
+    let status = answer.status;
     if status.as_u16() == 429 {
-        return Err(TokenError::Temporary {
+        return TokenError::Temporary {
             cause: "HTTP 429 Too Many Requests".into(),
-            retry_after,
-        });
+            retry_after: answer.retry_after,
+        };
     }
     if status.is_server_error() || status.as_u16() == 408 {
-        return Err(temporary(format!("HTTP {status}")));
+        return temporary(format!("HTTP {status}"));
     }
-    match serde_json::from_slice::<RawErrorResponse>(&body) {
+    match serde_json::from_slice::<RawErrorResponse>(&answer.body) {
         Ok(err) => {
             let description = err.error_description.map(|d| sanitize(&d));
-            let rejection = match err.error.as_str() {
-                "invalid_grant" => Some(Rejection::Grant),
-                "invalid_client" => Some(Rejection::Client),
-                _ => None,
-            };
-            match rejection {
-                Some(rejection) => Err(TokenError::Rejected {
-                    rejection,
+            match err.error.as_str() {
+                "invalid_grant" => TokenError::Rejected {
+                    rejection: Rejection::Grant,
                     description,
-                }),
-                None => Err(TokenError::OAuth {
-                    code: sanitize(&err.error),
+                },
+                "invalid_client" => TokenError::Rejected {
+                    rejection: Rejection::Client,
                     description,
-                }),
+                },
+                code => TokenError::OAuth {
+                    code: sanitize(code),
+                    description,
+                },
             }
         }
-        Err(_) => Err(TokenError::Http {
+        Err(_) => TokenError::Http {
             status: status.as_u16(),
-            summary: if is_json {
+            summary: if answer.is_json {
                 "an unexpected JSON body".into()
             } else {
                 "a body that is not an OAuth error (a proxy or captive portal?)".into()
             },
-        }),
+        },
     }
 }
 

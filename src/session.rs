@@ -31,7 +31,7 @@ const REFRESH_ATTEMPTS: u32 = 3;
 /// The longest `Retry-After` honoured inside one command.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How long to wait for another process's refresh before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
+pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The time, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -270,17 +270,8 @@ impl Session {
             });
         }
 
-        let refresh_token = current
-            .refresh_token
-            .as_ref()
-            .ok_or_else(|| Error::StoredFormat {
-                profile: self.profile.name.clone(),
-                message: "has no refresh token; authorise again with `xero-auth login`".into(),
-            })?;
         let app = self.app_credentials().await?;
-        let response = self
-            .post_refresh(&app, refresh_token.expose_secret())
-            .await?;
+        let response = self.post_refresh(&app, &current).await?;
         fail::fail_point!("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
@@ -293,38 +284,186 @@ impl Session {
         })
     }
 
-    /// POSTs the refresh, retrying temporary failures with bounded backoff. The stored set is
-    /// not touched here.
+    /// Asks the token endpoint for new tokens for `current`: the refresh grant, or for a
+    /// client-credentials connection (no refresh token) the client-credentials grant again.
     async fn post_refresh(
         &self,
         app: &AppCredentials,
-        refresh_token: &str,
+        current: &TokenSet,
+    ) -> Result<TokenResponse> {
+        let url = &self.profile.endpoints.token;
+        match &current.refresh_token {
+            Some(refresh_token) => {
+                let refresh_token = refresh_token.expose_secret();
+                self.with_retries(
+                    &format!("refreshing profile '{}'", self.profile.name),
+                    url,
+                    |http| {
+                        let form = FormBody::with_capacity(64 + 3 * refresh_token.len())
+                            .field("grant_type", "refresh_token")
+                            .field("refresh_token", refresh_token);
+                        oauth::request_tokens(http, url, app, form)
+                    },
+                )
+                .await
+            }
+            None => self.post_client_credentials(app, &current.scopes).await,
+        }
+    }
+
+    /// The client-credentials grant (Xero custom connections): a new access token, no refresh
+    /// token.
+    pub async fn post_client_credentials(
+        &self,
+        app: &AppCredentials,
+        scopes: &[String],
+    ) -> Result<TokenResponse> {
+        if app.client_secret.is_none() {
+            return Err(Error::NothingStored {
+                profile: self.profile.name.clone(),
+                what: "client secret",
+                hint: "custom connections need the app's secret: run `xero-auth client set --client-id ID`",
+            });
+        }
+        let url = &self.profile.endpoints.token;
+        let scope = scopes.join(" ");
+        self.with_retries(
+            &format!(
+                "requesting a client-credentials token for profile '{}'",
+                self.profile.name
+            ),
+            url,
+            |http| {
+                let form = FormBody::with_capacity(64 + 3 * scope.len())
+                    .field("grant_type", "client_credentials");
+                let form = if scope.is_empty() {
+                    form
+                } else {
+                    form.field("scope", &scope)
+                };
+                oauth::request_tokens(http, url, app, form)
+            },
+        )
+        .await
+    }
+
+    /// Exchanges an authorization code (one attempt: a code is single use, so a retry after a
+    /// lost answer could only be refused).
+    pub async fn exchange_code(
+        &self,
+        app: &AppCredentials,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
     ) -> Result<TokenResponse> {
         let http = self.http().await?;
         let url = &self.profile.endpoints.token;
+        let form =
+            FormBody::with_capacity(128 + 3 * (code.len() + verifier.len() + redirect_uri.len()))
+                .field("grant_type", "authorization_code")
+                .field("code", code)
+                .field("redirect_uri", redirect_uri)
+                .field("code_verifier", verifier);
+        let endpoint = url.to_string();
+        match oauth::request_tokens(http, url, app, form).await {
+            Ok(response) => Ok(response),
+            Err(TokenError::Temporary { cause, .. }) => Err(Error::Temporary {
+                what: format!("exchanging the authorization code at {endpoint}"),
+                cause,
+                hint: Some("run `xero-auth login` again".into()),
+            }),
+            Err(TokenError::Rejected {
+                rejection: crate::error::Rejection::Grant,
+                description,
+            }) => Err(Error::OAuth {
+                endpoint,
+                code: "invalid_grant".into(),
+                description: Some(description.unwrap_or_else(|| {
+                    "the authorization code was refused (expired, already used, or the redirect URI or PKCE verifier did not match); run `xero-auth login` again".into()
+                })),
+            }),
+            Err(TokenError::Rejected {
+                rejection,
+                description,
+            }) => Err(Error::ReauthRequired {
+                profile: self.profile.name.clone(),
+                rejection,
+                endpoint,
+                description,
+            }),
+            Err(TokenError::OAuth { code, description }) => Err(Error::OAuth {
+                endpoint,
+                code,
+                description,
+            }),
+            Err(TokenError::Http { status, summary }) => Err(Error::Http {
+                endpoint,
+                status,
+                summary,
+            }),
+        }
+    }
+
+    /// Deletes the profile's token set; `false` when there was none.
+    pub async fn delete_token_set(&self) -> Result<bool> {
+        self.store
+            .delete(&token_set_account(&self.profile.name))
+            .await
+    }
+
+    /// The paths this session uses (lock files).
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Revokes the refresh token at Xero (RFC 7009), retrying temporary failures.
+    pub async fn revoke(&self, app: &AppCredentials, refresh_token: &str) -> Result<()> {
+        let url = &self.profile.endpoints.revocation;
+        self.with_retries(
+            &format!(
+                "revoking the refresh token of profile '{}'",
+                self.profile.name
+            ),
+            url,
+            |http| oauth::revoke(http, url, app, refresh_token),
+        )
+        .await
+    }
+
+    /// Runs one OAuth request to `url`, retrying temporary failures with bounded backoff and a
+    /// bounded `Retry-After`, and turns the final failure into the error of the exit-code table.
+    /// Nothing stored is touched here. `send` makes one attempt (with a fresh body).
+    pub async fn with_retries<'a, T, Fut>(
+        &'a self,
+        what: &str,
+        url: &url::Url,
+        send: impl Fn(&'a reqwest::Client) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, TokenError>>,
+    {
+        let http = self.http().await?;
+        let endpoint = url.to_string();
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            let form = FormBody::with_capacity(64 + 3 * refresh_token.len())
-                .field("grant_type", "refresh_token")
-                .field("refresh_token", refresh_token);
-            tracing::debug!(endpoint = %url, attempt, "refresh request");
-            match oauth::request_tokens(http, url, app, form).await {
-                Ok(response) => return Ok(response),
+            tracing::debug!(%endpoint, attempt, "{what}");
+            match send(http).await {
+                Ok(answer) => return Ok(answer),
                 Err(TokenError::Temporary { cause, retry_after }) => {
                     let wait = retry_after.unwrap_or(backoff);
                     if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
                         let hint = match retry_after {
                             Some(w) => format!("Xero asked to wait {} s", w.as_secs()),
-                            None => "the stored refresh token was kept and stays usable".into(),
+                            None => "the stored tokens were kept and stay usable".into(),
                         };
                         return Err(Error::Temporary {
-                            what: format!("refreshing profile '{}' at {url}", self.profile.name),
+                            what: format!("{what} at {endpoint}"),
                             cause: format!("{cause}; {attempt} attempts"),
                             hint: Some(hint),
                         });
                     }
-                    tracing::warn!(endpoint = %url, attempt, %cause, "refresh failed; retrying in {} ms", wait.as_millis());
+                    tracing::warn!(%endpoint, attempt, %cause, "failed; retrying in {} ms", wait.as_millis());
                     tokio::time::sleep(wait).await;
                     backoff *= 3;
                     attempt += 1;
@@ -336,20 +475,20 @@ impl Session {
                     return Err(Error::ReauthRequired {
                         profile: self.profile.name.clone(),
                         rejection,
-                        endpoint: url.to_string(),
+                        endpoint,
                         description,
                     });
                 }
                 Err(TokenError::OAuth { code, description }) => {
                     return Err(Error::OAuth {
-                        endpoint: url.to_string(),
+                        endpoint,
                         code,
                         description,
                     });
                 }
                 Err(TokenError::Http { status, summary }) => {
                     return Err(Error::Http {
-                        endpoint: url.to_string(),
+                        endpoint,
                         status,
                         summary,
                     });

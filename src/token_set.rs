@@ -144,6 +144,25 @@ impl TokenSet {
         }
     }
 
+    /// A new set from a token response obtained at `now` (login, client credentials).
+    pub fn from_response(
+        response: crate::oauth::TokenResponse,
+        requested_scopes: &[String],
+        now: i64,
+    ) -> TokenSet {
+        TokenSet {
+            refresh_token: response.refresh_token,
+            expires_at: Some(TokenSet::expiry_from_lifetime(
+                now,
+                response.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME_SECS),
+            )),
+            access_token: Some(response.access_token),
+            token_type: response.token_type,
+            scopes: response.scopes.unwrap_or_else(|| requested_scopes.to_vec()),
+            obtained_at: now,
+        }
+    }
+
     /// The stored form: one JSON document in a zeroizing buffer allocated once.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
         let stored = StoredRef {

@@ -3,8 +3,11 @@
 
 pub mod client;
 pub mod import;
+pub mod login;
+pub mod logout;
 pub mod refresh;
 pub mod status;
+pub mod tenants;
 pub mod token;
 
 use std::io::Write;
@@ -44,6 +47,8 @@ pub enum Command {
     /// Store, show or remove the app's client id and secret.
     #[command(subcommand)]
     Client(client::ClientCommand),
+    /// Authorise the app in the browser (PKCE) and store the tokens; or a custom connection.
+    Login(login::LoginArgs),
     /// Move a plaintext token file into the keychain.
     Import(import::ImportArgs),
     /// Refresh the tokens now (keeps the 60-day refresh token alive).
@@ -52,6 +57,10 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Show the profile, its client, store and token lifetimes (never a secret).
     Status(status::StatusArgs),
+    /// List the connected organisations, or choose the default one.
+    Tenants(tenants::TenantsArgs),
+    /// Revoke the refresh token at Xero and delete the profile's tokens.
+    Logout(logout::LogoutArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -138,10 +147,13 @@ impl Context {
 pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
     match cli.command {
         Command::Client(cmd) => client::run(cmd, ctx).await,
+        Command::Login(args) => login::run(args, ctx).await,
         Command::Import(args) => import::run(args, ctx).await,
         Command::Refresh(args) => refresh::run(args, ctx).await,
         Command::Token(args) => token::run(args, ctx).await,
         Command::Status(args) => status::run(args, ctx).await,
+        Command::Tenants(args) => tenants::run(args, ctx).await,
+        Command::Logout(args) => logout::run(args, ctx).await,
     }
 }
 

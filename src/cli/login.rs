@@ -1,0 +1,233 @@
+//! `xero-auth login`: the authorization code flow with PKCE over a loopback redirect, or
+//! `--client-credentials` for Xero custom connections.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Context, format_time};
+use crate::error::Result;
+use crate::login::{Pkce, authorize_url, bind, parse_redirect_uri, random_urlsafe, wait_for_code};
+use crate::secret::ExposeSecret;
+use crate::session::{LOCK_WAIT, RefreshLock, Session};
+use crate::token_set::TokenSet;
+use crate::xero::Connection;
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Do not open a browser: print the URL on stderr, and accept the redirect URL pasted on
+    /// stdin (for SSH sessions where the browser runs on another machine).
+    #[arg(long)]
+    pub no_browser: bool,
+    /// The redirect URI registered for the app (default: the profile's, else
+    /// http://localhost:8742/callback). Must be on localhost, 127.0.0.1 or [::1].
+    #[arg(long, value_name = "URI")]
+    pub redirect_uri: Option<String>,
+    /// Give up after this many seconds without a callback.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Add a scope to the profile's scopes (repeat, or space-separate). offline_access is
+    /// always requested.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// A Xero custom connection: the client-credentials grant, no browser, no refresh token.
+    #[arg(long, conflicts_with_all = ["no_browser", "redirect_uri"])]
+    pub client_credentials: bool,
+}
+
+/// Logs in and stores the token set.
+pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
+    let session = ctx.session()?;
+    let app = session.app_credentials().await?;
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in session
+        .profile()
+        .scopes
+        .iter()
+        .chain(args.scopes.iter())
+        .flat_map(|s| s.split_whitespace())
+    {
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
+    }
+
+    let (set, interactive_stdin) = if args.client_credentials {
+        let response = session.post_client_credentials(&app, &scopes).await?;
+        (
+            TokenSet::from_response(response, &scopes, session.now()),
+            false,
+        )
+    } else {
+        if !scopes.iter().any(|s| s == "offline_access") {
+            scopes.push("offline_access".into());
+        }
+        if scopes.len() == 1 {
+            eprintln!(
+                "note: profile '{}' has no scopes; only offline_access is requested. Add scopes = [...] to the profile or pass --scope",
+                session.profile().name
+            );
+        }
+        let redirect_uri = args
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| session.profile().redirect_uri.clone());
+        let target = parse_redirect_uri(&redirect_uri)?;
+        // Listen before the browser is sent anywhere, so a taken port fails early.
+        let listener = bind(&target).await?;
+        let pkce = Pkce::new();
+        let state = random_urlsafe(24);
+        let url = authorize_url(
+            &session.profile().endpoints.authorize,
+            &app.client_id,
+            &target.uri,
+            &scopes,
+            &state,
+            &pkce.challenge,
+        );
+        let mut pasted = None;
+        if args.no_browser || open::that_detached(url.as_str()).is_err() {
+            eprintln!("Open this URL in a browser:\n{url}");
+            eprintln!(
+                "Waiting for Xero to redirect to {} (up to {} s). If the browser runs on another machine, \
+                 paste here the whole address it was sent to.",
+                target.uri, args.timeout
+            );
+            pasted = Some(read_stdin_lines());
+        } else {
+            eprintln!(
+                "Opened the browser to authorise the app; waiting for Xero's redirect to {} (up to {} s).",
+                target.uri, args.timeout
+            );
+            eprintln!("If no browser opened, visit:\n{url}");
+        }
+        let interactive = pasted.is_none();
+        let code = wait_for_code(
+            listener,
+            &target,
+            &state,
+            Duration::from_secs(args.timeout),
+            pasted,
+        )
+        .await?;
+        let response = session
+            .exchange_code(&app, &code, &pkce.verifier, &target.uri)
+            .await?;
+        fail::fail_point!("login-code-exchanged");
+        let set = TokenSet::from_response(response, &scopes, session.now());
+        if set.refresh_token.is_none() {
+            eprintln!(
+                "warning: Xero returned no refresh token; the login lasts until the access token expires"
+            );
+        }
+        (set, interactive)
+    };
+
+    {
+        let _lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
+        session.store_token_set(&set).await?;
+    }
+    eprintln!(
+        "logged in: profile '{}' stored in {}; access token valid until {}{}",
+        session.profile().name,
+        session.store().describe(),
+        format_time(set.expires_at.unwrap_or(0)),
+        if set.refresh_token.is_some() {
+            format!(
+                ", refresh token lapses {} unless used",
+                format_time(set.refresh_lapses_at())
+            )
+        } else {
+            String::new()
+        }
+    );
+    choose_tenant(
+        ctx,
+        &session,
+        &set,
+        interactive_stdin && ctx.stdin_is_terminal,
+    )
+    .await
+}
+
+/// Fetches the connections: one becomes the default tenant; with several, the user picks on a
+/// terminal, or is told how to choose. A failure here does not undo the login.
+async fn choose_tenant(
+    ctx: &Context,
+    session: &Session,
+    set: &TokenSet,
+    can_prompt: bool,
+) -> Result<()> {
+    let token = set
+        .access_token
+        .as_ref()
+        .expect("a new set has an access token");
+    let http = session.http().await?;
+    let connections = match crate::xero::connections(
+        http,
+        &session.profile().endpoints.connections,
+        token.expose_secret(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "warning: could not list the connected organisations ({e}); run `xero-auth tenants` later"
+            );
+            return Ok(());
+        }
+    };
+    let chosen: Option<&Connection> = match connections.as_slice() {
+        [] => {
+            eprintln!("no organisation is connected to the app yet");
+            None
+        }
+        [only] => Some(only),
+        several if can_prompt => {
+            eprintln!("Several organisations are connected; choose the default tenant:");
+            for (i, c) in several.iter().enumerate() {
+                eprintln!("  {}) {} ({})", i + 1, c.tenant_name, c.tenant_id);
+            }
+            eprint!("number: ");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).ok();
+            line.trim()
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| several.get(n.wrapping_sub(1)))
+        }
+        several => {
+            eprintln!("Several organisations are connected; none was made the default:");
+            for c in several {
+                eprintln!("  {}  {}  {}", c.tenant_name, c.tenant_id, c.tenant_type);
+            }
+            eprintln!(
+                "choose one with `xero-auth tenants use ID|NAME --profile {}`",
+                session.profile().name
+            );
+            None
+        }
+    };
+    if let Some(c) = chosen {
+        super::tenants::set_default_tenant(ctx, &session.profile().name, &c.tenant_id)?;
+        eprintln!("default tenant: {} ({})", c.tenant_name, c.tenant_id);
+    }
+    Ok(())
+}
+
+/// Lines typed or pasted on stdin, read on a thread of their own so the listener keeps running.
+fn read_stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

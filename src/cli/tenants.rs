@@ -1,0 +1,124 @@
+//! `xero-auth tenants [use ID|NAME]`: the organisations the app is connected to, and the
+//! profile's default one.
+
+use clap::{Args, Subcommand};
+
+use super::Context;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::secret::ExposeSecret;
+use crate::session::DEFAULT_MARGIN_SECS;
+use crate::xero::Connection;
+
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    #[command(subcommand)]
+    pub action: Option<TenantsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsAction {
+    /// Make a tenant the profile's default for `api` and `exec` (by tenant id or name).
+    Use {
+        /// A tenant id, or an organisation's name (case-insensitive).
+        tenant: String,
+    },
+}
+
+/// Lists the connections, or sets the default tenant.
+pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
+    let session = ctx.session()?;
+    let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
+    let token = set
+        .access_token
+        .as_ref()
+        .expect("a valid set has an access token");
+    let http = session.http().await?;
+    let connections = crate::xero::connections(
+        http,
+        &session.profile().endpoints.connections,
+        token.expose_secret(),
+    )
+    .await?;
+    let default = session.profile().default_tenant.as_deref();
+
+    match args.action {
+        None if ctx.json => {
+            ctx.write_json(&serde_json::to_value(&connections).expect("plain data"))
+        }
+        None => {
+            let mut text = String::new();
+            for c in &connections {
+                let mark = if Some(c.tenant_id.as_str()) == default {
+                    "*"
+                } else {
+                    " "
+                };
+                text.push_str(&format!(
+                    "{mark} {}\t{}\t{}\n",
+                    c.tenant_name, c.tenant_id, c.tenant_type
+                ));
+            }
+            if connections.is_empty() {
+                eprintln!(
+                    "no organisation is connected to the app: run `xero-auth login` and allow access to one"
+                );
+            }
+            ctx.write_out(text.as_bytes())
+        }
+        Some(TenantsAction::Use { tenant }) => {
+            let chosen = find(&connections, &tenant)?;
+            set_default_tenant(ctx, &session.profile().name, &chosen.tenant_id)?;
+            eprintln!(
+                "profile '{}': default tenant is now {} ({})",
+                session.profile().name,
+                chosen.tenant_name,
+                chosen.tenant_id
+            );
+            Ok(())
+        }
+    }
+}
+
+fn find<'a>(connections: &'a [Connection], wanted: &str) -> Result<&'a Connection> {
+    if let Some(c) = connections
+        .iter()
+        .find(|c| c.tenant_id.eq_ignore_ascii_case(wanted))
+    {
+        return Ok(c);
+    }
+    let by_name: Vec<_> = connections
+        .iter()
+        .filter(|c| c.tenant_name.eq_ignore_ascii_case(wanted))
+        .collect();
+    match by_name.as_slice() {
+        [one] => Ok(one),
+        [] | [_, _, ..] => {
+            let known = connections
+                .iter()
+                .map(|c| format!("{} ({})", c.tenant_name, c.tenant_id))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = if by_name.is_empty() {
+                "matches no connected tenant"
+            } else {
+                "names several tenants; use the id"
+            };
+            Err(Error::InvalidInput(format!(
+                "'{wanted}' {why}; connected: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known
+                }
+            )))
+        }
+    }
+}
+
+/// Writes `default_tenant` into the profile's configuration (tenant ids are not secret).
+pub fn set_default_tenant(ctx: &Context, profile: &str, tenant_id: &str) -> Result<()> {
+    let mut config = Config::load(ctx.config.path())?;
+    config.set(profile, "default_tenant", tenant_id)?;
+    config.save()
+}
