@@ -88,6 +88,17 @@ pub enum Error {
         description: Option<String>,
     },
 
+    #[error(
+        "{endpoint} refused the access token again after a refresh (HTTP 401{}): the app's authorisation \
+         is no longer accepted — authorise again with `xero-auth login --profile {profile}`",
+        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    AccessRefused {
+        profile: String,
+        endpoint: String,
+        detail: Option<String>,
+    },
+
     #[error("{endpoint} answered HTTP {status}: {summary}")]
     Http {
         endpoint: String,
@@ -149,7 +160,7 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::NothingStored { .. } => ExitCode::NothingStored,
-            Error::ReauthRequired { .. } => ExitCode::ReauthRequired,
+            Error::ReauthRequired { .. } | Error::AccessRefused { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
             }

@@ -119,18 +119,142 @@ pub struct Session {
     http: OnceCell<reqwest::Client>,
     /// Serialises refreshes inside this process, so many tasks make one request.
     local: tokio::sync::Mutex<()>,
+    margin_secs: i64,
+    tenant: Option<String>,
+    max_wait: Duration,
 }
 
 impl Session {
     /// A session for `profile`, keeping secrets in `store`.
     pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
         Session {
+            tenant: profile.default_tenant.clone(),
             profile,
             paths,
             store,
             clock,
             http: OnceCell::new(),
             local: tokio::sync::Mutex::new(()),
+            margin_secs: DEFAULT_MARGIN_SECS,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// A session for the named profile as the command-line tool sees it: `config.toml` in the
+    /// platform folder (or `XERO_AUTH_CONFIG_DIR`), environment overrides, the profile's keychain.
+    pub fn from_profile(name: &str) -> Result<Self> {
+        let env = |key: &str| std::env::var(key).ok();
+        let paths = Paths::from_env(&env)?;
+        let config = crate::config::Config::load(&paths.config_file())?;
+        let profile = config.profile(name, &env)?;
+        let store = Store::keychain(profile.store, profile.store_timeout);
+        Ok(Session::new(profile, paths, store, Arc::new(SystemClock)))
+    }
+
+    /// Access tokens handed out stay valid for at least this many seconds (default 300).
+    pub fn with_margin(mut self, secs: u64) -> Self {
+        self.margin_secs = secs.min(1500) as i64;
+        self
+    }
+
+    /// The tenant [`Session::send`] addresses (default: the profile's default tenant).
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
+        if tenant.is_some() {
+            self.tenant = tenant;
+        }
+        self
+    }
+
+    /// The longest total wait [`Session::send`] spends on `Retry-After` (default 60 s).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The tenant requests are sent to, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// An access token valid for at least the margin, refreshed through the refresh protocol
+    /// when needed (one refresh for any number of concurrent callers, in this process and others).
+    pub async fn access_token(&self) -> Result<crate::secret::AccessToken> {
+        let set = self.valid_token_set(self.margin_secs).await?;
+        Ok(set.access_token.expect("a valid token set has an access token"))
+    }
+
+    /// Sends `request` with `Authorization: Bearer …`, `Xero-Tenant-Id` (unless the request
+    /// sets it) and `Accept: application/json`. On a 401 it refreshes once (through the refresh
+    /// protocol) and retries once; a second 401 is returned as it is, never retried again. On a
+    /// 429 it waits `Retry-After` and retries, as long as the total wait stays within the
+    /// session's `max_wait`; beyond that it fails with [`Error::Temporary`] without waiting.
+    ///
+    /// The request body must be replayable (bytes, not a stream).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+        let mut used = self.valid_token_set(self.margin_secs).await?;
+        let mut refreshed = false;
+        let mut waited = Duration::ZERO;
+        let (client, built) = request.build_split();
+        let template = built.map_err(|e| Error::InvalidInput(format!("invalid request: {}", crate::http::describe_transport(&e))))?;
+        loop {
+            let mut req = template.try_clone().ok_or_else(|| {
+                Error::InvalidInput("the request body is a stream and cannot be sent again; give it as bytes".into())
+            })?;
+            let token = used.access_token.as_ref().expect("a valid token set has an access token");
+            let headers = req.headers_mut();
+            headers.insert(AUTHORIZATION, crate::xero::bearer(token.expose_secret()));
+            if !headers.contains_key(ACCEPT) {
+                headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            }
+            let tenant_header = HeaderName::from_static("xero-tenant-id");
+            if let Some(tenant) = &self.tenant
+                && !headers.contains_key(&tenant_header)
+            {
+                let value = HeaderValue::from_str(tenant)
+                    .map_err(|_| Error::InvalidInput(format!("'{tenant}' is not a valid tenant id")))?;
+                headers.insert(tenant_header, value);
+            }
+            let url = req.url().clone();
+            let method = req.method().clone();
+            let response = client.execute(req).await.map_err(|e| Error::Temporary {
+                what: format!("{method} {}", redact_query(&url)),
+                cause: crate::http::describe_transport(&e),
+                hint: None,
+            })?;
+            match response.status().as_u16() {
+                401 if !refreshed => {
+                    tracing::info!(%url, "401 from the API: refreshing once and retrying");
+                    refreshed = true;
+                    used = self.refresh_with(Need::NewerThan(used)).await?.token_set;
+                }
+                429 => {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                        .unwrap_or(Duration::from_secs(1));
+                    if waited + retry_after > self.max_wait {
+                        return Err(Error::Temporary {
+                            what: format!("{method} {}", redact_query(&url)),
+                            cause: format!(
+                                "HTTP 429 Too Many Requests, Retry-After {} s",
+                                retry_after.as_secs()
+                            ),
+                            hint: Some(format!(
+                                "waiting longer than {} s in all was not allowed (--max-wait)",
+                                self.max_wait.as_secs()
+                            )),
+                        });
+                    }
+                    tracing::warn!(%url, "429 from the API: waiting {} s", retry_after.as_secs());
+                    tokio::time::sleep(retry_after).await;
+                    waited += retry_after;
+                }
+                _ => return Ok(response),
+            }
         }
     }
 
@@ -524,6 +648,13 @@ impl Session {
     }
 }
 
+/// A URL for messages: without its query, which may carry data.
+fn redact_query(url: &url::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
+}
+
 /// What a refresh must achieve; decides whether the set found after taking the lock will do.
 enum Need {
     /// An access token valid for more than this many seconds.
@@ -629,6 +760,7 @@ mod tests {
         crate::cli::token::run(
             crate::cli::token::TokenArgs {
                 header: true,
+                env: false,
                 min_valid: 300,
             },
             &t.ctx,

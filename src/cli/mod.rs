@@ -1,7 +1,9 @@
 //! The command-line interface: one file per command, each with its clap arguments and one
 //! `run` function that takes what it depends on from a [`Context`].
 
+pub mod api;
 pub mod client;
+pub mod exec;
 pub mod import;
 pub mod login;
 pub mod logout;
@@ -57,6 +59,10 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Show the profile, its client, store and token lifetimes (never a secret).
     Status(status::StatusArgs),
+    /// Call the Xero API with the access token and tenant header (401 → one refresh, one retry).
+    Api(api::ApiArgs),
+    /// Run a command with XERO_ACCESS_TOKEN and XERO_TENANT_ID in its environment.
+    Exec(exec::ExecArgs),
     /// List the connected organisations, or choose the default one.
     Tenants(tenants::TenantsArgs),
     /// Revoke the refresh token at Xero and delete the profile's tokens.
@@ -153,6 +159,8 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Token(args) => token::run(args, ctx).await,
         Command::Status(args) => status::run(args, ctx).await,
         Command::Tenants(args) => tenants::run(args, ctx).await,
+        Command::Api(args) => api::run(args, ctx, cli.verbose > 0).await,
+        Command::Exec(args) => exec::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
     }
 }

@@ -10,8 +10,11 @@ use crate::session::DEFAULT_MARGIN_SECS;
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// Print `Authorization: Bearer …`, ready for `curl -H`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "env")]
     pub header: bool,
+    /// Print `export XERO_ACCESS_TOKEN=…` (and XERO_TENANT_ID) lines for `eval`.
+    #[arg(long)]
+    pub env: bool,
     /// Refresh first when the token expires within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
@@ -47,6 +50,22 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
             tenant_id: session.profile().default_tenant.as_deref(),
         };
         serde_json::to_writer(&mut *out, &doc).expect("JSON to memory");
+    } else if args.env {
+        // The line is meant for `eval`: refuse anything a shell could read as more than a word.
+        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)) {
+            return Err(crate::error::Error::InvalidInput(
+                "the access token has characters that are unsafe in a shell line; use `xero-auth token` or `exec`".into(),
+            ));
+        }
+        out.extend_from_slice(b"export XERO_ACCESS_TOKEN='");
+        out.extend_from_slice(token.as_bytes());
+        out.extend_from_slice(b"'");
+        if let Some(tenant) = &session.profile().default_tenant {
+            // Tenant ids are uuids; anything else is not written into a shell line.
+            if tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                out.extend_from_slice(format!("\nexport XERO_TENANT_ID='{tenant}'").as_bytes());
+            }
+        }
     } else {
         if args.header {
             out.extend_from_slice(b"Authorization: Bearer ");

@@ -1,0 +1,197 @@
+//! `xero-auth api [METHOD] PATH`: call the Xero API with the profile's token and tenant.
+
+use std::io::Read;
+
+use clap::Args;
+use reqwest::Method;
+use url::Url;
+
+use super::Context;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// `[METHOD] PATH`: PATH relative to the profile's api_url (e.g. `api.xro/2.0/Organisation`,
+    /// `connections`), or a full URL on the same host. METHOD defaults to GET, or POST with --data.
+    #[arg(value_name = "METHOD|PATH", num_args = 1..=2, required = true)]
+    pub target: Vec<String>,
+    /// The request body: `@FILE`, `-` for stdin, or the JSON text itself.
+    #[arg(long, value_name = "@FILE|-|JSON")]
+    pub data: Option<String>,
+    /// An extra request header (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The tenant to address (default: the profile's default tenant).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<String>,
+    /// Print the status line and the response headers before the body.
+    #[arg(short = 'i', long)]
+    pub include: bool,
+    /// The longest total wait on 429 `Retry-After` before giving up (exit 6).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub max_wait: u64,
+}
+
+/// Largest request body read from a file or stdin.
+const MAX_DATA: usize = 32 * 1024 * 1024;
+
+/// Sends the request through the session (401 → one refresh and one retry; bounded 429 waits)
+/// and prints the body. A non-2xx answer still prints the body, then exits non-zero.
+pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
+    let (method, path) = match args.target.as_slice() {
+        [path] => (None, path.as_str()),
+        [method, path] => (Some(method.as_str()), path.as_str()),
+        _ => unreachable!("clap enforces 1 or 2 values"),
+    };
+    let method = match method {
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::InvalidInput(format!("'{m}' is not an HTTP method")))?,
+        None if args.data.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let session = ctx.session()?.with_tenant(args.tenant.clone()).with_max_wait(std::time::Duration::from_secs(args.max_wait));
+    let url = resolve(&session.profile().endpoints.api, path)?;
+    let needs_tenant = !url.path().trim_start_matches('/').starts_with("connections");
+    if needs_tenant && session.tenant().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call. Pass --tenant ID, or set a default with `xero-auth tenants use ID|NAME --profile {}`",
+            session.profile().name
+        )));
+    }
+    let body = match args.data.as_deref() {
+        None => None,
+        Some("-") => Some(read_all(&mut std::io::stdin().lock(), "stdin")?),
+        Some(at) if at.starts_with('@') => {
+            let path = &at[1..];
+            let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open the data file", path, e))?;
+            Some(read_all(&mut file, path)?)
+        }
+        Some(text) => Some(text.as_bytes().to_vec()),
+    };
+
+    let http = session.http().await?;
+    let mut request = http.request(method.clone(), url.clone());
+    let mut has_content_type = false;
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| Error::InvalidInput(format!("header '{header}' is not 'Name: value'")))?;
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("authorization") {
+            return Err(Error::InvalidInput("the Authorization header is set by xero-auth".into()));
+        }
+        has_content_type |= name.eq_ignore_ascii_case("content-type");
+        request = request.header(name, value.trim());
+    }
+    if let Some(body) = body {
+        if !has_content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        request = request.body(body);
+    }
+
+    let response = session.send(request).await?;
+    let status = response.status();
+    if verbose {
+        for name in ["X-MinLimit-Remaining", "X-DayLimit-Remaining", "X-AppMinLimit-Remaining"] {
+            if let Some(v) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+                eprintln!("{name}: {v}");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if args.include {
+        out.extend_from_slice(format!("{:?} {status}\r\n", response.version()).as_bytes());
+        for (name, value) in response.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    let bytes = response.bytes().await.map_err(|e| Error::Temporary {
+        what: format!("{method} {url}"),
+        cause: crate::http::describe_transport(&e),
+        hint: None,
+    })?;
+    out.extend_from_slice(&bytes);
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    ctx.write_out(&out)?;
+
+    if status.is_success() {
+        return Ok(());
+    }
+    let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("Detail").or_else(|| v.get("detail")).and_then(|d| d.as_str()).map(|d| d.chars().take(200).collect::<String>()));
+    if status.as_u16() == 401 {
+        return Err(Error::AccessRefused {
+            profile: session.profile().name.clone(),
+            endpoint: url.to_string(),
+            detail,
+        });
+    }
+    let mut summary = format!("{}", status.canonical_reason().unwrap_or("error"));
+    if let Some(d) = &detail {
+        summary.push_str(&format!(" ({d})"));
+    }
+    if status.as_u16() == 403 {
+        summary.push_str(&format!(
+            "; check the tenant id {} (`xero-auth tenants`) and the app's scopes",
+            session.tenant().unwrap_or("(none)")
+        ));
+    }
+    Err(Error::Http {
+        endpoint: format!("{method} {url}"),
+        status: status.as_u16(),
+        summary,
+    })
+}
+
+fn read_all(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    reader
+        .take(MAX_DATA as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read the request body from", what, e))?;
+    if buf.len() > MAX_DATA {
+        return Err(Error::InvalidInput(format!("the request body from {what} is larger than {MAX_DATA} bytes")));
+    }
+    Ok(buf)
+}
+
+/// `PATH` relative to the API base, or a full URL only when it is on the API's own origin
+/// (the access token must not be sent anywhere else).
+pub fn resolve(api: &Url, path: &str) -> Result<Url> {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        let url = Url::parse(path).map_err(|e| Error::InvalidInput(format!("'{path}' is not a URL ({e})")))?;
+        if url.origin() != api.origin() {
+            return Err(Error::InvalidInput(format!(
+                "{path} is not on the configured API host {}: xero-auth sends the access token only there",
+                api.origin().ascii_serialization()
+            )));
+        }
+        return Ok(url);
+    }
+    api.join(path.trim_start_matches('/'))
+        .map_err(|e| Error::InvalidInput(format!("'{path}' is not a path ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_api_base_and_full_urls_must_stay_on_it() {
+        let api = Url::parse("https://api.xero.com/").unwrap();
+        assert_eq!(resolve(&api, "api.xro/2.0/Organisation").unwrap().as_str(), "https://api.xero.com/api.xro/2.0/Organisation");
+        assert_eq!(resolve(&api, "/connections").unwrap().as_str(), "https://api.xero.com/connections");
+        assert_eq!(resolve(&api, "api.xro/2.0/Contacts?page=2").unwrap().query(), Some("page=2"));
+        assert!(resolve(&api, "https://api.xero.com/api.xro/2.0/Invoices").is_ok());
+        assert!(resolve(&api, "https://evil.example/api.xro/2.0/Invoices").is_err());
+        assert!(resolve(&api, "http://api.xero.com/x").is_err());
+    }
+}

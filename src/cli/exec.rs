@@ -1,0 +1,54 @@
+//! `xero-auth exec -- CMD ARGS…`: run a program with a valid access token in its environment.
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::secret::ExposeSecret;
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The tenant for XERO_TENANT_ID (default: the profile's default tenant).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<String>,
+    /// Refresh first when the token expires within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1500))]
+    pub min_valid: u64,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Runs CMD with `XERO_ACCESS_TOKEN` and `XERO_TENANT_ID` set, and never the refresh token or
+/// the client secret. On Unix the command replaces this process (`exec`): signals, stdio and the
+/// exit status are the command's own, and none of xero-auth's memory survives.
+pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
+    let session = ctx.session()?.with_tenant(args.tenant.clone()).with_margin(args.min_valid);
+    let token = session.access_token().await?;
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut command = std::process::Command::new(program);
+    command
+        .args(rest)
+        .env("XERO_ACCESS_TOKEN", token.expose_secret())
+        .env_remove("XERO_CLIENT_SECRET");
+    match session.tenant() {
+        Some(tenant) => command.env("XERO_TENANT_ID", tenant),
+        None => command.env_remove("XERO_TENANT_ID"),
+    };
+    drop(token);
+    let name = program.to_string_lossy().into_owned();
+    let failed = |e: std::io::Error| Error::InvalidInput(format!("cannot run '{name}': {e}"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        Err(failed(command.exec()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command.status().map_err(failed)?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
