@@ -127,10 +127,15 @@ impl StoreKind {
 /// The five URLs the tool talks to. Defaults are Xero's.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
+    /// Where the browser is sent to authorise.
     pub authorize: Url,
+    /// The token endpoint.
     pub token: Url,
+    /// The revocation endpoint (RFC 7009).
     pub revocation: Url,
+    /// The connections (tenants) endpoint.
     pub connections: Url,
+    /// The API base; paths are relative to it.
     pub api: Url,
 }
 
@@ -162,12 +167,19 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 /// One profile, resolved: config values with environment overrides and defaults applied.
 #[derive(Debug, Clone)]
 pub struct Profile {
+    /// The profile's name.
     pub name: String,
+    /// The app's client id (from `client set`).
     pub client_id: Option<String>,
+    /// Scopes requested at login (`offline_access` is always added).
     pub scopes: Vec<String>,
+    /// The redirect URI registered for the app.
     pub redirect_uri: String,
+    /// The tenant `api` and `exec` address by default.
     pub default_tenant: Option<String>,
+    /// Which secret store holds the profile's secrets.
     pub store: StoreKind,
+    /// The endpoints.
     pub endpoints: Endpoints,
     /// Timeout of one HTTP request.
     pub http_timeout: Duration,

@@ -38,97 +38,157 @@ pub enum Rejection {
 /// Everything that can go wrong, each with what the user can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Nothing of the kind is stored for the profile (exit 3).
     #[error("profile '{profile}' has no {what} stored: {hint}")]
     NothingStored {
+        /// The profile concerned.
         profile: String,
+        /// What is missing, or what was being done.
         what: &'static str,
+        /// What the user can do.
         hint: &'static str,
     },
 
+    /// Xero rejected the refresh token or the client: authorise again (exit 4).
     #[error("{}", reauth_message(.profile, .rejection, .endpoint, .description.as_deref()))]
     ReauthRequired {
+        /// The profile concerned.
         profile: String,
+        /// Which rejection.
         rejection: Rejection,
+        /// The endpoint that answered.
         endpoint: String,
+        /// The server's description, shortened and with token-shaped words removed.
         description: Option<String>,
     },
 
+    /// The secret store cannot be used (exit 5).
     #[error("the secret store '{store}' is unavailable: {cause}\n  what to do: {fix}")]
     StoreUnavailable {
+        /// The store, as named in messages.
         store: String,
+        /// What went wrong.
         cause: String,
+        /// What the user can do.
         fix: String,
     },
 
+    /// Xero rotated the tokens but the keychain refused the new set (exit 5).
     #[error(
         "Xero issued new tokens for profile '{profile}' but they could not be saved to '{store}': {cause}\n  \
          the previous refresh token stays usable for 30 minutes (Xero's grace period): fix the store \
          (see `xero-auth doctor`) and run `xero-auth refresh --profile {profile}` again within that time"
     )]
     StoreWriteFailed {
+        /// The profile concerned.
         profile: String,
+        /// The store, as named in messages.
         store: String,
+        /// What went wrong.
         cause: String,
     },
 
+    /// A temporary failure; stored credentials are unchanged (exit 6).
     #[error(
         "{what} failed temporarily ({cause}); nothing stored was changed — run the command again{}",
         .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
     )]
     Temporary {
+        /// What is missing, or what was being done.
         what: String,
+        /// What went wrong.
         cause: String,
+        /// What the user can do.
         hint: Option<String>,
     },
 
+    /// An OAuth error other than `invalid_grant` / `invalid_client` (exit 1).
     #[error("{endpoint} answered with error '{code}'{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     OAuth {
+        /// The endpoint that answered.
         endpoint: String,
+        /// The OAuth error code.
         code: String,
+        /// The server's description, shortened and with token-shaped words removed.
         description: Option<String>,
     },
 
+    /// The API refused the access token again after a refresh (exit 4).
     #[error(
         "{endpoint} refused the access token again after a refresh (HTTP 401{}): the app's authorisation \
          is no longer accepted — authorise again with `xero-auth login --profile {profile}`",
         .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
     )]
     AccessRefused {
+        /// The profile concerned.
         profile: String,
+        /// The endpoint that answered.
         endpoint: String,
+        /// The API's `Detail`, if any.
         detail: Option<String>,
     },
 
+    /// An HTTP answer that is not an OAuth error (exit 1).
     #[error("{endpoint} answered HTTP {status}: {summary}")]
     Http {
+        /// The endpoint that answered.
         endpoint: String,
+        /// The HTTP status.
         status: u16,
+        /// What the answer was.
         summary: String,
     },
 
+    /// `config.toml` is not what the tool expects (exit 1).
     #[error("configuration error in {}: {message}", .path.display())]
-    Config { path: PathBuf, message: String },
+    Config {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 
+    /// Bad input from the user: the message says what and how to fix it (exit 1).
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A token file that cannot be imported (exit 1).
     #[error("token file {}: {message}; the file and the keychain were left untouched", .path.display())]
-    TokenFile { path: PathBuf, message: String },
+    TokenFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 
+    /// The stored token set or secret cannot be used as it is (exit 1).
     #[error("the token set stored for profile '{profile}' {message}")]
-    StoredFormat { profile: String, message: String },
+    StoredFormat {
+        /// The profile concerned.
+        profile: String,
+        /// What is wrong.
+        message: String,
+    },
 
+    /// Another process held the refresh lock too long (exit 6).
     #[error("timed out after {secs} s waiting for another xero-auth process to finish refreshing profile '{profile}' (lock file {}); if no other xero-auth is running, run the command again", .path.display())]
     LockTimeout {
+        /// The profile concerned.
         profile: String,
+        /// The file concerned.
         path: PathBuf,
+        /// How long the wait was.
         secs: u64,
     },
 
+    /// A file-system error (exit 1).
     #[error("{what} {}: {source}", .path.display())]
     Io {
+        /// What is missing, or what was being done.
         what: &'static str,
+        /// The file concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -175,6 +235,7 @@ impl Error {
         }
     }
 
+    /// An I/O error on `path` while doing `what`.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,

@@ -25,7 +25,9 @@ pub fn random_urlsafe(n: usize) -> String {
 
 /// A PKCE pair: the verifier stays here, the S256 challenge goes in the authorize URL.
 pub struct Pkce {
+    /// The code verifier, sent with the code exchange.
     pub verifier: Zeroizing<String>,
+    /// The S256 challenge, sent in the authorize URL.
     pub challenge: String,
 }
 
@@ -58,6 +60,7 @@ pub struct RedirectTarget {
     pub uri: String,
     /// The address the listener binds: never anything but loopback.
     pub bind: SocketAddr,
+    /// The path the callback must use.
     pub path: String,
 }
 
@@ -119,11 +122,18 @@ pub enum Callback {
     Code(Zeroizing<String>),
     /// Xero (or the user) refused: `error=…` with our state. Ends the login.
     Refused {
+        /// The OAuth error code.
         error: String,
+        /// Its description, if any.
         description: Option<String>,
     },
     /// Not ours, or not usable; the listener keeps waiting.
-    Ignored { status: u16, why: &'static str },
+    Ignored {
+        /// The HTTP status the listener answers with.
+        status: u16,
+        /// Why it was ignored.
+        why: &'static str,
+    },
 }
 
 /// Classifies a request target (`/callback?code=…&state=…`) against the expected path and

@@ -16,7 +16,9 @@ use crate::secret::{
 
 /// The app as Xero knows it: a client id, and a secret unless it is a PKCE-only app.
 pub struct AppCredentials {
+    /// The client id.
     pub client_id: String,
+    /// The client secret (none for PKCE apps).
     pub client_secret: Option<ClientSecret>,
 }
 
@@ -35,12 +37,17 @@ impl std::fmt::Debug for AppCredentials {
 /// A successful token response. `Debug` shows the secrets redacted.
 #[derive(Debug)]
 pub struct TokenResponse {
+    /// The new access token.
     pub access_token: AccessToken,
+    /// The new refresh token, if one was issued.
     pub refresh_token: Option<RefreshToken>,
     /// Lifetime of the access token in seconds, as sent (may be absent, zero or negative).
     pub expires_in: Option<i64>,
+    /// `Bearer`.
     pub token_type: String,
+    /// The granted scopes, if the server said.
     pub scopes: Option<Vec<String>>,
+    /// The OpenID Connect id token, if any.
     pub id_token: Option<SecretString>,
 }
 
@@ -50,21 +57,32 @@ pub enum TokenError {
     /// Worth retrying: network, timeout, 5xx, 429, or an answer we could not read (the request
     /// may have been processed: Xero's grace window lets the same refresh token be retried).
     Temporary {
+        /// What went wrong.
         cause: String,
+        /// How long the server asked to wait.
         retry_after: Option<Duration>,
     },
     /// `invalid_grant` or `invalid_client`.
     Rejected {
+        /// Which rejection.
         rejection: Rejection,
+        /// The server's description.
         description: Option<String>,
     },
     /// Another OAuth error (`invalid_scope`, `unsupported_grant_type`, …).
     OAuth {
+        /// The OAuth error code.
         code: String,
+        /// The server's description.
         description: Option<String>,
     },
     /// A non-OAuth client error.
-    Http { status: u16, summary: String },
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// What the answer was.
+        summary: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -180,7 +180,9 @@ impl Session {
     /// when needed (one refresh for any number of concurrent callers, in this process and others).
     pub async fn access_token(&self) -> Result<crate::secret::AccessToken> {
         let set = self.valid_token_set(self.margin_secs).await?;
-        Ok(set.access_token.expect("a valid token set has an access token"))
+        Ok(set
+            .access_token
+            .expect("a valid token set has an access token"))
     }
 
     /// Sends `request` with `Authorization: Bearer …`, `Xero-Tenant-Id` (unless the request
@@ -196,12 +198,23 @@ impl Session {
         let mut refreshed = false;
         let mut waited = Duration::ZERO;
         let (client, built) = request.build_split();
-        let template = built.map_err(|e| Error::InvalidInput(format!("invalid request: {}", crate::http::describe_transport(&e))))?;
+        let template = built.map_err(|e| {
+            Error::InvalidInput(format!(
+                "invalid request: {}",
+                crate::http::describe_transport(&e)
+            ))
+        })?;
         loop {
             let mut req = template.try_clone().ok_or_else(|| {
-                Error::InvalidInput("the request body is a stream and cannot be sent again; give it as bytes".into())
+                Error::InvalidInput(
+                    "the request body is a stream and cannot be sent again; give it as bytes"
+                        .into(),
+                )
             })?;
-            let token = used.access_token.as_ref().expect("a valid token set has an access token");
+            let token = used
+                .access_token
+                .as_ref()
+                .expect("a valid token set has an access token");
             let headers = req.headers_mut();
             headers.insert(AUTHORIZATION, crate::xero::bearer(token.expose_secret()));
             if !headers.contains_key(ACCEPT) {
@@ -211,8 +224,9 @@ impl Session {
             if let Some(tenant) = &self.tenant
                 && !headers.contains_key(&tenant_header)
             {
-                let value = HeaderValue::from_str(tenant)
-                    .map_err(|_| Error::InvalidInput(format!("'{tenant}' is not a valid tenant id")))?;
+                let value = HeaderValue::from_str(tenant).map_err(|_| {
+                    Error::InvalidInput(format!("'{tenant}' is not a valid tenant id"))
+                })?;
                 headers.insert(tenant_header, value);
             }
             let url = req.url().clone();

@@ -17,8 +17,10 @@ pub struct Connection {
     /// The value of the `Xero-Tenant-Id` header.
     pub tenant_id: String,
     #[serde(default)]
+    /// `ORGANISATION`, `PRACTICE`, …
     pub tenant_type: String,
     #[serde(default)]
+    /// The organisation's name.
     pub tenant_name: String,
 }
 

@@ -10,6 +10,7 @@ use super::Context;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth api`.
 pub struct ApiArgs {
     /// `[METHOD] PATH`: PATH relative to the profile's api_url (e.g. `api.xro/2.0/Organisation`,
     /// `connections`), or a full URL on the same host. METHOD defaults to GET, or POST with --data.
@@ -49,9 +50,15 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         None if args.data.is_some() => Method::POST,
         None => Method::GET,
     };
-    let session = ctx.session()?.with_tenant(args.tenant.clone()).with_max_wait(std::time::Duration::from_secs(args.max_wait));
+    let session = ctx
+        .session()?
+        .with_tenant(args.tenant.clone())
+        .with_max_wait(std::time::Duration::from_secs(args.max_wait));
     let url = resolve(&session.profile().endpoints.api, path)?;
-    let needs_tenant = !url.path().trim_start_matches('/').starts_with("connections");
+    let needs_tenant = !url
+        .path()
+        .trim_start_matches('/')
+        .starts_with("connections");
     if needs_tenant && session.tenant().is_none() {
         return Err(Error::InvalidInput(format!(
             "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call. Pass --tenant ID, or set a default with `xero-auth tenants use ID|NAME --profile {}`",
@@ -63,7 +70,8 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         Some("-") => Some(read_all(&mut std::io::stdin().lock(), "stdin")?),
         Some(at) if at.starts_with('@') => {
             let path = &at[1..];
-            let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open the data file", path, e))?;
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| Error::io("cannot open the data file", path, e))?;
             Some(read_all(&mut file, path)?)
         }
         Some(text) => Some(text.as_bytes().to_vec()),
@@ -73,12 +81,14 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     let mut request = http.request(method.clone(), url.clone());
     let mut has_content_type = false;
     for header in &args.headers {
-        let (name, value) = header
-            .split_once(':')
-            .ok_or_else(|| Error::InvalidInput(format!("header '{header}' is not 'Name: value'")))?;
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            Error::InvalidInput(format!("header '{header}' is not 'Name: value'"))
+        })?;
         let name = name.trim();
         if name.eq_ignore_ascii_case("authorization") {
-            return Err(Error::InvalidInput("the Authorization header is set by xero-auth".into()));
+            return Err(Error::InvalidInput(
+                "the Authorization header is set by xero-auth".into(),
+            ));
         }
         has_content_type |= name.eq_ignore_ascii_case("content-type");
         request = request.header(name, value.trim());
@@ -93,7 +103,11 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     let response = session.send(request).await?;
     let status = response.status();
     if verbose {
-        for name in ["X-MinLimit-Remaining", "X-DayLimit-Remaining", "X-AppMinLimit-Remaining"] {
+        for name in [
+            "X-MinLimit-Remaining",
+            "X-DayLimit-Remaining",
+            "X-AppMinLimit-Remaining",
+        ] {
             if let Some(v) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
                 eprintln!("{name}: {v}");
             }
@@ -126,7 +140,12 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     }
     let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|v| v.get("Detail").or_else(|| v.get("detail")).and_then(|d| d.as_str()).map(|d| d.chars().take(200).collect::<String>()));
+        .and_then(|v| {
+            v.get("Detail")
+                .or_else(|| v.get("detail"))
+                .and_then(|d| d.as_str())
+                .map(|d| d.chars().take(200).collect::<String>())
+        });
     if status.as_u16() == 401 {
         return Err(Error::AccessRefused {
             profile: session.profile().name.clone(),
@@ -134,7 +153,7 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
             detail,
         });
     }
-    let mut summary = format!("{}", status.canonical_reason().unwrap_or("error"));
+    let mut summary = status.canonical_reason().unwrap_or("error").to_string();
     if let Some(d) = &detail {
         summary.push_str(&format!(" ({d})"));
     }
@@ -158,7 +177,9 @@ fn read_all(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("cannot read the request body from", what, e))?;
     if buf.len() > MAX_DATA {
-        return Err(Error::InvalidInput(format!("the request body from {what} is larger than {MAX_DATA} bytes")));
+        return Err(Error::InvalidInput(format!(
+            "the request body from {what} is larger than {MAX_DATA} bytes"
+        )));
     }
     Ok(buf)
 }
@@ -167,7 +188,8 @@ fn read_all(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
 /// (the access token must not be sent anywhere else).
 pub fn resolve(api: &Url, path: &str) -> Result<Url> {
     if path.starts_with("http://") || path.starts_with("https://") {
-        let url = Url::parse(path).map_err(|e| Error::InvalidInput(format!("'{path}' is not a URL ({e})")))?;
+        let url = Url::parse(path)
+            .map_err(|e| Error::InvalidInput(format!("'{path}' is not a URL ({e})")))?;
         if url.origin() != api.origin() {
             return Err(Error::InvalidInput(format!(
                 "{path} is not on the configured API host {}: xero-auth sends the access token only there",
@@ -187,9 +209,20 @@ mod tests {
     #[test]
     fn paths_resolve_against_the_api_base_and_full_urls_must_stay_on_it() {
         let api = Url::parse("https://api.xero.com/").unwrap();
-        assert_eq!(resolve(&api, "api.xro/2.0/Organisation").unwrap().as_str(), "https://api.xero.com/api.xro/2.0/Organisation");
-        assert_eq!(resolve(&api, "/connections").unwrap().as_str(), "https://api.xero.com/connections");
-        assert_eq!(resolve(&api, "api.xro/2.0/Contacts?page=2").unwrap().query(), Some("page=2"));
+        assert_eq!(
+            resolve(&api, "api.xro/2.0/Organisation").unwrap().as_str(),
+            "https://api.xero.com/api.xro/2.0/Organisation"
+        );
+        assert_eq!(
+            resolve(&api, "/connections").unwrap().as_str(),
+            "https://api.xero.com/connections"
+        );
+        assert_eq!(
+            resolve(&api, "api.xro/2.0/Contacts?page=2")
+                .unwrap()
+                .query(),
+            Some("page=2")
+        );
         assert!(resolve(&api, "https://api.xero.com/api.xro/2.0/Invoices").is_ok());
         assert!(resolve(&api, "https://evil.example/api.xro/2.0/Invoices").is_err());
         assert!(resolve(&api, "http://api.xero.com/x").is_err());

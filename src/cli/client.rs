@@ -22,6 +22,7 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth client set`.
 pub struct SetArgs {
     /// The app's client id, from developer.xero.com.
     #[arg(long, value_name = "ID")]

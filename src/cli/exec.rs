@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth exec`.
 pub struct ExecArgs {
     /// The tenant for XERO_TENANT_ID (default: the profile's default tenant).
     #[arg(long, value_name = "ID")]
@@ -18,7 +19,12 @@ pub struct ExecArgs {
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
     /// The command and its arguments (after `--`).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -26,7 +32,10 @@ pub struct ExecArgs {
 /// the client secret. On Unix the command replaces this process (`exec`): signals, stdio and the
 /// exit status are the command's own, and none of xero-auth's memory survives.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
-    let session = ctx.session()?.with_tenant(args.tenant.clone()).with_margin(args.min_valid);
+    let session = ctx
+        .session()?
+        .with_tenant(args.tenant.clone())
+        .with_margin(args.min_valid);
     let token = session.access_token().await?;
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut command = std::process::Command::new(program);

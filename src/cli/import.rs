@@ -12,6 +12,7 @@ use crate::secret::ExposeSecret;
 use crate::session::RefreshLock;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth import`.
 pub struct ImportArgs {
     /// The token file: the JSON token response Xero's example programs save, or an SDK token set.
     pub file: PathBuf,

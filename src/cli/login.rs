@@ -15,13 +15,14 @@ use crate::token_set::TokenSet;
 use crate::xero::Connection;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth login`.
 pub struct LoginArgs {
     /// Do not open a browser: print the URL on stderr, and accept the redirect URL pasted on
     /// stdin (for SSH sessions where the browser runs on another machine).
     #[arg(long)]
     pub no_browser: bool,
     /// The redirect URI registered for the app (default: the profile's, else
-    /// http://localhost:8742/callback). Must be on localhost, 127.0.0.1 or [::1].
+    /// http://localhost:8742/callback). Must be on localhost, 127.0.0.1 or `[::1]`.
     #[arg(long, value_name = "URI")]
     pub redirect_uri: Option<String>,
     /// Give up after this many seconds without a callback.

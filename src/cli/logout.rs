@@ -8,6 +8,7 @@ use crate::secret::ExposeSecret;
 use crate::session::{LOCK_WAIT, RefreshLock};
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth logout`.
 pub struct LogoutArgs {
     /// Delete the local tokens without revoking them at Xero.
     #[arg(long)]

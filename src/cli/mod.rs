@@ -40,6 +40,7 @@ pub struct Cli {
     pub verbose: u8,
 
     #[command(subcommand)]
+    /// The command to run.
     pub command: Command,
 }
 
@@ -74,14 +75,21 @@ pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// What commands depend on: configuration, the store, the clock, the output stream.
 pub struct Context {
+    /// Where the tool keeps its files.
     pub paths: Paths,
+    /// The loaded `config.toml`.
     pub config: Config,
+    /// The selected profile's name.
     pub profile_name: String,
+    /// `--json` was given.
     pub json: bool,
+    /// Environment lookups.
     pub env: EnvLookup,
+    /// The clock.
     pub clock: Arc<dyn Clock>,
     /// A store to use instead of the profile's keychain (unit tests).
     pub store_override: Option<Store>,
+    /// Where data goes (stdout).
     pub stdout: Mutex<Box<dyn Write + Send>>,
     /// Whether stdin is a terminal (prompts are only offered there).
     pub stdin_is_terminal: bool,

@@ -7,6 +7,7 @@ use super::{Context, format_time};
 use crate::error::Result;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth refresh` (none).
 pub struct RefreshArgs {}
 
 /// Refreshes and prints a one-line summary (no secret).

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::store::client_secret_account;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth status` (none besides the global ones).
 pub struct StatusArgs {}
 
 /// Prints the profile's status; exits 3 when no token set is stored.

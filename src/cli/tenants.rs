@@ -11,12 +11,15 @@ use crate::session::DEFAULT_MARGIN_SECS;
 use crate::xero::Connection;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth tenants`.
 pub struct TenantsArgs {
     #[command(subcommand)]
+    /// `use ID|NAME`, or nothing to list.
     pub action: Option<TenantsAction>,
 }
 
 #[derive(Debug, Subcommand)]
+/// What `tenants` can do besides listing.
 pub enum TenantsAction {
     /// Make a tenant the profile's default for `api` and `exec` (by tenant id or name).
     Use {

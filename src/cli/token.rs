@@ -8,6 +8,7 @@ use crate::secret::{ExposeSecret, Zeroizing};
 use crate::session::DEFAULT_MARGIN_SECS;
 
 #[derive(Debug, Args)]
+/// Arguments of `xero-auth token`.
 pub struct TokenArgs {
     /// Print `Authorization: Bearer …`, ready for `curl -H`.
     #[arg(long, conflicts_with = "env")]
@@ -52,7 +53,10 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
         serde_json::to_writer(&mut *out, &doc).expect("JSON to memory");
     } else if args.env {
         // The line is meant for `eval`: refuse anything a shell could read as more than a word.
-        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)) {
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+        {
             return Err(crate::error::Error::InvalidInput(
                 "the access token has characters that are unsafe in a shell line; use `xero-auth token` or `exec`".into(),
             ));
@@ -62,7 +66,10 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
         out.extend_from_slice(b"'");
         if let Some(tenant) = &session.profile().default_tenant {
             // Tenant ids are uuids; anything else is not written into a shell line.
-            if tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 out.extend_from_slice(format!("\nexport XERO_TENANT_ID='{tenant}'").as_bytes());
             }
         }

@@ -1,0 +1,1475 @@
+//! `login` (browser flow through the loopback listener, a pasted redirect URL, client
+//! credentials), `tenants` and `logout`, against the fake Xero and the real Secret Service.
+//!
+//! The tests play the browser themselves: a GET of the authorize URL at the fake (which answers
+//! 302 to the redirect URI), then a GET of that `Location` on the login's listener. They only
+//! ever connect to 127.0.0.1.
+
+mod support;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fake_xero::{AuthorizeDecision, ClientAuth, DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME};
+use serde_json::Value;
+use support::*;
+use url::Url;
+use xero_auth::config::StoreKind;
+use xero_auth::store::{Keychain, SecretStore, token_set_account};
+
+/// A public (PKCE-only) app: registered at the fake without a secret.
+const PUBLIC_CLIENT_ID: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+
+/// Two more organisations for the several-tenants tests.
+const ACME_ID: &str = "9b2f6c4e-1a3d-4e5f-8a7b-6c5d4e3f2a10";
+const ACME_NAME: &str = "Acme Widgets Ltd";
+const SMITH_ID: &str = "3c7d9e1f-5b2a-4c6d-9e8f-1a2b3c4d5e6f";
+const SMITH_NAME: &str = "Smith & Partners";
+
+/// How long a login may take to finish once it has what it needs.
+const FINISH: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------ small helpers
+
+/// A port nobody listens on right now: bind 127.0.0.1:0, take the port, drop the listener.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+fn redirect_uri(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/callback")
+}
+
+fn query_param(url: &Url, key: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `location` with another path and exactly these query parameters.
+fn variant(location: &Url, path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = location.clone();
+    url.set_path(path);
+    url.set_query(None);
+    if !pairs.is_empty() {
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What must never show up in the output of login / logout: the client secret, its Basic
+/// credential, and the tokens stored for the profile (when there are any).
+fn secrets_of(env: &TestEnv) -> Vec<String> {
+    let mut secrets = vec![CLIENT_SECRET.to_string(), basic_credential()];
+    if let Some(stored) = env.stored() {
+        for key in ["access_token", "refresh_token", "id_token"] {
+            if let Some(s) = stored.get(key).and_then(Value::as_str)
+                && !s.is_empty()
+            {
+                secrets.push(s.to_string());
+            }
+        }
+    }
+    secrets
+}
+
+fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{what} shows a secret (starting {:?}):\n{text}",
+            &secret[..secret.len().min(6)]
+        );
+    }
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `xero-auth status --json`, which must succeed.
+fn status_json(env: &TestEnv) -> Value {
+    let out = env
+        .cmd(&["status", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+/// `xero-auth token --json`, which must succeed.
+fn token_json(env: &TestEnv) -> Value {
+    let out = env
+        .cmd(&["token", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    serde_json::from_slice(&out.stdout).expect("token --json prints JSON")
+}
+
+/// `xero-auth token`, which must succeed; the printed token, trimmed.
+fn token(env: &TestEnv, args: &[&str]) -> String {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    let out = env.cmd(&all).assert().success().get_output().clone();
+    stdout_of(&out).trim().to_string()
+}
+
+/// Rewrites the stored token set's `expires_at` straight in the keychain.
+fn set_stored_expiry(env: &TestEnv, expires_at: i64) {
+    let mut set = env.stored().expect("a token set is stored");
+    set["expires_at"] = Value::from(expires_at);
+    let bytes = serde_json::to_vec(&set).unwrap();
+    Keychain::new(StoreKind::SecretService)
+        .set(
+            &token_set_account(&env.profile),
+            &format!("xero-auth token set ({})", env.profile),
+            &bytes,
+        )
+        .expect("keychain writable");
+}
+
+/// Imports a fresh token set issued to `client_id` (which must be registered at the fake).
+fn import_for(env: &TestEnv, fake: &FakeXero, client_id: &str) -> IssuedTokens {
+    let tokens = fake.issue_tokens(client_id, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+    env.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
+    tokens
+}
+
+/// Stores a public (PKCE-only) app for the profile: registered at the fake with no secret.
+fn set_public_client(env: &TestEnv, fake: &FakeXero) {
+    fake.add_client(PUBLIC_CLIENT_ID, None);
+    env.cmd(&["client", "set", "--client-id", PUBLIC_CLIENT_ID, "--public"])
+        .assert()
+        .success();
+}
+
+// ------------------------------------------------------------------ a tiny HTTP client
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response's status, headers and raw body bytes.
+type Head<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
+/// Status, headers and the raw body bytes, once the head is complete.
+fn split_head(raw: &[u8]) -> Option<Head<'_>> {
+    let end = find(raw, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some((status, headers, &raw[end + 4..]))
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    })
+}
+
+fn content_length(headers: &[(String, String)]) -> Option<usize> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Whether a whole response has arrived (for servers that do not close after answering).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some((_, headers, body)) = split_head(raw) else {
+        return false;
+    };
+    if is_chunked(&headers) {
+        body.ends_with(b"0\r\n\r\n")
+    } else if let Some(len) = content_length(&headers) {
+        body.len() >= len
+    } else {
+        false
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(body, b"\r\n") {
+        let size_text = String::from_utf8_lossy(&body[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim().to_string();
+        let Ok(size) = usize::from_str_radix(&size_text, 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(body.len());
+        out.extend_from_slice(&body[start..end]);
+        body = &body[(end + 2).min(body.len())..];
+    }
+    out
+}
+
+/// One HTTP/1.1 GET to 127.0.0.1 with `Connection: close`; redirects are not followed.
+fn http_get(url: &str) -> std::io::Result<HttpResponse> {
+    let parsed = Url::parse(url).unwrap_or_else(|e| panic!("not a URL ({e}): {url}"));
+    assert_eq!(parsed.scheme(), "http", "plain http only: {url}");
+    assert_eq!(
+        parsed.host_str(),
+        Some("127.0.0.1"),
+        "the tests only talk to 127.0.0.1, not to {url}"
+    );
+    let port = parsed.port().expect("an explicit port");
+    let mut target = parsed.path().to_string();
+    if let Some(q) = parsed.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut stream = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_secs(5),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: xero-auth-tests\r\n\
+             Accept: */*\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&chunk[..n]);
+                if response_complete(&raw) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A reset after the answer was sent: keep what arrived.
+            Err(_) if !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((status, headers, body)) = split_head(&raw) else {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "not an HTTP response: {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(200)])
+            ),
+        ));
+    };
+    let mut body = if is_chunked(&headers) {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    if let Some(len) = content_length(&headers) {
+        body.truncate(len);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// GET on the login's listener; retries while the port refuses connections (the listener may
+/// be a moment behind the URL on stderr), up to a deadline.
+fn callback(url: &str) -> HttpResponse {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(url) {
+            Ok(resp) => return resp,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("GET {url} on the login's listener failed: {e}"),
+        }
+    }
+}
+
+/// The user approves (or denies) at the fake's authorize endpoint: returns the `Location` it
+/// redirects to.
+fn consent(authorize_url: &str) -> Url {
+    let resp = http_get(authorize_url).expect("the fake answers the authorize request");
+    assert_eq!(
+        resp.status, 302,
+        "the fake redirects back to the app: {resp:?}"
+    );
+    Url::parse(resp.header("location").expect("a Location header")).expect("a URL in Location")
+}
+
+// ------------------------------------------------------------------ a running `login`
+
+/// A `xero-auth login` child with piped stdin, stdout and stderr; stderr is read line by line
+/// in a thread. Dropping it kills the child if it is still running.
+struct Login {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+    stdout: Option<JoinHandle<String>>,
+    seen: String,
+}
+
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Login {
+    fn start(env: &TestEnv, args: &[&str]) -> Login {
+        let mut child = env
+            .std_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("xero-auth starts");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            let mut reader = BufReader::new(err);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        all.push_str(&line);
+                        let _ = tx.send(line.trim_end_matches(['\r', '\n']).to_string());
+                    }
+                }
+            }
+            all
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        Login {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr: Some(stderr),
+            stdout: Some(stdout),
+            seen: String::new(),
+        }
+    }
+
+    /// `login --no-browser --redirect-uri REDIRECT` plus `extra`.
+    fn browser(env: &TestEnv, redirect: &str, extra: &[&str]) -> Login {
+        let mut args = vec!["login", "--no-browser", "--redirect-uri", redirect];
+        args.extend_from_slice(extra);
+        Login::start(env, &args)
+    }
+
+    fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = self.lines.recv_timeout(wait).ok()?;
+        self.seen.push_str(&line);
+        self.seen.push('\n');
+        Some(line)
+    }
+
+    /// Waits for `Open this URL in a browser:` and returns the authorize URL on the next line.
+    fn authorize_url(&mut self, fake: &FakeXero) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let prefix = format!("{}?", fake.authorize_url());
+        let mut header_seen = false;
+        loop {
+            let Some(line) = self.next_line(deadline) else {
+                let running = self.is_running();
+                panic!(
+                    "no authorize URL on stderr (login still running: {running}); stderr so far:\n{}",
+                    self.seen
+                );
+            };
+            if !header_seen {
+                header_seen = line.contains("Open this URL in a browser:");
+                continue;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let url = line.trim();
+            assert!(
+                url.starts_with(&prefix) && !url.contains(char::is_whitespace),
+                "the line after 'Open this URL in a browser:' holds only the authorize URL \
+                 (starting {prefix}), got {line:?}"
+            );
+            return url.to_string();
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Writes one line to the login's stdin.
+    fn paste(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to the login's stdin");
+    }
+
+    /// Waits (polling, up to `within`) for the child to exit; kills it and fails otherwise.
+    fn finish(mut self, within: Duration) -> Finished {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        drop(self.stdin.take());
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let Some(status) = status else {
+            panic!("xero-auth login did not exit within {within:?}; stderr:\n{stderr}");
+        };
+        Finished {
+            code: status.code(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A whole successful browser login on a free port: URL, consent, callback, exit 0.
+fn complete_login(env: &TestEnv, fake: &FakeXero, extra: &[&str]) -> Finished {
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(env, &redirect, extra);
+    let url = login.authorize_url(fake);
+    let location = consent(&url);
+    assert!(location.as_str().starts_with(&redirect), "{location}");
+    let page = callback(location.as_str());
+    assert_eq!(page.status, 200, "the valid callback: {page:?}");
+    assert!(
+        page.body.contains("You can close this tab"),
+        "the success page: {}",
+        page.body
+    );
+    let done = login.finish(FINISH);
+    assert_eq!(
+        done.code,
+        Some(0),
+        "login exit code; stderr:\n{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.to_lowercase().contains("logged in"),
+        "stderr says 'logged in':\n{}",
+        done.stderr
+    );
+    done
+}
+
+/// The one `authorization_code` token request the fake got.
+fn the_code_exchange(fake: &FakeXero) -> fake_xero::RequestRecord {
+    let exchanges: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.grant_type.as_deref() == Some("authorization_code"))
+        .collect();
+    assert_eq!(exchanges.len(), 1, "one code exchange: {exchanges:?}");
+    exchanges.into_iter().next().unwrap()
+}
+
+// ------------------------------------------------------------------ login: end to end
+
+#[test]
+fn login_confidential_client_uses_basic_auth_and_stores_a_refreshable_set() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-conf");
+    env.set_client(&fake);
+    let redirect = redirect_uri(free_port());
+
+    let mut login = Login::browser(&env, &redirect, &["--scope", "accounting.contacts"]);
+    let url = Url::parse(&login.authorize_url(&fake)).unwrap();
+    let q = |k: &str| query_param(&url, k);
+    assert_eq!(q("response_type").as_deref(), Some("code"), "{url}");
+    assert_eq!(q("client_id").as_deref(), Some(CLIENT_ID), "{url}");
+    assert_eq!(
+        q("redirect_uri").as_deref(),
+        Some(redirect.as_str()),
+        "{url}"
+    );
+    let scope = q("scope").expect("a scope parameter");
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    assert!(
+        scopes.contains(&"offline_access") && scopes.contains(&"accounting.contacts"),
+        "scope has offline_access and the --scope: {scope:?}"
+    );
+    assert!(
+        q("state").is_some_and(|s| s.len() >= 16),
+        "an unguessable state: {url}"
+    );
+    let challenge = q("code_challenge").expect("a code_challenge");
+    assert!(
+        challenge.len() == 43
+            && challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "an S256 challenge is 43 base64url characters: {challenge:?}"
+    );
+    assert_eq!(q("code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+    assert!(env.stored().is_none(), "nothing stored before the callback");
+
+    let location = consent(url.as_str());
+    let page = callback(location.as_str());
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("You can close this tab"),
+        "{}",
+        page.body
+    );
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+    assert!(
+        done.stderr.to_lowercase().contains("logged in"),
+        "{}",
+        done.stderr
+    );
+
+    let exchange = the_code_exchange(&fake);
+    assert_eq!(exchange.client_auth, ClientAuth::Basic);
+    assert_eq!(exchange.status, Some(200));
+    let stored = env.stored().expect("a token set is stored after login");
+    let rt = stored["refresh_token"]
+        .as_str()
+        .expect("the stored set has a refresh_token")
+        .to_string();
+    assert_eq!(fake.refresh_token_status(&rt), RefreshTokenStatus::Active);
+    let secrets = secrets_of(&env);
+    assert_no_secret("login stderr", &done.stderr, &secrets);
+    assert_no_secret("login stdout", &done.stdout, &secrets);
+
+    let access = token(&env, &[]);
+    assert!(
+        fake.access_token_valid(&access),
+        "token prints a live token"
+    );
+    assert_eq!(Some(access.as_str()), stored["access_token"].as_str());
+    assert_eq!(fake.count(Counter::Refresh), 0);
+
+    env.cmd(&["refresh"]).assert().success();
+    let new_rt = env.stored_refresh_token();
+    assert_ne!(new_rt, rt, "refresh rotates the stored refresh token");
+    assert_eq!(
+        fake.refresh_token_status(&new_rt),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    let refresh = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.grant_type.as_deref() == Some("refresh_token"))
+        .unwrap();
+    assert_eq!(refresh.client_auth, ClientAuth::Basic);
+}
+
+#[test]
+fn login_with_a_public_client_uses_pkce_and_sends_only_the_client_id() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-pkce");
+    set_public_client(&env, &fake);
+
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = Url::parse(&login.authorize_url(&fake)).unwrap();
+    assert_eq!(
+        query_param(&url, "client_id").as_deref(),
+        Some(PUBLIC_CLIENT_ID)
+    );
+    assert_eq!(
+        query_param(&url, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let location = consent(url.as_str());
+    let page = callback(location.as_str());
+    assert_eq!(page.status, 200, "{page:?}");
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+
+    let exchange = the_code_exchange(&fake);
+    assert_eq!(exchange.client_auth, ClientAuth::PublicClientId);
+    assert_eq!(exchange.status, Some(200));
+    let rt = env.stored_refresh_token();
+    let secrets = secrets_of(&env);
+    assert_no_secret("login stderr", &done.stderr, &secrets);
+    assert_no_secret("login stdout", &done.stdout, &secrets);
+
+    let access = token(&env, &[]);
+    assert!(fake.access_token_valid(&access));
+    env.cmd(&["refresh"]).assert().success();
+    let new_rt = env.stored_refresh_token();
+    assert_ne!(new_rt, rt, "refresh rotates the stored refresh token");
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/connect/token")
+            .all(|r| r.client_auth == ClientAuth::PublicClientId),
+        "a public app never sends a secret: {:?}",
+        fake.requests()
+    );
+}
+
+// ------------------------------------------------------------------ login: the listener
+
+/// Starts a login, sends each bad callback (which must get `expected_status` and leave the
+/// login waiting with nothing stored), then the valid one, which must complete the login.
+fn bad_callbacks_then_valid(name: &str, expected_status: u16, bad: impl Fn(&Url) -> Vec<String>) {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, name);
+    env.set_client(&fake);
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = login.authorize_url(&fake);
+    let location = consent(&url);
+
+    for bad_url in bad(&location) {
+        let resp = callback(&bad_url);
+        assert_eq!(resp.status, expected_status, "GET {bad_url}: {resp:?}");
+        assert!(
+            login.is_running(),
+            "the login keeps waiting after GET {bad_url}"
+        );
+        assert!(env.stored().is_none(), "nothing stored after GET {bad_url}");
+        assert_eq!(
+            fake.count(Counter::AuthorizationCode),
+            0,
+            "no code exchange after GET {bad_url}"
+        );
+    }
+
+    let page = callback(location.as_str());
+    assert_eq!(
+        page.status, 200,
+        "the valid callback after the bad ones: {page:?}"
+    );
+    assert!(
+        page.body.contains("You can close this tab"),
+        "{}",
+        page.body
+    );
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+    assert_eq!(fake.count(Counter::AuthorizationCode), 1);
+    assert!(env.stored_refresh_token().len() > 10);
+}
+
+#[test]
+fn callback_with_a_wrong_state_gets_400_and_the_login_keeps_waiting() {
+    require_keychain!();
+    bad_callbacks_then_valid("cb-state", 400, |location| {
+        let code = query_param(location, "code").unwrap();
+        vec![
+            variant(
+                location,
+                "/callback",
+                &[("code", &code), ("state", "forged-state-0123456789abcdef")],
+            ),
+            variant(location, "/callback", &[("code", &code)]),
+        ]
+    });
+}
+
+#[test]
+fn callback_without_a_code_gets_400_and_the_login_keeps_waiting() {
+    require_keychain!();
+    bad_callbacks_then_valid("cb-nocode", 400, |location| {
+        let state = query_param(location, "state").unwrap();
+        vec![variant(location, "/callback", &[("state", &state)])]
+    });
+}
+
+#[test]
+fn request_on_another_path_gets_404_and_the_login_keeps_waiting() {
+    require_keychain!();
+    bad_callbacks_then_valid("cb-path", 404, |location| {
+        let code = query_param(location, "code").unwrap();
+        let state = query_param(location, "state").unwrap();
+        vec![
+            variant(location, "/favicon.ico", &[]),
+            variant(location, "/other", &[("code", &code), ("state", &state)]),
+        ]
+    });
+}
+
+#[test]
+fn access_denied_ends_the_login_with_exit_1_and_stores_nothing() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-denied");
+    env.set_client(&fake);
+    fake.set_authorize_decision(AuthorizeDecision::Deny);
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = login.authorize_url(&fake);
+    let location = consent(&url);
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("access_denied")
+    );
+
+    let page = callback(location.as_str());
+    assert!(
+        page.body.contains("access_denied"),
+        "the page shows the error: {page:?}"
+    );
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(1), "stderr:\n{}", done.stderr);
+    assert!(done.stderr.contains("access_denied"), "{}", done.stderr);
+    assert!(env.stored().is_none(), "nothing stored after a denial");
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+    assert_no_secret("login stderr", &done.stderr, &secrets_of(&env));
+}
+
+#[test]
+fn listener_is_closed_after_the_successful_callback() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-oneshot");
+    env.set_client(&fake);
+    let port = free_port();
+    let redirect = redirect_uri(port);
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = login.authorize_url(&fake);
+    let location = consent(&url);
+    assert_eq!(callback(location.as_str()).status, 200);
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+
+    // A second connection (the same callback, replayed) is refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match http_get(location.as_str()) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} still answers after the login: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    assert_eq!(fake.count(Counter::AuthorizationCode), 1);
+}
+
+/// LISTEN sockets on `port` from /proc/net/tcp and /proc/net/tcp6, as (file, hex address).
+fn listen_sockets(port: u16) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 4 || fields[3] != "0A" {
+                continue;
+            }
+            let Some((addr, hex_port)) = fields[1].rsplit_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(hex_port, 16) == Ok(port) {
+                found.push((file, addr.to_string()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn listener_binds_loopback_only() {
+    require_keychain!();
+    assert!(
+        std::path::Path::new("/proc/net/tcp").exists(),
+        "this test reads /proc/net/tcp"
+    );
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-loopback");
+    env.set_client(&fake);
+    let port = free_port();
+    let redirect = redirect_uri(port);
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = login.authorize_url(&fake);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sockets = loop {
+        let sockets = listen_sockets(port);
+        if !sockets.is_empty() {
+            break sockets;
+        }
+        assert!(
+            Instant::now() < deadline && login.is_running(),
+            "no LISTEN socket on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    const LOOPBACK: [&str; 3] = [
+        "0100007F",                         // 127.0.0.1 (tcp)
+        "00000000000000000000000001000000", // ::1 (tcp6)
+        "0000000000000000FFFF00000100007F", // ::ffff:127.0.0.1 (tcp6)
+    ];
+    for (file, addr) in &sockets {
+        assert!(
+            LOOPBACK.contains(&addr.as_str()),
+            "{file} has a LISTEN socket on port {port} at {addr}, not loopback: {sockets:?}"
+        );
+    }
+
+    // And the login still completes.
+    let location = consent(&url);
+    assert_eq!(callback(location.as_str()).status, 200);
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+}
+
+#[test]
+fn pasted_redirect_url_on_stdin_completes_the_login() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-paste");
+    env.set_client(&fake);
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &[]);
+    let url = login.authorize_url(&fake);
+    let location = consent(&url);
+
+    login.paste(location.as_str());
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+    assert!(
+        done.stderr.to_lowercase().contains("logged in"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(the_code_exchange(&fake).status, Some(200));
+    let rt = env.stored_refresh_token();
+    assert_eq!(fake.refresh_token_status(&rt), RefreshTokenStatus::Active);
+    assert!(fake.access_token_valid(&token(&env, &[])));
+    let secrets = secrets_of(&env);
+    assert_no_secret("login stderr", &done.stderr, &secrets);
+    assert_no_secret("login stdout", &done.stdout, &secrets);
+}
+
+#[test]
+fn redirect_port_in_use_fails_at_once_naming_the_port_and_the_option() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-inuse");
+    env.set_client(&fake);
+    let holder = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = holder.local_addr().unwrap().port();
+
+    let login = Login::browser(&env, &redirect_uri(port), &[]);
+    // "At once": well before any login timeout.
+    let done = login.finish(Duration::from_secs(15));
+    assert_eq!(done.code, Some(1), "stderr:\n{}", done.stderr);
+    assert!(
+        done.stderr.contains(&port.to_string()),
+        "stderr names port {port}:\n{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("--redirect-uri"),
+        "stderr points at --redirect-uri:\n{}",
+        done.stderr
+    );
+    assert!(env.stored().is_none());
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+    drop(holder);
+}
+
+#[test]
+fn login_without_a_callback_times_out_with_exit_1_and_stores_nothing() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cb-timeout");
+    env.set_client(&fake);
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &["--timeout", "2"]);
+    let _url = login.authorize_url(&fake);
+
+    let done = login.finish(Duration::from_secs(30));
+    assert_eq!(done.code, Some(1), "stderr:\n{}", done.stderr);
+    let lower = done.stderr.to_lowercase();
+    assert!(
+        lower.contains("timed out") || lower.contains("no callback"),
+        "stderr says it timed out:\n{}",
+        done.stderr
+    );
+    assert!(env.stored().is_none());
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+// ------------------------------------------------------------------ login: tenants
+
+#[test]
+fn login_with_one_tenant_makes_it_the_default() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-1tenant");
+    env.set_client(&fake);
+    let done = complete_login(&env, &fake, &[]);
+    assert!(
+        fake.count(Counter::Connections) >= 1,
+        "login asks /connections"
+    );
+    assert_eq!(status_json(&env)["default_tenant"], DEFAULT_TENANT_ID);
+    assert_eq!(token_json(&env)["tenant_id"], DEFAULT_TENANT_ID);
+    assert_no_secret("login stderr", &done.stderr, &secrets_of(&env));
+}
+
+#[test]
+fn login_with_several_tenants_lists_them_and_chooses_none_without_a_tty() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-ntenants");
+    env.set_client(&fake);
+    fake.add_tenant(ACME_ID, ACME_NAME, "ORGANISATION");
+    let done = complete_login(&env, &fake, &[]);
+    assert!(
+        fake.count(Counter::Connections) >= 1,
+        "login asks /connections"
+    );
+    for (id, name) in [
+        (DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME),
+        (ACME_ID, ACME_NAME),
+    ] {
+        assert!(
+            done.stderr.contains(id) || done.stderr.contains(name),
+            "stderr lists tenant {name} ({id}):\n{}",
+            done.stderr
+        );
+    }
+    assert!(
+        done.stderr.contains("xero-auth tenants use"),
+        "stderr says how to choose:\n{}",
+        done.stderr
+    );
+    assert!(
+        status_json(&env)["default_tenant"].is_null(),
+        "no default tenant chosen"
+    );
+    assert_no_secret("login stderr", &done.stderr, &secrets_of(&env));
+}
+
+// ------------------------------------------------------------------ login: client credentials
+
+#[test]
+fn client_credentials_login_stores_no_refresh_token_and_reissues_the_access_token() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-cc");
+    env.set_client(&fake);
+
+    let out = env
+        .cmd(&["login", "--client-credentials"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stored = env.stored().expect("a token set is stored");
+    assert!(
+        stored.get("refresh_token").is_none_or(Value::is_null),
+        "no refresh token for client credentials: keys {:?}",
+        stored.as_object().map(|o| o.keys().collect::<Vec<_>>())
+    );
+    let first = stored["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string();
+    assert!(fake.access_token_valid(&first));
+    assert_eq!(fake.count(Counter::ClientCredentials), 1);
+    assert_eq!(fake.count(Counter::Authorize), 0);
+    assert_eq!(fake.count(Counter::AuthorizationCode), 0);
+    let cc = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.grant_type.as_deref() == Some("client_credentials"))
+        .unwrap();
+    assert_eq!(cc.client_auth, ClientAuth::Basic);
+    let secrets = secrets_of(&env);
+    assert_no_secret("login stderr", &stderr_of(&out), &secrets);
+    assert_no_secret("login stdout", &stdout_of(&out), &secrets);
+    assert!(!stderr_of(&out).contains("Open this URL"));
+
+    // Served from the keychain while valid, even with a 1500 s margin (it has ~1800 s).
+    assert_eq!(token(&env, &[]), first);
+    assert_eq!(token(&env, &["--min-valid", "1500"]), first);
+    assert_eq!(fake.count(Counter::TokenRequests), 1);
+
+    // `refresh` gets a new access token the same way; still no refresh token.
+    env.cmd(&["refresh"]).assert().success();
+    assert_eq!(fake.count(Counter::ClientCredentials), 2);
+    assert_eq!(fake.count(Counter::Refresh), 0);
+    let stored = env.stored().unwrap();
+    assert!(stored.get("refresh_token").is_none_or(Value::is_null));
+    let second = stored["access_token"].as_str().unwrap().to_string();
+    assert_ne!(second, first, "refresh stores a new access token");
+    assert!(fake.access_token_valid(&second));
+
+    // Expired in the store: `token` asks for a new one by itself.
+    set_stored_expiry(&env, now_unix() - 10);
+    let third = token(&env, &[]);
+    assert_ne!(third, second, "an expired access token is not served");
+    assert!(fake.access_token_valid(&third));
+    assert_eq!(fake.count(Counter::ClientCredentials), 3);
+    assert_eq!(fake.count(Counter::Refresh), 0);
+    let stored = env.stored().unwrap();
+    assert_eq!(stored["access_token"], third.as_str());
+    assert!(stored.get("refresh_token").is_none_or(Value::is_null));
+}
+
+#[test]
+fn client_credentials_login_is_refused_for_a_public_client() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-cc-public");
+    set_public_client(&env, &fake);
+    let out = env
+        .cmd(&["login", "--client-credentials"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "client credentials need a client secret; stderr:\n{}",
+        stderr_of(&out)
+    );
+    assert!(env.stored().is_none());
+}
+
+// ------------------------------------------------------------------ tenants
+
+#[test]
+fn tenants_lists_the_single_connection_as_text_and_json() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "tenants-1");
+    env.set_client(&fake);
+    env.import_fresh(&fake, Duration::from_secs(60));
+
+    let out = env
+        .cmd(&["tenants"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout_of(&out);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(DEFAULT_TENANT_ID))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the tenant:\n{text}");
+    assert!(
+        lines[0].contains(DEFAULT_TENANT_NAME) && lines[0].contains("ORGANISATION"),
+        "the line has name, id and type: {:?}",
+        lines[0]
+    );
+
+    let out = env
+        .cmd(&["tenants", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let json: Value = serde_json::from_slice(&out.stdout).expect("tenants --json prints JSON");
+    let list = json.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["tenantId"], DEFAULT_TENANT_ID);
+    assert_eq!(list[0]["tenantName"], DEFAULT_TENANT_NAME);
+    assert_eq!(list[0]["tenantType"], "ORGANISATION");
+    assert!(fake.count(Counter::Connections) >= 2);
+}
+
+#[test]
+fn tenants_use_sets_the_default_by_exact_name_any_case_or_by_id_and_refuses_unknown_ones() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "tenants-n");
+    env.set_client(&fake);
+    fake.add_tenant(ACME_ID, ACME_NAME, "ORGANISATION");
+    fake.add_tenant(SMITH_ID, SMITH_NAME, "PRACTICE");
+    env.import_fresh(&fake, Duration::from_secs(60));
+    let all = [
+        (DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME, "ORGANISATION"),
+        (ACME_ID, ACME_NAME, "ORGANISATION"),
+        (SMITH_ID, SMITH_NAME, "PRACTICE"),
+    ];
+
+    let out = env
+        .cmd(&["tenants"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout_of(&out);
+    for (id, name, kind) in all {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(id)).collect();
+        assert_eq!(lines.len(), 1, "one line for {name}:\n{text}");
+        assert!(
+            lines[0].contains(name) && lines[0].contains(kind),
+            "name, id and type on one line: {:?}",
+            lines[0]
+        );
+    }
+    let out = env
+        .cmd(&["tenants", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let json: Value = serde_json::from_slice(&out.stdout).expect("tenants --json prints JSON");
+    let list = json.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 3, "{json}");
+    for (id, name, kind) in all {
+        assert!(
+            list.iter()
+                .any(|t| t["tenantId"] == id && t["tenantName"] == name && t["tenantType"] == kind),
+            "{name} in {json}"
+        );
+    }
+
+    env.cmd(&["tenants", "use", &ACME_NAME.to_uppercase()])
+        .assert()
+        .success();
+    assert_eq!(status_json(&env)["default_tenant"], ACME_ID);
+
+    env.cmd(&["tenants", "use", SMITH_ID]).assert().success();
+    assert_eq!(status_json(&env)["default_tenant"], SMITH_ID);
+    assert_eq!(token_json(&env)["tenant_id"], SMITH_ID);
+
+    for unknown in ["Nonexistent Org", "Acme"] {
+        let out = env
+            .cmd(&["tenants", "use", unknown])
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let stderr = stderr_of(&out);
+        for (id, name, _) in all {
+            assert!(
+                stderr.contains(id) || stderr.contains(name),
+                "`tenants use {unknown}` lists {name}:\n{stderr}"
+            );
+        }
+        assert_eq!(
+            status_json(&env)["default_tenant"],
+            SMITH_ID,
+            "an unknown tenant changes nothing"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ logout
+
+#[test]
+fn logout_revokes_the_refresh_token_and_deletes_the_token_set() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "logout");
+    env.set_client(&fake);
+    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let secrets = secrets_of(&env);
+
+    let out = env.cmd(&["logout"]).assert().success().get_output().clone();
+    assert_no_secret("logout stderr", &stderr_of(&out), &secrets);
+    assert_no_secret("logout stdout", &stdout_of(&out), &secrets);
+    assert_eq!(fake.count(Counter::Revocation), 1);
+    let revocation = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/connect/revocation")
+        .unwrap();
+    assert_eq!(revocation.client_auth, ClientAuth::Basic);
+    assert_eq!(revocation.status, Some(200));
+    assert_eq!(
+        fake.refresh_token_status(&tokens.refresh_token),
+        RefreshTokenStatus::Revoked
+    );
+    assert!(env.stored().is_none(), "the token set is deleted");
+    assert!(
+        env.secret_tool_lookup(&format!("{}/token-set", env.profile))
+            .is_none(),
+        "secret-tool finds no token set"
+    );
+    env.cmd(&["token"]).assert().code(3);
+
+    // Xero no longer honours the refresh token, wherever a copy of it lives.
+    let copy = TestEnv::new(&fake, "logout-copy");
+    copy.set_client(&fake);
+    let file = copy.write_token_file(&tokens, Duration::from_secs(86_400));
+    copy.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
+    copy.cmd(&["refresh"])
+        .assert()
+        .code(4)
+        .stderr(predicates::str::contains("invalid_grant"));
+}
+
+#[test]
+fn logout_of_a_public_client_revokes_with_the_client_id_only() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "logout-pkce");
+    set_public_client(&env, &fake);
+    let tokens = import_for(&env, &fake, PUBLIC_CLIENT_ID);
+
+    env.cmd(&["logout"]).assert().success();
+    let revocation = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/connect/revocation")
+        .expect("a revocation request");
+    assert_eq!(revocation.client_auth, ClientAuth::PublicClientId);
+    assert_eq!(
+        fake.refresh_token_status(&tokens.refresh_token),
+        RefreshTokenStatus::Revoked
+    );
+    assert!(env.stored().is_none());
+}
+
+#[test]
+fn logout_keep_remote_deletes_the_token_set_without_revoking() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "logout-keep");
+    env.set_client(&fake);
+    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let secrets = secrets_of(&env);
+
+    let out = env
+        .cmd(&["logout", "--keep-remote"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_no_secret("logout stderr", &stderr_of(&out), &secrets);
+    assert_eq!(fake.count(Counter::Revocation), 0);
+    assert_eq!(
+        fake.refresh_token_status(&tokens.refresh_token),
+        RefreshTokenStatus::Active
+    );
+    assert!(env.stored().is_none());
+    env.cmd(&["token"]).assert().code(3);
+}
+
+/// How the revocation endpoint is made unusable.
+#[derive(Clone, Copy)]
+enum Down {
+    ServerError,
+    ClosedPort,
+}
+
+/// Imports tokens, breaks the revocation endpoint, runs `logout` (with `--force` or not).
+/// Without it: exit 6 and the token set byte-for-byte as before. With it: exit 0, deleted.
+fn logout_while_down(name: &str, down: Down, force: bool) {
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, name);
+    env.set_client(&fake);
+    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let before = env.stored_raw().expect("imported");
+    let secrets = secrets_of(&env);
+    match down {
+        Down::ServerError => {
+            fake.set_persistent_fault(Target::Revocation, Some(Fault::ServerError));
+        }
+        Down::ClosedPort => {
+            let url = format!("http://127.0.0.1:{}/connect/revocation", free_port());
+            env.set_env("XERO_AUTH_REVOCATION_URL", &url);
+        }
+    }
+
+    let args: &[&str] = if force {
+        &["logout", "--force"]
+    } else {
+        &["logout"]
+    };
+    let out = env.cmd(args).output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_no_secret("logout stderr", &stderr, &secrets);
+    assert_no_secret("logout stdout", &stdout_of(&out), &secrets);
+    if force {
+        assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+        assert!(env.stored().is_none(), "--force deletes the token set");
+        env.cmd(&["token"]).assert().code(3);
+    } else {
+        assert_eq!(out.status.code(), Some(6), "stderr:\n{stderr}");
+        assert_eq!(
+            env.stored_raw().as_deref(),
+            Some(before.as_slice()),
+            "the token set is kept byte for byte"
+        );
+    }
+    if matches!(down, Down::ServerError) {
+        assert!(fake.count(Counter::Revocation) >= 1, "revocation was tried");
+    } else {
+        assert_eq!(fake.count(Counter::Revocation), 0);
+    }
+    assert_eq!(
+        fake.refresh_token_status(&tokens.refresh_token),
+        RefreshTokenStatus::Active,
+        "nothing was revoked"
+    );
+}
+
+#[test]
+fn logout_while_revocation_answers_500_is_exit_6_and_keeps_the_token_set() {
+    require_keychain!();
+    logout_while_down("logout-500", Down::ServerError, false);
+}
+
+#[test]
+fn logout_while_revocation_is_unreachable_is_exit_6_and_keeps_the_token_set() {
+    require_keychain!();
+    logout_while_down("logout-closed", Down::ClosedPort, false);
+}
+
+#[test]
+fn logout_force_while_revocation_answers_500_deletes_the_token_set() {
+    require_keychain!();
+    logout_while_down("logout-500-force", Down::ServerError, true);
+}
+
+#[test]
+fn logout_force_while_revocation_is_unreachable_deletes_the_token_set() {
+    require_keychain!();
+    logout_while_down("logout-closed-force", Down::ClosedPort, true);
+}
+
+#[test]
+fn client_remove_deletes_the_client_secret() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "client-remove");
+    env.set_client(&fake);
+    let account = format!("{}/client-secret", env.profile);
+    assert_eq!(
+        env.secret_tool_lookup(&account).as_deref(),
+        Some(CLIENT_SECRET),
+        "client set stored the secret"
+    );
+    env.cmd(&["client", "remove"]).assert().success();
+    assert!(env.secret_tool_lookup(&account).is_none());
+}
+
+// ------------------------------------------------------------------ no secret in output
+
+#[test]
+fn verbose_login_and_logout_print_no_secret() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "verbose");
+    env.set_client(&fake);
+
+    let done = complete_login(&env, &fake, &["-vvv"]);
+    let secrets = secrets_of(&env);
+    assert!(secrets.len() >= 4, "tokens stored after login");
+    assert_no_secret("login -vvv stderr", &done.stderr, &secrets);
+    assert_no_secret("login -vvv stdout", &done.stdout, &secrets);
+
+    let out = env
+        .cmd(&["-vvv", "logout"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_no_secret("logout -vvv stderr", &stderr_of(&out), &secrets);
+    assert_no_secret("logout -vvv stdout", &stdout_of(&out), &secrets);
+    assert_eq!(fake.count(Counter::Revocation), 1);
+
+    let out = env
+        .cmd(&["-vvv", "login", "--client-credentials"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let mut secrets = secrets;
+    secrets.extend(secrets_of(&env));
+    assert_no_secret(
+        "login --client-credentials -vvv stderr",
+        &stderr_of(&out),
+        &secrets,
+    );
+    assert_no_secret(
+        "login --client-credentials -vvv stdout",
+        &stdout_of(&out),
+        &secrets,
+    );
+}
