@@ -761,6 +761,35 @@ mod tests {
         assert_eq!(fake.count(Counter::Refresh), 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_tasks_asking_for_an_access_token_make_one_refresh() {
+        let fake = FakeXero::start();
+        let (t, old_rt) = with_expired_set(&fake).await;
+        let session = Arc::new(t.ctx.session().unwrap());
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let s = session.clone();
+                tokio::spawn(async move {
+                    s.access_token()
+                        .await
+                        .map(|token| token.expose_secret().to_string())
+                })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(fake.count(Counter::Refresh), 1);
+        assert!(
+            tokens.iter().all(|t| t == &tokens[0]),
+            "every task got the same token"
+        );
+        assert!(fake.access_token_valid(&tokens[0]));
+        let stored = session.require_token_set().await.unwrap();
+        assert_ne!(stored.refresh_token.unwrap().expose_secret(), old_rt);
+    }
+
     #[tokio::test]
     async fn token_command_serves_a_valid_token_without_any_request() {
         let fake = FakeXero::start();

@@ -4,7 +4,11 @@
 //! unused expiry, 30-minute access tokens, PKCE S256, revocation that removes the
 //! connections, the API's 401/403 bodies…) rather than answering whatever a test
 //! wants, and it counts every request it gets. Faults (delays, resets, 5xx, 429, HTML,
-//! truncated JSON) can be injected per endpoint.
+//! truncated JSON) can be injected per endpoint, and Xero's per-minute API limit can be
+//! enforced ([`FakeXero::set_minute_limit`]).
+//!
+//! The accounting API is echoed rather than implemented, except `GET …/Organisation`
+//! and `GET`/`POST`/`PUT …/Contacts`, which keeps what is posted per tenant.
 //!
 //! The server is a small hand-written HTTP/1.1 server (one request per connection,
 //! `Connection: close`) on its own thread and tokio runtime, listening on 127.0.0.1
@@ -123,6 +127,10 @@ pub enum Fault {
     /// Process the request, then send 200 `application/json` with the Content-Length
     /// of the full body but only its first half, and close.
     TruncatedJson,
+    /// 401 `AuthenticationUnsuccessful` whatever the token, as Xero answers when an app's
+    /// access was withdrawn; not processed. With a persistent fault on the API this makes
+    /// every retry fail, which is how a client's "refresh once, retry once" is tested.
+    Unauthorized,
 }
 
 /// What [`FakeXero::count`] can count. Every request that reached the endpoint counts,
@@ -208,6 +216,10 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// The fault injected into this request, if any.
     pub fault: Option<Fault>,
+    /// The `Xero-Tenant-Id` header, as sent.
+    pub tenant: Option<String>,
+    /// The `Content-Type` header, as sent.
+    pub content_type: Option<String>,
 }
 
 /// Where a refresh token stands.
@@ -399,6 +411,62 @@ impl FakeXero {
     /// Every request received so far (control routes excluded), in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state().requests.clone()
+    }
+
+    /// `(method, path, status)` of every `/api.xro/2.0/…` request so far, in arrival
+    /// order; the path has no query, and the status is 0 when no answer was sent (a
+    /// reset connection). The same as filtering [`FakeXero::requests`].
+    pub fn api_requests_with_status(&self) -> Vec<(String, String, u16)> {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path.starts_with("/api.xro/2.0/"))
+            .map(|r| (r.method.clone(), r.path.clone(), r.status.unwrap_or(0)))
+            .collect()
+    }
+
+    /// The exact body bytes of the most recent `/api.xro/2.0/…` request, whatever its
+    /// method, path or answer (a `GET` has an empty body; so has a request refused
+    /// with 413, whose body was not read). `None` before the first API request.
+    pub fn last_api_body(&self) -> Option<Vec<u8>> {
+        self.state().last_api_body.clone()
+    }
+
+    /// The bodies of the `POST`/`PUT /api.xro/2.0/Contacts` requests that the API
+    /// accepted for `tenant_id` (matched case-insensitively), exactly as received, in
+    /// order. Requests answered 401, 403 or 429 stored nothing.
+    pub fn posted_contacts(&self, tenant_id: &str) -> Vec<Vec<u8>> {
+        self.state()
+            .posted_contacts(&tenant_id.trim().to_ascii_lowercase())
+            .to_vec()
+    }
+
+    /// Enforces (`Some(limit)`) or stops enforcing (`None`) Xero's per-minute API
+    /// limit. Per tenant, in a sliding 60-second window of the fake's clock, only
+    /// `limit` calls to `/api.xro/2.0/…` go through; the others get 429 with
+    /// `Retry-After: retry_after_secs`, `X-Rate-Limit-Problem: minute` and
+    /// `X-MinLimit-Remaining: 0`, and are not processed. While a limit is set,
+    /// `X-MinLimit-Remaining` counts down from `limit`.
+    ///
+    /// - The windows start empty at each call: the next `limit` calls per tenant pass.
+    /// - A refused call takes no place in the window, so a tenant is free again 60 s
+    ///   (of the fake's clock: [`FakeXero::advance_clock`] gets there at once) after
+    ///   the calls that filled it. `Retry-After` is `retry_after_secs` regardless.
+    /// - Tokens and tenants are checked first: a 401 or 403 wins over a 429, and takes
+    ///   no place in the window. `/connections` and the identity endpoints are never
+    ///   limited.
+    /// - Refused calls still count in [`Counter::Api`] and in [`FakeXero::requests`]
+    ///   (status 429).
+    pub fn set_minute_limit(&self, limit: Option<usize>, retry_after_secs: u64) {
+        self.state().set_minute_limit(limit, retry_after_secs);
+    }
+
+    /// Makes every access token issued so far expired now, without moving the clock:
+    /// the API and `/connections` answer 401 `TokenExpired: token expired at …` to
+    /// them, although their `exp` claim says otherwise. Refresh tokens (and their grace
+    /// windows) are untouched, and tokens issued afterwards live their 30 minutes.
+    pub fn expire_access_tokens(&self) {
+        self.state().expire_access_tokens();
     }
 
     /// Where `refresh_token` stands now.

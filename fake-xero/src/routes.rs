@@ -138,7 +138,7 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
     let answered = |shared: &Shared, resp: Response| {
         let mut st = lock(shared);
         st.requests[index].status = Some(resp.status);
-        let limits = st.limits();
+        let limits = st.limits_for(tenant_key(&st, &req).as_deref());
         drop(st);
         if endpoint == Endpoint::Api {
             with_limits(resp, limits)
@@ -204,6 +204,10 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
             let resp = answered(&shared, Response::html(200, LOGIN_PAGE));
             conn.respond(&resp, &date).await;
         }
+        Some(Fault::Unauthorized) => {
+            let resp = answered(&shared, unauthorized("AuthenticationUnsuccessful"));
+            conn.respond(&resp, &date).await;
+        }
     }
 }
 
@@ -232,7 +236,12 @@ fn record(st: &mut State, endpoint: Endpoint, req: &Request) -> usize {
         }
         Endpoint::Revocation => st.bump(Counter::Revocation),
         Endpoint::Connections => st.bump(Counter::Connections),
-        Endpoint::Api => st.bump(Counter::Api),
+        Endpoint::Api => {
+            st.bump(Counter::Api);
+            // Kept whatever happens next (fault, 401, 429…): a test asks what the
+            // client sent, not what the fake did with it.
+            st.last_api_body = Some(req.body.clone());
+        }
         Endpoint::Discovery | Endpoint::Control | Endpoint::NotFound => {}
     }
     let client_auth = if basic_header(req).is_some() {
@@ -253,6 +262,8 @@ fn record(st: &mut State, endpoint: Endpoint, req: &Request) -> usize {
         has_bearer: req.bearer().is_some(),
         status: None,
         fault: None,
+        tenant: req.header("xero-tenant-id").map(str::to_string),
+        content_type: req.header("content-type").map(str::to_string),
     });
     st.requests.len() - 1
 }
@@ -643,8 +654,28 @@ fn with_limits(resp: Response, (minute, day, app): (usize, usize, usize)) -> Res
 }
 
 fn api(st: &mut State, req: &Request) -> Response {
-    let limits = st.api_call();
-    with_limits(api_inner(st, req), limits)
+    st.api_call();
+    let tenant = tenant_key(st, req);
+    let resp = api_inner(st, req);
+    // After the call, so that a call let through counts in the minute remaining.
+    with_limits(resp, st.limits_for(tenant.as_deref()))
+}
+
+/// The lower-case id of the tenant an API request is for, as far as it can be told:
+/// the connection its token and `Xero-Tenant-Id` lead to, else the header as sent
+/// (a 401 still reports that tenant's minute remaining).
+fn tenant_key(st: &State, req: &Request) -> Option<String> {
+    let header = req.header("xero-tenant-id");
+    let resolved = match req.bearer().map(|t| st.check_access(t)) {
+        Some(AccessCheck::Valid { client_credentials }) => {
+            st.tenant_for(header, client_credentials)
+        }
+        _ => None,
+    };
+    resolved
+        .map(|t| t.tenant_id.as_str())
+        .or(header.map(str::trim))
+        .map(str::to_ascii_lowercase)
 }
 
 fn api_inner(st: &mut State, req: &Request) -> Response {
@@ -655,13 +686,25 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
         Ok(cc) => cc,
         Err(resp) => return resp,
     };
-    let Some(tenant) = st.tenant_for(req.header("xero-tenant-id"), client_credentials) else {
+    let Some(tenant) = st
+        .tenant_for(req.header("xero-tenant-id"), client_credentials)
+        .cloned()
+    else {
         return Response::json(
             403,
             &json!({"Type": null, "Title": "Forbidden", "Status": 403,
                     "Detail": "AuthenticationUnsuccessful"}),
         );
     };
+    let tenant_key = tenant.tenant_id.to_ascii_lowercase();
+    // The limit is per app per tenant, so it can only be told once the token and the
+    // tenant are known: a 401 or 403 wins over a 429.
+    if let Err(retry_after) = st.admit(&tenant_key) {
+        // `api` adds the `X-…Limit-Remaining` headers (minute: 0).
+        return Response::empty(429)
+            .with_header("Retry-After", retry_after.to_string())
+            .with_header("X-Rate-Limit-Problem", "minute");
+    }
     let now = st.now();
     let envelope = |extra: Value| {
         let mut v = json!({
@@ -676,6 +719,33 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
         v
     };
     let rest = &req.path["/api.xro/2.0/".len()..];
+    if rest.eq_ignore_ascii_case("contacts") {
+        match req.method.as_str() {
+            "GET" => {
+                let all: Vec<Value> = st
+                    .posted_contacts(&tenant_key)
+                    .iter()
+                    .flat_map(|body| contacts_in(body))
+                    .collect();
+                return Response::json(200, &json!({ "Contacts": all }));
+            }
+            "POST" | "PUT" => {
+                st.store_contacts(&tenant_key, req.body.clone());
+                // The echo fields of other routes stay, for tests written against them.
+                return Response::json(
+                    200,
+                    &envelope(json!({
+                        "Contacts": contacts_in(&req.body),
+                        "Path": req.path,
+                        "Method": req.method,
+                        "BodyLength": req.body.len(),
+                        "TenantId": tenant.tenant_id,
+                    })),
+                );
+            }
+            _ => {}
+        }
+    }
     if req.method == "GET" && rest.eq_ignore_ascii_case("organisation") {
         let demo = tenant.tenant_name.contains("Demo Company");
         return Response::json(
@@ -709,6 +779,18 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
             "TenantId": tenant.tenant_id,
         })),
     )
+}
+
+/// The `Contacts` array of a JSON body; empty for anything else (not JSON, no array):
+/// bodies are kept as received, and only read as far as the answers need.
+fn contacts_in(body: &[u8]) -> Vec<Value> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut o)) => match o.remove("Contacts") {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 /// OIDC discovery, pointing at the fake's own endpoints.
@@ -759,6 +841,8 @@ fn control(shared: &Shared, req: &Request) -> Response {
                         "client_auth": format!("{:?}", r.client_auth),
                         "has_bearer": r.has_bearer,
                         "status": r.status,
+                        "tenant": r.tenant,
+                        "content_type": r.content_type,
                     })
                 })
                 .collect();
@@ -770,6 +854,26 @@ fn control(shared: &Shared, req: &Request) -> Response {
             };
             st.advance_clock(Duration::from_secs(secs));
             Response::json(200, &json!({ "now": st.now() }))
+        }
+        ("POST", "/_fake/minute_limit") => {
+            let retry_after = match form_get(&q, "retry_after").map(str::parse::<u64>) {
+                None => 60,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => return bad("retry_after must be a number"),
+            };
+            let limit = match form_get(&q, "limit").filter(|l| !l.is_empty()) {
+                None | Some("none") => None,
+                Some(l) => match l.parse::<usize>() {
+                    Ok(n) => Some(n),
+                    Err(_) => return bad("limit must be a number or none"),
+                },
+            };
+            st.set_minute_limit(limit, retry_after);
+            Response::json(200, &json!({}))
+        }
+        ("POST", "/_fake/expire_access_tokens") => {
+            st.expire_access_tokens();
+            Response::json(200, &json!({}))
         }
         ("POST", "/_fake/fault") => {
             let target = match form_get(&q, "target").unwrap_or("any") {
@@ -792,6 +896,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
                 "reset_after" => Some(Fault::ResetAfterProcessing),
                 "html" => Some(Fault::Html),
                 "truncated" => Some(Fault::TruncatedJson),
+                "unauthorized" => Some(Fault::Unauthorized),
                 "too_many" => Some(Fault::TooManyRequests {
                     retry_after_secs: retry_after,
                 }),
@@ -812,7 +917,13 @@ fn control(shared: &Shared, req: &Request) -> Response {
             Response::json(200, &json!({}))
         }
         (_, "/_fake/counts" | "/_fake/requests") => method_not_allowed("GET"),
-        (_, "/_fake/clock/advance" | "/_fake/fault") => method_not_allowed("POST"),
+        (
+            _,
+            "/_fake/clock/advance"
+            | "/_fake/fault"
+            | "/_fake/minute_limit"
+            | "/_fake/expire_access_tokens",
+        ) => method_not_allowed("POST"),
         _ => not_found(),
     }
 }

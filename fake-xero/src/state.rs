@@ -96,7 +96,20 @@ pub struct State {
     /// rate-limit headers.
     api_minute: (u64, usize),
     api_day: (u64, usize),
+    /// The enforced per-tenant minute limit and the `Retry-After` of its 429s.
+    minute_limit: Option<(usize, u64)>,
+    /// While a limit is set: per tenant (lower-case tenant id), the fake-clock times of
+    /// the API calls it let through, oldest first; a sliding 60-second window.
+    api_window: HashMap<String, VecDeque<u64>>,
+    /// Per tenant (lower-case tenant id), the bodies of `POST`/`PUT …/Contacts`, as
+    /// received, in order.
+    contacts: HashMap<String, Vec<Vec<u8>>>,
+    /// The body of the most recent API request.
+    pub last_api_body: Option<Vec<u8>>,
 }
+
+/// How long a call stays in a tenant's minute window.
+const MINUTE_WINDOW_SECS: u64 = 60;
 
 /// The result of a token grant: the JSON body, or an OAuth error code for a 400.
 pub type GrantResult = Result<Value, &'static str>;
@@ -128,6 +141,10 @@ impl State {
             decision: AuthorizeDecision::Approve,
             api_minute: (0, 0),
             api_day: (0, 0),
+            minute_limit: None,
+            api_window: HashMap::new(),
+            contacts: HashMap::new(),
+            last_api_body: None,
         };
         let created = xero_datetime(st.now());
         st.tenants.push(Tenant {
@@ -188,8 +205,8 @@ impl State {
 
     /// Registers one API call for the rate-limit counters; returns the three
     /// `X-…Limit-Remaining` values (minute per tenant, day per tenant, minute per app).
-    /// The fake reports the limits but does not enforce them (use
-    /// `Fault::TooManyRequests` for a 429).
+    /// These counters only feed the headers; the one limit enforced is the one
+    /// [`State::set_minute_limit`] sets (or a `Fault::TooManyRequests`).
     pub fn api_call(&mut self) -> (usize, usize, usize) {
         let now = self.now();
         let (minute, day) = (now / 60, now / 86_400);
@@ -211,6 +228,67 @@ impl State {
             5000usize.saturating_sub(self.api_day.1),
             10_000usize.saturating_sub(self.api_minute.1),
         )
+    }
+
+    /// Sets (`Some`) or clears the enforced per-tenant minute limit. The windows start
+    /// empty either way, so a test's next `limit` calls per tenant go through whatever
+    /// it did before.
+    pub fn set_minute_limit(&mut self, limit: Option<usize>, retry_after_secs: u64) {
+        self.minute_limit = limit.map(|l| (l, retry_after_secs));
+        self.api_window.clear();
+    }
+
+    /// Lets one call to `tenant` (lower-case id) through the minute limit and records
+    /// it, or returns the `Retry-After` seconds of the 429 it gets instead. A refused
+    /// call takes no place in the window: the tenant is free again 60 seconds after
+    /// the calls that filled it, however often the client knocked meanwhile.
+    pub fn admit(&mut self, tenant: &str) -> Result<(), u64> {
+        let Some((limit, retry_after)) = self.minute_limit else {
+            return Ok(());
+        };
+        let now = self.now();
+        let window = self.api_window.entry(tenant.to_string()).or_default();
+        while window
+            .front()
+            .is_some_and(|&t| t + MINUTE_WINDOW_SECS <= now)
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit {
+            return Err(retry_after);
+        }
+        window.push_back(now);
+        Ok(())
+    }
+
+    /// The `X-…Limit-Remaining` values for a call to `tenant` (lower-case id, if known):
+    /// [`State::limits`], except that while a minute limit is set the minute value is
+    /// what is left of that tenant's window.
+    pub fn limits_for(&self, tenant: Option<&str>) -> (usize, usize, usize) {
+        let (minute, day, app) = self.limits();
+        let Some((limit, _)) = self.minute_limit else {
+            return (minute, day, app);
+        };
+        let now = self.now();
+        let used = tenant.and_then(|t| self.api_window.get(t)).map_or(0, |w| {
+            w.iter().filter(|&&t| t + MINUTE_WINDOW_SECS > now).count()
+        });
+        (limit.saturating_sub(used), day, app)
+    }
+
+    // ---- contacts ----
+
+    /// Keeps the body of a `POST`/`PUT …/Contacts` to `tenant` (lower-case id).
+    pub fn store_contacts(&mut self, tenant: &str, body: Vec<u8>) {
+        self.contacts
+            .entry(tenant.to_string())
+            .or_default()
+            .push(body);
+    }
+
+    /// The bodies posted to `tenant` (lower-case id), in order.
+    pub fn posted_contacts(&self, tenant: &str) -> &[Vec<u8>] {
+        self.contacts.get(tenant).map_or(&[], Vec::as_slice)
     }
 
     // ---- tenants ----
@@ -474,6 +552,15 @@ impl State {
             Some(_) => RefreshTokenStatus::Spent,
             None if now >= entry.created + REFRESH_UNUSED_SECS => RefreshTokenStatus::Expired,
             None => RefreshTokenStatus::Active,
+        }
+    }
+
+    /// Makes every access token issued so far expired as of now, without moving the
+    /// clock: refresh tokens, grace windows and tokens minted later are unaffected.
+    pub fn expire_access_tokens(&mut self) {
+        let now = self.now();
+        for a in self.access.values_mut() {
+            a.expires_at = a.expires_at.min(now);
         }
     }
 

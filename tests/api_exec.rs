@@ -1,0 +1,330 @@
+//! `api`, `exec` and `token --env` against the fake Xero's API and the real keychain.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fake_xero::{DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME};
+use support::*;
+
+const ORGANISATION: &str = "api.xro/2.0/Organisation";
+
+/// A profile with a client, fresh tokens (valid for 30 minutes as far as the tool knows) and
+/// the fake's tenant as the default.
+fn ready(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
+    let env = TestEnv::new(fake, name);
+    env.set_client(fake);
+    let tokens = env.import_fresh(fake, Duration::from_secs(30));
+    env.cmd(&["tenants", "use", DEFAULT_TENANT_ID])
+        .assert()
+        .success();
+    (env, tokens)
+}
+
+fn api_statuses(fake: &FakeXero) -> Vec<u16> {
+    fake.api_requests_with_status()
+        .into_iter()
+        .map(|(_, _, s)| s)
+        .collect()
+}
+
+#[test]
+fn api_token_expired_at_xero_refreshes_once_and_retries_once() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-expired");
+    // Xero says the token expired although the stored expiry says otherwise (clock skew,
+    // revoked session…): the tool must not trust its own clock over the server.
+    fake.expire_access_tokens();
+
+    let out = env
+        .cmd(&["api", ORGANISATION])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["Organisations"][0]["Name"], DEFAULT_TENANT_NAME);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    assert_eq!(api_statuses(&fake), vec![401, 200]);
+    let records = fake.requests();
+    let api: Vec<_> = records
+        .iter()
+        .filter(|r| r.path.starts_with("/api.xro"))
+        .collect();
+    assert!(
+        api.iter()
+            .all(|r| r.tenant.as_deref() == Some(DEFAULT_TENANT_ID) && r.has_bearer)
+    );
+}
+
+#[test]
+fn api_two_401s_in_a_row_is_exit_4_after_one_refresh_and_no_loop() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-401x2");
+    fake.set_persistent_fault(Target::Api, Some(Fault::Unauthorized));
+
+    env.cmd(&["api", ORGANISATION])
+        .assert()
+        .code(4)
+        .stderr(predicates::str::contains("AuthenticationUnsuccessful"))
+        .stderr(predicates::str::contains("xero-auth login"));
+
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    assert_eq!(
+        fake.count(Counter::Api),
+        2,
+        "one request, one retry, nothing more"
+    );
+}
+
+#[test]
+fn api_waits_retry_after_on_429_and_succeeds() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-429");
+    fake.push_fault(
+        Target::Api,
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    );
+
+    let started = Instant::now();
+    env.cmd(&["api", ORGANISATION])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(DEFAULT_TENANT_NAME));
+
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it waited Retry-After"
+    );
+    assert_eq!(api_statuses(&fake), vec![429, 200]);
+}
+
+#[test]
+fn api_retry_after_beyond_max_wait_is_exit_6_without_waiting() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-429-long");
+    fake.set_minute_limit(Some(0), 45);
+
+    let started = Instant::now();
+    env.cmd(&["api", ORGANISATION, "--max-wait", "5"])
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains("429"))
+        .stderr(predicates::str::contains("--max-wait"));
+
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it did not wait 45 s"
+    );
+    assert_eq!(fake.count(Counter::Api), 1);
+}
+
+#[test]
+fn api_without_a_tenant_fails_before_any_request() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "api-no-tenant");
+    env.set_client(&fake);
+    env.import_fresh(&fake, Duration::from_secs(30));
+
+    env.cmd(&["api", ORGANISATION])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--tenant"))
+        .stderr(predicates::str::contains("tenants use"));
+    assert_eq!(fake.count(Counter::Api), 0);
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+
+    // /connections needs no tenant.
+    env.cmd(&["api", "connections"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(DEFAULT_TENANT_ID));
+}
+
+#[test]
+fn api_with_a_wrong_tenant_surfaces_the_403() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-403");
+
+    env.cmd(&[
+        "api",
+        ORGANISATION,
+        "--tenant",
+        "00000000-0000-0000-0000-000000000000",
+    ])
+    .assert()
+    .code(1)
+    .stdout(predicates::str::contains("AuthenticationUnsuccessful"))
+    .stderr(predicates::str::contains("403"))
+    .stderr(predicates::str::contains(
+        "00000000-0000-0000-0000-000000000000",
+    ));
+}
+
+#[test]
+fn api_post_data_from_file_and_stdin_is_sent_unchanged() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-post");
+    let body =
+        "{\"Contacts\":[{\"Name\":\"Ngā Tāngata Ltd\",\"Notes\":\"line1\\nline2 \\\"q\\\"\"}]}\n";
+    let file = env.dir.path().join("contact.json");
+    std::fs::write(&file, body).unwrap();
+
+    env.cmd(&[
+        "api",
+        "POST",
+        "api.xro/2.0/Contacts",
+        "--data",
+        &format!("@{}", file.display()),
+    ])
+    .assert()
+    .success();
+    assert_eq!(fake.last_api_body().unwrap(), body.as_bytes());
+
+    env.cmd(&["api", "POST", "api.xro/2.0/Contacts", "--data", "-"])
+        .write_stdin(body)
+        .assert()
+        .success();
+    assert_eq!(fake.last_api_body().unwrap(), body.as_bytes());
+    let stored = fake.posted_contacts(DEFAULT_TENANT_ID);
+    assert_eq!(
+        stored,
+        vec![body.as_bytes().to_vec(), body.as_bytes().to_vec()]
+    );
+    let content_types: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.content_type)
+        .collect();
+    assert!(
+        content_types
+            .iter()
+            .all(|c| c.as_deref() == Some("application/json"))
+    );
+
+    // GET lists what was posted; --include shows the status line and the rate-limit headers.
+    env.cmd(&["api", "api.xro/2.0/Contacts", "--include"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("200 OK"))
+        .stdout(predicates::str::contains("x-minlimit-remaining"))
+        .stdout(predicates::str::contains("Ngā Tāngata Ltd"));
+}
+
+#[test]
+fn api_verbose_shows_the_rate_limit_headers() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-verbose");
+    env.cmd(&["-v", "api", ORGANISATION])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("X-MinLimit-Remaining:"))
+        .stderr(predicates::str::contains("X-DayLimit-Remaining:"));
+}
+
+#[test]
+fn api_refuses_a_full_url_on_another_host() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "api-host");
+    env.cmd(&["api", "https://elsewhere.example/api.xro/2.0/Organisation"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not on the configured API host"));
+    assert_eq!(fake.count(Counter::Api), 0);
+}
+
+#[test]
+fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready(&fake, "exec-env");
+
+    let out = env
+        .cmd(&["exec", "--", "sh", "-c", "env; exit 7"])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .code(7)
+        .get_output()
+        .clone();
+
+    let child_env = String::from_utf8(out.stdout).unwrap();
+    assert!(child_env.contains(&format!("XERO_ACCESS_TOKEN={}\n", tokens.access_token)));
+    assert!(child_env.contains(&format!("XERO_TENANT_ID={DEFAULT_TENANT_ID}\n")));
+    assert!(
+        !child_env.contains(&tokens.refresh_token),
+        "no refresh token in the child"
+    );
+    assert!(
+        !child_env.contains(CLIENT_SECRET),
+        "no client secret in the child"
+    );
+    assert!(!child_env.contains(&basic_credential()));
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "exec-refresh");
+    env.set_client(&fake);
+    let old = env.import_fresh(&fake, Duration::from_secs(86_400));
+
+    let out = env
+        .cmd(&["exec", "--", "sh", "-c", "printf %s \"$XERO_ACCESS_TOKEN\""])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_ne!(token, old.access_token);
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
+
+#[test]
+fn exec_of_a_missing_program_is_a_clear_error() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready(&fake, "exec-missing");
+    env.cmd(&["exec", "--", "no-such-program-xero-auth-test"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "cannot run 'no-such-program-xero-auth-test'",
+        ));
+}
+
+#[test]
+fn token_env_prints_export_lines_for_eval() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready(&fake, "token-env");
+    let out = env
+        .cmd(&["token", "--env"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!(
+            "export XERO_ACCESS_TOKEN='{}'\nexport XERO_TENANT_ID='{DEFAULT_TENANT_ID}'\n",
+            tokens.access_token
+        )
+    );
+}
