@@ -37,12 +37,7 @@ fn api_token_expired_at_xero_refreshes_once_and_retries_once() {
     // revoked session…): the tool must not trust its own clock over the server.
     fake.expire_access_tokens();
 
-    let out = env
-        .cmd(&["api", ORGANISATION])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["api", ORGANISATION]);
 
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["Organisations"][0]["Name"], DEFAULT_TENANT_NAME);
@@ -283,12 +278,7 @@ fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
     env.set_client(&fake);
     let old = env.import_fresh(&fake, Duration::from_secs(86_400));
 
-    let out = env
-        .cmd(&["exec", "--", "sh", "-c", "printf %s \"$XERO_ACCESS_TOKEN\""])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["exec", "--", "sh", "-c", "printf %s \"$XERO_ACCESS_TOKEN\""]);
     let token = String::from_utf8(out.stdout).unwrap();
     assert_ne!(token, old.access_token);
     assert!(fake.access_token_valid(&token));
@@ -313,13 +303,7 @@ fn token_env_prints_export_lines_for_eval() {
     require_keychain!();
     let fake = FakeXero::start();
     let (env, tokens) = ready(&fake, "token-env");
-    let out = env
-        .cmd(&["token", "--env"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = env.ok(&["token", "--env"]).stdout;
     assert_eq!(
         String::from_utf8(out).unwrap(),
         format!(

@@ -178,13 +178,7 @@ fn a_lost_answer_is_recovered_through_the_grace_window() {
     let old = env.import_fresh(&fake, DAY);
     // Xero rotates, the answer is lost once; the retry with the same token succeeds.
     fake.push_fault(Target::Token, Fault::ResetAfterProcessing);
-    let out = env
-        .cmd(&["token"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = env.ok(&["token"]).stdout;
     assert!(fake.access_token_valid(String::from_utf8(out).unwrap().trim()));
     let stored = env.stored_refresh_token();
     assert_ne!(stored, old.refresh_token);

@@ -20,13 +20,7 @@ fn imported_classic_file_serves_token_with_zero_requests() {
     env.cmd(&["import", file.to_str().unwrap()])
         .assert()
         .success();
-    let out = env
-        .cmd(&["token"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = env.ok(&["token"]).stdout;
 
     assert_eq!(
         String::from_utf8(out).unwrap(),
@@ -38,24 +32,12 @@ fn imported_classic_file_serves_token_with_zero_requests() {
         "a valid stored token needs no request"
     );
     assert!(file.exists(), "without --remove the file stays");
-    let header = env
-        .cmd(&["token", "--header"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let header = env.ok(&["token", "--header"]).stdout;
     assert_eq!(
         String::from_utf8(header).unwrap(),
         format!("Authorization: Bearer {}\n", tokens.access_token)
     );
-    let json = env
-        .cmd(&["token", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let json = env.ok(&["token", "--json"]).stdout;
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["access_token"], tokens.access_token.as_str());
     assert_eq!(json["token_type"], "Bearer");
@@ -115,23 +97,11 @@ fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
     env.set_client(&fake);
     let tokens = env.import_fresh(&fake, DAY);
 
-    let status = env
-        .cmd(&["status", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let status = env.ok(&["status", "--json"]).stdout;
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(status["tokens"]["access_token_valid"], false);
 
-    let out = env
-        .cmd(&["token"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = env.ok(&["token"]).stdout;
     let printed = String::from_utf8(out).unwrap();
     assert_ne!(
         printed.trim(),
@@ -142,13 +112,7 @@ fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
     assert_eq!(fake.count(Counter::Refresh), 1);
 
     // The new set was stored before it was printed: the next call is served from the keychain.
-    let again = env
-        .cmd(&["token"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let again = env.ok(&["token"]).stdout;
     assert_eq!(String::from_utf8(again).unwrap(), printed);
     assert_eq!(fake.count(Counter::Refresh), 1);
 }
@@ -292,7 +256,7 @@ fn status_shows_lifetimes_and_no_secret() {
     env.set_client(&fake);
     let tokens = env.import_fresh(&fake, Duration::from_secs(600));
 
-    let out = env.cmd(&["status"]).assert().success().get_output().clone();
+    let out = env.ok(&["status"]);
     let text = String::from_utf8(out.stdout).unwrap();
     for expected in [
         CLIENT_ID,
@@ -306,13 +270,7 @@ fn status_shows_lifetimes_and_no_secret() {
     for secret in [CLIENT_SECRET, &tokens.refresh_token, &tokens.access_token] {
         assert!(!text.contains(secret));
     }
-    let json = env
-        .cmd(&["status", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let json = env.ok(&["status", "--json"]).stdout;
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["client_id"], CLIENT_ID);
     assert_eq!(json["client_secret_stored"], true);
@@ -357,13 +315,7 @@ fn client_show_and_remove() {
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "client");
     env.set_client(&fake);
-    let shown = env
-        .cmd(&["client", "show", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let shown = env.ok(&["client", "show", "--json"]).stdout;
     let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
     assert_eq!(shown["client_id"], CLIENT_ID);
     assert_eq!(shown["client_secret_stored"], true);

@@ -105,23 +105,13 @@ fn stderr_of(out: &std::process::Output) -> String {
 
 /// `xero-auth status --json`, which must succeed.
 fn status_json(env: &TestEnv) -> Value {
-    let out = env
-        .cmd(&["status", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["status", "--json"]);
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
 /// `xero-auth token --json`, which must succeed.
 fn token_json(env: &TestEnv) -> Value {
-    let out = env
-        .cmd(&["token", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["token", "--json"]);
     serde_json::from_slice(&out.stdout).expect("token --json prints JSON")
 }
 
@@ -1038,12 +1028,7 @@ fn client_credentials_login_stores_no_refresh_token_and_reissues_the_access_toke
     let env = TestEnv::new(&fake, "login-cc");
     env.set_client(&fake);
 
-    let out = env
-        .cmd(&["login", "--client-credentials"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["login", "--client-credentials"]);
     let stored = env.stored().expect("a token set is stored");
     assert!(
         stored.get("refresh_token").is_none_or(Value::is_null),
@@ -1124,12 +1109,7 @@ fn tenants_lists_the_single_connection_as_text_and_json() {
     env.set_client(&fake);
     env.import_fresh(&fake, Duration::from_secs(60));
 
-    let out = env
-        .cmd(&["tenants"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["tenants"]);
     let text = stdout_of(&out);
     let lines: Vec<&str> = text
         .lines()
@@ -1142,12 +1122,7 @@ fn tenants_lists_the_single_connection_as_text_and_json() {
         lines[0]
     );
 
-    let out = env
-        .cmd(&["tenants", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["tenants", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).expect("tenants --json prints JSON");
     let list = json.as_array().expect("a JSON array");
     assert_eq!(list.len(), 1, "{json}");
@@ -1172,12 +1147,7 @@ fn tenants_use_sets_the_default_by_exact_name_any_case_or_by_id_and_refuses_unkn
         (SMITH_ID, SMITH_NAME, "PRACTICE"),
     ];
 
-    let out = env
-        .cmd(&["tenants"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["tenants"]);
     let text = stdout_of(&out);
     for (id, name, kind) in all {
         let lines: Vec<&str> = text.lines().filter(|l| l.contains(id)).collect();
@@ -1188,12 +1158,7 @@ fn tenants_use_sets_the_default_by_exact_name_any_case_or_by_id_and_refuses_unkn
             lines[0]
         );
     }
-    let out = env
-        .cmd(&["tenants", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["tenants", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).expect("tenants --json prints JSON");
     let list = json.as_array().expect("a JSON array");
     assert_eq!(list.len(), 3, "{json}");
@@ -1247,7 +1212,7 @@ fn logout_revokes_the_refresh_token_and_deletes_the_token_set() {
     let tokens = env.import_fresh(&fake, Duration::from_secs(60));
     let secrets = secrets_of(&env);
 
-    let out = env.cmd(&["logout"]).assert().success().get_output().clone();
+    let out = env.ok(&["logout"]);
     assert_no_secret("logout stderr", &stderr_of(&out), &secrets);
     assert_no_secret("logout stdout", &stdout_of(&out), &secrets);
     assert_eq!(fake.count(Counter::Revocation), 1);
@@ -1314,12 +1279,7 @@ fn logout_keep_remote_deletes_the_token_set_without_revoking() {
     let tokens = env.import_fresh(&fake, Duration::from_secs(60));
     let secrets = secrets_of(&env);
 
-    let out = env
-        .cmd(&["logout", "--keep-remote"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["logout", "--keep-remote"]);
     assert_no_secret("logout stderr", &stderr_of(&out), &secrets);
     assert_eq!(fake.count(Counter::Revocation), 0);
     assert_eq!(
@@ -1444,22 +1404,12 @@ fn verbose_login_and_logout_print_no_secret() {
     assert_no_secret("login -vvv stderr", &done.stderr, &secrets);
     assert_no_secret("login -vvv stdout", &done.stdout, &secrets);
 
-    let out = env
-        .cmd(&["-vvv", "logout"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["-vvv", "logout"]);
     assert_no_secret("logout -vvv stderr", &stderr_of(&out), &secrets);
     assert_no_secret("logout -vvv stdout", &stdout_of(&out), &secrets);
     assert_eq!(fake.count(Counter::Revocation), 1);
 
-    let out = env
-        .cmd(&["-vvv", "login", "--client-credentials"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    let out = env.ok(&["-vvv", "login", "--client-credentials"]);
     let mut secrets = secrets;
     secrets.extend(secrets_of(&env));
     assert_no_secret(

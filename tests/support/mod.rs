@@ -120,6 +120,11 @@ impl TestEnv {
         assert_cmd::Command::from_std(self.std_cmd(args))
     }
 
+    /// Runs a command that must succeed, and returns what it printed.
+    pub fn ok(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).assert().success().get_output().clone()
+    }
+
     /// Registers the app at the fake and stores it with `client set`.
     pub fn set_client(&self, fake: &FakeXero) {
         fake.add_client(CLIENT_ID, Some(CLIENT_SECRET));
