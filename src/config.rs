@@ -202,6 +202,12 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io("cannot read the configuration file", path, e)),
         };
+        Config::from_str(path, &text)
+    }
+
+    /// Parses `text` as the configuration file at `path` (named in messages and used by
+    /// [`Config::save`]; not read).
+    pub fn from_str(path: &Path, text: &str) -> Result<Self> {
         let doc = text.parse::<DocumentMut>().map_err(|e| Error::Config {
             path: path.to_path_buf(),
             message: format!("not valid TOML: {}", e.message()),

@@ -50,7 +50,7 @@ pub enum Error {
     },
 
     /// Xero rejected the refresh token or the client: authorise again (exit 4).
-    #[error("{}", reauth_message(.profile, .rejection, .endpoint, .description.as_deref()))]
+    #[error("{}", reauth_message(.profile, .rejection, .endpoint, .description.as_deref(), *.unsaved_refresh_at))]
     ReauthRequired {
         /// The profile concerned.
         profile: String,
@@ -60,6 +60,9 @@ pub enum Error {
         endpoint: String,
         /// The server's description, shortened and with token-shaped words removed.
         description: Option<String>,
+        /// When an earlier run sent a refresh whose answer it never saved (Unix seconds), if
+        /// the lock file recorded one: the likely reason for an `invalid_grant`.
+        unsaved_refresh_at: Option<i64>,
     },
 
     /// The secret store cannot be used (exit 5).
@@ -199,15 +202,26 @@ fn reauth_message(
     rejection: &Rejection,
     endpoint: &str,
     description: Option<&str>,
+    unsaved_refresh_at: Option<i64>,
 ) -> String {
     let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
-    match rejection {
-        Rejection::Grant => format!(
+    match (rejection, unsaved_refresh_at) {
+        (Rejection::Grant, Some(sent_at)) => format!(
+            "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}. \
+             An earlier xero-auth run sent a refresh at {} and ended before it saved Xero's answer \
+             (it was killed, or the keychain refused the write). That refresh most likely used up the \
+             stored refresh token: Xero accepts it again only for 30 minutes after that first use, and \
+             that time has passed (otherwise the token expired unused for 60 days or was revoked). \
+             Nothing was deleted. Authorise again: `xero-auth login --profile {profile}` \
+             (or `xero-auth import FILE --force`)",
+            crate::cli::format_time(sent_at)
+        ),
+        (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \
              it expired (60 days unused), was revoked, or was already used elsewhere. Nothing was deleted. \
              Authorise again: `xero-auth login --profile {profile}` (or `xero-auth import FILE --force`)"
         ),
-        Rejection::Client => format!(
+        (Rejection::Client, _) => format!(
             "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
              the client id or secret is wrong. Nothing was deleted. Check the app at developer.xero.com \
              and run `xero-auth client set --profile {profile} --client-id ID`"
@@ -265,6 +279,7 @@ mod tests {
             rejection: Rejection::Grant,
             endpoint: "e".into(),
             description: None,
+            unsaved_refresh_at: None,
         };
         assert_eq!(reauth.exit_code() as u8, 4);
         assert!(reauth.to_string().contains("xero-auth login --profile p"));

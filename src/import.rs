@@ -107,9 +107,10 @@ pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<Toke
         }
     };
     let expires_at = match (expires_at, expires_in) {
-        // Some SDKs write milliseconds; a value past the year 5000 in seconds is one.
-        (Some(at), _) if at > 100_000_000_000 => Some(at / 1000),
-        (Some(at), _) => Some(at),
+        // Some SDKs write milliseconds; a value past the year 5000 in seconds is one. Either
+        // way a far-future time is capped like a lifetime (a year after the file's date).
+        (Some(at), _) if at > 100_000_000_000 => Some(TokenSet::capped_expiry(modified, at / 1000)),
+        (Some(at), _) => Some(TokenSet::capped_expiry(modified, at)),
         (None, Some(lifetime)) => Some(TokenSet::expiry_from_lifetime(modified, lifetime)),
         (None, None) => None,
     };
@@ -146,14 +147,14 @@ mod tests {
     fn sdk_token_set_uses_expires_at() {
         let set = parse_token_file(
             br#"{"access_token":"a","refresh_token":"r","expires_in":1800,"expires_at":1700000000,"scope":["x","offline_access"]}"#,
-            5,
+            1_699_999_000,
         )
         .unwrap();
         assert_eq!(set.expires_at, Some(1_700_000_000));
         assert_eq!(set.scopes, vec!["x", "offline_access"]);
         let millis = parse_token_file(
             br#"{"refresh_token":"r","access_token":"a","expires_at":1700000000123}"#,
-            5,
+            1_699_999_000,
         )
         .unwrap();
         assert_eq!(millis.expires_at, Some(1_700_000_000));
@@ -182,6 +183,69 @@ mod tests {
             assert!(err.contains(expected), "{err} should contain {expected}");
             assert!(!err.contains("secret-"), "{err}");
         }
+    }
+
+    #[test]
+    fn lifetimes_zero_negative_absent_and_huge() {
+        let expiry = |body: &[u8]| parse_token_file(body, 1_000_000).unwrap().expires_at;
+        let year = crate::token_set::MAX_LIFETIME_SECS;
+        assert_eq!(
+            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":0}"#),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":-5}"#),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":1e12}"#),
+            Some(1_000_000 + year)
+        );
+        assert_eq!(
+            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":null}"#),
+            None
+        );
+        // Out of f64's range: not a number JSON can carry, refused rather than guessed.
+        assert!(parse_token_file(br#"{"refresh_token":"r","expires_in":1e400}"#, 5).is_err());
+    }
+
+    #[test]
+    fn expires_at_in_the_past_or_far_future() {
+        let expiry = |body: &[u8]| parse_token_file(body, 1_000_000).unwrap().expires_at;
+        let year = crate::token_set::MAX_LIFETIME_SECS;
+        assert_eq!(
+            expiry(br#"{"refresh_token":"r","access_token":"a","expires_at":999000}"#),
+            Some(999_000)
+        );
+        assert_eq!(
+            expiry(
+                br#"{"refresh_token":"r","access_token":"a","expires_at":-9223372036854775808}"#
+            ),
+            Some(i64::MIN)
+        );
+        // A far-future time in seconds (year 5138), in milliseconds, or beyond i64: capped a
+        // year after the file's date, not trusted blindly.
+        for far in [
+            &br#"{"refresh_token":"r","access_token":"a","expires_at":99999999999}"#[..],
+            br#"{"refresh_token":"r","access_token":"a","expires_at":9007199254740993000}"#,
+            br#"{"refresh_token":"r","access_token":"a","expires_at":1e300}"#,
+            br#"{"refresh_token":"r","access_token":"a","expires_at":18446744073709551615}"#,
+        ] {
+            assert_eq!(expiry(far), Some(1_000_000 + year));
+        }
+    }
+
+    #[test]
+    fn scopes_as_string_or_array_and_unknown_fields() {
+        let set = parse_token_file(
+            br#"{"refresh_token":"r","scope":["openid","offline_access"],"expires_in":1800,
+                "refresh_token_expires_in":5184000,"session_state":{"x":[1,2]},"id_token":null}"#,
+            5,
+        )
+        .unwrap();
+        assert_eq!(set.scopes, vec!["openid", "offline_access"]);
+        let set = parse_token_file(br#"{"refresh_token":"r","scope":"a  b\tc"}"#, 5).unwrap();
+        assert_eq!(set.scopes, vec!["a", "b", "c"]);
     }
 
     #[test]

@@ -36,6 +36,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod failpoints;
+pub mod hardening;
 pub mod http;
 pub mod import;
 pub mod login;

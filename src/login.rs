@@ -329,10 +329,7 @@ pub async fn wait_for_code(
             line = async { pasted.as_mut()?.recv().await }, if pasted.is_some() => {
                 let Some(line) = line else { pasted = None; continue };
                 let line = Zeroizing::new(line);
-                let target_part = line.trim().split_once("://")
-                    .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-                    .unwrap_or("");
-                match parse_callback(target_part, &target.path, state) {
+                match parse_callback(pasted_target(&line), &target.path, state) {
                     Callback::Ignored { why, .. } => {
                         eprintln!("that is not the redirect URL of this login ({why}); paste the whole address the browser was sent to");
                     }
@@ -347,6 +344,15 @@ pub async fn wait_for_code(
             }
         }
     }
+}
+
+/// The request target (`/path?query`) of a redirect URL pasted by the user; empty when the
+/// line is not an absolute URL with a path.
+pub fn pasted_target(line: &str) -> &str {
+    line.trim()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("")
 }
 
 fn finish(outcome: Callback) -> Result<Zeroizing<String>> {

@@ -7,7 +7,24 @@ use clap::Parser;
 use xero_auth::cli::{self, Cli, Context};
 use xero_auth::error::ExitCode;
 
+// Every block is wiped when it is freed, so the buffers that libraries we do not control fill
+// with secrets (hyper's read buffers, serde_json's scratch space, the D-Bus client's messages,
+// the standard library's own growth copies) do not outlive their use. 1Password's
+// `zeroizing-alloc` wraps the system allocator; its `realloc` is the default one (allocate, copy,
+// free through the wiping `dealloc`), so a growing buffer leaves no copy behind either. The cost
+// is one memset per free, measured in docs/performance.md.
+#[cfg(feature = "hardening")]
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 fn main() {
+    // Before anything reads a secret: no core dumps, no ptrace by other users.
+    #[cfg(feature = "hardening")]
+    xero_auth::hardening::harden_process();
+    // Crash tests only (never in a release build): arm the points named in FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let code = match run(cli) {

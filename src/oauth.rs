@@ -160,14 +160,19 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
 }
 
 /// Scopes as a space-separated string (OAuth) or an array of strings (some SDK token sets).
+/// A scope never contains whitespace (RFC 6749, 3.3), so an array item that does holds several:
+/// it is split like the string form, and the stored set (one space-separated string) reads back
+/// the same list.
 pub fn parse_scope_value(value: &serde_json::Value) -> Option<Vec<String>> {
     match value {
         serde_json::Value::String(s) => Some(s.split_whitespace().map(String::from).collect()),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(|s| s.trim().to_string()))
-            .filter(|s| s.as_ref().is_none_or(|s| !s.is_empty()))
-            .collect(),
+        serde_json::Value::Array(items) => {
+            let mut scopes = Vec::with_capacity(items.len());
+            for item in items {
+                scopes.extend(item.as_str()?.split_whitespace().map(String::from));
+            }
+            Some(scopes)
+        }
         _ => None,
     }
 }
@@ -246,7 +251,7 @@ async fn post_form(
         .send()
         .await
         .map_err(|e| temporary(http::describe_transport(&e)))?;
-    fail::fail_point!("token-request-sent");
+    crate::failpoints::crash_point("token-request-sent");
 
     let status = response.status();
     let retry_after = response
@@ -410,6 +415,95 @@ mod tests {
         assert_eq!(r.expires_in, Some(i64::MAX));
         let r = parse_token_response(br#"{"access_token":"a","expires_in":-5}"#).unwrap();
         assert_eq!(r.expires_in, Some(-5));
+    }
+
+    #[test]
+    fn expires_in_zero_negative_absent_or_huge_is_kept_as_sent_and_clamped_later() {
+        let lifetime = |body: &[u8]| parse_token_response(body).unwrap().expires_in;
+        assert_eq!(lifetime(br#"{"access_token":"a","expires_in":0}"#), Some(0));
+        assert_eq!(
+            lifetime(br#"{"access_token":"a","expires_in":-5}"#),
+            Some(-5)
+        );
+        assert_eq!(lifetime(br#"{"access_token":"a"}"#), None);
+        assert_eq!(lifetime(br#"{"access_token":"a","expires_in":null}"#), None);
+        assert_eq!(
+            lifetime(br#"{"access_token":"a","expires_in":1e12}"#),
+            Some(1_000_000_000_000)
+        );
+        assert_eq!(
+            lifetime(br#"{"access_token":"a","expires_in":18446744073709551615}"#),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            lifetime(br#"{"access_token":"a","expires_in":-1e300}"#),
+            Some(i64::MIN)
+        );
+        // What the token set makes of them, at now = 1000: never valid for more than a year,
+        // never valid before now.
+        let at = |body: &[u8]| {
+            let set = crate::token_set::TokenSet {
+                refresh_token: None,
+                access_token: None,
+                expires_at: None,
+                token_type: "Bearer".into(),
+                scopes: vec![],
+                obtained_at: 0,
+            };
+            set.after_refresh(parse_token_response(body).unwrap(), 1000)
+                .expires_at
+                .unwrap()
+        };
+        let year = crate::token_set::MAX_LIFETIME_SECS;
+        assert_eq!(at(br#"{"access_token":"a","expires_in":0}"#), 1000);
+        assert_eq!(at(br#"{"access_token":"a","expires_in":-5}"#), 1000);
+        assert_eq!(at(br#"{"access_token":"a","expires_in":-1e300}"#), 1000);
+        assert_eq!(at(br#"{"access_token":"a"}"#), 1000 + 1800);
+        assert_eq!(
+            at(br#"{"access_token":"a","expires_in":1e12}"#),
+            1000 + year
+        );
+        assert_eq!(
+            at(br#"{"access_token":"a","expires_in":18446744073709551615}"#),
+            1000 + year
+        );
+    }
+
+    #[test]
+    fn scopes_as_string_or_array_and_unknown_fields() {
+        let r = parse_token_response(
+            br#"{"access_token":"a","scope":"  openid   offline_access ","x":[1,{"y":null}],"refresh_token_expires_in":5184000}"#,
+        )
+        .unwrap();
+        assert_eq!(r.scopes.unwrap(), vec!["openid", "offline_access"]);
+        let r = parse_token_response(br#"{"access_token":"a","scope":["openid"," email ",""]}"#)
+            .unwrap();
+        assert_eq!(r.scopes.unwrap(), vec!["openid", "email"]);
+        let err =
+            parse_token_response(br#"{"access_token":"a","scope":["openid",7]}"#).unwrap_err();
+        assert!(err.contains("scope"), "{err}");
+        let err = parse_token_response(br#"{"access_token":"a","expires_in":true}"#).unwrap_err();
+        assert_eq!(err, "expires_in is not a number");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/token_response.rs): an array item with inner
+    /// whitespace was kept as one scope, and came back from the keychain as two.
+    #[test]
+    fn array_scopes_with_inner_whitespace_survive_the_keychain() {
+        let body = br#"{"access_token":"a","expires_in":"60","scope":["          `          xA","%y"],"extra":{"n":1}}"#;
+        let response = parse_token_response(body).unwrap();
+        assert_eq!(response.scopes.as_deref().unwrap(), ["`", "xA", "%y"]);
+        let set = crate::token_set::TokenSet {
+            refresh_token: Some(crate::secret::secret_from_str("rt")),
+            access_token: None,
+            expires_at: None,
+            token_type: "Bearer".into(),
+            scopes: vec![],
+            obtained_at: 0,
+        }
+        .after_refresh(response, 1000);
+        let back = crate::token_set::TokenSet::from_json(&set.to_json()).unwrap();
+        assert_eq!(back.scopes, set.scopes);
     }
 
     #[test]

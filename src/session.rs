@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{Paths, Profile, create_private_dir};
 use crate::error::{Error, Result};
+use crate::failpoints::crash_point;
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, client_secret_account, token_set_account};
@@ -53,9 +54,16 @@ impl Clock for SystemClock {
 
 /// The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
 /// The operating system releases it when the process ends, however it ends.
+///
+/// While a refresh is in flight the file also records when its request was sent (Unix seconds;
+/// never a secret): a process that dies before saving Xero's answer leaves that note behind,
+/// so a later `invalid_grant` can say what happened instead of guessing.
 pub struct RefreshLock {
-    _file: File,
+    file: File,
 }
+
+/// What the lock file says while a refresh request is unanswered or unsaved.
+const IN_FLIGHT_NOTE: &str = "refresh request sent at ";
 
 impl RefreshLock {
     /// The lock file of `profile`.
@@ -73,6 +81,7 @@ impl RefreshLock {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
@@ -80,7 +89,7 @@ impl RefreshLock {
         let mut pause = Duration::from_millis(2);
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(RefreshLock { _file: file }),
+                Ok(()) => return Ok(RefreshLock { file }),
                 Err(TryLockError::WouldBlock) => {
                     if started.elapsed() >= max_wait {
                         return Err(Error::LockTimeout {
@@ -97,6 +106,38 @@ impl RefreshLock {
                 }
             }
         }
+    }
+
+    /// When an earlier holder sent a refresh request whose answer it never saved (it died, or
+    /// the keychain refused the write), if one did.
+    pub fn unsaved_refresh_sent_at(&self) -> Option<i64> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = &self.file;
+        let mut text = String::new();
+        file.seek(SeekFrom::Start(0)).ok()?;
+        file.take(128).read_to_string(&mut text).ok()?;
+        text.trim().strip_prefix(IN_FLIGHT_NOTE)?.parse().ok()
+    }
+
+    /// Notes that a refresh request is about to be sent (or, after an unsaved one, that one's
+    /// time). Best effort: the note only improves a later message, so a failure to write it is
+    /// ignored.
+    pub fn note_refresh_sent(&self, sent_at: i64) {
+        self.rewrite(&format!("{IN_FLIGHT_NOTE}{sent_at}\n"));
+    }
+
+    /// Clears the note: a token set was saved (by a refresh, a login or an import).
+    pub fn note_saved(&self) {
+        self.rewrite("");
+    }
+
+    fn rewrite(&self, text: &str) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = &self.file;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(text.as_bytes()));
     }
 }
 
@@ -391,11 +432,11 @@ impl Session {
 
     async fn refresh_with(&self, need: Need) -> Result<Refreshed> {
         let _local = self.local.lock().await;
-        let _lock = RefreshLock::acquire(&self.paths, &self.profile.name, LOCK_WAIT).await?;
-        fail::fail_point!("refresh-lock-taken");
+        let lock = RefreshLock::acquire(&self.paths, &self.profile.name, LOCK_WAIT).await?;
+        crash_point("refresh-lock-taken");
 
         let current = self.require_token_set().await?;
-        fail::fail_point!("refresh-set-read");
+        crash_point("refresh-set-read");
         let done_elsewhere = match &need {
             Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
             Need::NewerThan(seen) => !current.same_tokens(seen),
@@ -409,12 +450,37 @@ impl Session {
         }
 
         let app = self.app_credentials().await?;
-        let response = self.post_refresh(&app, &current).await?;
-        fail::fail_point!("refresh-response-parsed");
+        // Keep the earliest unsaved send: Xero's grace window runs from the token's first use.
+        let unsaved_before = lock.unsaved_refresh_sent_at();
+        lock.note_refresh_sent(unsaved_before.unwrap_or_else(|| self.now()));
+        let response = match self.post_refresh(&app, &current).await {
+            Ok(response) => response,
+            // The stored refresh token was refused, and an earlier run had sent a refresh it
+            // never saved: that run most likely spent the token, and the grace window in which
+            // it could be retried is over. Say so, rather than guess.
+            Err(Error::ReauthRequired {
+                profile,
+                rejection: rejection @ crate::error::Rejection::Grant,
+                endpoint,
+                description,
+                unsaved_refresh_at: None,
+            }) => {
+                return Err(Error::ReauthRequired {
+                    profile,
+                    rejection,
+                    endpoint,
+                    description,
+                    unsaved_refresh_at: unsaved_before,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        crash_point("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
         self.store_refreshed(&new_set).await?;
-        fail::fail_point!("refresh-stored");
+        lock.note_saved();
+        crash_point("refresh-stored");
         tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
         Ok(Refreshed {
             token_set: new_set,
@@ -528,6 +594,7 @@ impl Session {
                 rejection,
                 endpoint,
                 description,
+                unsaved_refresh_at: None,
             }),
             Err(TokenError::OAuth { code, description }) => Err(Error::OAuth {
                 endpoint,
@@ -615,6 +682,7 @@ impl Session {
                         rejection,
                         endpoint,
                         description,
+                        unsaved_refresh_at: None,
                     });
                 }
                 Err(TokenError::OAuth { code, description }) => {
@@ -742,6 +810,46 @@ mod tests {
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
         assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unsaved_refresh_is_named_when_the_token_is_refused_after_the_grace_window() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        t.store.fail_writes(true);
+        let err = session.valid_token_set(300).await.unwrap_err();
+        assert_eq!(err.exit_code() as u8, 5);
+        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
+            .await
+            .unwrap();
+        assert_eq!(lock.unsaved_refresh_sent_at(), Some(NOW), "the note stays");
+        drop(lock);
+
+        // The store is back, but only after Xero's grace window.
+        t.store.fail_writes(false);
+        fake.advance_clock(Duration::from_secs(31 * 60));
+        let err = session.valid_token_set(300).await.unwrap_err();
+        assert_eq!(err.exit_code() as u8, 4);
+        let message = err.to_string();
+        assert!(
+            message.contains("An earlier xero-auth run sent a refresh at 2027-01-15T08:00:00Z")
+                && message.contains("30 minutes")
+                && message.contains("xero-auth login"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_saved_refresh_clears_the_note() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        session.valid_token_set(300).await.unwrap();
+        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
+            .await
+            .unwrap();
+        assert_eq!(lock.unsaved_refresh_sent_at(), None);
     }
 
     #[tokio::test]

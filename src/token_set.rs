@@ -18,7 +18,11 @@ pub const DEFAULT_ACCESS_LIFETIME_SECS: i64 = 1800;
 
 /// Upper bound on a lifetime we believe from a server or a file (one year): a typo or an
 /// overflow must not make a token look valid for ever.
-const MAX_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+pub const MAX_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+
+/// How far after "now" a stored `obtained_at` may lie before this machine's clock is taken to
+/// have been set back since the set was stored (a minute absorbs ordinary clock adjustments).
+pub const CLOCK_SET_BACK_TOLERANCE_SECS: i64 = 60;
 
 /// A profile's tokens. `Debug` never shows a token.
 pub struct TokenSet {
@@ -93,11 +97,23 @@ struct VersionOnly {
 
 impl TokenSet {
     /// True when the access token is present and stays valid for more than `margin_secs`.
+    ///
+    /// Not when the clock was set back since the set was stored ([`TokenSet::clock_set_back`]):
+    /// the expiry was computed on the later clock, so by this one the token would look valid
+    /// for longer than it is. Refreshing re-bases every time on the clock as it is now.
     pub fn access_valid_for(&self, now: i64, margin_secs: i64) -> bool {
         match (&self.access_token, self.expires_at) {
-            (Some(_), Some(expires_at)) => expires_at.saturating_sub(now) > margin_secs,
+            (Some(_), Some(expires_at)) => {
+                !self.clock_set_back(now) && expires_at.saturating_sub(now) > margin_secs
+            }
             _ => false,
         }
+    }
+
+    /// True when the set says its refresh token was obtained later than `now` (beyond a small
+    /// tolerance): the system clock was set back since the set was stored.
+    pub fn clock_set_back(&self, now: i64) -> bool {
+        self.obtained_at > now.saturating_add(CLOCK_SET_BACK_TOLERANCE_SECS)
     }
 
     /// When the refresh token lapses if it is not used (obtained + 60 days).
@@ -124,6 +140,12 @@ impl TokenSet {
     /// count as already expired, huge ones are capped at a year.
     pub fn expiry_from_lifetime(start: i64, lifetime_secs: i64) -> i64 {
         start.saturating_add(lifetime_secs.clamp(0, MAX_LIFETIME_SECS))
+    }
+
+    /// An expiry given as a time (a file's `expires_at`), capped like a lifetime: at most a year
+    /// after `start`, so a far-future value cannot make a token look valid for ever.
+    pub fn capped_expiry(start: i64, expires_at: i64) -> i64 {
+        expires_at.min(start.saturating_add(MAX_LIFETIME_SECS))
     }
 
     /// The set that replaces this one after a successful refresh answered by `response` at `now`.
@@ -199,7 +221,8 @@ impl TokenSet {
         if version > FORMAT_VERSION {
             return Err(format!(
                 "was written by a newer xero-auth (format {version}; this one reads up to {FORMAT_VERSION}); \
-                 upgrade xero-auth — the entry was left as it is"
+                 the entry was left as it is: upgrade xero-auth, or replace the entry with \
+                 `xero-auth import FILE --force` or `xero-auth login`"
             ));
         }
         let stored: StoredOwned = serde_json::from_slice(bytes).map_err(|e| {
@@ -312,6 +335,62 @@ mod tests {
             next.expires_at,
             Some(2_000_000 + DEFAULT_ACCESS_LIFETIME_SECS)
         );
+    }
+
+    #[test]
+    fn a_clock_set_back_since_the_set_was_stored_means_refresh() {
+        // Stored when the clock said 2_000_000; now it says two hours earlier.
+        let set = TokenSet {
+            expires_at: Some(2_001_800),
+            obtained_at: 2_000_000,
+            ..sample()
+        };
+        let earlier = 2_000_000 - 7200;
+        assert!(set.clock_set_back(earlier));
+        assert!(
+            !set.access_valid_for(earlier, 300),
+            "an expiry computed on the later clock is not trusted"
+        );
+        // Small adjustments (up to a minute) are not a clock set back.
+        assert!(!set.clock_set_back(2_000_000 - 60));
+        assert!(set.access_valid_for(2_000_000 - 60, 300));
+        // The refreshed set is based on the clock as it is now, and valid again.
+        let next = set.after_refresh(response(Some("rt-new"), Some(1800)), earlier);
+        assert!(!next.clock_set_back(earlier));
+        assert!(next.access_valid_for(earlier, 300));
+    }
+
+    #[test]
+    fn far_future_expiry_times_are_capped_like_lifetimes() {
+        assert_eq!(TokenSet::capped_expiry(100, 5_000), 5_000);
+        assert_eq!(
+            TokenSet::capped_expiry(100, i64::MAX),
+            100 + MAX_LIFETIME_SECS
+        );
+        assert_eq!(TokenSet::capped_expiry(100, -5), -5, "the past stays past");
+        assert_eq!(
+            TokenSet::capped_expiry(i64::MAX, i64::MAX),
+            i64::MAX,
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn extreme_stored_times_do_not_overflow() {
+        let set = TokenSet {
+            expires_at: Some(i64::MIN),
+            obtained_at: i64::MAX,
+            ..sample()
+        };
+        assert!(!set.access_valid_for(0, 300));
+        assert_eq!(set.refresh_lapses_at(), i64::MAX);
+        let set = TokenSet {
+            expires_at: Some(i64::MAX),
+            obtained_at: i64::MIN,
+            ..sample()
+        };
+        assert!(set.access_valid_for(i64::MIN, i64::MAX - 1));
+        assert!(!set.clock_set_back(i64::MAX));
     }
 
     #[test]

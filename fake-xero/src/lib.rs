@@ -354,6 +354,13 @@ impl FakeXero {
         client.redirect_uris = uris.iter().map(|u| u.to_string()).collect();
     }
 
+    /// Every user-grant token response the fake has minted (login, refresh, `issue_tokens`),
+    /// oldest first, as JSON bodies: the exact secrets clients were handed. Also served at
+    /// `GET /_fake/issued`.
+    pub fn issued(&self) -> Vec<serde_json::Value> {
+        self.state().issued.clone()
+    }
+
     /// Tokens as if the user had just authorised `client_id` for `scope`: a fresh
     /// refresh-token family. Connections removed by an earlier revocation come back.
     /// Panics if the client is unknown.

@@ -829,6 +829,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
             }
             Response::json(200, &Value::Object(counts))
         }
+        ("GET", "/_fake/issued") => Response::json(200, &Value::Array(st.issued.clone())),
         ("GET", "/_fake/requests") => {
             let list: Vec<Value> = st
                 .requests
@@ -916,7 +917,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
             }
             Response::json(200, &json!({}))
         }
-        (_, "/_fake/counts" | "/_fake/requests") => method_not_allowed("GET"),
+        (_, "/_fake/counts" | "/_fake/requests" | "/_fake/issued") => method_not_allowed("GET"),
         (
             _,
             "/_fake/clock/advance"

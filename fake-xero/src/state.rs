@@ -106,6 +106,9 @@ pub struct State {
     contacts: HashMap<String, Vec<Vec<u8>>>,
     /// The body of the most recent API request.
     pub last_api_body: Option<Vec<u8>>,
+    /// Every user-grant token response minted, oldest first (for tests that must know the
+    /// exact secrets a client handled, e.g. to search a memory image for them).
+    pub issued: Vec<Value>,
 }
 
 /// How long a call stays in a tenant's minute window.
@@ -145,6 +148,7 @@ impl State {
             api_window: HashMap::new(),
             contacts: HashMap::new(),
             last_api_body: None,
+            issued: Vec::new(),
         };
         let created = xero_datetime(st.now());
         st.tenants.push(Tenant {
@@ -453,7 +457,9 @@ impl State {
             body.insert("refresh_token".into(), rt.into());
         }
         body.insert("scope".into(), scope.into());
-        Value::Object(body)
+        let body = Value::Object(body);
+        self.issued.push(body.clone());
+        body
     }
 
     /// A new authorisation by the user: a new refresh-token family.

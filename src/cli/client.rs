@@ -77,6 +77,7 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
         let label = format!("xero-auth client secret ({})", profile.name);
         // The secret goes to the keychain first: if that fails, the config is left as it was.
         store.set(&account, &label, bytes).await?;
+        fail::fail_point!("client-secret-stored");
     }
 
     if let Some(old) = profile
@@ -108,18 +109,37 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
 
 use crate::config::Config;
 
+/// Reads stdin without going through the standard library's process-wide stdin buffer, which
+/// lives until exit and would keep a copy of the secret.
+fn read_stdin_unbuffered(max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: fd 0 is open for the life of the process; ManuallyDrop keeps it open after use.
+        let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+        read_bounded(&mut *stdin, max)
+    }
+    #[cfg(not(unix))]
+    {
+        read_bounded(&mut std::io::stdin().lock(), max)
+    }
+}
+
 /// Where the secret comes from, in order: stdin when asked, the environment, a prompt.
 fn read_secret(args: &SetArgs, ctx: &Context) -> Result<Zeroizing<Vec<u8>>> {
     if args.secret_stdin {
-        let mut stdin = std::io::stdin().lock();
-        return read_bounded(&mut stdin, 4096)
+        return read_stdin_unbuffered(4096)
             .map_err(|e| Error::io("cannot read the client secret from", "stdin", e))?
             .ok_or_else(|| {
                 Error::InvalidInput("the client secret on stdin is longer than 4 KB".into())
             });
     }
     if let Some(value) = (ctx.env)("XERO_CLIENT_SECRET").filter(|v| !v.is_empty()) {
-        return Ok(Zeroizing::new(Zeroizing::new(value).as_bytes().to_vec()));
+        let copy = Zeroizing::new(Zeroizing::new(value).as_bytes().to_vec());
+        // The variable's value also sits in the process's environment block, which no
+        // allocator frees: wipe it there too.
+        crate::hardening::wipe_env_value("XERO_CLIENT_SECRET");
+        return Ok(copy);
     }
     if ctx.stdin_is_terminal {
         let typed = Zeroizing::new(

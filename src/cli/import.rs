@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{Context, format_time};
 use crate::error::{Error, Result};
+use crate::failpoints::crash_point;
 use crate::import::read_token_file;
 use crate::secret::ExposeSecret;
 use crate::session::RefreshLock;
@@ -32,7 +33,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
 
     // Hold the refresh lock: a refresh running meanwhile must not be overwritten by the import,
     // nor the import by it.
-    let _lock = RefreshLock::acquire(&ctx.paths, &profile, Duration::from_secs(60)).await?;
+    let lock = RefreshLock::acquire(&ctx.paths, &profile, Duration::from_secs(60)).await?;
     match session.stored_token_set().await {
         Ok(None) => {}
         Ok(Some(existing)) if existing.same_tokens(&imported) || args.force => {}
@@ -53,8 +54,10 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         Err(e) => return Err(e),
     }
 
+    crash_point("import-checked");
     session.store_token_set(&imported).await?;
-    fail::fail_point!("import-stored");
+    lock.note_saved();
+    crash_point("import-stored");
 
     // Read back before touching the file: the keychain, not our memory, must hold the token.
     let back = session.stored_token_set().await?;

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{Context, format_time};
 use crate::error::Result;
+use crate::failpoints::crash_point;
 use crate::login::{Pkce, authorize_url, bind, parse_redirect_uri, random_urlsafe, wait_for_code};
 use crate::secret::ExposeSecret;
 use crate::session::{LOCK_WAIT, RefreshLock, Session};
@@ -116,7 +117,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         let response = session
             .exchange_code(&app, &code, &pkce.verifier, &target.uri)
             .await?;
-        fail::fail_point!("login-code-exchanged");
+        crash_point("login-code-exchanged");
         let set = TokenSet::from_response(response, &scopes, session.now());
         if set.refresh_token.is_none() {
             eprintln!(
@@ -127,8 +128,10 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     };
 
     {
-        let _lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
+        let lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
         session.store_token_set(&set).await?;
+        lock.note_saved();
+        crash_point("login-stored");
     }
     eprintln!(
         "logged in: profile '{}' stored in {}; access token valid until {}{}",

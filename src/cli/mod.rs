@@ -3,8 +3,11 @@
 
 pub mod api;
 pub mod client;
+pub mod completions;
+pub mod doctor;
 pub mod exec;
 pub mod import;
+pub mod keyutils_notice;
 pub mod login;
 pub mod logout;
 pub mod refresh;
@@ -68,6 +71,10 @@ pub enum Command {
     Tenants(tenants::TenantsArgs),
     /// Revoke the refresh token at Xero and delete the profile's tokens.
     Logout(logout::LogoutArgs),
+    /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -124,7 +131,7 @@ impl Context {
     pub fn store(&self, profile: &Profile) -> Store {
         self.store_override
             .clone()
-            .unwrap_or_else(|| Store::keychain(profile.store, profile.store_timeout))
+            .unwrap_or_else(|| keyutils_notice::profile_store(profile))
     }
 
     /// A session for the selected profile.
@@ -170,16 +177,18 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Api(args) => api::run(args, ctx, cli.verbose > 0).await,
         Command::Exec(args) => exec::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
+        Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Completions(args) => completions::run(args, ctx).await,
     }
 }
 
 /// Unix seconds as an RFC 3339 UTC time, for people and JSON.
 pub fn format_time(unix: i64) -> String {
-    let t = if unix >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64)
-    } else {
-        std::time::UNIX_EPOCH
-    };
+    // RFC 3339 stops at the year 9999 (humantime refuses later times): clamp, never panic on
+    // a nonsense time read from a file or the keychain.
+    const LAST_SECOND_OF_9999: i64 = 253_402_300_799;
+    let secs = unix.clamp(0, LAST_SECOND_OF_9999) as u64;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

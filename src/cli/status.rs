@@ -6,6 +6,7 @@ use serde_json::json;
 use super::{Context, format_span, format_time};
 use crate::error::{Error, Result};
 use crate::store::client_secret_account;
+use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
 /// Arguments of `xero-auth status` (none besides the global ones).
@@ -22,15 +23,23 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         .is_some();
     let set = session.stored_token_set().await?;
     let now = session.now();
+    let keep_alive = set
+        .as_ref()
+        .and_then(|s| keep_alive_warning(&profile.name, s, now));
+    if let Some(warning) = &keep_alive {
+        eprintln!("warning: {warning}");
+    }
 
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
                 "access_token_expires_at": s.expires_at,
                 "access_token_valid": s.access_valid_for(now, 0),
+                "clock_set_back": s.clock_set_back(now),
                 "refresh_token_stored": s.refresh_token.is_some(),
                 "refresh_token_obtained_at": s.obtained_at,
                 "refresh_token_lapses_at": s.refresh_lapses_at(),
+                "refresh_token_warning": keep_alive,
                 "scopes": s.scopes,
             })
         });
@@ -67,21 +76,29 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         match &set {
             None => line("tokens:", "none stored".into()),
             Some(s) => {
+                // Stored on a clock later than this one: ages and remaining times computed now
+                // would be negative or too long, so none are shown.
+                let set_back = s.clock_set_back(now);
                 line(
                     "access token:",
                     match s.expires_at {
+                        Some(at) if s.access_token.is_some() && set_back => format!(
+                            "stored as valid until {}, but the system clock was set back since it \
+                             was stored, so that cannot be trusted; refreshed on next use",
+                            format_time(at)
+                        ),
                         Some(at) if s.access_token.is_some() && at > now => {
                             format!(
                                 "valid until {} (in {})",
                                 format_time(at),
-                                format_span(at - now)
+                                format_span(at.saturating_sub(now))
                             )
                         }
                         Some(at) if s.access_token.is_some() => {
                             format!(
                                 "expired {} ({}); refreshed on next use",
                                 format_time(at),
-                                format_span(at - now)
+                                format_span(at.saturating_sub(now))
                             )
                         }
                         _ => "none cached; refreshed on next use".into(),
@@ -92,11 +109,18 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                     "refresh token:",
                     if s.refresh_token.is_none() {
                         "none (client credentials)".into()
+                    } else if set_back {
+                        format!(
+                            "obtained {} by the clock of the time — later than this machine's clock \
+                             says it is now (was the clock set back?); lapses {} unless used",
+                            format_time(s.obtained_at),
+                            format_time(lapses)
+                        )
                     } else if lapses > now {
                         format!(
                             "obtained {} ({} old), lapses {} unless used",
                             format_time(s.obtained_at),
-                            format_span(now - s.obtained_at),
+                            format_span(now.saturating_sub(s.obtained_at).max(0)),
                             format_time(lapses)
                         )
                     } else {
@@ -130,4 +154,38 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
         }),
     }
+}
+
+/// A refresh token older than this gets a warning from `status`: two weeks before it lapses
+/// (60 days unused), so a weekly job or a person has time to act.
+pub const KEEP_ALIVE_WARNING_AGE_SECS: i64 = 45 * 86_400;
+
+/// The keep-alive warning for `set`, if its refresh token is older than 45 days (or lapsed).
+/// None for sets without a refresh token, and when the clock was set back since the set was
+/// stored (its age cannot be told then).
+pub fn keep_alive_warning(profile: &str, set: &TokenSet, now: i64) -> Option<String> {
+    set.refresh_token.as_ref()?;
+    let age = now.checked_sub(set.obtained_at)?;
+    if set.clock_set_back(now) || age <= KEEP_ALIVE_WARNING_AGE_SECS {
+        return None;
+    }
+    let lapses = set.refresh_lapses_at();
+    Some(if lapses > now {
+        format!(
+            "profile '{profile}': the refresh token is {} old and lapses {} (in {}) unless used: \
+             run `xero-auth refresh` now, and schedule `xero-auth refresh --if-older-than 7` \
+             (docs/keep-alive.md)",
+            format_span(age),
+            format_time(lapses),
+            format_span(lapses - now)
+        )
+    } else {
+        format!(
+            "profile '{profile}': the refresh token is {} old: Xero forgets a refresh token \
+             unused for 60 days, so it most likely lapsed {}; authorise again with \
+             `xero-auth login`",
+            format_span(age),
+            format_time(lapses)
+        )
+    })
 }

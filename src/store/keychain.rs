@@ -156,6 +156,16 @@ impl SecretStore for Keychain {
             Err(e) => Err(self.failure(e)),
         }
     }
+
+    fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
+        // Finds the item without asking for its secret (Secret Service: a search; keyutils: a
+        // keyring search), so the value never crosses D-Bus or enters this process.
+        match self.entry(account, None)?.get_credential() {
+            Ok(_) => Ok(true),
+            Err(KeyringError::NoEntry) => Ok(false),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
 }
 
 fn open_platform_store(kind: StoreKind) -> keyring_core::Result<Arc<CredentialStore>> {

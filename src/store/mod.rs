@@ -39,6 +39,11 @@ pub trait SecretStore: Send + Sync {
     fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure>;
     /// Deletes the secret under `account`; `false` when there was none.
     fn delete(&self, account: &str) -> Result<bool, StoreFailure>;
+    /// Whether a secret is filed under `account`. Stores that can tell without handing the secret
+    /// over (`xero-auth doctor` asks only this) override the default, which reads it and drops it.
+    fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
+        self.get(account).map(|secret| secret.is_some())
+    }
 }
 
 /// The keychain account that holds a profile's token set.
@@ -102,6 +107,12 @@ impl Store {
     pub async fn delete(&self, account: &str) -> Result<bool> {
         let account = account.to_string();
         self.run("delete", move |s| s.delete(&account)).await
+    }
+
+    /// Whether a secret is filed under `account` (see [`SecretStore::contains`]).
+    pub async fn contains(&self, account: &str) -> Result<bool> {
+        let account = account.to_string();
+        self.run("lookup", move |s| s.contains(&account)).await
     }
 
     async fn run<T: Send + 'static>(

@@ -2,6 +2,8 @@
 //! pointed at an in-process fake Xero, and direct access to the real keychain.
 #![allow(dead_code, unused_imports)]
 
+pub mod processes;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Searches the memory image of xero-auth for the secrets it handled.
+
+Runs `client set`, `import`, `token`, `refresh` and `login` against the fake Xero, each under
+gdb, stops it at the exit_group system call, dumps the process image with gcore, and counts
+every secret that process handled -- client secret, old and new refresh token, access tokens,
+id token -- as raw bytes, as UTF-16LE and (for the client secret) as the base64 Basic
+credential. Exits 1 on any occurrence, printing which secret, which form, and the count.
+
+Needs: gdb, a reachable Secret Service (run it inside the test script's D-Bus session), and the
+binaries target/<profile>/xero-auth and fake-xero (`--bin-dir` picks the folder).
+Usage: scripts/memcheck.py [--bin-dir target/debug] [--fake PATH] [--report-only]
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+CLIENT_ID = "MEMCHECK0CLIENT0ID00000000000001"
+SCOPE = "openid profile email accounting.transactions offline_access"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def forms(name, value):
+    """The byte patterns a secret can take in memory."""
+    raw = value.encode()
+    yield (name, "raw", raw)
+    yield (name, "utf-16le", value.encode("utf-16-le"))
+
+
+class Run:
+    def __init__(self, bin_dir, fake_bin, work):
+        self.bin = os.path.join(bin_dir, "xero-auth")
+        self.work = work
+        self.secret = "memcheck-client-secret-" + os.urandom(12).hex()
+        self.env = dict(os.environ)
+        for key in list(self.env):
+            if key.startswith("XERO_") or key == "RUST_LOG":
+                del self.env[key]
+        self.env.update(
+            XERO_AUTH_CONFIG_DIR=os.path.join(work, "config"),
+            XERO_AUTH_STATE_DIR=os.path.join(work, "state"),
+            XERO_AUTH_PROFILE="memcheck-%d" % os.getpid(),
+        )
+        token_file = os.path.join(work, "xero-access-token.json")
+        self.fake = subprocess.Popen(
+            [fake_bin or os.path.join(bin_dir, "fake-xero"), "--client-id", CLIENT_ID,
+             "--client-secret-env", "FAKE_XERO_SECRET", "--scope", SCOPE,
+             "--write-token-file", token_file],
+            stdout=subprocess.PIPE, env=dict(self.env, FAKE_XERO_SECRET=self.secret), text=True)
+        line = self.fake.stdout.readline()
+        m = re.match(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        if not m:
+            raise SystemExit("the fake Xero did not start: %r" % line)
+        self.base = m.group(1)
+        self.env.update(
+            XERO_AUTH_AUTHORIZE_URL=self.base + "/identity/connect/authorize",
+            XERO_AUTH_TOKEN_URL=self.base + "/connect/token",
+            XERO_AUTH_REVOCATION_URL=self.base + "/connect/revocation",
+            XERO_AUTH_CONNECTIONS_URL=self.base + "/connections",
+            XERO_AUTH_API_URL=self.base + "/",
+        )
+        self.token_file = token_file
+        with open(token_file) as f:
+            self.file_tokens = json.load(f)
+
+    def issued(self):
+        with urllib.request.urlopen(self.base + "/_fake/issued", timeout=10) as r:
+            return json.load(r)
+
+    def under_gdb(self, name, args, stdin_path="/dev/null", during=None):
+        """Runs xero-auth ARGS under gdb, stopped at exit_group; returns the core's bytes."""
+        core = os.path.join(self.work, name + ".core")
+        cmd = ["gdb", "-q", "-batch", "-nx",
+               "-ex", "set pagination off",
+               "-ex", "catch syscall exit_group",
+               # `run` with arguments replaces the --args ones, so they go here; none of them
+               # holds a character the shell that starts the program would interpret.
+               "-ex", "run %s < %s" % (" ".join(args), stdin_path),
+               "-ex", "gcore %s" % core,
+               "-ex", "kill",
+               self.bin]
+        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines = []
+
+        def reader():
+            for line in proc.stdout:
+                lines.append(line)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        if during:
+            during(lines)
+        try:
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        t.join(timeout=5)
+        out = "".join(lines)
+        if "exit_group" not in out or not os.path.exists(core):
+            raise SystemExit("%s: gdb did not stop at exit_group:\n%s" % (name, out))
+        status = re.search(r"_exit \(status=(?:status@entry=)?(\d+)\)", out)
+        if not status or status.group(1) != "0":
+            raise SystemExit("%s: xero-auth did not succeed under gdb:\n%s" % (name, out))
+        with open(core, "rb") as f:
+            data = f.read()
+        os.remove(core)
+        return data, out
+
+    def browser(self, lines):
+        """Plays the browser for `login --no-browser`: follows the printed URL."""
+        deadline = time.time() + 60
+        url = None
+        while time.time() < deadline and not url:
+            for line in list(lines):
+                if line.startswith(self.base + "/identity/connect/authorize?"):
+                    url = line.strip()
+            time.sleep(0.05)
+        if not url:
+            raise SystemExit("login printed no authorize URL:\n" + "".join(lines))
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(url, timeout=10)
+            raise SystemExit("the authorize endpoint did not redirect")
+        except urllib.error.HTTPError as e:
+            location = e.headers["Location"]
+        assert location.startswith("http://127.0.0.1:"), location
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(location, timeout=10).read()
+                return
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise SystemExit("the login's redirect listener did not answer")
+
+    def stored_set(self):
+        out = subprocess.run(
+            ["secret-tool", "lookup", "service", "xero-auth", "username",
+             self.env["XERO_AUTH_PROFILE"] + "/token-set"],
+            capture_output=True, text=True, env=self.env)
+        return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
+
+    def cleanup(self):
+        for account in ("token-set", "client-secret"):
+            subprocess.run(["secret-tool", "clear", "service", "xero-auth", "username",
+                            self.env["XERO_AUTH_PROFILE"] + "/" + account], env=self.env)
+        self.fake.terminate()
+
+
+def count(data, secrets):
+    rows = []
+    for name, value in secrets:
+        if not value:
+            continue
+        for secret, form, pattern in forms(name, value):
+            rows.append((secret, form, data.count(pattern)))
+        if name == "client secret":
+            basic = base64.b64encode(("%s:%s" % (CLIENT_ID, value)).encode())
+            rows.append(("client secret", "base64 Basic credential", data.count(basic)))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", default="target/debug")
+    ap.add_argument("--fake", help="the fake-xero binary (default: BIN_DIR/fake-xero)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="print the counts, exit 0 even when secrets are found")
+    opts = ap.parse_args()
+    if not shutil.which("gdb"):
+        raise SystemExit("gdb is not installed (Debian package gdb)")
+    work = tempfile.mkdtemp(prefix="xero-auth-memcheck")
+    run = Run(opts.bin_dir, opts.fake, work)
+    results = {}
+    try:
+        secret_file = os.path.join(work, "secret")
+        with open(secret_file, "w") as f:
+            f.write(run.secret + "\n")
+        data, _ = run.under_gdb("client-set", ["client", "set", "--client-id", CLIENT_ID,
+                                               "--secret-stdin"], stdin_path=secret_file)
+        os.remove(secret_file)
+        results["client set"] = count(data, [("client secret", run.secret)])
+
+        ft = run.file_tokens
+        data, _ = run.under_gdb("import", ["import", run.token_file])
+        results["import"] = count(data, [("refresh token", ft["refresh_token"]),
+                                         ("access token", ft["access_token"]),
+                                         ("id token", ft["id_token"])])
+
+        data, _ = run.under_gdb("token", ["token"])
+        results["token"] = count(data, [("refresh token", ft["refresh_token"]),
+                                        ("access token", ft["access_token"])])
+
+        data, out = run.under_gdb("refresh", ["refresh"])
+        new = run.issued()[-1]
+        stored = run.stored_set() or {}
+        if stored.get("refresh_token") != new.get("refresh_token"):
+            raise SystemExit("refresh under gdb did not store the new tokens:\n" + out)
+        results["refresh"] = count(data, [("client secret", run.secret),
+                                          ("old refresh token", ft["refresh_token"]),
+                                          ("old access token", ft["access_token"]),
+                                          ("new refresh token", new["refresh_token"]),
+                                          ("new access token", new["access_token"]),
+                                          ("new id token", new.get("id_token"))])
+
+        port = free_port()
+        data, out = run.under_gdb(
+            "login", ["login", "--no-browser", "--timeout", "60", "--scope", "openid",
+                      "--scope", "profile", "--scope", "email",
+                      "--redirect-uri", "http://127.0.0.1:%d/callback" % port],
+            during=run.browser)
+        new = run.issued()[-1]
+        stored = run.stored_set() or {}
+        if stored.get("refresh_token") != new.get("refresh_token"):
+            raise SystemExit("login under gdb did not store the new tokens:\n" + out)
+        results["login"] = count(data, [("client secret", run.secret),
+                                        ("new refresh token", new["refresh_token"]),
+                                        ("new access token", new["access_token"]),
+                                        ("new id token", new.get("id_token"))])
+    finally:
+        run.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+    found = 0
+    print("%-10s %-24s %-24s %s" % ("command", "secret", "form", "occurrences"))
+    for command, rows in results.items():
+        for secret, form, n in rows:
+            found += n
+            print("%-10s %-24s %-24s %d%s" % (command, secret, form, n, "   <-- FOUND" if n else ""))
+    total = sum(len(r) for r in results.values())
+    print("memcheck: %d secret/form checks over %d commands, %d occurrences"
+          % (total, len(results), found))
+    if found and not opts.report_only:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+//! Crash points for the crash tests (`tests/crash.rs`): one at every step of the refresh
+//! protocol, of login's code exchange and of import, where a process may die for real.
+//!
+//! They exist only with the `failpoints` cargo feature (off by default, never in a release
+//! build); without it [`crash_point`] compiles to nothing. With it, the binary reads the
+//! `FAILPOINTS` environment variable at start-up (`fail::FailScenario::setup` in `main`), e.g.
+//! `FAILPOINTS='refresh-response-parsed=return'`. The actions are the `fail` crate's, except
+//! that **`return` ends the process at once with `std::process::abort()`**: no unwinding, no
+//! destructor (the refresh lock is not released by our code, buffers are not flushed or wiped),
+//! no `atexit` handler — what `kill -9` or a power cut leaves behind, short of the kernel
+//! releasing the lock file and the sockets. `panic` would unwind and run destructors, so it is
+//! not a crash. `sleep(MS)` and `pause` hold the process at the point (a test then kills it);
+//! `print` logs through the `log` crate, which this tool does not record.
+//!
+//! | point | where | after it, what has happened |
+//! |---|---|---|
+//! | `refresh-lock-taken` | `Session::refresh_with` | the profile's lock is held; nothing read yet |
+//! | `refresh-set-read` | `Session::refresh_with` | the token set was re-read under the lock |
+//! | `token-request-sent` | `oauth::post_form` (every token-endpoint and revocation request) | the request was sent and answered, the body is not read yet: Xero may have rotated the refresh token |
+//! | `refresh-response-parsed` | `Session::refresh_with` | the new tokens are parsed, not yet written to the keychain |
+//! | `refresh-stored` | `Session::refresh_with` | the new set is in the keychain; the lock is still held |
+//! | `login-code-exchanged` | `cli::login` | the code was exchanged and the answer parsed; nothing written yet |
+//! | `login-stored` | `cli::login` | the new set is in the keychain; the lock is still held |
+//! | `import-checked` | `cli::import` | the file was read and the lock taken; nothing written yet |
+//! | `import-stored` | `cli::import` | the file's set is in the keychain; not read back, the file not removed |
+
+/// A named crash point: does nothing unless the `failpoints` feature is on and `FAILPOINTS`
+/// configures `name` (see the module documentation for what the actions do).
+#[inline]
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| std::process::abort());
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

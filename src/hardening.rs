@@ -1,0 +1,87 @@
+//! Process hardening at start-up, before any secret is read.
+//!
+//! - **Linux**: `prctl(PR_SET_DUMPABLE, 0)` — no core dump, and `/proc/PID/mem`, `ptrace` attach
+//!   and `/proc/PID/environ` are refused to other processes of the same user (root keeps them);
+//!   `RLIMIT_CORE` 0 as well, for kernels or container set-ups that ignore the first.
+//! - **macOS**: `RLIMIT_CORE` 0. `ptrace(PT_DENY_ATTACH)` is not used: it only stops debuggers
+//!   that honour it (it is trivially bypassed by a process with the user's rights, which could
+//!   read the keychain anyway), and it makes crash reports and debugging of the tool impossible.
+//! - **Windows**: nothing to switch from inside the process: Windows Error Reporting's dumps are
+//!   configured per machine (LocalDumps registry key), and other processes of the same user can
+//!   open this one for reading. docs/security.md says so.
+//!
+//! `XERO_AUTH_ALLOW_CORE_DUMPS=1` skips the hardening, for debugging the tool itself.
+
+/// What [`harden_process`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardening {
+    /// Core dumps and ptrace by other processes of the user are refused.
+    Applied,
+    /// `XERO_AUTH_ALLOW_CORE_DUMPS=1` asked to skip it.
+    SkippedByRequest,
+    /// Nothing applies on this platform.
+    NotAvailable,
+}
+
+/// Applies the platform's hardening; see the module documentation.
+pub fn harden_process() -> Hardening {
+    if std::env::var_os("XERO_AUTH_ALLOW_CORE_DUMPS").is_some_and(|v| v == "1") {
+        return Hardening::SkippedByRequest;
+    }
+    platform::harden()
+}
+
+#[cfg(unix)]
+mod platform {
+    use super::Hardening;
+
+    pub fn harden() -> Hardening {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls with valid arguments; failures are ignored on purpose (a
+        // sandbox may forbid them, and the tool must still work there).
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        Hardening::Applied
+    }
+}
+
+#[cfg(not(unix))]
+mod platform {
+    use super::Hardening;
+
+    pub fn harden() -> Hardening {
+        Hardening::NotAvailable
+    }
+}
+
+/// Wipes the value of environment variable `name` in place, where the process's environment
+/// block keeps it (the initial stack on Unix, which no allocator ever frees). Called once a
+/// secret given through the environment has been copied into a wiping buffer.
+pub fn wipe_env_value(name: &str) {
+    #[cfg(unix)]
+    {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            return;
+        };
+        // SAFETY: getenv returns a pointer into the environment block or null; the bytes up to
+        // the NUL are the value and are writable. Nothing else reads this variable concurrently:
+        // the tool reads it once, on this thread, before this call.
+        unsafe {
+            let value = libc::getenv(cname.as_ptr());
+            if !value.is_null() {
+                let len = libc::strlen(value);
+                std::ptr::write_bytes(value, 0, len);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = name;
+    }
+}

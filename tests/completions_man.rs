@@ -1,0 +1,132 @@
+//! Shell completions (`xero-auth completions SHELL`) and the man pages (`scripts/man`,
+//! examples/man.rs) are generated from the command-line definition without error, and name every
+//! subcommand.
+
+use std::process::Command;
+
+use clap::CommandFactory;
+use xero_auth::cli::Cli;
+
+/// Every subcommand name, nested ones included (`client set`, `tenants use`).
+fn subcommand_names() -> Vec<String> {
+    fn walk(cmd: &clap::Command, names: &mut Vec<String>) {
+        for sub in cmd.get_subcommands() {
+            names.push(sub.get_name().to_string());
+            walk(sub, names);
+        }
+    }
+    let mut names = Vec::new();
+    walk(&Cli::command(), &mut names);
+    names
+}
+
+/// `name` as a word of its own in `text` (not inside `subset` or `user`): a letter or digit on
+/// either side makes it part of another word.
+fn contains_word(text: &str, name: &str) -> bool {
+    let part_of_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.match_indices(name).any(|(at, _)| {
+        !part_of_word(text[..at].chars().next_back())
+            && !part_of_word(text[at + name.len()..].chars().next())
+    })
+}
+
+fn xero_auth(args: &[&str]) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_xero-auth"))
+        .args(args)
+        .env("HOME", home.path())
+        .env("XERO_AUTH_CONFIG_DIR", home.path().join("config"))
+        .env("XERO_AUTH_STATE_DIR", home.path().join("state"))
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn the_names_cover_the_whole_interface() {
+    let names = subcommand_names();
+    for expected in [
+        "client",
+        "set",
+        "login",
+        "import",
+        "refresh",
+        "token",
+        "status",
+        "api",
+        "exec",
+        "tenants",
+        "use",
+        "logout",
+        "doctor",
+        "completions",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
+    }
+}
+
+#[test]
+fn completions_for_every_shell_name_every_subcommand() {
+    let names = subcommand_names();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = xero_auth(&["completions", shell]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{shell}: {stderr}");
+        assert!(stderr.is_empty(), "{shell}: {stderr}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for name in &names {
+            assert!(
+                contains_word(&script, name),
+                "{shell} completions lack '{name}'"
+            );
+        }
+        // Flags are completed too.
+        assert!(contains_word(&script, "if-older-than"), "{shell}");
+    }
+}
+
+#[test]
+fn an_unknown_shell_is_a_usage_error() {
+    let out = xero_auth(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bash") && stderr.contains("powershell"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_man_pages_name_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    // What examples/man.rs (scripts/man) does.
+    clap_mangen::generate_to(Cli::command(), dir.path()).expect("the man pages are generated");
+
+    let main_page = std::fs::read_to_string(dir.path().join("xero-auth.1")).unwrap();
+    assert!(main_page.contains(".TH xero-auth 1"), "{main_page}");
+    let top_level: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in &top_level {
+        assert!(
+            contains_word(&main_page, name),
+            "xero-auth.1 lacks '{name}'"
+        );
+    }
+    for name in ["client-set", "client-show", "client-remove", "tenants-use"] {
+        assert!(
+            dir.path().join(format!("xero-auth-{name}.1")).exists(),
+            "no page for {name}"
+        );
+    }
+    for name in &top_level {
+        let page = std::fs::read_to_string(dir.path().join(format!("xero-auth-{name}.1")))
+            .unwrap_or_else(|e| panic!("no page for {name}: {e}"));
+        assert!(page.contains(".TH"), "{name}");
+    }
+    let doctor = std::fs::read_to_string(dir.path().join("xero-auth-doctor.1")).unwrap();
+    assert!(
+        doctor.contains("Exit status"),
+        "the doctor page explains its exit status"
+    );
+}

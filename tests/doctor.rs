@@ -1,0 +1,509 @@
+//! `xero-auth doctor` against the fake Xero and the real Secret Service: what it reports, the
+//! exit status it ends with, and what it never does (send a credential, print a secret).
+
+mod support;
+
+use std::time::Duration;
+
+use fake_xero::ClientAuth;
+use support::*;
+
+/// A bus address nothing listens on.
+const NO_BUS: &str = "unix:path=/nonexistent/xero-auth-test/bus";
+
+/// Runs `doctor` (and `doctor --json`) and returns (exit code, stdout, stderr, parsed JSON).
+fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, serde_json::Value) {
+    let run = |json: bool| {
+        let mut cmd = env.std_cmd(if json {
+            &["doctor", "--json"]
+        } else {
+            &["doctor"]
+        });
+        cmd.env_remove("XERO_AUTH_STORE");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("the binary runs")
+    };
+    let text = run(false);
+    let json = run(true);
+    let code = text.status.code().expect("exited");
+    assert_eq!(
+        json.status.code(),
+        Some(code),
+        "--json ends with the same status"
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}): {:?}", json.stdout));
+    assert_eq!(parsed["exit_code"], code, "{parsed:#}");
+    assert_eq!(parsed["ok"], code == 0, "{parsed:#}");
+    if code != 0 {
+        assert_eq!(parsed["problems"][0]["exit_code"], code, "{parsed:#}");
+    }
+    (
+        code,
+        String::from_utf8(text.stdout).unwrap(),
+        String::from_utf8(text.stderr).unwrap(),
+        parsed,
+    )
+}
+
+/// The report's line for `label` (its first column) in the section of the test's profile.
+fn profile_line<'a>(stdout: &'a str, env: &TestEnv, label: &str) -> &'a str {
+    let section = stdout
+        .split_once(&format!("profile '{}'", env.profile))
+        .unwrap_or_else(|| panic!("no section for the profile:\n{stdout}"))
+        .1;
+    section
+        .lines()
+        .find(|l| l.get(2..17).map(str::trim_end) == Some(label))
+        .unwrap_or_else(|| panic!("no '{label}' line:\n{stdout}"))
+}
+
+fn healthy(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
+    let env = TestEnv::new(fake, name);
+    env.set_client(fake);
+    let tokens = env.import_fresh(fake, Duration::from_secs(60));
+    (env, tokens)
+}
+
+#[test]
+fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = healthy(&fake, "doctor-healthy");
+
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("verdict: every profile can be used (exit 0)"),
+        "{stdout}"
+    );
+    let store_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("secret-service"))
+        .expect("a line for the Secret Service");
+    assert!(
+        store_line.contains("usable") && store_line.contains("default keyring unlocked"),
+        "{store_line}"
+    );
+    assert!(profile_line(&stdout, &env, "store").contains("secret-service: usable"));
+    assert!(profile_line(&stdout, &env, "client id").contains(CLIENT_ID));
+    assert!(profile_line(&stdout, &env, "client secret").contains("stored"));
+    assert!(profile_line(&stdout, &env, "token set").contains("stored"));
+    let config = env.dir.path().join("config/xero-auth/config.toml");
+    let config_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("config"))
+        .expect("a line for the config file");
+    assert!(
+        config_line.contains(config.to_str().unwrap()) && config_line.contains("exists, writable"),
+        "{config_line}"
+    );
+    let token_line = profile_line(&stdout, &env, "token");
+    assert!(
+        token_line.contains(&env.token_url) && token_line.contains("reachable (HTTP 200"),
+        "{token_line}"
+    );
+
+    let me = json["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == env.profile.as_str())
+        .expect("the profile in --json");
+    assert_eq!(me["selected"], true);
+    assert_eq!(me["store"], "secret-service");
+    assert_eq!(me["store_usable"], true);
+    assert_eq!(me["client_secret_stored"], true);
+    assert_eq!(me["token_set_stored"], true);
+    assert_eq!(json["endpoints"][0]["reachable"], true);
+    assert_eq!(json["endpoints"][0]["http_status"], 200);
+    assert_eq!(json["clock"]["plausible"], true);
+}
+
+#[test]
+fn doctor_sends_no_credential_and_no_token_request() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = healthy(&fake, "doctor-no-credential");
+    let before = fake.requests().len();
+
+    let (code, ..) = doctor(&env, &[]);
+
+    assert_eq!(code, 0);
+    let requests = fake.requests();
+    let made = &requests[before..];
+    assert!(!made.is_empty(), "the endpoints were probed");
+    for r in made {
+        assert_eq!(r.method, "GET", "{r:?}");
+        assert!(!r.has_bearer, "no access token sent: {r:?}");
+        assert_eq!(
+            r.client_auth,
+            ClientAuth::None,
+            "no client credential sent: {r:?}"
+        );
+    }
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn no_secret_reaches_the_output_even_at_trace_level() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = healthy(&fake, "doctor-no-secret");
+
+    let (code, stdout, stderr, json) = doctor(&env, &[("RUST_LOG", "trace")]);
+    let traced = env.cmd(&["doctor", "-vvv"]).output().unwrap();
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let everything = format!(
+        "{stdout}{stderr}{json}{}{}",
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&traced.stderr)
+    );
+    for secret in [
+        CLIENT_SECRET,
+        tokens.access_token.as_str(),
+        tokens.refresh_token.as_str(),
+        basic_credential().as_str(),
+    ] {
+        assert!(!everything.contains(secret), "a secret was printed");
+    }
+}
+
+#[test]
+fn no_session_bus_is_exit_5_naming_the_bus_address_and_the_fix() {
+    // Needs no keychain: the point is that there is none.
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-no-bus");
+
+    let (code, stdout, stderr, json) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
+
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let named = format!("DBUS_SESSION_BUS_ADDRESS={NO_BUS}");
+    let problem = stdout
+        .split_once("problems\n")
+        .expect("a problems section")
+        .1;
+    assert!(
+        problem.contains("[exit 5]")
+            && problem.contains(&named)
+            && problem.contains(&format!("used by profile '{}'", env.profile)),
+        "{problem}"
+    );
+    assert!(
+        problem.contains("what to do:")
+            && problem.contains("dbus-run-session")
+            && problem.contains("docs/headless-linux.md"),
+        "{problem}"
+    );
+    // The command's own error says the same on stderr.
+    assert!(
+        stderr.contains(&named) && stderr.contains("what to do"),
+        "{stderr}"
+    );
+    assert!(profile_line(&stdout, &env, "token set").contains("not checked"));
+    let ss = json["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["store"] == "secret-service")
+        .unwrap();
+    assert_eq!(ss["usable"], false);
+    assert!(ss["detail"].as_str().unwrap().contains(&named), "{ss}");
+    assert!(
+        ss["fix"].as_str().unwrap().contains("dbus-run-session"),
+        "{ss}"
+    );
+}
+
+#[test]
+fn nothing_stored_is_exit_3_with_what_to_run() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-nothing");
+
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(profile_line(&stdout, &env, "store").contains("usable"));
+    assert!(profile_line(&stdout, &env, "client id").contains("xero-auth client set"));
+    assert!(profile_line(&stdout, &env, "token set").contains("xero-auth login"));
+    assert!(
+        stderr.contains(&format!("profile '{}' has no", env.profile)),
+        "{stderr}"
+    );
+    let whats: Vec<&str> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        whats.iter().any(|w| w.contains("no client id"))
+            && whats.iter().any(|w| w.contains("no token set")),
+        "{whats:?}"
+    );
+}
+
+#[test]
+fn token_endpoint_on_a_closed_port_is_exit_6() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = healthy(&fake, "doctor-down");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let down = format!("http://127.0.0.1:{closed}/connect/token");
+    env.set_env("XERO_AUTH_TOKEN_URL", &down);
+
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+
+    assert_eq!(code, 6, "{stdout}\n{stderr}");
+    let token_line = profile_line(&stdout, &env, "token");
+    assert!(
+        token_line.contains(&down) && token_line.contains("UNREACHABLE"),
+        "{token_line}"
+    );
+    // The other endpoints are on the fake, and answer.
+    assert!(profile_line(&stdout, &env, "api").contains("reachable (HTTP"));
+    let problem = &json["problems"][0];
+    assert!(
+        problem["what"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{closed}")),
+        "{problem}"
+    );
+    assert!(
+        problem["fix"]
+            .as_str()
+            .unwrap()
+            .contains("XERO_AUTH_TOKEN_URL"),
+        "{problem}"
+    );
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn a_clock_ten_minutes_off_a_servers_date_is_a_warning_only() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = healthy(&fake, "doctor-clock");
+    fake.advance_clock(Duration::from_secs(600));
+
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+
+    assert_eq!(
+        code, 0,
+        "a skewed clock alone leaves every profile usable: {stdout}\n{stderr}"
+    );
+    let warnings = stdout
+        .split_once("warnings\n")
+        .expect("a warnings section")
+        .1;
+    assert!(
+        warnings.contains("the system clock is 10 min behind")
+            && warnings.contains(&fake.base_url())
+            && warnings.contains("time synchronisation"),
+        "{warnings}"
+    );
+    let skew = json["clock"]["skew_secs"].as_i64().unwrap();
+    assert!((-605..=-595).contains(&skew), "{skew}");
+}
+
+/// A D-Bus session and a GNOME Keyring of this test's own, so that locking the keyring cannot
+/// disturb the other tests' one. Both processes are killed when it is dropped.
+#[cfg(target_os = "linux")]
+struct PrivateKeyring {
+    address: String,
+    bus: std::process::Child,
+    keyring: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(target_os = "linux")]
+impl PrivateKeyring {
+    fn start() -> Result<Self, String> {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // GNOME Keyring keeps its control socket there only in a private folder.
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        let mut address = String::new();
+        std::io::BufReader::new(bus.stdout.take().unwrap())
+            .read_line(&mut address)
+            .map_err(|e| e.to_string())?;
+        let address = address.trim().to_string();
+        let keyring = Command::new("gnome-keyring-daemon")
+            .args(["--components=secrets", "--foreground", "--unlock"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut keyring = match keyring {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = bus.kill();
+                let _ = bus.wait();
+                return Err(format!("gnome-keyring-daemon: {e}"));
+            }
+        };
+        let mut stdin = keyring.stdin.take().unwrap();
+        let _ = stdin.write_all(b"private-test-password");
+        drop(stdin);
+        let this = PrivateKeyring {
+            address,
+            bus,
+            keyring,
+            _dir: dir,
+        };
+        this.wait_for_the_default_keyring()?;
+        Ok(this)
+    }
+
+    fn connection(&self) -> zbus::Result<zbus::blocking::Connection> {
+        zbus::blocking::connection::Builder::address(self.address.as_str())?.build()
+    }
+
+    fn default_collection(&self) -> zbus::Result<zbus::zvariant::OwnedObjectPath> {
+        self.connection()?
+            .call_method(
+                Some("org.freedesktop.secrets"),
+                "/org/freedesktop/secrets",
+                Some("org.freedesktop.Secret.Service"),
+                "ReadAlias",
+                &("default",),
+            )?
+            .body()
+            .deserialize()
+    }
+
+    fn locked(&self) -> zbus::Result<bool> {
+        let path = self.default_collection()?;
+        let conn = self.connection()?;
+        let collection = zbus::blocking::Proxy::new(
+            &conn,
+            "org.freedesktop.secrets",
+            path,
+            "org.freedesktop.Secret.Collection",
+        )?;
+        collection.get_property("Locked")
+    }
+
+    /// Whether our daemon has taken the Secret Service's name. Asked without calling the
+    /// service, which would make D-Bus start another, locked, daemon of its own.
+    fn owned(&self) -> bool {
+        let Ok(conn) = self.connection() else {
+            return false;
+        };
+        let Ok(dbus) = zbus::blocking::fdo::DBusProxy::new(&conn) else {
+            return false;
+        };
+        dbus.name_has_owner("org.freedesktop.secrets".try_into().unwrap())
+            .unwrap_or(false)
+    }
+
+    /// Waits until the daemon has created and unlocked its login keyring.
+    fn wait_for_the_default_keyring(&self) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        loop {
+            let state = if self.owned() {
+                self.locked()
+            } else {
+                Ok(true)
+            };
+            if let Ok(false) = state {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "the private keyring is not unlocked after 10 s ({state:?})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Locks the default keyring (Secret Service `Lock`, which needs no prompt).
+    fn lock(&self) {
+        let path = self.default_collection().expect("the default keyring");
+        let conn = self.connection().unwrap();
+        conn.call_method(
+            Some("org.freedesktop.secrets"),
+            "/org/freedesktop/secrets",
+            Some("org.freedesktop.Secret.Service"),
+            "Lock",
+            &(vec![path],),
+        )
+        .expect("the keyring locks");
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        for child in [&mut self.keyring, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
+    let keyring = match PrivateKeyring::start() {
+        Ok(k) => k,
+        Err(why) if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") => {
+            panic!("a private D-Bus session with GNOME Keyring is required here: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: cannot start a private GNOME Keyring ({why})");
+            return;
+        }
+    };
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-locked");
+
+    // Unlocked, the store is usable (the profile just has nothing stored yet: exit 3).
+    let (code, stdout, ..) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", &keyring.address)]);
+    assert_eq!(code, 3, "{stdout}");
+    keyring.lock();
+    let (code, stdout, stderr, json) =
+        doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", &keyring.address)]);
+
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let problem = json["problems"][0]["what"].as_str().unwrap();
+    assert!(
+        problem.contains("default keyring") && problem.contains("is locked"),
+        "{problem}"
+    );
+    assert!(
+        json["problems"][0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--unlock"),
+        "{json}"
+    );
+    assert!(profile_line(&stdout, &env, "token set").contains("not checked"));
+}
