@@ -267,12 +267,15 @@ impl Config {
                 }),
             }
         };
+        // A timeout shorter than a millisecond (say `1e-300`, which is 0 as a Duration) would
+        // fail every request and keychain call at once: refused like a negative one.
+        let in_range = |s: &f64| (0.001..86_400.0).contains(s);
         let get_secs = |key: &str, env_key: &str, default: u64| -> Result<Duration> {
             let from_env = env(env_key).filter(|v| !v.is_empty());
             let secs = match from_env {
-                Some(v) => v.parse::<f64>().ok().filter(|s| *s > 0.0 && *s < 86_400.0).ok_or_else(|| {
+                Some(v) => v.parse::<f64>().ok().filter(in_range).ok_or_else(|| {
                     Error::InvalidInput(format!(
-                        "{env_key}={v} is not a number of seconds between 0 and 86400"
+                        "{env_key}={v} is not a number of seconds between 0.001 and 86400"
                     ))
                 })?,
                 None => match table.and_then(|t| t.get(key)) {
@@ -281,10 +284,10 @@ impl Config {
                         .as_integer()
                         .map(|i| i as f64)
                         .or_else(|| item.as_float())
-                        .filter(|s| *s > 0.0 && *s < 86_400.0)
+                        .filter(in_range)
                         .ok_or_else(|| {
                             self.error(&format!(
-                                "`profiles.{name}.{key}` must be a number of seconds between 0 and 86400"
+                                "`profiles.{name}.{key}` must be a number of seconds between 0.001 and 86400"
                             ))
                         })?,
                 },
@@ -589,6 +592,23 @@ http_timeout = 5
             Some("NEW")
         );
         assert_eq!(again.profile_names(), vec!["other", "default"]);
+    }
+
+    /// Found while writing the `config` fuzz target (fuzz/fuzz_targets/config.rs asserts a
+    /// timeout is never zero): `1e-300` passed the "> 0" check and became a zero Duration.
+    #[test]
+    fn timeouts_below_a_millisecond_are_refused() {
+        let (_dir, config) = load("[profiles.default]\nhttp_timeout = 1e-300\n");
+        let err = config.profile("default", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("between 0.001 and 86400"), "{err}");
+        let (_dir, config) = load("[profiles.default]\nstore_timeout = 0.001\n");
+        let p = config.profile("default", &env(&[])).unwrap();
+        assert_eq!(p.store_timeout, Duration::from_millis(1));
+        let (_dir, config) = load("");
+        let err = config
+            .profile("default", &env(&[("XERO_AUTH_HTTP_TIMEOUT", "5e-10")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("XERO_AUTH_HTTP_TIMEOUT"), "{err}");
     }
 
     #[test]
