@@ -26,18 +26,26 @@ pub const DEFAULT_PROFILE: &str = "default";
 /// The redirect URI Xero's own CLIs register; ours too unless the profile says otherwise.
 pub const DEFAULT_REDIRECT_URI: &str = "http://localhost:8742/callback";
 
-/// Where the tool keeps its files. None of them holds a secret.
+/// The scrypt work factors the file store accepts for new files (log2 of N): from 1 MiB of
+/// memory per passphrase attempt (for tests and random machine passphrases) to 4 GiB.
+pub const FILE_WORK_FACTORS: (u8, u8) = (10, 22);
+
+/// Where the tool keeps its files. Only the encrypted-file store's folder holds secrets, and
+/// only encrypted.
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// Folder of `config.toml`.
     pub config_dir: PathBuf,
     /// Folder of lock files.
     pub state_dir: PathBuf,
+    /// Folder of the encrypted-file store (`store = "file"`); nothing else is kept there.
+    pub data_dir: PathBuf,
 }
 
 impl Paths {
-    /// The platform folders (`$XDG_CONFIG_HOME/xero-auth`, `$XDG_STATE_HOME/xero-auth` on Linux),
-    /// or `XERO_AUTH_CONFIG_DIR` / `XERO_AUTH_STATE_DIR` when set.
+    /// The platform folders (`$XDG_CONFIG_HOME/xero-auth`, `$XDG_STATE_HOME/xero-auth`,
+    /// `$XDG_DATA_HOME/xero-auth` on Linux), or `XERO_AUTH_CONFIG_DIR` / `XERO_AUTH_STATE_DIR` /
+    /// `XERO_AUTH_DATA_DIR` when set.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let dirs = directories::ProjectDirs::from("", "", APP_NAME);
         let config_dir = match env("XERO_AUTH_CONFIG_DIR").filter(|v| !v.is_empty()) {
@@ -58,10 +66,23 @@ impl Paths {
                 })
                 .ok_or_else(no_home)?,
         };
+        let data_dir = match env("XERO_AUTH_DATA_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs
+                .as_ref()
+                .map(|d| d.data_dir().to_path_buf())
+                .ok_or_else(no_home)?,
+        };
         Ok(Paths {
             config_dir,
             state_dir,
+            data_dir,
         })
+    }
+
+    /// The folder of the encrypted-file store.
+    pub fn file_store_dir(&self) -> PathBuf {
+        self.data_dir.join("secrets")
     }
 
     /// The configuration file.
@@ -88,6 +109,9 @@ pub enum StoreKind {
     CredentialManager,
     /// The Linux kernel key retention service: only when named, as it forgets on reboot.
     Keyutils,
+    /// Files encrypted with a passphrase (age, scrypt) in the data folder: for machines with no
+    /// keychain (servers, containers, CI), only when named.
+    File,
 }
 
 impl StoreKind {
@@ -109,6 +133,7 @@ impl StoreKind {
             StoreKind::Keychain => "keychain",
             StoreKind::CredentialManager => "credential-manager",
             StoreKind::Keyutils => "keyutils",
+            StoreKind::File => "file",
         }
     }
 
@@ -118,6 +143,7 @@ impl StoreKind {
             StoreKind::Keychain,
             StoreKind::CredentialManager,
             StoreKind::Keyutils,
+            StoreKind::File,
         ]
         .into_iter()
         .find(|k| k.name() == s)
@@ -185,6 +211,9 @@ pub struct Profile {
     pub http_timeout: Duration,
     /// Timeout of one keychain call.
     pub store_timeout: Duration,
+    /// The file store's scrypt work factor (log2 of N) for new files; `None`: age's own choice,
+    /// about one second of work on this machine.
+    pub file_work_factor: Option<u8>,
 }
 
 /// The configuration file, kept as a document so that writes preserve the user's comments.
@@ -245,6 +274,35 @@ impl Config {
                 .as_table()
                 .map(Some)
                 .ok_or_else(|| self.error(&format!("`profiles.{name}` must be a table"))),
+        }
+    }
+
+    /// `file_work_factor` / `XERO_AUTH_FILE_WORK_FACTOR`: log2 of scrypt's N for new files of
+    /// the file store, 10 to 22 (1 MiB to 4 GiB of memory per attempt at the passphrase).
+    fn file_work_factor(
+        &self,
+        name: &str,
+        table: Option<&Table>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<u8>> {
+        let valid = |n: i64| (FILE_WORK_FACTORS.0 as i64..=FILE_WORK_FACTORS.1 as i64).contains(&n);
+        let (lo, hi) = FILE_WORK_FACTORS;
+        if let Some(v) = env("XERO_AUTH_FILE_WORK_FACTOR").filter(|v| !v.is_empty()) {
+            return match v.trim().parse::<i64>() {
+                Ok(n) if valid(n) => Ok(Some(n as u8)),
+                _ => Err(Error::InvalidInput(format!(
+                    "XERO_AUTH_FILE_WORK_FACTOR={v} is not a whole number from {lo} to {hi}"
+                ))),
+            };
+        }
+        match table.and_then(|t| t.get("file_work_factor")) {
+            None => Ok(None),
+            Some(item) => match item.as_integer() {
+                Some(n) if valid(n) => Ok(Some(n as u8)),
+                _ => Err(self.error(&format!(
+                    "`profiles.{name}.file_work_factor` must be a whole number from {lo} to {hi}"
+                ))),
+            },
         }
     }
 
@@ -332,7 +390,7 @@ impl Config {
             None => StoreKind::platform_default(),
             Some((v, source)) => StoreKind::parse(&v).ok_or_else(|| {
                 Error::InvalidInput(format!(
-                    "{source} names an unknown store '{v}': use secret-service, keychain, credential-manager or keyutils"
+                    "{source} names an unknown store '{v}': use secret-service, keychain, credential-manager, keyutils or file"
                 ))
             })?,
         };
@@ -354,6 +412,7 @@ impl Config {
             },
             http_timeout: get_secs("http_timeout", "XERO_AUTH_HTTP_TIMEOUT", 30)?,
             store_timeout: get_secs("store_timeout", "XERO_AUTH_STORE_TIMEOUT", 30)?,
+            file_work_factor: self.file_work_factor(name, table, env)?,
         })
     }
 

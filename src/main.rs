@@ -25,6 +25,9 @@ fn main() {
     // Crash tests only (never in a release build): arm the points named in FAILPOINTS.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    // SAFETY: no other thread exists yet. The file store's passphrase leaves the environment
+    // before anything could pass it on to a child process.
+    unsafe { xero_auth::store::file::take_passphrase_from_env() };
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let code = match run(cli) {

@@ -182,13 +182,14 @@ impl Session {
     }
 
     /// A session for the named profile as the command-line tool sees it: `config.toml` in the
-    /// platform folder (or `XERO_AUTH_CONFIG_DIR`), environment overrides, the profile's keychain.
+    /// platform folder (or `XERO_AUTH_CONFIG_DIR`), environment overrides, the profile's store
+    /// (for `store = "file"`, the passphrase comes from `XERO_AUTH_PASSPHRASE` or the terminal).
     pub fn from_profile(name: &str) -> Result<Self> {
         let env = |key: &str| std::env::var(key).ok();
         let paths = Paths::from_env(&env)?;
         let config = crate::config::Config::load(&paths.config_file())?;
         let profile = config.profile(name, &env)?;
-        let store = Store::keychain(profile.store, profile.store_timeout);
+        let store = Store::for_profile(&profile, &paths);
         Ok(Session::new(profile, paths, store, Arc::new(SystemClock)))
     }
 

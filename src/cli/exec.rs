@@ -42,7 +42,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     command
         .args(rest)
         .env("XERO_ACCESS_TOKEN", token.expose_secret())
-        .env_remove("XERO_CLIENT_SECRET");
+        .env_remove("XERO_CLIENT_SECRET")
+        .env_remove(crate::store::file::PASSPHRASE_ENV);
     match session.tenant() {
         Some(tenant) => command.env("XERO_TENANT_ID", tenant),
         None => command.env_remove("XERO_TENANT_ID"),

@@ -7,18 +7,18 @@
 
 use std::sync::{Arc, Once};
 
-use crate::config::{Profile, StoreKind};
+use crate::config::{Paths, Profile, StoreKind};
 use crate::secret::Zeroizing;
 use crate::store::{Keychain, SecretStore, Store, StoreFailure};
 
 /// Where the kernel keeps the idle lifetime of the persistent keyring, in seconds.
 const PERSISTENT_KEYRING_EXPIRY: &str = "/proc/sys/kernel/keys/persistent_keyring_expiry";
 
-/// The store the command-line tool uses for `profile`: its keychain, wrapped in [`WarnOnWrite`]
-/// when that keychain is kernel keyutils.
-pub fn profile_store(profile: &Profile) -> Store {
+/// The store the command-line tool uses for `profile`: its store, wrapped in [`WarnOnWrite`]
+/// when that is kernel keyutils.
+pub fn profile_store(profile: &Profile, paths: &Paths) -> Store {
     if profile.store != StoreKind::Keyutils {
-        return Store::keychain(profile.store, profile.store_timeout);
+        return Store::for_profile(profile, paths);
     }
     let notice = keyutils_warning(&profile.name, persistent_keyring_expiry());
     let store = WarnOnWrite::new(
@@ -100,6 +100,14 @@ impl SecretStore for WarnOnWrite {
 
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         self.inner.contains(account)
+    }
+
+    fn interactive(&self) -> bool {
+        self.inner.interactive()
+    }
+
+    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
+        self.inner.prepare(write, account)
     }
 }
 

@@ -34,6 +34,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "XERO_AUTH_PROFILE", default_value = DEFAULT_PROFILE)]
     pub profile: String,
 
+    /// Secret store for this run instead of the profile's `store` (also XERO_AUTH_STORE).
+    #[arg(long, global = true, value_name = "STORE", value_parser = [
+        "secret-service", "keychain", "credential-manager", "keyutils", "file",
+    ])]
+    pub store: Option<String>,
+
     /// Print machine-readable JSON (read commands).
     #[arg(long, global = true)]
     pub json: bool,
@@ -106,7 +112,12 @@ impl Context {
     /// The real context: process environment, platform folders, system clock, real stdout.
     pub fn from_process(cli: &Cli) -> Result<Self> {
         use std::io::IsTerminal;
-        let env: EnvLookup = Box::new(|key| std::env::var(key).ok());
+        // `--store` wins over XERO_AUTH_STORE, which wins over the profile's `store`.
+        let store = cli.store.clone();
+        let env: EnvLookup = Box::new(move |key| match (key, &store) {
+            ("XERO_AUTH_STORE", Some(store)) => Some(store.clone()),
+            _ => std::env::var(key).ok(),
+        });
         let paths = Paths::from_env(&*env)?;
         let config = Config::load(&paths.config_file())?;
         Ok(Context {
@@ -131,7 +142,7 @@ impl Context {
     pub fn store(&self, profile: &Profile) -> Store {
         self.store_override
             .clone()
-            .unwrap_or_else(|| keyutils_notice::profile_store(profile))
+            .unwrap_or_else(|| keyutils_notice::profile_store(profile, &self.paths))
     }
 
     /// A session for the selected profile.
@@ -255,6 +266,7 @@ pub(crate) mod testing {
         let paths = Paths {
             config_dir: dir.path().join("config"),
             state_dir: dir.path().join("state"),
+            data_dir: dir.path().join("data"),
         };
         std::fs::create_dir_all(&paths.config_dir).unwrap();
         std::fs::write(paths.config_file(), config).unwrap();

@@ -103,6 +103,7 @@ impl Keychain {
             StoreKind::Keyutils => {
                 "check that the session keyring belongs to this user (`keyctl show @s`)"
             }
+            StoreKind::File => "the file store is not a keychain: see `xero-auth doctor`",
         }
     }
 
@@ -111,16 +112,19 @@ impl Keychain {
             StoreKind::SecretService => {
                 "no Secret Service answered on the session D-Bus. On a desktop, enable GNOME Keyring, \
                  KWallet or KeePassXC's Secret Service integration; on a headless machine or over SSH \
-                 start one in a D-Bus session (see docs/headless-linux.md), or set store = \"keyutils\" \
-                 for this profile (kernel memory, forgotten at reboot). xero-auth never falls back to a \
-                 plaintext file"
+                 start one in a D-Bus session (see docs/headless-linux.md), or choose another store for \
+                 this profile: store = \"file\" (files encrypted with a passphrase) or \
+                 store = \"keyutils\" (kernel memory, forgotten at reboot). xero-auth never falls \
+                 back to a plaintext file"
             }
             StoreKind::Keychain => "check the login keychain with Keychain Access",
             StoreKind::CredentialManager => "check Credential Manager (Control Panel)",
             StoreKind::Keyutils => {
                 "the kernel key retention service is not usable here (containers may forbid it); \
-                 use store = \"secret-service\""
+                 use store = \"secret-service\", or store = \"file\" (encrypted files, see \
+                 docs/headless-linux.md)"
             }
+            StoreKind::File => "the file store is not a keychain: see `xero-auth doctor`",
         }
     }
 }
@@ -132,6 +136,7 @@ impl SecretStore for Keychain {
             StoreKind::Keychain => "macOS Keychain".into(),
             StoreKind::CredentialManager => "Windows Credential Manager".into(),
             StoreKind::Keyutils => "Linux kernel keyutils (forgotten at reboot)".into(),
+            StoreKind::File => "encrypted files (not a keychain)".into(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Everything above this module is store-agnostic. There is no plaintext fallback: when the
 //! store cannot be used the caller gets [`Error::StoreUnavailable`] with the cause and the fix.
 
+pub mod file;
 mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -11,9 +12,10 @@ pub(crate) mod memory;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use file::FileStore;
 pub use keychain::Keychain;
 
-use crate::config::StoreKind;
+use crate::config::{Paths, Profile, StoreKind};
 use crate::error::{Error, Result};
 use crate::secret::Zeroizing;
 
@@ -43,6 +45,15 @@ pub trait SecretStore: Send + Sync {
     /// over (`xero-auth doctor` asks only this) override the default, which reads it and drops it.
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         self.get(account).map(|secret| secret.is_some())
+    }
+    /// True for a store that may have to ask a person something (the file store's passphrase):
+    /// [`Store`] then calls [`SecretStore::prepare`] first, outside the call's timeout.
+    fn interactive(&self) -> bool {
+        false
+    }
+    /// Asks what the next call on `account` needs from a person, if anything. Not timed.
+    fn prepare(&self, _write: bool, _account: &str) -> Result<(), StoreFailure> {
+        Ok(())
     }
 }
 
@@ -84,6 +95,17 @@ impl Store {
         Store::new(Arc::new(Keychain::new(kind)), timeout)
     }
 
+    /// The store `profile` names: its keychain, or the encrypted-file store in `paths`' data
+    /// folder with the passphrase from `XERO_AUTH_PASSPHRASE` or the terminal.
+    pub fn for_profile(profile: &Profile, paths: &Paths) -> Self {
+        match profile.store {
+            StoreKind::File => {
+                Store::new(Arc::new(file_store(profile, paths)), profile.store_timeout)
+            }
+            kind => Store::keychain(kind, profile.store_timeout),
+        }
+    }
+
     /// Which store this is, for messages.
     pub fn describe(&self) -> String {
         self.inner.describe()
@@ -91,12 +113,14 @@ impl Store {
 
     /// Reads the secret filed under `account`.
     pub async fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.prepare(false, account).await?;
         let account = account.to_string();
         self.run("read", move |s| s.get(&account)).await
     }
 
     /// Files `secret` under `account` in one write.
     pub async fn set(&self, account: &str, label: &str, secret: Zeroizing<Vec<u8>>) -> Result<()> {
+        self.prepare(true, account).await?;
         let account = account.to_string();
         let label = label.to_string();
         self.run("write", move |s| s.set(&account, &label, &secret))
@@ -115,6 +139,31 @@ impl Store {
         self.run("lookup", move |s| s.contains(&account)).await
     }
 
+    /// Lets an interactive store ask its person first (a passphrase prompt may take a minute:
+    /// it is not held to the store's timeout). A no-op for the keychains.
+    async fn prepare(&self, write: bool, account: &str) -> Result<()> {
+        if !self.inner.interactive() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let account = account.to_string();
+        let outcome = tokio::task::spawn_blocking(move || inner.prepare(write, &account))
+            .await
+            .unwrap_or_else(|join| {
+                Err(StoreFailure {
+                    cause: format!(
+                        "asking for the store's passphrase failed unexpectedly ({join})"
+                    ),
+                    fix: "run the command again".into(),
+                })
+            });
+        outcome.map_err(|f| Error::StoreUnavailable {
+            store: self.inner.describe(),
+            cause: f.cause,
+            fix: f.fix,
+        })
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -125,7 +174,7 @@ impl Store {
         let outcome = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(join)) => Err(StoreFailure {
-                cause: format!("the keychain {op} call failed unexpectedly ({join})"),
+                cause: format!("the store {op} call failed unexpectedly ({join})"),
                 fix: "run the command again; if it keeps failing, run `xero-auth doctor`".into(),
             }),
             Err(_) => Err(StoreFailure {
@@ -145,4 +194,14 @@ impl Store {
             fix: f.fix,
         })
     }
+}
+
+/// The encrypted-file store of `profile`, in `paths`' data folder.
+pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
+    let root = paths.file_store_dir();
+    FileStore::new(
+        root.clone(),
+        profile.file_work_factor,
+        file::env_or_terminal(root),
+    )
 }

@@ -1,0 +1,818 @@
+//! The encrypted-file store (`store = "file"`): for machines with no keychain — servers,
+//! containers, CI — and only when a profile names it. Never a fallback.
+//!
+//! Each secret is one [age](https://age-encryption.org) file encrypted to a passphrase (age's
+//! scrypt recipient), so the format and the cryptography are age's, not ours:
+//! `DATA/xero-auth/secrets/PROFILE/token-set.age` and `…/client-secret.age`, files `0600` in
+//! `0700` folders. The passphrase comes from `XERO_AUTH_PASSPHRASE` or a no-echo prompt on the
+//! terminal, once per process; one passphrase opens every file of the store.
+//!
+//! A write is a new temporary file in the same folder, written, flushed to disk (`fsync`), then
+//! renamed over the old file and the folder flushed: a crash at any point leaves either the old
+//! file or the new one, never half of one. Writers of a profile hold its refresh lock (see
+//! `session.rs`), so two processes never interleave their writes either. Before replacing a
+//! file, the passphrase is checked against it (or against another file of the store when it is
+//! new): a wrong passphrase overwrites nothing.
+//!
+//! Decrypting costs one scrypt run (about a second at age's default work factor): a process
+//! keeps what it decrypted, keyed by the file's identity (device, inode, size, modification
+//! time), so re-reading an unchanged file — the refresh protocol does it under the lock — costs
+//! nothing, while a file another process replaced (a rename makes a new inode) is read again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use age::secrecy::SecretString;
+
+use super::{SecretStore, StoreFailure};
+use crate::config::{FILE_WORK_FACTORS, validate_profile_name};
+use crate::failpoints::crash_point;
+use crate::secret::{ExposeSecret, Zeroizing};
+
+/// The environment variable that carries the passphrase.
+pub const PASSPHRASE_ENV: &str = "XERO_AUTH_PASSPHRASE";
+
+/// The largest file the store reads: a token set is a few kilobytes.
+const MAX_FILE_LEN: u64 = 1 << 20;
+
+/// Where a passphrase comes from. `new_store` is true when the store has no file yet, so a
+/// prompt asks twice.
+pub type PassphraseSource = Box<dyn Fn(bool) -> Result<SecretString, StoreFailure> + Send + Sync>;
+
+/// Secrets in age files under one folder.
+pub struct FileStore {
+    root: PathBuf,
+    work_factor: Option<u8>,
+    source: PassphraseSource,
+    passphrase: Mutex<Option<SecretString>>,
+    opened: Mutex<HashMap<PathBuf, (FileId, Zeroizing<Vec<u8>>)>>,
+}
+
+/// What tells one version of a file from another without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    #[cfg(unix)]
+    dev: u64,
+    #[cfg(unix)]
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            #[cfg(unix)]
+            dev: meta.dev(),
+            #[cfg(unix)]
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// Why a file did not open.
+enum OpenError {
+    /// The passphrase is not the one the file was written with.
+    WrongPassphrase,
+    /// The file is not an age passphrase file, or it was altered or cut short.
+    Damaged(String),
+    /// Anything else (I/O, a work factor above what we accept).
+    Other(StoreFailure),
+}
+
+impl FileStore {
+    /// A store in `root` (the data folder's `secrets`). New files get scrypt work factor
+    /// `work_factor` (log2 of N), or age's own choice (about a second of work) when `None`.
+    pub fn new(root: PathBuf, work_factor: Option<u8>, source: PassphraseSource) -> Self {
+        FileStore {
+            root,
+            work_factor,
+            source,
+            passphrase: Mutex::new(None),
+            opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The folder the store keeps its files in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that holds `account` (`PROFILE/token-set` → `PROFILE/token-set.age`).
+    pub fn path_of(&self, account: &str) -> Result<PathBuf, StoreFailure> {
+        let bad = || StoreFailure {
+            cause: format!(
+                "'{}' cannot name a file of the store",
+                account.escape_debug()
+            ),
+            fix: "use a plain profile name (letters, digits, '-', '_', '.')".into(),
+        };
+        let (profile, kind) = account.split_once('/').ok_or_else(bad)?;
+        validate_profile_name(profile).map_err(|_| bad())?;
+        let plain = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !kind.split('/').all(plain) {
+            return Err(bad());
+        }
+        // Kinds have no '.', so `access-token/0` → `access-token.0.age` cannot meet another kind.
+        Ok(self
+            .root
+            .join(profile)
+            .join(format!("{}.age", kind.replace('/', "."))))
+    }
+
+    /// Every `.age` file of the store, in a stable order.
+    fn store_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let Ok(profiles) = std::fs::read_dir(&self.root) else {
+            return files;
+        };
+        for profile in profiles.flatten() {
+            let Ok(entries) = std::fs::read_dir(profile.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".age") && !name.starts_with('.') && path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// Whether the store holds no file yet.
+    pub fn is_empty(&self) -> bool {
+        self.store_files().is_empty()
+    }
+
+    /// The passphrase, asked for once per process.
+    fn passphrase(&self) -> Result<SecretString, StoreFailure> {
+        let mut held = self.passphrase.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(passphrase) = held.as_ref() {
+            return Ok(passphrase.clone());
+        }
+        let passphrase = (self.source)(self.is_empty())?;
+        if passphrase.expose_secret().is_empty() {
+            return Err(StoreFailure {
+                cause: "the file store's passphrase is empty".into(),
+                fix: format!(
+                    "an empty passphrase protects nothing: give one in {PASSPHRASE_ENV} or at the prompt"
+                ),
+            });
+        }
+        *held = Some(passphrase.clone());
+        Ok(passphrase)
+    }
+
+    /// Reads and decrypts `path`; `None` when there is no such file.
+    fn open(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, OpenError> {
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(OpenError::Other(io_failure("cannot open", path, &e))),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
+        if !meta.is_file() {
+            return Err(OpenError::Damaged("it is not a file".into()));
+        }
+        let id = FileId::of(&meta);
+        if let Some((known, plain)) = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            && *known == id
+        {
+            return Ok(Some(plain.clone()));
+        }
+        if meta.len() > MAX_FILE_LEN {
+            return Err(OpenError::Damaged(format!(
+                "it is {} bytes long, far more than a secret of the store",
+                meta.len()
+            )));
+        }
+        let mut sealed = Vec::with_capacity(meta.len() as usize + 1);
+        (&mut file)
+            .take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut sealed)
+            .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
+        let passphrase = self.passphrase().map_err(OpenError::Other)?;
+        let plain = decrypt(&sealed, passphrase)?;
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf(), (id, plain.clone()));
+        Ok(Some(plain))
+    }
+
+    /// Checks, before a write, that the passphrase opens the store: the file about to be
+    /// replaced, or else any file of the store. A damaged file about to be replaced is moved
+    /// aside (`NAME.damaged-UNIXTIME`), not destroyed.
+    fn check_passphrase_before_writing(&self, path: &Path) -> Result<(), StoreFailure> {
+        let target_exists = path.exists();
+        let witness = if target_exists {
+            Some(path.to_path_buf())
+        } else {
+            self.store_files().into_iter().next()
+        };
+        let Some(witness) = witness else {
+            return Ok(()); // a new store: the passphrase given now becomes its passphrase
+        };
+        match self.open(&witness) {
+            Ok(_) => Ok(()),
+            Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(&witness, true)),
+            Err(OpenError::Damaged(why)) if target_exists => {
+                let aside = path.with_extension(format!("age.damaged-{}", unix_now()));
+                tracing::warn!(
+                    "{} is damaged ({why}); moved to {} and replaced",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(path, &aside).map_err(|e| io_failure("cannot move", path, &e))
+            }
+            Err(OpenError::Damaged(why)) => Err(damaged(&witness, &why)),
+            Err(OpenError::Other(failure)) => Err(failure),
+        }
+    }
+
+    fn encrypt(&self, secret: &[u8]) -> Result<Vec<u8>, StoreFailure> {
+        let mut recipient = age::scrypt::Recipient::new(self.passphrase()?);
+        if let Some(log_n) = self.work_factor {
+            recipient.set_work_factor(log_n);
+        }
+        let failed = |e: &dyn std::fmt::Display| StoreFailure {
+            cause: format!("encrypting failed ({e})"),
+            fix: "run the command again; if it keeps failing, report it".into(),
+        };
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| failed(&e))?;
+        // The ciphertext is not secret; age's own buffer for the plaintext chunk is freed
+        // through the wiping allocator.
+        let mut sealed = Vec::with_capacity(secret.len() + 256);
+        let mut writer = encryptor.wrap_output(&mut sealed).map_err(|e| failed(&e))?;
+        writer.write_all(secret).map_err(|e| failed(&e))?;
+        writer.finish().map_err(|e| failed(&e))?;
+        Ok(sealed)
+    }
+
+    /// Creates the store's folders `0700` (and tightens them if someone loosened them).
+    fn prepare_folders(&self, dir: &Path) -> Result<(), StoreFailure> {
+        crate::config::create_private_dir(dir).map_err(|e| StoreFailure {
+            cause: e.to_string(),
+            fix: "make the data folder writable, or point XERO_AUTH_DATA_DIR at one that is".into(),
+        })?;
+        #[cfg(unix)]
+        for folder in [self.root.as_path(), dir] {
+            use std::os::unix::fs::PermissionsExt;
+            let meta =
+                std::fs::metadata(folder).map_err(|e| io_failure("cannot read", folder, &e))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_failure("cannot restrict the permissions of", folder, &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `sealed` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
+    fn replace(&self, path: &Path, sealed: &[u8]) -> Result<(), StoreFailure> {
+        let dir = path.parent().expect("store files live in a profile folder");
+        let name = path
+            .file_name()
+            .expect("store files have a name")
+            .to_string_lossy()
+            .into_owned();
+        remove_leftovers(dir, &name);
+        let temp = dir.join(format!(
+            ".{name}.{}-{:08x}.tmp",
+            std::process::id(),
+            rand_u32()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&temp)
+            .map_err(|e| io_failure("cannot create", &temp, &e))?;
+        let written = (|| {
+            let (first, rest) = sealed.split_at(sealed.len() / 2);
+            file.write_all(first)?;
+            crash_point("file-store-writing");
+            file.write_all(rest)?;
+            file.sync_all()
+        })();
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io_failure("cannot write", &temp, &e));
+        }
+        crash_point("file-store-written");
+        if let Err(e) = std::fs::rename(&temp, path) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io_failure("cannot replace", path, &e));
+        }
+        sync_folder(dir);
+        Ok(())
+    }
+}
+
+impl SecretStore for FileStore {
+    fn describe(&self) -> String {
+        format!("encrypted files in {}", self.root.display())
+    }
+
+    fn interactive(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
+        if write || self.path_of(account)?.exists() {
+            self.passphrase()?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
+        let path = self.path_of(account)?;
+        match self.open(&path) {
+            Ok(found) => Ok(found),
+            Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(&path, false)),
+            Err(OpenError::Damaged(why)) => Err(damaged(&path, &why)),
+            Err(OpenError::Other(failure)) => Err(failure),
+        }
+    }
+
+    fn set(&self, account: &str, _label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
+        let path = self.path_of(account)?;
+        let dir = path.parent().expect("store files live in a profile folder");
+        self.prepare_folders(dir)?;
+        self.check_passphrase_before_writing(&path)?;
+        let sealed = self.encrypt(secret)?;
+        self.replace(&path, &sealed)?;
+        // What this process wrote is what it would read back: keep it, keyed by the new file.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            self.opened
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path, (FileId::of(&meta), Zeroizing::new(secret.to_vec())));
+        }
+        Ok(())
+    }
+
+    fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+        let path = self.path_of(account)?;
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    sync_folder(dir);
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_failure("cannot delete", &path, &e)),
+        }
+    }
+
+    fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
+        // Existence only: no passphrase, no decryption.
+        Ok(self.path_of(account)?.is_file())
+    }
+}
+
+/// Decrypts an age passphrase file into a wiping buffer allocated once.
+fn decrypt(sealed: &[u8], passphrase: SecretString) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let damaged = |e: &dyn std::fmt::Display| OpenError::Damaged(e.to_string());
+    let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| damaged(&e))?;
+    if !decryptor.is_scrypt() {
+        return Err(OpenError::Damaged(
+            "it is an age file, but not one encrypted to a passphrase".into(),
+        ));
+    }
+    let mut identity = age::scrypt::Identity::new(passphrase);
+    identity.set_max_work_factor(FILE_WORK_FACTORS.1);
+    let mut reader = match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+        Ok(reader) => reader,
+        Err(age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys) => {
+            return Err(OpenError::WrongPassphrase);
+        }
+        Err(age::DecryptError::ExcessiveWork { required, .. }) => {
+            return Err(OpenError::Other(StoreFailure {
+                cause: format!(
+                    "the file asks for scrypt work factor {required}, above the {} this tool accepts",
+                    FILE_WORK_FACTORS.1
+                ),
+                fix: "it was not written by xero-auth: remove it and store the secret again".into(),
+            }));
+        }
+        Err(e) => return Err(damaged(&e)),
+    };
+    // The plaintext is never longer than the ciphertext: no reallocation, no stray copy.
+    let mut plain = Zeroizing::new(Vec::with_capacity(sealed.len()));
+    reader
+        .read_to_end(&mut plain)
+        .map_err(|e| OpenError::Damaged(format!("its contents do not decrypt: {e}")))?;
+    Ok(plain)
+}
+
+fn wrong_passphrase(path: &Path, writing: bool) -> StoreFailure {
+    let nothing = if writing { "; nothing was written" } else { "" };
+    StoreFailure {
+        cause: format!(
+            "the passphrase does not open {} (a wrong passphrase{nothing})",
+            path.display()
+        ),
+        fix: format!(
+            "give the passphrase the store was created with, in {PASSPHRASE_ENV} or at the prompt; \
+             a forgotten passphrase cannot be recovered: remove the folder and log in again"
+        ),
+    }
+}
+
+fn damaged(path: &Path, why: &str) -> StoreFailure {
+    StoreFailure {
+        cause: format!(
+            "{} is damaged or not an xero-auth file ({why})",
+            path.display()
+        ),
+        fix: "restore it from a backup, or remove it and store the secret again \
+              (`xero-auth login`, `import` or `client set`)"
+            .into(),
+    }
+}
+
+fn io_failure(what: &str, path: &Path, e: &std::io::Error) -> StoreFailure {
+    StoreFailure {
+        cause: format!("{what} {}: {e}", path.display()),
+        fix: "check the folder's owner and permissions and the free space, or point \
+              XERO_AUTH_DATA_DIR at a writable folder"
+            .into(),
+    }
+}
+
+/// Removes temporary files a crashed writer of `name` left behind. The caller holds the
+/// profile's lock, so no live writer of this file owns one.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Flushes a folder's entries (the rename) to disk. Best effort: not every platform can.
+fn sync_folder(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    // A temporary name needs to be unlikely to clash, not unpredictable; fall back to the clock.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    }
+    u32::from_le_bytes(bytes)
+}
+
+/// The passphrase `XERO_AUTH_PASSPHRASE` held at start-up, taken by [`take_passphrase_from_env`].
+static TAKEN: Mutex<Option<SecretString>> = Mutex::new(None);
+
+/// For the command-line tool, first thing in `main`: moves `XERO_AUTH_PASSPHRASE` out of the
+/// environment into memory that is wiped, wipes the variable's bytes in the environment block
+/// and removes the variable, so no child process (`exec`'s command, the browser `login` opens)
+/// inherits it.
+///
+/// # Safety
+/// Changes the process environment: call it before any other thread exists.
+pub unsafe fn take_passphrase_from_env() {
+    let Some(value) = std::env::var_os(PASSPHRASE_ENV) else {
+        return;
+    };
+    let value = Zeroizing::new(value.into_string().unwrap_or_default());
+    if !value.is_empty() {
+        *TAKEN.lock().unwrap_or_else(|p| p.into_inner()) = Some(SecretString::from(value.as_str()));
+    }
+    crate::hardening::wipe_env_value(PASSPHRASE_ENV);
+    // SAFETY: the caller guarantees no other thread reads or writes the environment.
+    unsafe { std::env::remove_var(PASSPHRASE_ENV) };
+}
+
+/// Where the tool gets the passphrase: what [`take_passphrase_from_env`] took, else
+/// `XERO_AUTH_PASSPHRASE` (a program linking the library), else a no-echo prompt when stderr is
+/// a terminal (asked twice for a new store), else an error that says what to set.
+pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
+    Box::new(move |new_store| {
+        if let Some(taken) = TAKEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(taken.clone());
+        }
+        if let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) {
+            let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
+                cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
+                fix: "give the passphrase as UTF-8 text".into(),
+            })?);
+            return Ok(SecretString::from(value.as_str()));
+        }
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Err(StoreFailure {
+                cause: format!(
+                    "the file store ({}) needs its passphrase, and there is no terminal to ask on",
+                    root.display()
+                ),
+                fix: format!(
+                    "set {PASSPHRASE_ENV} in the environment (from a secret manager or the CI's \
+                     secret variables, never on a command line), or run the command in a terminal"
+                ),
+            });
+        }
+        prompt(&root, new_store)
+    })
+}
+
+fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {
+    let read = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(Zeroizing::new)
+            .map_err(|e| StoreFailure {
+                cause: format!("cannot read the passphrase from the terminal ({e})"),
+                fix: format!("set {PASSPHRASE_ENV} instead"),
+            })
+    };
+    if !new_store {
+        let typed = read(&format!(
+            "Passphrase of the xero-auth file store ({}): ",
+            root.display()
+        ))?;
+        return Ok(SecretString::from(typed.as_str()));
+    }
+    let first = read(&format!(
+        "New passphrase for the xero-auth file store ({}): ",
+        root.display()
+    ))?;
+    let again = read("The same passphrase again: ")?;
+    if *first != *again {
+        return Err(StoreFailure {
+            cause: "the two passphrases differ".into(),
+            fix: "run the command again and type the same passphrase twice; nothing was written"
+                .into(),
+        });
+    }
+    Ok(SecretString::from(first.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_in(dir: &Path, passphrase: &'static str) -> FileStore {
+        FileStore::new(
+            dir.join("secrets"),
+            Some(FILE_WORK_FACTORS.0),
+            Box::new(move |_| Ok(SecretString::from(passphrase))),
+        )
+    }
+
+    #[test]
+    fn a_secret_round_trips_through_an_age_file_only_the_passphrase_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "correct horse");
+        assert!(store.get("work/token-set").unwrap().is_none());
+        store
+            .set("work/token-set", "label", b"{\"refresh\":\"rt-1\"}")
+            .unwrap();
+
+        let path = dir.path().join("secrets/work/token-set.age");
+        let sealed = std::fs::read(&path).unwrap();
+        assert!(
+            sealed.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+            "an age scrypt file"
+        );
+        assert!(
+            !sealed.windows(4).any(|w| w == b"rt-1"),
+            "nothing in the clear"
+        );
+
+        // A fresh process (no cache) reads it back with the passphrase.
+        let again = store_in(dir.path(), "correct horse");
+        assert_eq!(
+            &*again.get("work/token-set").unwrap().unwrap(),
+            b"{\"refresh\":\"rt-1\"}"
+        );
+        assert!(again.contains("work/token-set").unwrap());
+        assert!(!again.contains("work/client-secret").unwrap());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn files_are_0600_in_0700_folders_even_when_the_folder_was_loosened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "pw");
+        std::fs::create_dir_all(dir.path().join("secrets/work")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("secrets"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        store.set("work/client-secret", "label", b"cs").unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("secrets"), 0o700);
+        assert_eq!(mode("secrets/work"), 0o700);
+        assert_eq!(mode("secrets/work/client-secret.age"), 0o600);
+    }
+
+    #[test]
+    fn a_wrong_passphrase_reads_nothing_and_overwrites_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        store_in(dir.path(), "right")
+            .set("work/token-set", "l", b"old")
+            .unwrap();
+        let path = dir.path().join("secrets/work/token-set.age");
+        let before = std::fs::read(&path).unwrap();
+
+        let wrong = store_in(dir.path(), "wrong");
+        let err = wrong.get("work/token-set").unwrap_err();
+        assert!(
+            err.cause.contains("passphrase does not open"),
+            "{}",
+            err.cause
+        );
+        let err = wrong.set("work/token-set", "l", b"new").unwrap_err();
+        assert!(err.cause.contains("nothing was written"), "{}", err.cause);
+        // A new file of the same store is refused too: one passphrase for the whole store.
+        let err = wrong.set("work/client-secret", "l", b"cs").unwrap_err();
+        assert!(
+            err.cause.contains("passphrase does not open"),
+            "{}",
+            err.cause
+        );
+        assert!(!dir.path().join("secrets/work/client-secret.age").exists());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+        assert_eq!(
+            &*store_in(dir.path(), "right")
+                .get("work/token-set")
+                .unwrap()
+                .unwrap(),
+            b"old"
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported_and_set_aside_when_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "pw");
+        store.set("work/token-set", "l", b"old").unwrap();
+        let path = dir.path().join("secrets/work/token-set.age");
+        let mut sealed = std::fs::read(&path).unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        std::fs::write(&path, &sealed).unwrap();
+
+        let fresh = store_in(dir.path(), "pw");
+        let err = fresh.get("work/token-set").unwrap_err();
+        assert!(err.cause.contains("damaged"), "{}", err.cause);
+        std::fs::write(&path, b"plain text").unwrap();
+        let err = fresh.get("work/token-set").unwrap_err();
+        assert!(err.cause.contains("damaged"), "{}", err.cause);
+
+        fresh.set("work/token-set", "l", b"new").unwrap();
+        assert_eq!(
+            &*store_in(dir.path(), "pw")
+                .get("work/token-set")
+                .unwrap()
+                .unwrap(),
+            b"new"
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("secrets/work"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept aside");
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"plain text");
+    }
+
+    #[test]
+    fn a_file_replaced_by_another_process_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = store_in(dir.path(), "pw");
+        let two = store_in(dir.path(), "pw");
+        one.set("work/token-set", "l", b"first").unwrap();
+        assert_eq!(&*two.get("work/token-set").unwrap().unwrap(), b"first");
+        one.set("work/token-set", "l", b"second").unwrap();
+        assert_eq!(&*two.get("work/token-set").unwrap().unwrap(), b"second");
+        assert!(one.delete("work/token-set").unwrap());
+        assert!(two.get("work/token-set").unwrap().is_none());
+        assert!(!one.delete("work/token-set").unwrap());
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "pw");
+        store.set("work/token-set", "l", b"one").unwrap();
+        let leftover = dir
+            .path()
+            .join("secrets/work/.token-set.age.999-0000abcd.tmp");
+        std::fs::write(&leftover, b"half a file").unwrap();
+        assert_eq!(
+            &*store_in(dir.path(), "pw")
+                .get("work/token-set")
+                .unwrap()
+                .unwrap(),
+            b"one"
+        );
+        store.set("work/token-set", "l", b"two").unwrap();
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn accounts_map_to_plain_file_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "pw");
+        let root = dir.path().join("secrets");
+        assert_eq!(
+            store.path_of("work/token-set").unwrap(),
+            root.join("work/token-set.age")
+        );
+        assert_eq!(
+            store.path_of("a.b/access-token/0").unwrap(),
+            root.join("a.b/access-token.0.age")
+        );
+        for bad in [
+            "../x/token-set",
+            "work/../../etc",
+            "work",
+            ".hidden/token-set",
+            "work/Token",
+            "/token-set",
+            "work/a.b",
+        ] {
+            assert!(store.path_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_passphrase_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "");
+        let err = store.set("work/token-set", "l", b"x").unwrap_err();
+        assert!(err.cause.contains("empty"), "{}", err.cause);
+        assert!(store.is_empty());
+    }
+}
