@@ -30,6 +30,12 @@ pub const DEFAULT_REDIRECT_URI: &str = "http://localhost:8742/callback";
 /// memory per passphrase attempt (for tests and random machine passphrases) to 4 GiB.
 pub const FILE_WORK_FACTORS: (u8, u8) = (10, 22);
 
+/// The file store's default work factor: 2^18 (256 MiB, about a second of work), what age aims
+/// at for a passphrase a person chose. Fixed rather than measured at run time as age's library
+/// does, because a measurement on a loaded machine or in an unoptimised build gives a weaker
+/// file for ever.
+pub const DEFAULT_FILE_WORK_FACTOR: u8 = 18;
+
 /// Where the tool keeps its files. Only the encrypted-file store's folder holds secrets, and
 /// only encrypted.
 #[derive(Debug, Clone)]
@@ -211,9 +217,9 @@ pub struct Profile {
     pub http_timeout: Duration,
     /// Timeout of one keychain call.
     pub store_timeout: Duration,
-    /// The file store's scrypt work factor (log2 of N) for new files; `None`: age's own choice,
-    /// about one second of work on this machine.
-    pub file_work_factor: Option<u8>,
+    /// The file store's scrypt work factor (log2 of N) for new files
+    /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
+    pub file_work_factor: u8,
 }
 
 /// The configuration file, kept as a document so that writes preserve the user's comments.
@@ -284,21 +290,21 @@ impl Config {
         name: &str,
         table: Option<&Table>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Option<u8>> {
+    ) -> Result<u8> {
         let valid = |n: i64| (FILE_WORK_FACTORS.0 as i64..=FILE_WORK_FACTORS.1 as i64).contains(&n);
         let (lo, hi) = FILE_WORK_FACTORS;
         if let Some(v) = env("XERO_AUTH_FILE_WORK_FACTOR").filter(|v| !v.is_empty()) {
             return match v.trim().parse::<i64>() {
-                Ok(n) if valid(n) => Ok(Some(n as u8)),
+                Ok(n) if valid(n) => Ok(n as u8),
                 _ => Err(Error::InvalidInput(format!(
                     "XERO_AUTH_FILE_WORK_FACTOR={v} is not a whole number from {lo} to {hi}"
                 ))),
             };
         }
         match table.and_then(|t| t.get("file_work_factor")) {
-            None => Ok(None),
+            None => Ok(DEFAULT_FILE_WORK_FACTOR),
             Some(item) => match item.as_integer() {
-                Some(n) if valid(n) => Ok(Some(n as u8)),
+                Some(n) if valid(n) => Ok(n as u8),
                 _ => Err(self.error(&format!(
                     "`profiles.{name}.file_work_factor` must be a whole number from {lo} to {hi}"
                 ))),

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::secret::{Zeroizing, parse_secret_input, read_bounded};
+use crate::session::{LOCK_WAIT, RefreshLock};
 use crate::store::client_secret_account;
 
 /// The client subcommands.
@@ -66,12 +67,16 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
     let store = ctx.store(&profile);
     let account = client_secret_account(&profile.name);
 
+    // Every write of a profile's secrets holds its lock (the file store relies on it).
+    let lock = || RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT);
     if args.public {
+        let _lock = lock().await?;
         store.delete(&account).await?;
     } else {
         let raw = read_secret(&args, ctx)?;
         let secret = parse_secret_input(&raw, "client secret").map_err(Error::InvalidInput)?;
         drop(raw);
+        let _lock = lock().await?;
         use crate::secret::ExposeSecret;
         let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
         let label = format!("xero-auth client secret ({})", profile.name);
@@ -191,7 +196,10 @@ async fn show(ctx: &Context) -> Result<()> {
 async fn remove(ctx: &Context) -> Result<()> {
     let profile = ctx.profile()?;
     let store = ctx.store(&profile);
-    let deleted = store.delete(&client_secret_account(&profile.name)).await?;
+    let deleted = {
+        let _lock = RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT).await?;
+        store.delete(&client_secret_account(&profile.name)).await?
+    };
     let mut config = Config::load(ctx.config.path())?;
     let had_id = config.remove(&profile.name, "client_id")?;
     if had_id {

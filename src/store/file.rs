@@ -14,7 +14,7 @@
 //! file, the passphrase is checked against it (or against another file of the store when it is
 //! new): a wrong passphrase overwrites nothing.
 //!
-//! Decrypting costs one scrypt run (about a second at age's default work factor): a process
+//! Decrypting costs one scrypt run (about a second at the default work factor): a process
 //! keeps what it decrypted, keyed by the file's identity (device, inode, size, modification
 //! time), so re-reading an unchanged file — the refresh protocol does it under the lock — costs
 //! nothing, while a file another process replaced (a rename makes a new inode) is read again.
@@ -44,11 +44,14 @@ pub type PassphraseSource = Box<dyn Fn(bool) -> Result<SecretString, StoreFailur
 /// Secrets in age files under one folder.
 pub struct FileStore {
     root: PathBuf,
-    work_factor: Option<u8>,
+    work_factor: u8,
     source: PassphraseSource,
     passphrase: Mutex<Option<SecretString>>,
-    opened: Mutex<HashMap<PathBuf, (FileId, Zeroizing<Vec<u8>>)>>,
+    opened: Mutex<HashMap<PathBuf, Opened>>,
 }
+
+/// A file this process decrypted (or wrote), and which version of it.
+type Opened = (FileId, Zeroizing<Vec<u8>>);
 
 /// What tells one version of a file from another without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +91,8 @@ enum OpenError {
 
 impl FileStore {
     /// A store in `root` (the data folder's `secrets`). New files get scrypt work factor
-    /// `work_factor` (log2 of N), or age's own choice (about a second of work) when `None`.
-    pub fn new(root: PathBuf, work_factor: Option<u8>, source: PassphraseSource) -> Self {
+    /// `work_factor` (log2 of N; see [`crate::config::DEFAULT_FILE_WORK_FACTOR`]).
+    pub fn new(root: PathBuf, work_factor: u8, source: PassphraseSource) -> Self {
         FileStore {
             root,
             work_factor,
@@ -253,9 +256,7 @@ impl FileStore {
 
     fn encrypt(&self, secret: &[u8]) -> Result<Vec<u8>, StoreFailure> {
         let mut recipient = age::scrypt::Recipient::new(self.passphrase()?);
-        if let Some(log_n) = self.work_factor {
-            recipient.set_work_factor(log_n);
-        }
+        recipient.set_work_factor(self.work_factor);
         let failed = |e: &dyn std::fmt::Display| StoreFailure {
             cause: format!("encrypting failed ({e})"),
             fix: "run the command again; if it keeps failing, report it".into(),
@@ -612,7 +613,7 @@ mod tests {
     fn store_in(dir: &Path, passphrase: &'static str) -> FileStore {
         FileStore::new(
             dir.join("secrets"),
-            Some(FILE_WORK_FACTORS.0),
+            FILE_WORK_FACTORS.0,
             Box::new(move |_| Ok(SecretString::from(passphrase))),
         )
     }

@@ -1,0 +1,440 @@
+//! The encrypted-file store (`store = "file"`, `--store file`), through the real binary: round
+//! trip, wrong passphrase, no passphrase, crashes in the middle of a write, concurrent writers,
+//! and that the passphrase reaches no child process and no output.
+//!
+//! These tests need no keychain: the file store is what machines without one use. Files are
+//! written with the lowest work factor (XERO_AUTH_FILE_WORK_FACTOR=10) to keep the suite fast,
+//! except in the test that checks age's default.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::processes::*;
+use support::*;
+use xero_auth::secret::SecretString;
+use xero_auth::store::{FileStore, SecretStore};
+
+const PASSPHRASE: &str = "tidy-Otter-41-lantern";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A test environment whose commands use the file store with `PASSPHRASE`.
+fn file_env(fake: &FakeXero, name: &str) -> TestEnv {
+    let mut env = TestEnv::new(fake, name);
+    env.set_env("XERO_AUTH_STORE", "file");
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
+    env
+}
+
+fn secrets_dir(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("data/xero-auth/secrets")
+}
+
+fn token_set_file(env: &TestEnv) -> PathBuf {
+    secrets_dir(env).join(&env.profile).join("token-set.age")
+}
+
+fn client_secret_file(env: &TestEnv) -> PathBuf {
+    secrets_dir(env)
+        .join(&env.profile)
+        .join("client-secret.age")
+}
+
+/// Decrypts one of the store's files through the library, as a separate reader would.
+fn read_back(env: &TestEnv, kind: &str) -> Option<Vec<u8>> {
+    let store = FileStore::new(
+        secrets_dir(env),
+        10,
+        Box::new(|_| Ok(SecretString::from(PASSPHRASE))),
+    );
+    store
+        .get(&format!("{}/{kind}", env.profile))
+        .expect("the file store opens with the passphrase")
+        .map(|z| z.to_vec())
+}
+
+fn stored_set(env: &TestEnv) -> serde_json::Value {
+    serde_json::from_slice(&read_back(env, "token-set").expect("a token set is stored")).unwrap()
+}
+
+/// A profile on the file store with a client and a day-old token file imported (the access
+/// token has expired, so the next `token` refreshes).
+fn expired_profile(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
+    let env = file_env(fake, name);
+    env.set_client(fake);
+    let tokens = env.import_fresh(fake, DAY);
+    (env, tokens)
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn round_trip_client_import_token_refresh_and_nothing_in_the_clear() {
+    let fake = FakeXero::start();
+    let (env, imported) = expired_profile(&fake, "fs-round");
+
+    // Both secrets are age files, 0600 in 0700 folders; the keychain got nothing.
+    for file in [token_set_file(&env), client_secret_file(&env)] {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+            "{}",
+            file.display()
+        );
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&secrets_dir(&env)), 0o700);
+    assert_eq!(mode(&secrets_dir(&env).join(&env.profile)), 0o700);
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        CLIENT_SECRET.as_bytes()
+    );
+    assert_eq!(
+        stored_set(&env)["refresh_token"],
+        imported.refresh_token.as_str()
+    );
+    assert!(
+        env.secret_tool_lookup(&format!("{}/token-set", env.profile))
+            .is_none()
+    );
+
+    // `token` refreshes once (the imported access token is a day old) and says nothing secret.
+    let out = env.ok(&["token"]);
+    let token = stdout_text(&out).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    let rotated = stored_set(&env)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        rotated, imported.refresh_token,
+        "the rotated refresh token was stored"
+    );
+    assert_eq!(
+        fake.refresh_token_status(&rotated),
+        RefreshTokenStatus::Active
+    );
+
+    // A second `token` uses the stored access token: no request.
+    let again = env.ok(&["token"]);
+    assert_eq!(stdout_text(&again).trim(), token);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+
+    // `refresh` rotates again; `status` names the store and no secret.
+    env.ok(&["refresh"]);
+    assert_eq!(fake.count(Counter::Refresh), 2);
+    let status = env.ok(&["status"]);
+    let status_text = format!("{}{}", stdout_text(&status), stderr_text(&status));
+    assert!(status_text.contains("encrypted files in"), "{status_text}");
+
+    // No secret in the clear anywhere under the test's folders, and none printed by -vvv.
+    let verbose = env
+        .cmd(&["refresh", "-vvv"])
+        .env("RUST_LOG", "trace")
+        .assert()
+        .success();
+    let printed = format!(
+        "{}{}",
+        stdout_text(verbose.get_output()),
+        stderr_text(verbose.get_output())
+    );
+    for secret in every_issued_secret(&fake)
+        .into_iter()
+        .chain([CLIENT_SECRET.to_string(), PASSPHRASE.to_string()])
+    {
+        // (The imported token file itself sits beside these folders and is the user's.)
+        for sub in ["home", "config", "state", "cache", "data"] {
+            let hits = files_containing(&env.dir.path().join(sub), &secret);
+            assert!(hits.is_empty(), "a secret in {hits:?}");
+        }
+        assert!(!printed.contains(&secret), "a secret in the output");
+    }
+}
+
+#[test]
+fn the_store_is_chosen_in_the_profile_or_by_flag_never_silently() {
+    let fake = FakeXero::start();
+    let mut env = file_env(&fake, "fs-choose");
+    env.set_env("XERO_AUTH_STORE", "");
+    // `--store file` on the command line.
+    env.cmd(&["--store", "file", "client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .success();
+    assert!(client_secret_file(&env).exists());
+    // `store = "file"` in the profile: `client set` kept the file's other keys.
+    let config = env.dir.path().join("config/xero-auth/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}store = \"file\"\n")).unwrap();
+    let shown = env.ok(&["client", "show"]);
+    assert!(
+        stdout_text(&shown).contains("encrypted files in"),
+        "{}",
+        stdout_text(&shown)
+    );
+    // An unknown store is a usage error that lists the real ones.
+    let bad = env
+        .cmd(&["--store", "plaintext", "status"])
+        .assert()
+        .code(2);
+    assert!(stderr_text(bad.get_output()).contains("file"));
+}
+
+#[test]
+fn a_wrong_passphrase_is_exit_5_and_nothing_is_overwritten_or_sent() {
+    let fake = FakeXero::start();
+    let (mut env, _imported) = expired_profile(&fake, "fs-wrong");
+    let set_before = std::fs::read(token_set_file(&env)).unwrap();
+    let secret_before = std::fs::read(client_secret_file(&env)).unwrap();
+    env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
+
+    let other = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&other, Duration::ZERO);
+    for args in [
+        vec!["token"],
+        vec!["refresh"],
+        vec!["import", "--force", file.to_str().unwrap()],
+        vec!["logout", "--keep-remote"],
+    ] {
+        let out = env.cmd(&args).assert().code(5).get_output().clone();
+        let err = stderr_text(&out);
+        assert!(
+            err.contains("passphrase does not open") && err.contains("XERO_AUTH_PASSPHRASE"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("not-the-passphrase"),
+            "the passphrase is never printed"
+        );
+    }
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", "cs-another-secret-entirely")
+        .assert()
+        .code(5)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_text(&out).contains("nothing was written"),
+        "{}",
+        stderr_text(&out)
+    );
+
+    assert_eq!(fake.count(Counter::Refresh), 0, "no refresh was sent");
+    assert_eq!(std::fs::read(token_set_file(&env)).unwrap(), set_before);
+    assert_eq!(
+        std::fs::read(client_secret_file(&env)).unwrap(),
+        secret_before
+    );
+    assert!(file.exists(), "the token file was not removed");
+
+    // With the right passphrase everything still works.
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    let out = env.ok(&["token"]);
+    assert!(fake.access_token_valid(stdout_text(&out).trim()));
+}
+
+#[test]
+fn without_a_passphrase_or_a_terminal_it_says_what_to_set_and_writes_nothing() {
+    let fake = FakeXero::start();
+    let mut env = file_env(&fake, "fs-none");
+    env.set_env("XERO_AUTH_PASSPHRASE", "");
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .code(5)
+        .get_output()
+        .clone();
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("needs its passphrase") && err.contains("set XERO_AUTH_PASSPHRASE"),
+        "{err}"
+    );
+    assert!(!client_secret_file(&env).exists(), "nothing was written");
+    // Reading an empty store needs no passphrase: nothing stored is exit 3, not 5.
+    env.cmd(&["token"]).assert().code(3);
+}
+
+/// Crashes `refresh` at `point` of writing the new token set: the old file stays whole and
+/// readable, and the next `token` recovers through Xero's grace window.
+fn crash_while_writing(name: &str, point: &str) {
+    let fake = FakeXero::start();
+    let (env, imported) = expired_profile(&fake, name);
+    let before = std::fs::read(token_set_file(&env)).unwrap();
+
+    run_to_crash(env.std_cmd(&["refresh"]), point);
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "the refresh reached the fake"
+    );
+    assert_eq!(
+        std::fs::read(token_set_file(&env)).unwrap(),
+        before,
+        "the old file is intact"
+    );
+    assert_eq!(
+        stored_set(&env)["refresh_token"],
+        imported.refresh_token.as_str()
+    );
+    let leftovers = |env: &TestEnv| {
+        std::fs::read_dir(secrets_dir(env).join(&env.profile))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    assert_eq!(
+        leftovers(&env),
+        1,
+        "the crashed writer left its temporary file"
+    );
+
+    let out = env.ok(&["token"]);
+    assert!(fake.access_token_valid(stdout_text(&out).trim()));
+    let stored = stored_set(&env)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(leftovers(&env), 0, "the next write removed it");
+}
+
+#[test]
+fn a_crash_half_way_through_writing_the_file_leaves_the_old_one() {
+    crash_while_writing("fs-crash-half", "file-store-writing");
+}
+
+#[test]
+fn a_crash_between_writing_and_renaming_leaves_the_old_one() {
+    crash_while_writing("fs-crash-rename", "file-store-written");
+}
+
+#[test]
+fn concurrent_writers_leave_one_whole_file_and_make_one_refresh() {
+    let fake = FakeXero::start();
+    let (env, _imported) = expired_profile(&fake, "fs-storm");
+
+    // 12 `token` on an expired access token: one refresh, one answer for all.
+    let runs: Vec<Running> = (0..12)
+        .map(|_| Running::spawn(env.std_cmd(&["token"])))
+        .collect();
+    let tokens: Vec<String> = runs
+        .into_iter()
+        .map(|r| {
+            let out = r.finish(Duration::from_secs(120));
+            assert!(out.status.success(), "{}", stderr_text(&out));
+            stdout_text(&out).trim().to_string()
+        })
+        .collect();
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "one refresh for twelve processes"
+    );
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
+
+    // Imports of six different token files racing six `refresh` and four `client set`:
+    // every one succeeds, and what is left is one whole file holding one of the written sets.
+    let mut runs = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let issued = fake.issue_tokens(CLIENT_ID, SCOPE);
+        let path = env.dir.path().join(format!("tokens-{i}.json"));
+        std::fs::rename(env.write_token_file(&issued, Duration::ZERO), &path).unwrap();
+        files.push(issued);
+        runs.push(Running::spawn(env.std_cmd(&[
+            "import",
+            "--force",
+            path.to_str().unwrap(),
+        ])));
+        runs.push(Running::spawn(env.std_cmd(&["refresh"])));
+    }
+    for _ in 0..4 {
+        let mut cmd = env.std_cmd(&["client", "set", "--client-id", CLIENT_ID]);
+        cmd.env("XERO_CLIENT_SECRET", CLIENT_SECRET);
+        runs.push(Running::spawn(cmd));
+    }
+    for run in runs {
+        let out = run.finish(Duration::from_secs(120));
+        assert!(out.status.success(), "{}", stderr_text(&out));
+    }
+    let stored = stored_set(&env)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        CLIENT_SECRET.as_bytes()
+    );
+    let names: Vec<String> = std::fs::read_dir(secrets_dir(&env).join(&env.profile))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "two files, no leftovers: {names:?}");
+    let out = env.ok(&["token"]);
+    assert!(fake.access_token_valid(stdout_text(&out).trim()));
+}
+
+#[test]
+fn exec_children_never_see_the_passphrase() {
+    let fake = FakeXero::start();
+    let (env, _imported) = expired_profile(&fake, "fs-exec");
+    let out = env.ok(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "env; cat /proc/$$/environ | tr '\\0' '\\n'",
+    ]);
+    let seen = stdout_text(&out);
+    assert!(
+        seen.contains("XERO_ACCESS_TOKEN="),
+        "the child got its token"
+    );
+    assert!(
+        !seen.contains(PASSPHRASE),
+        "the passphrase reached the child"
+    );
+    assert!(
+        !seen.contains("XERO_AUTH_PASSPHRASE"),
+        "the variable reached the child"
+    );
+}
+
+#[test]
+fn the_default_work_factor_is_2_to_the_18() {
+    let fake = FakeXero::start();
+    let mut env = file_env(&fake, "fs-default");
+    env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "");
+    env.set_client(&fake);
+    let sealed = std::fs::read(client_secret_file(&env)).unwrap();
+    let header = String::from_utf8_lossy(&sealed[..80]).into_owned();
+    // "-> scrypt SALT LOG_N" in age's header.
+    let log_n: u8 = header
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split(' ').nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no work factor in {header:?}"));
+    assert_eq!(log_n, 18, "the default work factor");
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        CLIENT_SECRET.as_bytes()
+    );
+}
