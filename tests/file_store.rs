@@ -438,3 +438,96 @@ fn the_default_work_factor_is_2_to_the_18() {
         CLIENT_SECRET.as_bytes()
     );
 }
+
+#[test]
+fn doctor_checks_the_file_store_and_whether_the_passphrase_opens_it() {
+    let fake = FakeXero::start();
+    let (env, _imported) = expired_profile(&fake, "fs-doctor");
+    // Doctor reads the profiles as configured: name the store there.
+    let config = env.dir.path().join("config/xero-auth/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}store = \"file\"\n")).unwrap();
+    let doctor = |passphrase: &str| {
+        let mut cmd = env.std_cmd(&["doctor", "--json"]);
+        cmd.env_remove("XERO_AUTH_STORE")
+            .env("XERO_AUTH_PASSPHRASE", passphrase);
+        let out = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            !stdout_text(&out).contains(PASSPHRASE),
+            "the passphrase is never printed"
+        );
+        (out.status.code().unwrap(), json)
+    };
+    let file_store = |json: &serde_json::Value| {
+        json["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["store"] == "file")
+            .cloned()
+            .expect("the file store is listed")
+    };
+
+    let (code, json) = doctor(PASSPHRASE);
+    assert_eq!(code, 0, "{json:#}");
+    let store = file_store(&json);
+    assert_eq!(store["usable"], true);
+    assert!(
+        store["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 files; the passphrase in XERO_AUTH_PASSPHRASE opens them"),
+        "{store:#}"
+    );
+    assert_eq!(store["used_by"][0], env.profile.as_str());
+    let me = json["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == env.profile.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["store"], "file");
+    assert_eq!(me["token_set_stored"], true);
+    assert_eq!(me["client_secret_stored"], true);
+
+    let (code, json) = doctor("not-the-passphrase");
+    assert_eq!(code, 5, "{json:#}");
+    assert!(
+        file_store(&json)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("passphrase does not open"),
+        "{json:#}"
+    );
+
+    let (code, json) = doctor("");
+    assert_eq!(code, 5, "{json:#}");
+    let store = file_store(&json);
+    assert!(
+        store["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no XERO_AUTH_PASSPHRASE"),
+        "{store:#}"
+    );
+    assert!(
+        store["fix"]
+            .as_str()
+            .unwrap()
+            .contains("set XERO_AUTH_PASSPHRASE"),
+        "{store:#}"
+    );
+
+    // Other users reading the folder is a problem too.
+    std::fs::set_permissions(secrets_dir(&env), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, json) = doctor(PASSPHRASE);
+    assert_eq!(code, 5, "{json:#}");
+    assert!(
+        file_store(&json)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("can be read by other users")
+    );
+}

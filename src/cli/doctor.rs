@@ -275,6 +275,30 @@ impl Report {
                 used_by,
             });
         }
+        // The encrypted-file store exists wherever there is a data folder.
+        let root = ctx.paths.file_store_dir();
+        let probe_root = root.clone();
+        let task = tokio::task::spawn_blocking(move || crate::store::file::check(&probe_root));
+        let outcome = match tokio::time::timeout(wait.max(MIN_FILE_WAIT), task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(join)) => Err(StoreFailure {
+                cause: format!("the check failed unexpectedly ({join})"),
+                fix: "run `xero-auth doctor -vvv` and report it".into(),
+            }),
+            Err(_) => Err(StoreFailure {
+                cause: format!("no answer within {} s", wait.max(MIN_FILE_WAIT).as_secs()),
+                fix: "the data folder may be on a network file system that hangs".into(),
+            }),
+        };
+        self.stores.push(StoreCheck {
+            kind: StoreKind::File,
+            description: format!("encrypted files in {}", root.display()),
+            outcome,
+            used_by: resolved()
+                .filter(|p| p.store == StoreKind::File)
+                .map(|p| p.name.clone())
+                .collect(),
+        });
         let overridden = ctx.store_override.is_some();
         if !overridden {
             for s in &self.stores {
@@ -821,7 +845,12 @@ fn bounded(profile: &Profile) -> Profile {
     p
 }
 
-/// The stores this build has for the operating system it runs on.
+/// Opening a file of the file store costs a scrypt run (a second or more on a slow machine):
+/// its check gets at least this long.
+const MIN_FILE_WAIT: Duration = Duration::from_secs(20);
+
+/// The keychains this build has for the operating system it runs on (the file store, which
+/// every system has, is checked on its own).
 fn stores_of_this_os() -> Vec<StoreKind> {
     if cfg!(target_os = "linux") {
         vec![StoreKind::SecretService, StoreKind::Keyutils]

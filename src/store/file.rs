@@ -520,6 +520,99 @@ fn rand_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// What `xero-auth doctor` reports about the store in `root`: its files and their permissions,
+/// where the passphrase would come from, and — when `XERO_AUTH_PASSPHRASE` gives it — whether it
+/// opens the store. Never prompts, never writes.
+pub fn check(root: &Path) -> Result<String, StoreFailure> {
+    let probe = FileStore::new(
+        root.to_path_buf(),
+        FILE_WORK_FACTORS.0,
+        Box::new(|_| {
+            Err(StoreFailure {
+                cause: String::new(),
+                fix: String::new(),
+            })
+        }),
+    );
+    let files = probe.store_files();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let loose = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o077 != 0)
+                .unwrap_or(false)
+        };
+        if let Some(open) = std::iter::once(root.to_path_buf())
+            .chain(
+                files
+                    .iter()
+                    .filter_map(|f| f.parent().map(Path::to_path_buf)),
+            )
+            .chain(files.iter().cloned())
+            .find(|p| loose(p))
+        {
+            return Err(StoreFailure {
+                cause: format!("{} can be read by other users", open.display()),
+                fix: format!(
+                    "`chmod -R go-rwx {}` (the next write also restores 0700 folders)",
+                    root.display()
+                ),
+            });
+        }
+    }
+    let count = match files.len() {
+        0 => "no file yet".to_string(),
+        1 => "1 file".to_string(),
+        n => format!("{n} files"),
+    };
+    let given = TAKEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .or_else(|| {
+            std::env::var(PASSPHRASE_ENV)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| SecretString::from(Zeroizing::new(v).as_str()))
+        });
+    let Some(passphrase) = given else {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            return Ok(format!(
+                "{count}; the passphrase is asked for on the terminal"
+            ));
+        }
+        return Err(StoreFailure {
+            cause: format!(
+                "{count}; no {PASSPHRASE_ENV} and no terminal to ask for the passphrase on"
+            ),
+            fix: format!(
+                "set {PASSPHRASE_ENV} for the commands that use the file store (from a secret \
+                 manager or the CI's secret variables)"
+            ),
+        });
+    };
+    let Some(first) = files.first() else {
+        return Ok(format!(
+            "{count}; the passphrase in {PASSPHRASE_ENV} becomes the store's at the first write"
+        ));
+    };
+    let with = FileStore::new(
+        root.to_path_buf(),
+        FILE_WORK_FACTORS.0,
+        Box::new(move |_| Ok(passphrase.clone())),
+    );
+    match with.open(first) {
+        Ok(_) => Ok(format!(
+            "{count}; the passphrase in {PASSPHRASE_ENV} opens them"
+        )),
+        Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(first, false)),
+        Err(OpenError::Damaged(why)) => Err(damaged(first, &why)),
+        Err(OpenError::Other(failure)) => Err(failure),
+    }
+}
+
 /// The passphrase `XERO_AUTH_PASSPHRASE` held at start-up, taken by [`take_passphrase_from_env`].
 static TAKEN: Mutex<Option<SecretString>> = Mutex::new(None);
 
