@@ -237,16 +237,55 @@ def main():
                                         ("new refresh token", new["refresh_token"]),
                                         ("new access token", new["access_token"]),
                                         ("new id token", new.get("id_token"))])
+
+        # The encrypted-file store: the same commands, and the passphrase is a secret too.
+        passphrase = "memcheck-passphrase-" + os.urandom(12).hex()
+        profile = run.env["XERO_AUTH_PROFILE"]
+        run.env.update(XERO_AUTH_STORE="file", XERO_AUTH_PASSPHRASE=passphrase,
+                       XERO_AUTH_FILE_WORK_FACTOR="12",
+                       XERO_AUTH_DATA_DIR=os.path.join(work, "data"),
+                       XERO_AUTH_PROFILE=profile + "-file")
+        with open(secret_file, "w") as f:
+            f.write(run.secret + "\n")
+        data, _ = run.under_gdb("file-client-set", ["client", "set", "--client-id", CLIENT_ID,
+                                                    "--secret-stdin"], stdin_path=secret_file)
+        os.remove(secret_file)
+        results["file: client set"] = count(data, [("client secret", run.secret),
+                                                   ("passphrase", passphrase)])
+        # The tokens login just stored for the keychain profile move to this one.
+        fresh = run.issued()[-1]
+        with open(run.token_file, "w") as f:
+            json.dump(dict(fresh, token_type="Bearer"), f)
+        data, _ = run.under_gdb("file-import", ["import", run.token_file])
+        results["file: import"] = count(data, [("refresh token", fresh["refresh_token"]),
+                                               ("access token", fresh["access_token"]),
+                                               ("passphrase", passphrase)])
+        data, _ = run.under_gdb("file-token", ["token"])
+        results["file: token"] = count(data, [("refresh token", fresh["refresh_token"]),
+                                              ("access token", fresh["access_token"]),
+                                              ("passphrase", passphrase)])
+        data, out = run.under_gdb("file-refresh", ["refresh"])
+        new = run.issued()[-1]
+        printed = subprocess.run([run.bin, "token"], env=run.env, capture_output=True,
+                                 text=True).stdout.strip()
+        if printed != new.get("access_token"):
+            raise SystemExit("refresh under gdb did not store the new tokens in the file "
+                             "store:\n" + out)
+        results["file: refresh"] = count(data, [("client secret", run.secret),
+                                                ("old refresh token", fresh["refresh_token"]),
+                                                ("new refresh token", new["refresh_token"]),
+                                                ("new access token", new["access_token"]),
+                                                ("passphrase", passphrase)])
     finally:
         run.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
     found = 0
-    print("%-10s %-24s %-24s %s" % ("command", "secret", "form", "occurrences"))
+    print("%-18s %-24s %-24s %s" % ("command", "secret", "form", "occurrences"))
     for command, rows in results.items():
         for secret, form, n in rows:
             found += n
-            print("%-10s %-24s %-24s %d%s" % (command, secret, form, n, "   <-- FOUND" if n else ""))
+            print("%-18s %-24s %-24s %d%s" % (command, secret, form, n, "   <-- FOUND" if n else ""))
     total = sum(len(r) for r in results.values())
     print("memcheck: %d secret/form checks over %d commands, %d occurrences"
           % (total, len(results), found))

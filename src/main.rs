@@ -37,6 +37,7 @@ fn main() {
             err.exit_code()
         }
     };
+    xero_auth::store::file::forget_passphrase();
     std::process::exit(code as i32);
 }
 

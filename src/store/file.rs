@@ -636,6 +636,12 @@ pub unsafe fn take_passphrase_from_env() {
     unsafe { std::env::remove_var(PASSPHRASE_ENV) };
 }
 
+/// Wipes the passphrase [`take_passphrase_from_env`] took: a static is never dropped, so the
+/// tool calls this before it exits.
+pub fn forget_passphrase() {
+    TAKEN.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
 /// Where the tool gets the passphrase: what [`take_passphrase_from_env`] took, else
 /// `XERO_AUTH_PASSPHRASE` (a program linking the library), else a no-echo prompt when stderr is
 /// a terminal (asked twice for a new store), else an error that says what to set.
