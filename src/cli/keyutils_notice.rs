@@ -15,8 +15,13 @@ use crate::store::{Keychain, SecretStore, Store, StoreFailure};
 const PERSISTENT_KEYRING_EXPIRY: &str = "/proc/sys/kernel/keys/persistent_keyring_expiry";
 
 /// The store the command-line tool uses for `profile`: its keychain, wrapped in [`WarnOnWrite`]
-/// when that keychain is kernel keyutils.
+/// when that keychain is kernel keyutils (and, in test builds only, in the per-entry limit of
+/// [`crate::store::split::limit_for_tests`]).
 pub fn profile_store(profile: &Profile) -> Store {
+    crate::store::split::limit_for_tests(keychain_store(profile))
+}
+
+fn keychain_store(profile: &Profile) -> Store {
     if profile.store != StoreKind::Keyutils {
         return Store::keychain(profile.store, profile.store_timeout);
     }
@@ -100,6 +105,10 @@ impl SecretStore for WarnOnWrite {
 
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         self.inner.contains(account)
+    }
+
+    fn max_secret_len(&self) -> Option<usize> {
+        self.inner.max_secret_len()
     }
 }
 
