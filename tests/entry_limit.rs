@@ -239,6 +239,11 @@ fn a_crash_between_the_parts_and_the_core_keeps_the_refresh_token_and_the_next_t
         .failure()
         .get_output()
         .clone();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGABRT),
+        "died at the crash point"
+    );
     assert_eq!(fake.count(Counter::Refresh), 1);
     assert!(!stdout_text(&out).contains(&tokens.refresh_token));
     assert_eq!(
