@@ -107,6 +107,16 @@ impl Drop for Limited {
     }
 }
 
+/// A fake that issues 2,600-byte access tokens, and a limited profile that imported a fresh set
+/// of them (so split into parts).
+fn imported_long_tokens(name: &str) -> (FakeXero, Limited, IssuedTokens) {
+    let fake = FakeXero::start();
+    fake.set_access_token_len(Some(2600));
+    let env = Limited::new(&fake, name);
+    let tokens = env.0.import_fresh(&fake, Duration::from_secs(60));
+    (fake, env, tokens)
+}
+
 /// The access token of the latest token response the fake minted.
 fn latest_access_token(fake: &FakeXero) -> String {
     fake.issued().last().unwrap()["access_token"]
@@ -118,10 +128,7 @@ fn latest_access_token(fake: &FakeXero) -> String {
 #[test]
 fn long_access_tokens_round_trip_import_token_refresh_logout_within_2560_bytes() {
     require_keychain!();
-    let fake = FakeXero::start();
-    fake.set_access_token_len(Some(2600));
-    let env = Limited::new(&fake, "el-round-trip");
-    let tokens = env.0.import_fresh(&fake, Duration::from_secs(60));
+    let (fake, env, tokens) = imported_long_tokens("el-round-trip");
     assert_eq!(tokens.access_token.len(), 2600);
     assert_eq!(env.assert_split_within_limit(), 2);
     assert_eq!(env.0.stored_refresh_token(), tokens.refresh_token);
@@ -184,10 +191,7 @@ fn long_access_tokens_round_trip_import_token_refresh_logout_within_2560_bytes()
 #[test]
 fn a_set_whose_parts_were_deleted_behind_its_back_refreshes_once() {
     require_keychain!();
-    let fake = FakeXero::start();
-    fake.set_access_token_len(Some(2600));
-    let env = Limited::new(&fake, "el-parts-gone");
-    let tokens = env.0.import_fresh(&fake, Duration::from_secs(60));
+    let (fake, env, tokens) = imported_long_tokens("el-parts-gone");
     env.assert_split_within_limit();
     let status = StdCommand::new("secret-tool")
         .args([
@@ -224,10 +228,7 @@ fn a_set_whose_parts_were_deleted_behind_its_back_refreshes_once() {
 #[test]
 fn a_crash_between_the_parts_and_the_core_keeps_the_refresh_token_and_the_next_token_refreshes() {
     require_keychain!();
-    let fake = FakeXero::start();
-    fake.set_access_token_len(Some(2600));
-    let env = Limited::new(&fake, "el-crash");
-    let tokens = env.0.import_fresh(&fake, Duration::from_secs(60));
+    let (fake, env, tokens) = imported_long_tokens("el-crash");
     let core_before = env.0.stored_raw().unwrap();
 
     // The refresh is answered, the new parts written, and the process dies before the core.

@@ -498,7 +498,7 @@ mod tests {
                 assert_eq!(stored["version"], 2, "{len}");
                 assert!(stored.get("access_token").is_none(), "{len}");
                 assert!(
-                    count >= len as u32 / LIMIT as u32 + 1,
+                    count as usize >= len.div_ceil(LIMIT),
                     "{len}: {count} parts"
                 );
                 let mut expected: Vec<String> = (0..count).map(part).collect();
