@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
-use crate::store::{Store, client_secret_account, token_set_account};
+use crate::store::{Store, client_secret_account, split};
 use crate::token_set::TokenSet;
 
 /// The default margin: a token that expires within 5 minutes is refreshed first.
@@ -189,7 +189,7 @@ impl Session {
         let paths = Paths::from_env(&env)?;
         let config = crate::config::Config::load(&paths.config_file())?;
         let profile = config.profile(name, &env)?;
-        let store = Store::for_profile(&profile, &paths);
+        let store = crate::store::split::limit_for_tests(Store::for_profile(&profile, &paths));
         Ok(Session::new(profile, paths, store, Arc::new(SystemClock)))
     }
 
@@ -343,21 +343,11 @@ impl Session {
             .await
     }
 
-    /// The stored token set, if any.
+    /// The stored token set, if any. On a store with a per-entry limit its access token may come
+    /// from entries of its own ([`crate::store::split`]); when those cannot be used the set comes
+    /// back without one, and the next use refreshes.
     pub async fn stored_token_set(&self) -> Result<Option<TokenSet>> {
-        let Some(bytes) = self
-            .store
-            .get(&token_set_account(&self.profile.name))
-            .await?
-        else {
-            return Ok(None);
-        };
-        TokenSet::from_json(&bytes)
-            .map(Some)
-            .map_err(|message| Error::StoredFormat {
-                profile: self.profile.name.clone(),
-                message,
-            })
+        split::load(&self.store, &self.profile.name).await
     }
 
     /// The stored token set, or exit 3 when there is none.
@@ -369,16 +359,12 @@ impl Session {
         })
     }
 
-    /// Writes `set` in one keychain write.
+    /// Writes `set`: the refresh token always in one keychain write. On a store with a per-entry
+    /// limit a set too large for one entry has its access token written first, in entries of its
+    /// own ([`crate::store::split`]).
     pub async fn store_token_set(&self, set: &TokenSet) -> Result<()> {
         let label = format!("xero-auth token set ({})", self.profile.name);
-        self.store
-            .set(
-                &token_set_account(&self.profile.name),
-                &label,
-                set.to_json(),
-            )
-            .await
+        split::save(&self.store, &self.profile.name, &label, set).await
     }
 
     /// The app's credentials: the client id from the config, the secret from the keychain
@@ -610,11 +596,10 @@ impl Session {
         }
     }
 
-    /// Deletes the profile's token set; `false` when there was none.
+    /// Deletes the profile's token set (access-token entries first, if any); `false` when there
+    /// was none.
     pub async fn delete_token_set(&self) -> Result<bool> {
-        self.store
-            .delete(&token_set_account(&self.profile.name))
-            .await
+        split::delete(&self.store, &self.profile.name).await
     }
 
     /// The paths this session uses (lock files).

@@ -1,14 +1,44 @@
 //! The token set: what one keychain entry holds for a profile, and how it is written.
 //!
 //! The whole set is one small JSON document written in **one** keychain write, so the refresh
-//! token is never split across entries and never lost between two writes.
+//! token is never split across entries and never lost between two writes. On a store that limits
+//! the size of one entry (Windows Credential Manager) a set too large for it keeps its access
+//! token in entries of its own and the rest here ([`crate::store::split`]); the refresh token
+//! always stays in this one entry.
 
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken, Zeroizing, secret_from_str};
 
-/// The format this version writes. A newer one is refused, never overwritten.
+/// The format of a whole set in one entry: what every store without a size limit holds, and what
+/// a limited store holds whenever the set fits. A newer format is refused, never overwritten.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format of a set whose access token is kept in entries of its own (see
+/// [`AccessTokenParts`]). Only a store with a per-entry size limit ever holds it.
+///
+/// Why a new number rather than format 1 without `access_token`: xero-auth before this format
+/// would read such an entry as a set with no cached access token and carry on — refresh on
+/// every call, then try to write the whole set back in one entry, which the store refuses (the
+/// very failure the split avoids), and leave the parts behind at `logout`. With format 2 it
+/// stops at once with its "written by a newer xero-auth" message (exit 1), touching nothing,
+/// and the user upgrades. Sets that fit stay format 1, so only the sets an older version could
+/// not have stored anyway are hidden from it.
+pub const SPLIT_FORMAT_VERSION: u32 = 2;
+
+/// Where a split set's access token is: `count` entries, each headed by `id` and its index, whose
+/// contents joined are a token with this SHA-256 (hex). The digest tells a complete, current
+/// token from damaged, stale or mixed parts; it is a digest of a random-signed 30-minute token,
+/// not a way back to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenParts {
+    /// Random, fresh for every write of the parts.
+    pub id: String,
+    /// How many entries the token is cut into.
+    pub count: u32,
+    /// SHA-256 of the whole token, lower-case hex.
+    pub sha256: String,
+}
 
 /// How long Xero keeps an unused refresh token alive.
 pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 60 * 24 * 3600;
@@ -71,6 +101,8 @@ struct StoredRef<'a> {
     token_type: &'a str,
     scope: String,
     obtained_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token_parts: Option<&'a AccessTokenParts>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +116,8 @@ struct StoredOwned {
     #[serde(default)]
     scope: String,
     obtained_at: i64,
+    #[serde(default)]
+    access_token_parts: Option<AccessTokenParts>,
 }
 
 fn bearer() -> String {
@@ -187,27 +221,66 @@ impl TokenSet {
 
     /// The stored form: one JSON document in a zeroizing buffer allocated once.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        self.stored_json(FORMAT_VERSION, true, None)
+    }
+
+    /// The stored form without the access token: with `parts`, a split set's core entry
+    /// (format [`SPLIT_FORMAT_VERSION`]) that says where the access token is; without, a whole set
+    /// (format 1) that has no access token to cache.
+    pub fn to_core_json(&self, parts: Option<&AccessTokenParts>) -> Zeroizing<Vec<u8>> {
+        match parts {
+            Some(parts) => self.stored_json(SPLIT_FORMAT_VERSION, false, Some(parts)),
+            None => self.stored_json(FORMAT_VERSION, false, None),
+        }
+    }
+
+    fn stored_json(
+        &self,
+        version: u32,
+        with_access_token: bool,
+        parts: Option<&AccessTokenParts>,
+    ) -> Zeroizing<Vec<u8>> {
+        let access_token = self.access_token.as_ref().filter(|_| with_access_token);
         let stored = StoredRef {
-            version: FORMAT_VERSION,
+            version,
             refresh_token: self.refresh_token.as_ref().map(|t| t.expose_secret()),
-            access_token: self.access_token.as_ref().map(|t| t.expose_secret()),
-            expires_at: self.expires_at,
+            access_token: access_token.map(|t| t.expose_secret()),
+            expires_at: self
+                .expires_at
+                .filter(|_| with_access_token || parts.is_some()),
             token_type: &self.token_type,
             scope: self.scopes.join(" "),
             obtained_at: self.obtained_at,
+            access_token_parts: parts,
         };
         let secret_len =
             stored.refresh_token.map_or(0, str::len) + stored.access_token.map_or(0, str::len);
+        let parts_len = parts.map_or(0, |p| p.id.len() + p.sha256.len() + 64);
         // Escapes can at most sextuple a character (\u00XX); reserve for the worst case so the
         // buffer never reallocates and leaves a copy behind.
-        let capacity = 6 * (secret_len + stored.scope.len() + stored.token_type.len()) + 256;
+        let capacity =
+            6 * (secret_len + stored.scope.len() + stored.token_type.len() + parts_len) + 256;
         let mut buf = Zeroizing::new(Vec::with_capacity(capacity));
         serde_json::to_writer(&mut *buf, &stored).expect("serialising to memory cannot fail");
         buf
     }
 
-    /// Parses the stored form. The error never quotes the data.
+    /// Parses a whole set (format 1). A split set's core entry is refused here: its access token
+    /// is elsewhere, read it with [`crate::store::split::load`]. The error never quotes the data.
     pub fn from_json(bytes: &[u8]) -> Result<TokenSet, String> {
+        match TokenSet::from_stored(bytes)? {
+            (set, None) => Ok(set),
+            (_, Some(_)) => Err(format!(
+                "keeps its access token in entries of its own (format {SPLIT_FORMAT_VERSION}); \
+                 it is read through the store"
+            )),
+        }
+    }
+
+    /// Parses what a token-set entry holds: a whole set (format 1), or a split set's core (format
+    /// [`SPLIT_FORMAT_VERSION`]) with no access token and the reference to its parts. The error
+    /// never quotes the data.
+    pub fn from_stored(bytes: &[u8]) -> Result<(TokenSet, Option<AccessTokenParts>), String> {
         let version = serde_json::from_slice::<VersionOnly>(bytes)
             .map_err(|e| {
                 format!(
@@ -218,9 +291,9 @@ impl TokenSet {
             })?
             .version
             .ok_or_else(|| "has no format version".to_string())?;
-        if version > FORMAT_VERSION {
+        if version > SPLIT_FORMAT_VERSION {
             return Err(format!(
-                "was written by a newer xero-auth (format {version}; this one reads up to {FORMAT_VERSION}); \
+                "was written by a newer xero-auth (format {version}; this one reads up to {SPLIT_FORMAT_VERSION}); \
                  the entry was left as it is: upgrade xero-auth, or replace the entry with \
                  `xero-auth import FILE --force` or `xero-auth login`"
             ));
@@ -232,15 +305,27 @@ impl TokenSet {
                 e.column()
             )
         })?;
-        let _ = stored.version;
-        Ok(TokenSet {
+        let split = stored.version == SPLIT_FORMAT_VERSION;
+        let inconsistent = match (split, &stored.access_token_parts, &stored.access_token) {
+            (false, Some(_), _) => Some("format 1 with a reference to access-token entries"),
+            (true, None, _) => Some("format 2 without its reference to access-token entries"),
+            (true, Some(_), Some(_)) => Some("format 2 with an access token of its own"),
+            _ => None,
+        };
+        if let Some(what) = inconsistent {
+            return Err(format!(
+                "is damaged ({what}); log in again or import a token file"
+            ));
+        }
+        let set = TokenSet {
             refresh_token: stored.refresh_token.map(owned_secret),
             access_token: stored.access_token.map(owned_secret),
             expires_at: stored.expires_at,
             token_type: stored.token_type,
             scopes: stored.scope.split_whitespace().map(String::from).collect(),
             obtained_at: stored.obtained_at,
-        })
+        };
+        Ok((set, stored.access_token_parts))
     }
 }
 
@@ -279,7 +364,7 @@ mod tests {
     #[test]
     fn refuses_a_newer_format_without_quoting_it() {
         let err =
-            TokenSet::from_json(br#"{"version":2,"refresh_token":"rt-secret","obtained_at":1}"#)
+            TokenSet::from_json(br#"{"version":3,"refresh_token":"rt-secret","obtained_at":1}"#)
                 .unwrap_err();
         assert!(err.contains("newer xero-auth"), "{err}");
         assert!(!err.contains("rt-secret"));
@@ -391,6 +476,57 @@ mod tests {
         };
         assert!(set.access_valid_for(i64::MIN, i64::MAX - 1));
         assert!(!set.clock_set_back(i64::MAX));
+    }
+
+    #[test]
+    fn a_whole_set_is_stored_exactly_as_before_the_split_format() {
+        // Format 1 entries written by earlier versions and by this one must stay identical.
+        assert_eq!(
+            std::str::from_utf8(&sample().to_json()).unwrap(),
+            r#"{"version":1,"refresh_token":"rt-123","access_token":"eyJ.at.456","expires_at":1000000,"token_type":"Bearer","scope":"openid offline_access","obtained_at":999000}"#
+        );
+    }
+
+    #[test]
+    fn a_split_core_holds_everything_but_the_access_token_and_reads_back() {
+        let parts = AccessTokenParts {
+            id: "0123456789abcdef".into(),
+            count: 2,
+            sha256: "ab".repeat(32),
+        };
+        let core = sample().to_core_json(Some(&parts));
+        let text = std::str::from_utf8(&core).unwrap();
+        assert!(
+            text.starts_with(r#"{"version":2,"refresh_token":"rt-123","#),
+            "{text}"
+        );
+        assert!(!text.contains("eyJ.at.456"), "{text}");
+        let (back, back_parts) = TokenSet::from_stored(&core).unwrap();
+        assert_eq!(back_parts, Some(parts));
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "rt-123");
+        assert!(back.access_token.is_none());
+        assert_eq!(back.expires_at, Some(1_000_000));
+        assert_eq!(back.obtained_at, 999_000);
+        // A whole-set reader refuses it rather than hand out a set without its access token.
+        let err = TokenSet::from_json(&core).unwrap_err();
+        assert!(err.contains("entries of its own"), "{err}");
+        // Without parts: a format 1 set with nothing to cache.
+        let bare = sample().to_core_json(None);
+        let back = TokenSet::from_json(&bare).unwrap();
+        assert!(back.access_token.is_none() && back.expires_at.is_none());
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "rt-123");
+    }
+
+    #[test]
+    fn a_core_that_contradicts_its_format_is_damaged() {
+        for bytes in [
+            &br#"{"version":2,"refresh_token":"rt-secret","obtained_at":1}"#[..],
+            br#"{"version":1,"refresh_token":"rt-secret","obtained_at":1,"access_token_parts":{"id":"a","count":1,"sha256":"b"}}"#,
+            br#"{"version":2,"refresh_token":"rt-secret","access_token":"at","obtained_at":1,"access_token_parts":{"id":"a","count":1,"sha256":"b"}}"#,
+        ] {
+            let err = TokenSet::from_stored(bytes).unwrap_err();
+            assert!(err.contains("damaged") && !err.contains("rt-secret"), "{err}");
+        }
     }
 
     #[test]

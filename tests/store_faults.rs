@@ -217,7 +217,7 @@ fn an_entry_from_a_newer_version_is_refused_left_alone_and_import_force_replaces
     env.set_client(&fake);
     env.import_fresh(&fake, DAY);
     let newer =
-        br#"{"version":2,"refresh_token":"rt-from-the-future","vault":{"kind":"split"},"obtained_at":1}"#;
+        br#"{"version":3,"refresh_token":"rt-from-the-future","vault":{"kind":"split"},"obtained_at":1}"#;
     Keychain::new(StoreKind::SecretService)
         .set(&token_set_account(&env.profile), "newer", newer)
         .unwrap();

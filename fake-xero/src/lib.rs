@@ -497,6 +497,14 @@ impl FakeXero {
         self.state().grace_same_pair = same;
     }
 
+    /// Makes every access token minted from now on exactly `len` bytes long (`None`: the
+    /// usual size, some 1 KB), still JWT-shaped: header and claims as usual, a longer random
+    /// signature. Real Xero tokens run to 1.2–1.6 KB, more with many granular scopes; this is
+    /// how a test reaches a store's per-entry limit.
+    pub fn set_access_token_len(&self, len: Option<usize>) {
+        self.state().access_token_len = len;
+    }
+
     /// What the fake user answers at the authorize endpoint.
     pub fn set_authorize_decision(&self, d: AuthorizeDecision) {
         self.state().decision = d;

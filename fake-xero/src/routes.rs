@@ -816,6 +816,15 @@ fn discovery(st: &State, req: &Request) -> Response {
 
 // ---------------------------------------------------------------- control routes
 
+/// A control route's `key=N|none` parameter: `Ok(None)` when absent, empty or `none`, `Err`
+/// when it is not a number.
+fn number_or_none(q: &[(String, String)], key: &str) -> Result<Option<usize>, ()> {
+    match form_get(q, key).filter(|v| !v.is_empty()) {
+        None | Some("none") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ()),
+    }
+}
+
 /// Control routes for scripts (`/_fake/…`); never counted, recorded or faulted.
 fn control(shared: &Shared, req: &Request) -> Response {
     let q = parse_form(&req.query);
@@ -862,18 +871,21 @@ fn control(shared: &Shared, req: &Request) -> Response {
                 Some(Ok(n)) => n,
                 Some(Err(_)) => return bad("retry_after must be a number"),
             };
-            let limit = match form_get(&q, "limit").filter(|l| !l.is_empty()) {
-                None | Some("none") => None,
-                Some(l) => match l.parse::<usize>() {
-                    Ok(n) => Some(n),
-                    Err(_) => return bad("limit must be a number or none"),
-                },
+            let Ok(limit) = number_or_none(&q, "limit") else {
+                return bad("limit must be a number or none");
             };
             st.set_minute_limit(limit, retry_after);
             Response::json(200, &json!({}))
         }
         ("POST", "/_fake/expire_access_tokens") => {
             st.expire_access_tokens();
+            Response::json(200, &json!({}))
+        }
+        ("POST", "/_fake/access_token_len") => {
+            let Ok(len) = number_or_none(&q, "len") else {
+                return bad("len must be a number or none");
+            };
+            st.access_token_len = len;
             Response::json(200, &json!({}))
         }
         ("POST", "/_fake/fault") => {
@@ -923,7 +935,8 @@ fn control(shared: &Shared, req: &Request) -> Response {
             "/_fake/clock/advance"
             | "/_fake/fault"
             | "/_fake/minute_limit"
-            | "/_fake/expire_access_tokens",
+            | "/_fake/expire_access_tokens"
+            | "/_fake/access_token_len",
         ) => method_not_allowed("POST"),
         _ => not_found(),
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::util::{fake_jwt, normalize_scope, random_hex, random_uuid, scope_has, xero_datetime};
+use crate::util::{
+    fake_jwt, fake_jwt_of_len, normalize_scope, random_hex, random_uuid, scope_has, xero_datetime,
+};
 use crate::{
     AuthorizeDecision, Counter, DEFAULT_CONNECTION_ID, DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME,
     Fault, IssuedTokens, RefreshTokenStatus, RequestRecord, Target, Tenant,
@@ -109,6 +111,9 @@ pub struct State {
     /// Every user-grant token response minted, oldest first (for tests that must know the
     /// exact secrets a client handled, e.g. to search a memory image for them).
     pub issued: Vec<Value>,
+    /// When set, every access token minted is exactly this long (see
+    /// [`crate::FakeXero::set_access_token_len`]).
+    pub access_token_len: Option<usize>,
 }
 
 /// How long a call stays in a tenant's minute window.
@@ -149,6 +154,7 @@ impl State {
             contacts: HashMap::new(),
             last_api_body: None,
             issued: Vec::new(),
+            access_token_len: None,
         };
         let created = xero_datetime(st.now());
         st.tenants.push(Tenant {
@@ -394,7 +400,10 @@ impl State {
                 "scope": scopes,
             }),
         };
-        let token = fake_jwt(claims);
+        let token = match self.access_token_len {
+            Some(len) => fake_jwt_of_len(claims, len),
+            None => fake_jwt(claims),
+        };
         self.access.insert(
             token.clone(),
             AccessEntry {

@@ -187,9 +187,37 @@ pub fn fake_jwt(claims: serde_json::Value) -> String {
     )
 }
 
+/// A JWT-looking token of exactly `len` characters: [`fake_jwt`]'s header and claims, and a
+/// random base64url signature as long as it takes (at least one character; a `len` shorter
+/// than header and claims gives that minimum, longer than asked).
+pub fn fake_jwt_of_len(claims: serde_json::Value, len: usize) -> String {
+    let jwt = fake_jwt(claims);
+    let signed = jwt.rfind('.').expect("a JWT has three segments") + 1;
+    let room = len.saturating_sub(signed).max(1);
+    let mut signature = URL_SAFE_NO_PAD.encode(random_bytes(room * 3 / 4 + 3));
+    signature.truncate(room);
+    format!("{}{signature}", &jwt[..signed])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jwt_of_a_given_length_is_that_long_and_jwt_shaped() {
+        for len in [2000, 2600, 3001] {
+            let jwt = fake_jwt_of_len(serde_json::json!({ "scope": ["openid"] }), len);
+            assert_eq!(jwt.len(), len);
+            let segments: Vec<&str> = jwt.split('.').collect();
+            assert_eq!(segments.len(), 3, "{jwt}");
+            assert!(URL_SAFE_NO_PAD.decode(segments[1]).is_ok());
+            assert!(
+                segments[2]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+        }
+    }
 
     #[test]
     fn decode_form() {

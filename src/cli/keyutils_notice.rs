@@ -15,8 +15,13 @@ use crate::store::{Keychain, SecretStore, Store, StoreFailure};
 const PERSISTENT_KEYRING_EXPIRY: &str = "/proc/sys/kernel/keys/persistent_keyring_expiry";
 
 /// The store the command-line tool uses for `profile`: its store, wrapped in [`WarnOnWrite`]
-/// when that is kernel keyutils.
+/// when that is kernel keyutils (and, in test builds only, in the per-entry limit of
+/// [`crate::store::split::limit_for_tests`]).
 pub fn profile_store(profile: &Profile, paths: &Paths) -> Store {
+    crate::store::split::limit_for_tests(unlimited_store(profile, paths))
+}
+
+fn unlimited_store(profile: &Profile, paths: &Paths) -> Store {
     if profile.store != StoreKind::Keyutils {
         return Store::for_profile(profile, paths);
     }
@@ -108,6 +113,10 @@ impl SecretStore for WarnOnWrite {
 
     fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
         self.inner.prepare(write, account)
+    }
+
+    fn max_secret_len(&self) -> Option<usize> {
+        self.inner.max_secret_len()
     }
 }
 

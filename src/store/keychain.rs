@@ -10,6 +10,12 @@ use super::{SERVICE, SecretStore, StoreFailure};
 use crate::config::StoreKind;
 use crate::secret::Zeroizing;
 
+/// The most bytes one Windows Credential Manager entry holds: `CRED_MAX_CREDENTIAL_BLOB_SIZE`
+/// (5 × 512) in `wincred.h`. windows-native-keyring-store refuses a longer secret
+/// (`Error::TooLong`) instead of writing it, so a token set is cut to fit (see
+/// [`super::split`]).
+pub const CREDENTIAL_MANAGER_MAX_SECRET_LEN: usize = 2560;
+
 /// A platform keychain. Connects on first use (for the Secret Service: opens the D-Bus session
 /// and the encrypted transfer session) and reuses the connection for later calls.
 pub struct Keychain {
@@ -160,6 +166,11 @@ impl SecretStore for Keychain {
             Err(KeyringError::NoEntry) => Ok(false),
             Err(e) => Err(self.failure(e)),
         }
+    }
+
+    fn max_secret_len(&self) -> Option<usize> {
+        // The Secret Service, the macOS Keychain and keyutils hold far more than a token set.
+        (self.kind == StoreKind::CredentialManager).then_some(CREDENTIAL_MANAGER_MAX_SECRET_LEN)
     }
 
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {

@@ -6,16 +6,51 @@ use std::sync::Mutex;
 use super::{SecretStore, StoreFailure};
 use crate::secret::Zeroizing;
 
-/// Secrets in a map, with a switch that makes writes fail.
+/// Secrets in a map, with switches that make writes fail, and an optional per-entry size limit
+/// enforced the way Windows Credential Manager enforces its own.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, Zeroizing<Vec<u8>>>>,
     fail_writes: Mutex<bool>,
+    fail_calls_to: Mutex<Option<String>>,
+    calls: std::sync::atomic::AtomicUsize,
+    limit: Option<usize>,
+    /// Every write attempted: (account, length in bytes), refused ones included.
+    writes: Mutex<Vec<(String, usize)>>,
 }
 
 impl MemoryStore {
+    /// A store that refuses secrets longer than `limit` bytes and reports the limit.
+    pub fn with_limit(limit: usize) -> Self {
+        MemoryStore {
+            limit: Some(limit),
+            ..MemoryStore::default()
+        }
+    }
+
     pub fn fail_writes(&self, fail: bool) {
         *self.fail_writes.lock().unwrap() = fail;
+    }
+
+    /// Makes every call on `account` (only) fail as an unavailable store does, or none with `None`.
+    pub fn fail_calls_to(&self, account: Option<&str>) {
+        *self.fail_calls_to.lock().unwrap() = account.map(String::from);
+    }
+
+    /// How many calls (get, set, delete) the store has answered or refused.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn call(&self, account: &str) -> Result<(), StoreFailure> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail_calls_to.lock().unwrap().as_deref() == Some(account) {
+            return Err(StoreFailure {
+                cause: format!("calls on {account} switched off"),
+                fix: "switch them on".into(),
+            });
+        }
+        Ok(())
     }
 
     pub fn raw(&self, account: &str) -> Option<Vec<u8>> {
@@ -25,6 +60,18 @@ impl MemoryStore {
             .get(account)
             .map(|v| v.to_vec())
     }
+
+    /// The accounts that hold a secret, sorted.
+    pub fn accounts(&self) -> Vec<String> {
+        let mut accounts: Vec<String> = self.entries.lock().unwrap().keys().cloned().collect();
+        accounts.sort();
+        accounts
+    }
+
+    /// Every write attempted so far: (account, length in bytes).
+    pub fn writes(&self) -> Vec<(String, usize)> {
+        self.writes.lock().unwrap().clone()
+    }
 }
 
 impl SecretStore for MemoryStore {
@@ -33,16 +80,23 @@ impl SecretStore for MemoryStore {
     }
 
     fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
+        self.call(account)?;
         Ok(self.entries.lock().unwrap().get(account).cloned())
     }
 
     fn set(&self, account: &str, _label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push((account.to_string(), secret.len()));
+        self.call(account)?;
         if *self.fail_writes.lock().unwrap() {
             return Err(StoreFailure {
                 cause: "writes switched off".into(),
                 fix: "switch them on".into(),
             });
         }
+        super::split::refuse_over_limit(secret.len(), self.limit)?;
         self.entries
             .lock()
             .unwrap()
@@ -51,6 +105,11 @@ impl SecretStore for MemoryStore {
     }
 
     fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+        self.call(account)?;
         Ok(self.entries.lock().unwrap().remove(account).is_some())
+    }
+
+    fn max_secret_len(&self) -> Option<usize> {
+        self.limit
     }
 }

@@ -8,12 +8,13 @@ pub mod file;
 mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
+pub mod split;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use file::FileStore;
-pub use keychain::Keychain;
+pub use keychain::{CREDENTIAL_MANAGER_MAX_SECRET_LEN, Keychain};
 
 use crate::config::{Paths, Profile, StoreKind};
 use crate::error::{Error, Result};
@@ -55,11 +56,22 @@ pub trait SecretStore: Send + Sync {
     fn prepare(&self, _write: bool, _account: &str) -> Result<(), StoreFailure> {
         Ok(())
     }
+    /// The most bytes one secret may have here, when the store has a limit (Windows Credential
+    /// Manager does); `None` when it has none worth knowing of. Wrappers pass it through.
+    fn max_secret_len(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The keychain account that holds a profile's token set.
 pub fn token_set_account(profile: &str) -> String {
     format!("{profile}/token-set")
+}
+
+/// The keychain account that holds part `index` of a profile's access token, on a store whose
+/// entries are too small for the whole token set (see [`split`]).
+pub fn access_token_part_account(profile: &str, index: u32) -> String {
+    format!("{profile}/access-token/{index}")
 }
 
 /// The keychain account that holds a profile's client secret.
@@ -109,6 +121,12 @@ impl Store {
     /// Which store this is, for messages.
     pub fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    /// The most bytes one secret may have in this store (see [`SecretStore::max_secret_len`]).
+    /// Asks no keychain.
+    pub fn max_secret_len(&self) -> Option<usize> {
+        self.inner.max_secret_len()
     }
 
     /// Reads the secret filed under `account`.
