@@ -531,3 +531,42 @@ fn doctor_checks_the_file_store_and_whether_the_passphrase_opens_it() {
             .contains("can be read by other users")
     );
 }
+
+/// The passphrase leaves the process's environment block at start-up: a `client set` held
+/// alive after its write shows neither the value in /proc/PID/environ nor the variable to the
+/// children it could start.
+#[test]
+fn the_passphrase_is_wiped_from_the_running_process_environment() {
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-environ");
+    let mut cmd = env.std_cmd(&["client", "set", "--client-id", CLIENT_ID]);
+    cmd.env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env("FAILPOINTS", "client-secret-stored=sleep(3000)");
+    let running = Running::spawn(cmd);
+    let pid = running.pid();
+    wait_until(Duration::from_secs(20), "the secret to be written", || {
+        client_secret_file(&env).exists()
+    });
+    let environ = std::fs::read(format!("/proc/{pid}/environ"));
+    let out = running.finish(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    match environ {
+        Ok(environ) => {
+            let has = |needle: &str| {
+                environ
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            };
+            assert!(has("XERO_CLIENT_SECRET="), "the environment block was read");
+            assert!(
+                !has(PASSPHRASE),
+                "the passphrase is still in the environment block"
+            );
+        }
+        // Only root reads another process's environ once it is not dumpable.
+        Err(e) if unsafe { libc::geteuid() } != 0 => {
+            eprintln!("skipped the environ check: {e} (not root)")
+        }
+        Err(e) => panic!("cannot read /proc/{pid}/environ as root: {e}"),
+    }
+}
