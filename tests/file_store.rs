@@ -570,3 +570,123 @@ fn the_passphrase_is_wiped_from_the_running_process_environment() {
         Err(e) => panic!("cannot read /proc/{pid}/environ as root: {e}"),
     }
 }
+
+/// Runs `xero-auth ARGS` on a terminal (`script` gives it a pseudo-terminal) and types each
+/// line once the prompt before it has appeared. Returns the exit code and all the terminal showed.
+fn on_a_terminal(env: &TestEnv, args: &str, dialogue: &[(&str, &str)]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    let base = env.std_cmd(&[]);
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env_remove("XERO_AUTH_PASSPHRASE")
+        .args([
+            "-qfec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_xero-auth")),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("script(1) runs (package bsdutils)");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = shown.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = 0;
+    for (prompt, line) in dialogue {
+        wait_until(Duration::from_secs(60), prompt, || {
+            let text = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+            match text[seen..].find(prompt) {
+                Some(at) => {
+                    seen += at + prompt.len();
+                    true
+                }
+                None => false,
+            }
+        });
+        // The prompt is printed just before the terminal's echo is switched off.
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    drop(stdin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command on the terminal did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    let text = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    (status, text)
+}
+
+#[test]
+fn on_a_terminal_the_passphrase_is_asked_without_echo_twice_for_a_new_store() {
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-tty");
+    let (code, shown) = on_a_terminal(
+        &env,
+        &format!("client set --client-id {CLIENT_ID}"),
+        &[
+            ("Client secret (input hidden): ", CLIENT_SECRET),
+            ("New passphrase for the xero-auth file store", PASSPHRASE),
+            ("The same passphrase again: ", PASSPHRASE),
+        ],
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        !shown.contains(PASSPHRASE),
+        "the passphrase was echoed: {shown}"
+    );
+    assert!(
+        !shown.contains(CLIENT_SECRET),
+        "the secret was echoed: {shown}"
+    );
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        CLIENT_SECRET.as_bytes()
+    );
+
+    // An existing store asks once; two different answers for a new store write nothing.
+    let (code, shown) = on_a_terminal(
+        &env,
+        "client show",
+        &[("Passphrase of the xero-auth file store", PASSPHRASE)],
+    );
+    assert_eq!(code, 0, "{shown}");
+    let other = file_env(&fake, "fs-tty-differ");
+    let (code, shown) = on_a_terminal(
+        &other,
+        &format!("client set --client-id {CLIENT_ID}"),
+        &[
+            ("Client secret (input hidden): ", CLIENT_SECRET),
+            ("New passphrase for the xero-auth file store", PASSPHRASE),
+            ("The same passphrase again: ", "something else"),
+        ],
+    );
+    assert_eq!(code, 5, "{shown}");
+    assert!(shown.contains("the two passphrases differ"), "{shown}");
+    assert!(!client_secret_file(&other).exists());
+}

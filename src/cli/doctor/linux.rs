@@ -72,8 +72,9 @@ pub fn secret_service(
               job — `dbus-run-session -- sh -c '…'` with GNOME Keyring unlocked in it — or \
               point DBUS_SESSION_BUS_ADDRESS at your session's bus \
               (unix:path=/run/user/$(id -u)/bus); see docs/headless-linux.md. Or set \
-              store = \"keyutils\" (kernel memory, forgotten at reboot). xero-auth never \
-              falls back to a plaintext file"
+              store = \"file\" (files encrypted with a passphrase) or store = \"keyutils\" \
+              (kernel memory, forgotten at reboot). xero-auth never falls back to a \
+              plaintext file"
             .into(),
     })?;
     let failed = |what: &str, e: &dyn std::fmt::Display| StoreFailure {
@@ -102,8 +103,8 @@ pub fn secret_service(
                 fix: "install and start one: GNOME Keyring (`gnome-keyring-daemon \
                       --components=secrets --daemonize --unlock`, password on stdin), \
                       KWallet, or KeePassXC with Secret Service integration; see \
-                      docs/headless-linux.md. Or set store = \"keyutils\" (forgotten at \
-                      reboot)"
+                      docs/headless-linux.md. Or set store = \"file\" (files encrypted with a \
+                      passphrase) or store = \"keyutils\" (forgotten at reboot)"
                     .into(),
             });
         }
