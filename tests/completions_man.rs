@@ -130,3 +130,38 @@ fn the_man_pages_name_every_subcommand() {
         "the doctor page explains its exit status"
     );
 }
+
+#[test]
+fn completions_need_no_configuration_and_a_broken_one_does_not_stop_them() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        "[profiles.default\nthis is not TOML",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xero-auth"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("XERO_AUTH_CONFIG_DIR", &config)
+            .env("XERO_AUTH_STATE_DIR", home.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["completions", "bash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(contains_word(
+        &String::from_utf8_lossy(&out.stdout),
+        "refresh"
+    ));
+    // Commands that do need it still say what is wrong with it.
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"));
+}

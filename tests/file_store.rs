@@ -669,13 +669,24 @@ fn on_a_terminal_the_passphrase_is_asked_without_echo_twice_for_a_new_store() {
         CLIENT_SECRET.as_bytes()
     );
 
-    // An existing store asks once; two different answers for a new store write nothing.
+    // An existing store asks once; `client show` asks nothing (it only looks the file up);
+    // two different answers for a new store write nothing.
     let (code, shown) = on_a_terminal(
         &env,
-        "client show",
-        &[("Passphrase of the xero-auth file store", PASSPHRASE)],
+        &format!("client set --client-id {CLIENT_ID}"),
+        &[
+            ("Client secret (input hidden): ", CLIENT_SECRET),
+            ("Passphrase of the xero-auth file store", PASSPHRASE),
+        ],
     );
     assert_eq!(code, 0, "{shown}");
+    let (code, shown) = on_a_terminal(&env, "client show", &[]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("client secret: stored in encrypted files"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Passphrase"), "{shown}");
     let other = file_env(&fake, "fs-tty-differ");
     let (code, shown) = on_a_terminal(
         &other,

@@ -161,10 +161,10 @@ fn read_secret(args: &SetArgs, ctx: &Context) -> Result<Zeroizing<Vec<u8>>> {
 async fn show(ctx: &Context) -> Result<()> {
     let profile = ctx.profile()?;
     let store = ctx.store(&profile);
+    // Looked up, not read: no secret crosses D-Bus, and the file store asks no passphrase.
     let secret_stored = store
-        .get(&client_secret_account(&profile.name))
-        .await?
-        .is_some();
+        .contains(&client_secret_account(&profile.name))
+        .await?;
     if profile.client_id.is_none() && !secret_stored {
         return Err(Error::NothingStored {
             profile: profile.name,

@@ -119,7 +119,11 @@ impl Context {
             _ => std::env::var(key).ok(),
         });
         let paths = Paths::from_env(&*env)?;
-        let config = Config::load(&paths.config_file())?;
+        // `completions` needs no configuration: a broken config.toml must not stop it.
+        let config = match cli.command {
+            Command::Completions(_) => Config::from_str(&paths.config_file(), "")?,
+            _ => Config::load(&paths.config_file())?,
+        };
         Ok(Context {
             paths,
             config,

@@ -17,10 +17,10 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let profile = session.profile();
     let store = session.store();
+    // Looked up, not read: no secret crosses D-Bus, and the file store asks no passphrase.
     let secret_stored = store
-        .get(&client_secret_account(&profile.name))
-        .await?
-        .is_some();
+        .contains(&client_secret_account(&profile.name))
+        .await?;
     let set = session.stored_token_set().await?;
     let now = session.now();
     let keep_alive = set
