@@ -185,54 +185,53 @@ mod tests {
         }
     }
 
+    const MTIME: i64 = 1_000_000;
+    /// Where a lifetime too long is capped: a year after the file's date.
+    const CAPPED: Option<i64> = Some(MTIME + crate::token_set::MAX_LIFETIME_SECS);
+
+    /// Imports, for each case, `{"refresh_token":"r","access_token":"a",FIELD}` dated `MTIME`
+    /// and checks the `expires_at` it yields. A case: its name, FIELD, the expected expiry.
+    fn assert_expiries(cases: &[(&str, &str, Option<i64>)]) {
+        for (name, field, expected) in cases {
+            let body = format!(r#"{{"refresh_token":"r","access_token":"a",{field}}}"#);
+            let set = parse_token_file(body.as_bytes(), MTIME)
+                .unwrap_or_else(|e| panic!("case '{name}': {e}"));
+            assert_eq!(set.expires_at, *expected, "case '{name}'");
+        }
+    }
+
     #[test]
     fn lifetimes_zero_negative_absent_and_huge() {
-        let expiry = |body: &[u8]| parse_token_file(body, 1_000_000).unwrap().expires_at;
-        let year = crate::token_set::MAX_LIFETIME_SECS;
-        assert_eq!(
-            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":0}"#),
-            Some(1_000_000)
-        );
-        assert_eq!(
-            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":-5}"#),
-            Some(1_000_000)
-        );
-        assert_eq!(
-            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":1e12}"#),
-            Some(1_000_000 + year)
-        );
-        assert_eq!(
-            expiry(br#"{"refresh_token":"r","access_token":"a","expires_in":null}"#),
-            None
-        );
+        assert_expiries(&[
+            ("zero", r#""expires_in":0"#, Some(MTIME)),
+            ("negative", r#""expires_in":-5"#, Some(MTIME)),
+            ("huge", r#""expires_in":1e12"#, CAPPED),
+            ("absent (null)", r#""expires_in":null"#, None),
+        ]);
         // Out of f64's range: not a number JSON can carry, refused rather than guessed.
         assert!(parse_token_file(br#"{"refresh_token":"r","expires_in":1e400}"#, 5).is_err());
     }
 
     #[test]
     fn expires_at_in_the_past_or_far_future() {
-        let expiry = |body: &[u8]| parse_token_file(body, 1_000_000).unwrap().expires_at;
-        let year = crate::token_set::MAX_LIFETIME_SECS;
-        assert_eq!(
-            expiry(br#"{"refresh_token":"r","access_token":"a","expires_at":999000}"#),
-            Some(999_000)
-        );
-        assert_eq!(
-            expiry(
-                br#"{"refresh_token":"r","access_token":"a","expires_at":-9223372036854775808}"#
+        assert_expiries(&[
+            ("past", r#""expires_at":999000"#, Some(999_000)),
+            (
+                "i64::MIN",
+                r#""expires_at":-9223372036854775808"#,
+                Some(i64::MIN),
             ),
-            Some(i64::MIN)
-        );
-        // A far-future time in seconds (year 5138), in milliseconds, or beyond i64: capped a
-        // year after the file's date, not trusted blindly.
-        for far in [
-            &br#"{"refresh_token":"r","access_token":"a","expires_at":99999999999}"#[..],
-            br#"{"refresh_token":"r","access_token":"a","expires_at":9007199254740993000}"#,
-            br#"{"refresh_token":"r","access_token":"a","expires_at":1e300}"#,
-            br#"{"refresh_token":"r","access_token":"a","expires_at":18446744073709551615}"#,
-        ] {
-            assert_eq!(expiry(far), Some(1_000_000 + year));
-        }
+            // A far-future time in seconds (year 5138), in milliseconds, or beyond i64: capped
+            // a year after the file's date, not trusted blindly.
+            ("year 5138", r#""expires_at":99999999999"#, CAPPED),
+            (
+                "milliseconds",
+                r#""expires_at":9007199254740993000"#,
+                CAPPED,
+            ),
+            ("1e300", r#""expires_at":1e300"#, CAPPED),
+            ("beyond i64", r#""expires_at":18446744073709551615"#, CAPPED),
+        ]);
     }
 
     #[test]

@@ -9,17 +9,8 @@ use support::*;
 
 const ORGANISATION: &str = "api.xro/2.0/Organisation";
 
-/// A profile with a client, fresh tokens (valid for 30 minutes as far as the tool knows) and
-/// the fake's tenant as the default.
-fn ready(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
-    let env = TestEnv::new(fake, name);
-    env.set_client(fake);
-    let tokens = env.import_fresh(fake, Duration::from_secs(30));
-    env.cmd(&["tenants", "use", DEFAULT_TENANT_ID])
-        .assert()
-        .success();
-    (env, tokens)
-}
+/// How old the imported token file is: its access token has most of its 30 minutes left.
+const FRESH: Duration = Duration::from_secs(30);
 
 fn api_statuses(fake: &FakeXero) -> Vec<u16> {
     fake.api_requests_with_status()
@@ -32,7 +23,7 @@ fn api_statuses(fake: &FakeXero) -> Vec<u16> {
 fn api_token_expired_at_xero_refreshes_once_and_retries_once() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-expired");
+    let (env, _) = ready_profile(&fake, "api-expired", FRESH);
     // Xero says the token expired although the stored expiry says otherwise (clock skew,
     // revoked session…): the tool must not trust its own clock over the server.
     fake.expire_access_tokens();
@@ -58,7 +49,7 @@ fn api_token_expired_at_xero_refreshes_once_and_retries_once() {
 fn api_two_401s_in_a_row_is_exit_4_after_one_refresh_and_no_loop() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-401x2");
+    let (env, _) = ready_profile(&fake, "api-401x2", FRESH);
     fake.set_persistent_fault(Target::Api, Some(Fault::Unauthorized));
 
     env.cmd(&["api", ORGANISATION])
@@ -79,7 +70,7 @@ fn api_two_401s_in_a_row_is_exit_4_after_one_refresh_and_no_loop() {
 fn api_waits_retry_after_on_429_and_succeeds() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-429");
+    let (env, _) = ready_profile(&fake, "api-429", FRESH);
     fake.push_fault(
         Target::Api,
         Fault::TooManyRequests {
@@ -104,7 +95,7 @@ fn api_waits_retry_after_on_429_and_succeeds() {
 fn api_retry_after_beyond_max_wait_is_exit_6_without_waiting() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-429-long");
+    let (env, _) = ready_profile(&fake, "api-429-long", FRESH);
     fake.set_minute_limit(Some(0), 45);
 
     let started = Instant::now();
@@ -125,9 +116,7 @@ fn api_retry_after_beyond_max_wait_is_exit_6_without_waiting() {
 fn api_without_a_tenant_fails_before_any_request() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "api-no-tenant");
-    env.set_client(&fake);
-    env.import_fresh(&fake, Duration::from_secs(30));
+    let (env, _) = imported_profile(&fake, "api-no-tenant", FRESH);
 
     env.cmd(&["api", ORGANISATION])
         .assert()
@@ -148,7 +137,7 @@ fn api_without_a_tenant_fails_before_any_request() {
 fn api_with_a_wrong_tenant_surfaces_the_403() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-403");
+    let (env, _) = ready_profile(&fake, "api-403", FRESH);
 
     env.cmd(&[
         "api",
@@ -169,7 +158,7 @@ fn api_with_a_wrong_tenant_surfaces_the_403() {
 fn api_post_data_from_file_and_stdin_is_sent_unchanged() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-post");
+    let (env, _) = ready_profile(&fake, "api-post", FRESH);
     let body =
         "{\"Contacts\":[{\"Name\":\"Ngā Tāngata Ltd\",\"Notes\":\"line1\\nline2 \\\"q\\\"\"}]}\n";
     let file = env.dir.path().join("contact.json");
@@ -221,7 +210,7 @@ fn api_post_data_from_file_and_stdin_is_sent_unchanged() {
 fn api_verbose_shows_the_rate_limit_headers() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-verbose");
+    let (env, _) = ready_profile(&fake, "api-verbose", FRESH);
     env.cmd(&["-v", "api", ORGANISATION])
         .assert()
         .success()
@@ -233,7 +222,7 @@ fn api_verbose_shows_the_rate_limit_headers() {
 fn api_refuses_a_full_url_on_another_host() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "api-host");
+    let (env, _) = ready_profile(&fake, "api-host", FRESH);
     env.cmd(&["api", "https://elsewhere.example/api.xro/2.0/Organisation"])
         .assert()
         .code(1)
@@ -245,7 +234,7 @@ fn api_refuses_a_full_url_on_another_host() {
 fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, tokens) = ready(&fake, "exec-env");
+    let (env, tokens) = ready_profile(&fake, "exec-env", FRESH);
 
     let out = env
         .cmd(&["exec", "--", "sh", "-c", "env; exit 7"])
@@ -274,9 +263,7 @@ fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
 fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "exec-refresh");
-    env.set_client(&fake);
-    let old = env.import_fresh(&fake, Duration::from_secs(86_400));
+    let (env, old) = imported_profile(&fake, "exec-refresh", Duration::from_secs(86_400));
 
     let out = env.ok(&["exec", "--", "sh", "-c", "printf %s \"$XERO_ACCESS_TOKEN\""]);
     let token = String::from_utf8(out.stdout).unwrap();
@@ -289,7 +276,7 @@ fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
 fn exec_of_a_missing_program_is_a_clear_error() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = ready(&fake, "exec-missing");
+    let (env, _) = ready_profile(&fake, "exec-missing", FRESH);
     env.cmd(&["exec", "--", "no-such-program-xero-auth-test"])
         .assert()
         .code(1)
@@ -302,7 +289,7 @@ fn exec_of_a_missing_program_is_a_clear_error() {
 fn token_env_prints_export_lines_for_eval() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, tokens) = ready(&fake, "token-env");
+    let (env, tokens) = ready_profile(&fake, "token-env", FRESH);
     let out = env.ok(&["token", "--env"]).stdout;
     assert_eq!(
         String::from_utf8(out).unwrap(),

@@ -18,18 +18,11 @@ use std::time::{Duration, Instant};
 use support::processes::*;
 use support::*;
 
+/// A token file this old has an expired access token: once imported, the next `token`
+/// refreshes.
 const DAY: Duration = Duration::from_secs(86_400);
 /// Past Xero's 30-minute grace window.
 const PAST_GRACE: Duration = Duration::from_secs(31 * 60);
-
-/// A profile with a client and a day-old token file imported: the access token has expired,
-/// so the next `token` refreshes.
-fn expired_profile(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
-    let env = TestEnv::new(fake, name);
-    env.set_client(fake);
-    let tokens = env.import_fresh(fake, DAY);
-    (env, tokens)
-}
 
 /// `xero-auth token` succeeds and prints an access token the fake accepts, and the refresh
 /// token stored afterwards is one the fake accepts too. Returns the printed token.
@@ -55,7 +48,7 @@ fn assert_token_works(env: &TestEnv, fake: &FakeXero) -> String {
 /// nothing changed anywhere, and the next `token` simply refreshes.
 fn crash_before_the_request(name: &str, point: &str) {
     let fake = FakeXero::start();
-    let (env, imported) = expired_profile(&fake, name);
+    let (env, imported) = imported_profile(&fake, name, DAY);
     let before = env.stored_raw();
 
     let out = run_to_crash(env.std_cmd(&["token"]), point);
@@ -93,7 +86,7 @@ fn crash_after_the_set_was_read_loses_nothing() {
 /// was saved: the keychain still holds the old one, which Xero now only accepts inside the
 /// grace window.
 fn crash_after_xero_rotated(fake: &FakeXero, name: &str, point: &str) -> (TestEnv, IssuedTokens) {
-    let (env, imported) = expired_profile(fake, name);
+    let (env, imported) = imported_profile(fake, name, DAY);
     let before = env.stored_raw();
 
     let out = run_to_crash(env.std_cmd(&["token"]), point);
@@ -198,7 +191,7 @@ fn crash_after_the_refresh_was_stored_serves_the_new_token_without_a_request() {
     require_keychain!();
     require_failpoints!();
     let fake = FakeXero::start();
-    let (env, imported) = expired_profile(&fake, "c-stored");
+    let (env, imported) = imported_profile(&fake, "c-stored", DAY);
 
     run_to_crash(env.std_cmd(&["token"]), "refresh-stored");
 

@@ -60,18 +60,11 @@ fn profile_line<'a>(stdout: &'a str, env: &TestEnv, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no '{label}' line:\n{stdout}"))
 }
 
-fn healthy(fake: &FakeXero, name: &str) -> (TestEnv, IssuedTokens) {
-    let env = TestEnv::new(fake, name);
-    env.set_client(fake);
-    let tokens = env.import_fresh(fake, Duration::from_secs(60));
-    (env, tokens)
-}
-
 #[test]
 fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = healthy(&fake, "doctor-healthy");
+    let (env, _) = imported_profile(&fake, "doctor-healthy", Duration::from_secs(60));
 
     let (code, stdout, stderr, json) = doctor(&env, &[]);
 
@@ -127,7 +120,7 @@ fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
 fn doctor_sends_no_credential_and_no_token_request() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = healthy(&fake, "doctor-no-credential");
+    let (env, _) = imported_profile(&fake, "doctor-no-credential", Duration::from_secs(60));
     let before = fake.requests().len();
 
     let (code, ..) = doctor(&env, &[]);
@@ -152,7 +145,7 @@ fn doctor_sends_no_credential_and_no_token_request() {
 fn no_secret_reaches_the_output_even_at_trace_level() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, tokens) = healthy(&fake, "doctor-no-secret");
+    let (env, tokens) = imported_profile(&fake, "doctor-no-secret", Duration::from_secs(60));
 
     let (code, stdout, stderr, json) = doctor(&env, &[("RUST_LOG", "trace")]);
     let traced = env.cmd(&["doctor", "-vvv"]).output().unwrap();
@@ -252,7 +245,7 @@ fn nothing_stored_is_exit_3_with_what_to_run() {
 fn token_endpoint_on_a_closed_port_is_exit_6() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (mut env, _) = healthy(&fake, "doctor-down");
+    let (mut env, _) = imported_profile(&fake, "doctor-down", Duration::from_secs(60));
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -292,7 +285,7 @@ fn token_endpoint_on_a_closed_port_is_exit_6() {
 fn a_clock_ten_minutes_off_a_servers_date_is_a_warning_only() {
     require_keychain!();
     let fake = FakeXero::start();
-    let (env, _) = healthy(&fake, "doctor-clock");
+    let (env, _) = imported_profile(&fake, "doctor-clock", Duration::from_secs(60));
     fake.advance_clock(Duration::from_secs(600));
 
     let (code, stdout, stderr, json) = doctor(&env, &[]);

@@ -272,9 +272,7 @@ fn without_a_limit_a_long_access_token_stays_in_the_one_entry_of_format_1() {
     require_keychain!();
     let fake = FakeXero::start();
     fake.set_access_token_len(Some(3000));
-    let env = TestEnv::new(&fake, "el-no-limit");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let (env, tokens) = imported_profile(&fake, "el-no-limit", Duration::from_secs(60));
     let core = env.stored().unwrap();
     assert_eq!(core["version"], 1);
     assert_eq!(core["access_token"], tokens.access_token.as_str());

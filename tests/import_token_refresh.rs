@@ -93,9 +93,7 @@ fn import_refuses_to_replace_a_stored_token_set_without_force() {
 fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "day-old");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, DAY);
+    let (env, tokens) = imported_profile(&fake, "day-old", DAY);
 
     let status = env.ok(&["status", "--json"]).stdout;
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
@@ -121,9 +119,7 @@ fn day_old_file_is_an_expired_access_token_and_token_refreshes_once() {
 fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "rotate");
-    env.set_client(&fake);
-    let old = env.import_fresh(&fake, Duration::from_secs(60));
+    let (env, old) = imported_profile(&fake, "rotate", Duration::from_secs(60));
 
     env.cmd(&["refresh"])
         .assert()
@@ -179,9 +175,7 @@ fn refresh_rotates_and_old_token_works_only_inside_the_grace_window() {
 fn sixteen_concurrent_token_calls_make_one_refresh() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "storm16");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "storm16", DAY);
     // Slow the refresh down so that all sixteen are waiting while it runs.
     fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(300)));
 
@@ -252,9 +246,7 @@ fn public_pkce_client_refreshes_with_client_id_in_the_body() {
 fn status_shows_lifetimes_and_no_secret() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "status");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(600));
+    let (env, tokens) = imported_profile(&fake, "status", Duration::from_secs(600));
 
     let out = env.ok(&["status"]);
     let text = String::from_utf8(out.stdout).unwrap();

@@ -13,10 +13,8 @@ const DAY: Duration = Duration::from_secs(86_400);
 fn if_older_than_makes_no_request_for_a_young_refresh_token() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "keepalive-young");
-    env.set_client(&fake);
     // A day-old file: its access token has expired, but the refresh token is young.
-    let tokens = env.import_fresh(&fake, DAY);
+    let (env, tokens) = imported_profile(&fake, "keepalive-young", DAY);
 
     let out = env.ok(&["refresh", "--if-older-than", "7"]);
 
@@ -43,9 +41,7 @@ fn if_older_than_makes_no_request_for_a_young_refresh_token() {
 fn if_older_than_refreshes_an_older_one_once() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "keepalive-old");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, 8 * DAY);
+    let (env, tokens) = imported_profile(&fake, "keepalive-old", 8 * DAY);
 
     let out = env.ok(&["refresh", "--if-older-than", "7"]);
 

@@ -1105,9 +1105,7 @@ fn client_credentials_login_is_refused_for_a_public_client() {
 fn tenants_lists_the_single_connection_as_text_and_json() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "tenants-1");
-    env.set_client(&fake);
-    env.import_fresh(&fake, Duration::from_secs(60));
+    let (env, _) = imported_profile(&fake, "tenants-1", Duration::from_secs(60));
 
     let out = env.ok(&["tenants"]);
     let text = stdout_of(&out);
@@ -1207,9 +1205,7 @@ fn tenants_use_sets_the_default_by_exact_name_any_case_or_by_id_and_refuses_unkn
 fn logout_revokes_the_refresh_token_and_deletes_the_token_set() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "logout");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let (env, tokens) = imported_profile(&fake, "logout", Duration::from_secs(60));
     let secrets = secrets_of(&env);
 
     let out = env.ok(&["logout"]);
@@ -1274,9 +1270,7 @@ fn logout_of_a_public_client_revokes_with_the_client_id_only() {
 fn logout_keep_remote_deletes_the_token_set_without_revoking() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "logout-keep");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let (env, tokens) = imported_profile(&fake, "logout-keep", Duration::from_secs(60));
     let secrets = secrets_of(&env);
 
     let out = env.ok(&["logout", "--keep-remote"]);
@@ -1301,9 +1295,7 @@ enum Down {
 /// Without it: exit 6 and the token set byte-for-byte as before. With it: exit 0, deleted.
 fn logout_while_down(name: &str, down: Down, force: bool) {
     let fake = FakeXero::start();
-    let mut env = TestEnv::new(&fake, name);
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(60));
+    let (mut env, tokens) = imported_profile(&fake, name, Duration::from_secs(60));
     let before = env.stored_raw().expect("imported");
     let secrets = secrets_of(&env);
     match down {

@@ -57,9 +57,7 @@ fn can_read(pid: u32) -> bool {
 fn a_running_api_call_shows_no_secret_in_cmdline_or_environ() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "proc-api");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(30));
+    let (env, tokens) = imported_profile(&fake, "proc-api", Duration::from_secs(30));
     // Hold the request open so the process can be looked at while it holds the tokens.
     fake.push_fault(Target::Api, Fault::Delay(Duration::from_secs(2)));
 
@@ -103,10 +101,7 @@ fn a_running_api_call_shows_no_secret_in_cmdline_or_environ() {
 fn exec_child_sees_the_access_token_and_nothing_else_secret() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "proc-exec");
-    env.set_client(&fake);
-    let tokens = env.import_fresh(&fake, Duration::from_secs(30));
-    env.ok(&["tenants", "use", DEFAULT_TENANT_ID]);
+    let (env, tokens) = ready_profile(&fake, "proc-exec", Duration::from_secs(30));
 
     let child = env
         .std_cmd(&["exec", "--", "sleep", "3"])

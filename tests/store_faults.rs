@@ -38,9 +38,7 @@ fn token_set_entry(env: &TestEnv) -> String {
 fn an_entry_deleted_between_runs_is_exit_3_naming_login_and_import() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "sf-deleted");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "sf-deleted", DAY);
 
     // Someone removes the entry (Seahorse, `secret-tool clear`) between two runs.
     assert!(
@@ -213,9 +211,7 @@ fn the_keyring_daemon_gone_between_read_and_write_is_exit_5_and_the_old_token_st
 fn an_entry_from_a_newer_version_is_refused_left_alone_and_import_force_replaces_it() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "sf-newer");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "sf-newer", DAY);
     let newer =
         br#"{"version":3,"refresh_token":"rt-from-the-future","vault":{"kind":"split"},"obtained_at":1}"#;
     Keychain::new(StoreKind::SecretService)

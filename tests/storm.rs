@@ -158,10 +158,7 @@ fn assert_no_failure(fake: &FakeXero, wave: &Wave) {
 fn sixty_four_mixed_processes_make_one_refresh_per_expiry_and_leave_no_lock() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "storm64");
-    env.set_client(&fake);
-    env.import_fresh(&fake, Duration::from_secs(60));
-    env.ok(&["tenants", "use", DEFAULT_TENANT_ID]);
+    let (env, _) = ready_profile(&fake, "storm64", Duration::from_secs(60));
     let per_kind = PROCESSES / KINDS.len();
 
     // Wave 1, gated: all 48 lock users hold the expired set when the lock comes free. Exactly
@@ -234,9 +231,7 @@ fn a_process_killed_while_holding_the_lock_does_not_block_the_next() {
     require_keychain!();
     require_failpoints!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "storm-kill9");
-    env.set_client(&fake);
-    env.import_fresh(&fake, Duration::from_secs(86_400));
+    let (env, _) = imported_profile(&fake, "storm-kill9", Duration::from_secs(86_400));
 
     // A refresh that takes the lock and stops there for good (`pause`)...
     let mut cmd = env.std_cmd(&["token"]);

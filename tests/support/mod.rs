@@ -206,6 +206,26 @@ impl TestEnv {
     }
 }
 
+/// A profile with the app stored (`client set`) and a token file dated `age` ago imported
+/// (a day-old file has an expired access token). Returns the test's environment and the
+/// tokens the fake issued.
+pub fn imported_profile(fake: &FakeXero, name: &str, age: Duration) -> (TestEnv, IssuedTokens) {
+    let env = TestEnv::new(fake, name);
+    env.set_client(fake);
+    let tokens = env.import_fresh(fake, age);
+    (env, tokens)
+}
+
+/// An [`imported_profile`] with the fake's tenant chosen as the default (`tenants use`): ready
+/// for `api`, `exec` and `token --env`.
+pub fn ready_profile(fake: &FakeXero, name: &str, age: Duration) -> (TestEnv, IssuedTokens) {
+    let (env, tokens) = imported_profile(fake, name, age);
+    env.cmd(&["tenants", "use", fake_xero::DEFAULT_TENANT_ID])
+        .assert()
+        .success();
+    (env, tokens)
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.wipe_keychain();
