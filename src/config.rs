@@ -54,31 +54,21 @@ impl Paths {
     /// `XERO_AUTH_DATA_DIR` when set.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let dirs = directories::ProjectDirs::from("", "", APP_NAME);
-        let config_dir = match env("XERO_AUTH_CONFIG_DIR").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
+        // The variable when set, else the platform's folder.
+        let folder = |key: &str, platform: fn(&directories::ProjectDirs) -> &Path| match env(key)
+            .filter(|v| !v.is_empty())
+        {
+            Some(dir) => Ok(PathBuf::from(dir)),
             None => dirs
                 .as_ref()
-                .map(|d| d.config_dir().to_path_buf())
-                .ok_or_else(no_home)?,
+                .map(|d| platform(d).to_path_buf())
+                .ok_or_else(no_home),
         };
-        let state_dir = match env("XERO_AUTH_STATE_DIR").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => dirs
-                .as_ref()
-                .map(|d| {
-                    d.state_dir()
-                        .unwrap_or_else(|| d.data_local_dir())
-                        .to_path_buf()
-                })
-                .ok_or_else(no_home)?,
-        };
-        let data_dir = match env("XERO_AUTH_DATA_DIR").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => dirs
-                .as_ref()
-                .map(|d| d.data_dir().to_path_buf())
-                .ok_or_else(no_home)?,
-        };
+        let config_dir = folder("XERO_AUTH_CONFIG_DIR", |d| d.config_dir())?;
+        let state_dir = folder("XERO_AUTH_STATE_DIR", |d| {
+            d.state_dir().unwrap_or_else(|| d.data_local_dir())
+        })?;
+        let data_dir = folder("XERO_AUTH_DATA_DIR", |d| d.data_dir())?;
         Ok(Paths {
             config_dir,
             state_dir,
@@ -99,7 +89,7 @@ impl Paths {
 
 fn no_home() -> Error {
     Error::InvalidInput(
-        "cannot find a home folder for the configuration; set XERO_AUTH_CONFIG_DIR and XERO_AUTH_STATE_DIR"
+        "cannot find a home folder for the configuration; set XERO_AUTH_CONFIG_DIR, XERO_AUTH_STATE_DIR and XERO_AUTH_DATA_DIR"
             .into(),
     )
 }

@@ -18,9 +18,7 @@ fn assert_fault_keeps_tokens(
     stderr_has: &str,
 ) {
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, name);
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, name, DAY);
     let before = env.stored_raw().expect("imported");
     fake.set_persistent_fault(Target::Token, fault);
 
@@ -113,9 +111,7 @@ fn truncated_json_is_exit_6_and_keeps_tokens() {
 fn connection_refused_is_exit_6_and_keeps_tokens() {
     require_keychain!();
     let fake = FakeXero::start();
-    let mut env = TestEnv::new(&fake, "f-refused");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (mut env, _) = imported_profile(&fake, "f-refused", DAY);
     let before = env.stored_raw();
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -138,9 +134,7 @@ fn connection_refused_is_exit_6_and_keeps_tokens() {
 fn invalid_grant_is_exit_4_and_deletes_nothing() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "f-grant");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "f-grant", DAY);
     let before = env.stored_raw();
     // 60 days and a bit later the refresh token has lapsed at Xero.
     fake.advance_clock(Duration::from_secs(61 * 86_400));
@@ -156,9 +150,7 @@ fn invalid_grant_is_exit_4_and_deletes_nothing() {
 fn invalid_client_is_exit_4_and_deletes_nothing() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "f-client");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "f-client", DAY);
     let before = env.stored_raw();
     // The app's secret was rotated at developer.xero.com: ours is now wrong.
     fake.add_client(CLIENT_ID, Some("a-new-secret-nobody-stored"));
@@ -173,9 +165,7 @@ fn invalid_client_is_exit_4_and_deletes_nothing() {
 fn a_lost_answer_is_recovered_through_the_grace_window() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "f-recover");
-    env.set_client(&fake);
-    let old = env.import_fresh(&fake, DAY);
+    let (env, old) = imported_profile(&fake, "f-recover", DAY);
     // Xero rotates, the answer is lost once; the retry with the same token succeeds.
     fake.push_fault(Target::Token, Fault::ResetAfterProcessing);
     let out = env.ok(&["token"]).stdout;
@@ -193,9 +183,7 @@ fn a_lost_answer_is_recovered_through_the_grace_window() {
 fn one_temporary_failure_is_retried_within_the_command() {
     require_keychain!();
     let fake = FakeXero::start();
-    let env = TestEnv::new(&fake, "f-retry");
-    env.set_client(&fake);
-    env.import_fresh(&fake, DAY);
+    let (env, _) = imported_profile(&fake, "f-retry", DAY);
     fake.push_fault(Target::Token, Fault::ServerError);
     fake.push_fault(
         Target::Token,

@@ -56,6 +56,18 @@ fn read_back(env: &TestEnv, kind: &str) -> Option<Vec<u8>> {
         .map(|z| z.to_vec())
 }
 
+/// The refresh token the file store holds is one the fake accepts.
+fn assert_stored_refresh_token_is_active(env: &TestEnv, fake: &FakeXero) {
+    let stored = stored_set(env)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+}
+
 fn stored_set(env: &TestEnv) -> serde_json::Value {
     serde_json::from_slice(&read_back(env, "token-set").expect("a token set is stored")).unwrap()
 }
@@ -299,14 +311,7 @@ fn crash_while_writing(name: &str, point: &str) {
 
     let out = env.ok(&["token"]);
     assert!(fake.access_token_valid(stdout_text(&out).trim()));
-    let stored = stored_set(&env)["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        fake.refresh_token_status(&stored),
-        RefreshTokenStatus::Active
-    );
+    assert_stored_refresh_token_is_active(&env, &fake);
     assert_eq!(leftovers(&env), 0, "the next write removed it");
 }
 
@@ -369,14 +374,7 @@ fn concurrent_writers_leave_one_whole_file_and_make_one_refresh() {
         let out = run.finish(Duration::from_secs(120));
         assert!(out.status.success(), "{}", stderr_text(&out));
     }
-    let stored = stored_set(&env)["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        fake.refresh_token_status(&stored),
-        RefreshTokenStatus::Active
-    );
+    assert_stored_refresh_token_is_active(&env, &fake);
     assert_eq!(
         read_back(&env, "client-secret").unwrap(),
         CLIENT_SECRET.as_bytes()
