@@ -500,3 +500,109 @@ fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
     );
     assert!(profile_line(&stdout, &env, "token set").contains("not checked"));
 }
+
+/// A private session bus that can start no service: no `<servicedir>`, so nothing is activatable.
+struct BareBus {
+    daemon: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl BareBus {
+    fn start() -> Result<Self, String> {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut daemon = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon does not start: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(daemon.stdout.take().unwrap())
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let address = line.trim().to_string();
+        if !address.starts_with("unix:") {
+            let _ = daemon.kill();
+            return Err(format!("dbus-daemon printed no address: {line:?}"));
+        }
+        Ok(BareBus {
+            daemon,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for BareBus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
+    // Needs no keychain: the bus is there, the Secret Service is not, and none can be started.
+    let bus = match BareBus::start() {
+        Ok(bus) => bus,
+        Err(why) if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") => {
+            panic!("{why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-bare-bus");
+
+    let (code, stdout, stderr, json) =
+        doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
+
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let ss = json["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["store"] == "secret-service")
+        .unwrap()
+        .clone();
+    assert_eq!(ss["usable"], false);
+    let detail = ss["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no Secret Service (org.freedesktop.secrets)")
+            && detail.contains("D-Bus cannot start one")
+            && detail.contains(&bus.address),
+        "{detail}"
+    );
+    let fix = ss["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("gnome-keyring-daemon") && fix.contains("store = \"file\""),
+        "{fix}"
+    );
+    assert_eq!(json["problems"][0]["exit_code"], 5, "{json:#}");
+}
