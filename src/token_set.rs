@@ -27,7 +27,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SPLIT_FORMAT_VERSION: u32 = 2;
 
 /// Where a split set's access token is: `count` entries, each headed by `id` and its index, whose
-/// contents joined are a token with this SHA-256 (hex). The digest tells a complete, current
+/// contents joined are a token with this SHA-256 (base64url, unpadded). The digest tells a complete, current
 /// token from damaged, stale or mixed parts; it is a digest of a random-signed 30-minute token,
 /// not a way back to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct AccessTokenParts {
     pub id: String,
     /// How many entries the token is cut into.
     pub count: u32,
-    /// SHA-256 of the whole token, lower-case hex.
+    /// SHA-256 of the whole token, base64url without padding.
     pub sha256: String,
 }
 

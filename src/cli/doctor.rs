@@ -278,18 +278,12 @@ impl Report {
         // The encrypted-file store exists wherever there is a data folder.
         let root = ctx.paths.file_store_dir();
         let probe_root = root.clone();
-        let task = tokio::task::spawn_blocking(move || crate::store::file::check(&probe_root));
-        let outcome = match tokio::time::timeout(wait.max(MIN_FILE_WAIT), task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(join)) => Err(StoreFailure {
-                cause: format!("the check failed unexpectedly ({join})"),
-                fix: "run `xero-auth doctor -vvv` and report it".into(),
-            }),
-            Err(_) => Err(StoreFailure {
-                cause: format!("no answer within {} s", wait.max(MIN_FILE_WAIT).as_secs()),
-                fix: "the data folder may be on a network file system that hangs".into(),
-            }),
-        };
+        let outcome = bounded_check(
+            wait.max(MIN_FILE_WAIT),
+            "the data folder may be on a network file system that hangs",
+            move || crate::store::file::check(&probe_root),
+        )
+        .await;
         self.stores.push(StoreCheck {
             kind: StoreKind::File,
             description: format!("encrypted files in {}", root.display()),
@@ -872,8 +866,22 @@ async fn probe_store(
 ) -> std::result::Result<String, StoreFailure> {
     let bus = env("DBUS_SESSION_BUS_ADDRESS");
     let runtime_dir = env("XDG_RUNTIME_DIR");
-    let task = tokio::task::spawn_blocking(move || probe_store_blocking(kind, bus, runtime_dir));
-    match tokio::time::timeout(wait, task).await {
+    bounded_check(
+        wait,
+        "the store may be waiting for an unlock prompt nobody sees, or its daemon hangs: \
+         unlock it or restart it",
+        move || probe_store_blocking(kind, bus, runtime_dir),
+    )
+    .await
+}
+
+/// Runs a store check off the runtime; after `wait` it is reported as hanging, with `hang_fix`.
+async fn bounded_check(
+    wait: Duration,
+    hang_fix: &str,
+    check: impl FnOnce() -> std::result::Result<String, StoreFailure> + Send + 'static,
+) -> std::result::Result<String, StoreFailure> {
+    match tokio::time::timeout(wait, tokio::task::spawn_blocking(check)).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(join)) => Err(StoreFailure {
             cause: format!("the check failed unexpectedly ({join})"),
@@ -881,9 +889,7 @@ async fn probe_store(
         }),
         Err(_) => Err(StoreFailure {
             cause: format!("no answer within {} s", wait.as_secs()),
-            fix: "the store may be waiting for an unlock prompt nobody sees, or its daemon hangs: \
-                  unlock it or restart it"
-                .into(),
+            fix: hang_fix.into(),
         }),
     }
 }

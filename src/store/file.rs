@@ -89,6 +89,40 @@ enum OpenError {
     Other(StoreFailure),
 }
 
+impl OpenError {
+    /// What a read of `path` reports.
+    fn into_failure(self, path: &Path) -> StoreFailure {
+        match self {
+            OpenError::WrongPassphrase => wrong_passphrase(path, false),
+            OpenError::Damaged(why) => damaged(path, &why),
+            OpenError::Other(failure) => failure,
+        }
+    }
+}
+
+/// Every `.age` file of the store in `root`, in a stable order.
+fn store_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(profiles) = std::fs::read_dir(root) else {
+        return files;
+    };
+    for profile in profiles.flatten() {
+        let Ok(entries) = std::fs::read_dir(profile.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".age") && !name.starts_with('.') && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 impl FileStore {
     /// A store in `root` (the data folder's `secrets`). New files get scrypt work factor
     /// `work_factor` (log2 of N; see [`crate::config::DEFAULT_FILE_WORK_FACTOR`]).
@@ -134,32 +168,9 @@ impl FileStore {
             .join(format!("{}.age", kind.replace('/', "."))))
     }
 
-    /// Every `.age` file of the store, in a stable order.
-    fn store_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        let Ok(profiles) = std::fs::read_dir(&self.root) else {
-            return files;
-        };
-        for profile in profiles.flatten() {
-            let Ok(entries) = std::fs::read_dir(profile.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.ends_with(".age") && !name.starts_with('.') && path.is_file() {
-                    files.push(path);
-                }
-            }
-        }
-        files.sort();
-        files
-    }
-
     /// Whether the store holds no file yet.
     pub fn is_empty(&self) -> bool {
-        self.store_files().is_empty()
+        store_files(&self.root).is_empty()
     }
 
     /// The passphrase, asked for once per process.
@@ -232,7 +243,7 @@ impl FileStore {
         let witness = if target_exists {
             Some(path.to_path_buf())
         } else {
-            self.store_files().into_iter().next()
+            store_files(&self.root).into_iter().next()
         };
         let Some(witness) = witness else {
             return Ok(()); // a new store: the passphrase given now becomes its passphrase
@@ -356,12 +367,7 @@ impl SecretStore for FileStore {
 
     fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
         let path = self.path_of(account)?;
-        match self.open(&path) {
-            Ok(found) => Ok(found),
-            Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(&path, false)),
-            Err(OpenError::Damaged(why)) => Err(damaged(&path, &why)),
-            Err(OpenError::Other(failure)) => Err(failure),
-        }
+        self.open(&path).map_err(|e| e.into_failure(&path))
     }
 
     fn set(&self, account: &str, _label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
@@ -524,17 +530,7 @@ fn rand_u32() -> u32 {
 /// where the passphrase would come from, and — when `XERO_AUTH_PASSPHRASE` gives it — whether it
 /// opens the store. Never prompts, never writes.
 pub fn check(root: &Path) -> Result<String, StoreFailure> {
-    let probe = FileStore::new(
-        root.to_path_buf(),
-        FILE_WORK_FACTORS.0,
-        Box::new(|_| {
-            Err(StoreFailure {
-                cause: String::new(),
-                fix: String::new(),
-            })
-        }),
-    );
-    let files = probe.store_files();
+    let files = store_files(root);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -566,17 +562,7 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         1 => "1 file".to_string(),
         n => format!("{n} files"),
     };
-    let given = TAKEN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .or_else(|| {
-            std::env::var(PASSPHRASE_ENV)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| SecretString::from(Zeroizing::new(v).as_str()))
-        });
-    let Some(passphrase) = given else {
+    let Some(passphrase) = given_passphrase()? else {
         use std::io::IsTerminal;
         if std::io::stderr().is_terminal() {
             return Ok(format!(
@@ -603,14 +589,9 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         FILE_WORK_FACTORS.0,
         Box::new(move |_| Ok(passphrase.clone())),
     );
-    match with.open(first) {
-        Ok(_) => Ok(format!(
-            "{count}; the passphrase in {PASSPHRASE_ENV} opens them"
-        )),
-        Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(first, false)),
-        Err(OpenError::Damaged(why)) => Err(damaged(first, &why)),
-        Err(OpenError::Other(failure)) => Err(failure),
-    }
+    with.open(first)
+        .map(|_| format!("{count}; the passphrase in {PASSPHRASE_ENV} opens them"))
+        .map_err(|e| e.into_failure(first))
 }
 
 /// The passphrase `XERO_AUTH_PASSPHRASE` held at start-up, taken by [`take_passphrase_from_env`].
@@ -647,15 +628,8 @@ pub fn forget_passphrase() {
 /// a terminal (asked twice for a new store), else an error that says what to set.
 pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
     Box::new(move |new_store| {
-        if let Some(taken) = TAKEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(taken.clone());
-        }
-        if let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) {
-            let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
-                cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
-                fix: "give the passphrase as UTF-8 text".into(),
-            })?);
-            return Ok(SecretString::from(value.as_str()));
+        if let Some(given) = given_passphrase()? {
+            return Ok(given);
         }
         use std::io::IsTerminal;
         if !std::io::stderr().is_terminal() {
@@ -672,6 +646,22 @@ pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
         }
         prompt(&root, new_store)
     })
+}
+
+/// The passphrase given without asking anyone: what [`take_passphrase_from_env`] took, else
+/// `XERO_AUTH_PASSPHRASE`.
+fn given_passphrase() -> Result<Option<SecretString>, StoreFailure> {
+    if let Some(taken) = TAKEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        return Ok(Some(taken.clone()));
+    }
+    let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
+        cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
+        fix: "give the passphrase as UTF-8 text".into(),
+    })?);
+    Ok(Some(SecretString::from(value.as_str())))
 }
 
 fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {

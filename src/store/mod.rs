@@ -165,7 +165,7 @@ impl Store {
         }
         let inner = self.inner.clone();
         let account = account.to_string();
-        let outcome = tokio::task::spawn_blocking(move || inner.prepare(write, &account))
+        tokio::task::spawn_blocking(move || inner.prepare(write, &account))
             .await
             .unwrap_or_else(|join| {
                 Err(StoreFailure {
@@ -174,12 +174,17 @@ impl Store {
                     ),
                     fix: "run the command again".into(),
                 })
-            });
-        outcome.map_err(|f| Error::StoreUnavailable {
+            })
+            .map_err(|f| self.unavailable(f))
+    }
+
+    /// A store's failure as the error commands return (exit 5).
+    fn unavailable(&self, failure: StoreFailure) -> Error {
+        Error::StoreUnavailable {
             store: self.inner.describe(),
-            cause: f.cause,
-            fix: f.fix,
-        })
+            cause: failure.cause,
+            fix: failure.fix,
+        }
     }
 
     async fn run<T: Send + 'static>(
@@ -206,11 +211,7 @@ impl Store {
                     .into(),
             }),
         };
-        outcome.map_err(|f| Error::StoreUnavailable {
-            store: self.inner.describe(),
-            cause: f.cause,
-            fix: f.fix,
-        })
+        outcome.map_err(|f| self.unavailable(f))
     }
 }
 
