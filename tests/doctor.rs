@@ -11,6 +11,33 @@ use support::*;
 /// A bus address nothing listens on.
 const NO_BUS: &str = "unix:path=/nonexistent/xero-auth-test/bus";
 
+/// The report's entry for the store `name` in `doctor --json`.
+fn store_report(json: &serde_json::Value, name: &str) -> serde_json::Value {
+    json["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["store"] == name)
+        .unwrap_or_else(|| panic!("no '{name}' store in {json:#}"))
+        .clone()
+}
+
+/// `started`, or `None` when `what` could not be started: the test then skips, saying why —
+/// unless the test script asked for the real keychain (XERO_AUTH_TEST_REQUIRE_KEYCHAIN=1),
+/// where that is a failure.
+fn or_skip<T>(started: Result<T, String>, what: &str) -> Option<T> {
+    match started {
+        Ok(it) => Some(it),
+        Err(why) if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") => {
+            panic!("{what} is required here: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: cannot start {what} ({why})");
+            None
+        }
+    }
+}
+
 /// Runs `doctor` (and `doctor --json`) and returns (exit code, stdout, stderr, parsed JSON).
 fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, serde_json::Value) {
     let run = |json: bool| {
@@ -198,12 +225,7 @@ fn no_session_bus_is_exit_5_naming_the_bus_address_and_the_fix() {
         "{stderr}"
     );
     assert!(profile_line(&stdout, &env, "token set").contains("not checked"));
-    let ss = json["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["store"] == "secret-service")
-        .unwrap();
+    let ss = store_report(&json, "secret-service");
     assert_eq!(ss["usable"], false);
     assert!(ss["detail"].as_str().unwrap().contains(&named), "{ss}");
     assert!(
@@ -465,15 +487,11 @@ impl Drop for PrivateKeyring {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
-    let keyring = match PrivateKeyring::start() {
-        Ok(k) => k,
-        Err(why) if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") => {
-            panic!("a private D-Bus session with GNOME Keyring is required here: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: cannot start a private GNOME Keyring ({why})");
-            return;
-        }
+    let Some(keyring) = or_skip(
+        PrivateKeyring::start(),
+        "a private D-Bus session with GNOME Keyring",
+    ) else {
+        return;
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-locked");
@@ -567,15 +585,8 @@ impl Drop for BareBus {
 #[test]
 fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
     // Needs no keychain: the bus is there, the Secret Service is not, and none can be started.
-    let bus = match BareBus::start() {
-        Ok(bus) => bus,
-        Err(why) if std::env::var("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").as_deref() == Ok("1") => {
-            panic!("{why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(bus) = or_skip(BareBus::start(), "a private D-Bus session") else {
+        return;
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-bare-bus");
@@ -584,13 +595,7 @@ fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
         doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
 
     assert_eq!(code, 5, "{stdout}\n{stderr}");
-    let ss = json["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["store"] == "secret-service")
-        .unwrap()
-        .clone();
+    let ss = store_report(&json, "secret-service");
     assert_eq!(ss["usable"], false);
     let detail = ss["detail"].as_str().unwrap();
     assert!(
