@@ -4,8 +4,9 @@
 Runs `client set`, `import`, `token`, `refresh` and `login` against the fake Xero, each under
 gdb, stops it at the exit_group system call, dumps the process image with gcore, and counts
 every secret that process handled -- client secret, old and new refresh token, access tokens,
-id token -- as raw bytes, as UTF-16LE and (for the client secret) as the base64 Basic
-credential. Exits 1 on any occurrence, printing which secret, which form, and the count.
+id token -- as raw bytes, as UTF-16LE, as 32-byte pieces of its random part (a buffer that held
+part of a secret, such as a cipher's block buffer on a thread stack) and (for the client secret)
+as the base64 Basic credential. Exits 1 on any occurrence, printing which secret, which form, and the count.
 
 Needs: gdb, a reachable Secret Service (run it inside the test script's D-Bus session), and the
 binaries target/<profile>/xero-auth and fake-xero (`--bin-dir` picks the folder).
@@ -36,11 +37,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+PIECE = 32
+
+
 def forms(name, value):
     """The byte patterns a secret can take in memory."""
     raw = value.encode()
     yield (name, "raw", raw)
     yield (name, "utf-16le", value.encode("utf-16-le"))
+
+
+def pieces(value):
+    """The secret's random part cut into 32-byte pieces. A buffer that held only part of a secret
+    (a cipher's block buffer left on a stack, a chunk of a stream) is found by its pieces even when
+    no whole copy is left. A JWT's header and claims are not random, so only its signature counts.
+    """
+    random_part = value.rsplit(".", 1)[-1].encode()
+    return [random_part[i:i + PIECE] for i in range(0, len(random_part) - PIECE + 1, PIECE)]
 
 
 class Run:
@@ -174,6 +187,9 @@ def count(data, secrets):
             continue
         for secret, form, pattern in forms(name, value):
             rows.append((secret, form, data.count(pattern)))
+        cut = pieces(value)
+        if cut:
+            rows.append((name, "%d-byte pieces" % PIECE, sum(data.count(p) for p in cut)))
         if name == "client secret":
             basic = base64.b64encode(("%s:%s" % (CLIENT_ID, value)).encode())
             rows.append(("client secret", "base64 Basic credential", data.count(basic)))

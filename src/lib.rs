@@ -44,6 +44,7 @@ pub mod login;
 pub mod oauth;
 pub mod secret;
 pub mod session;
+pub mod stack;
 pub mod store;
 pub mod token_set;
 pub mod xero;

@@ -38,15 +38,16 @@ fn main() {
         }
     };
     xero_auth::store::file::forget_passphrase();
+    // The command ran in frames below this one (the runtime polls its futures on this thread):
+    // whatever they left on the stack goes before the process image does.
+    xero_auth::stack::wipe_unused();
     std::process::exit(code as i32);
 }
 
 /// Builds a single-threaded runtime (a token helper runs one flow at a time; keychain calls get
-/// their own blocking thread) and runs the command on it.
+/// their own blocking thread, which wipes its stack before it stops) and runs the command on it.
 fn run(cli: Cli) -> xero_auth::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let runtime = xero_auth::stack::runtime()
         .map_err(|e| xero_auth::Error::io("cannot start the async runtime", "", e))?;
     let ctx = Context::from_process(&cli)?;
     let result = runtime.block_on(cli::run(cli, &ctx));

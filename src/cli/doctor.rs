@@ -881,7 +881,12 @@ async fn bounded_check(
     hang_fix: &str,
     check: impl FnOnce() -> std::result::Result<String, StoreFailure> + Send + 'static,
 ) -> std::result::Result<String, StoreFailure> {
-    match tokio::time::timeout(wait, tokio::task::spawn_blocking(check)).await {
+    match tokio::time::timeout(
+        wait,
+        tokio::task::spawn_blocking(|| crate::stack::scrubbed(check)),
+    )
+    .await
+    {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(join)) => Err(StoreFailure {
             cause: format!("the check failed unexpectedly ({join})"),

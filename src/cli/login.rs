@@ -225,7 +225,7 @@ async fn choose_tenant(
 /// Lines typed or pasted on stdin, read on a thread of their own so the listener keeps running.
 fn read_stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    std::thread::spawn(move || {
+    crate::stack::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if tx.blocking_send(line).is_err() {

@@ -19,6 +19,7 @@ pub use keychain::{CREDENTIAL_MANAGER_MAX_SECRET_LEN, Keychain};
 use crate::config::{Paths, Profile, StoreKind};
 use crate::error::{Error, Result};
 use crate::secret::Zeroizing;
+use crate::stack::scrubbed;
 
 /// The keychain service name every entry is filed under.
 pub const SERVICE: &str = "xero-auth";
@@ -165,7 +166,7 @@ impl Store {
         }
         let inner = self.inner.clone();
         let account = account.to_string();
-        tokio::task::spawn_blocking(move || inner.prepare(write, &account))
+        tokio::task::spawn_blocking(move || scrubbed(|| inner.prepare(write, &account)))
             .await
             .unwrap_or_else(|join| {
                 Err(StoreFailure {
@@ -193,7 +194,9 @@ impl Store {
         f: impl FnOnce(&dyn SecretStore) -> Result<T, StoreFailure> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        let task = tokio::task::spawn_blocking(move || f(inner.as_ref()));
+        // The call's frames (the store's decryption, the D-Bus client's message handling) may
+        // leave the secret on this thread's stack: wiped before the thread takes other work.
+        let task = tokio::task::spawn_blocking(move || scrubbed(|| f(inner.as_ref())));
         let outcome = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(join)) => Err(StoreFailure {
