@@ -214,7 +214,7 @@ fn reauth_message(
              that time has passed (otherwise the token expired unused for 60 days or was revoked). \
              Nothing was deleted. Authorise again: `xero-auth login --profile {profile}` \
              (or `xero-auth import FILE --force`)",
-            crate::cli::format_time(sent_at)
+            crate::time::format_time(sent_at)
         ),
         (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \

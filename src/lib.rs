@@ -46,6 +46,7 @@ pub mod secret;
 pub mod session;
 pub mod stack;
 pub mod store;
+pub mod time;
 pub mod token_set;
 pub mod xero;
 
