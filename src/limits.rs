@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Paths, RateLimits, create_private_dir};
+use crate::config::{Paths, Profile, RateLimits, create_private_dir};
 use crate::error::{Error, Result};
 
 /// Buckets the app's window is counted in: a bucket counts as a whole until its end has left
@@ -174,6 +174,14 @@ impl Limiter {
             limits,
             ledger_lock: Mutex::new(None),
         }
+    }
+
+    /// The limiter of the profile's app, or `None` when the profile turned limits off.
+    pub fn for_profile(profile: &Profile, paths: &Paths) -> Option<Self> {
+        profile
+            .rate_limits
+            .enabled
+            .then(|| Limiter::new(paths, app_of(profile), profile.rate_limits.clone()))
     }
 
     /// The folder of `app`'s limit state.
@@ -434,9 +442,10 @@ impl Limiter {
         write().map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e))
     }
 
-    /// The budgets last seen per tenant of `app` (for `status`); empty when none were seen.
-    pub fn last_seen(paths: &Paths, app: &str) -> Vec<TenantBudget> {
-        let ledger = read_ledger_at(&Self::dir(paths, app).join("ledger.json"));
+    /// The budgets last seen per tenant of the profile's app (for `status`); empty when none
+    /// were seen.
+    pub fn last_seen(paths: &Paths, profile: &Profile) -> Vec<TenantBudget> {
+        let ledger = read_ledger_at(&Self::dir(paths, app_of(profile)).join("ledger.json"));
         ledger
             .tenants
             .into_iter()
@@ -512,6 +521,12 @@ impl Permit<'_> {
             }
         })
     }
+}
+
+/// Limits are Xero's per app: the client id names the app (the profile, for a profile that
+/// has none yet).
+fn app_of(profile: &Profile) -> &str {
+    profile.client_id.as_deref().unwrap_or(&profile.name)
 }
 
 /// Unix milliseconds now.
@@ -702,17 +717,15 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let seen = Limiter::last_seen(
-            &Paths {
-                config_dir: dir.path().join("config"),
-                state_dir: dir.path().join("state"),
-                data_dir: dir.path().join("data"),
-            },
-            "APP",
-        );
+        let ledger = read_ledger_at(&l.ledger_path());
+        let seen: Vec<_> = ledger
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.seen.is_some())
+            .collect();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].tenant, "t");
-        assert_eq!(seen[0].seen.as_ref().unwrap().day, Some(4000));
+        assert_eq!(seen[0].0, "t");
+        assert_eq!(seen[0].1.seen.as_ref().unwrap().day, Some(4000));
     }
 
     #[tokio::test]

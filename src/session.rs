@@ -171,10 +171,7 @@ pub struct Session {
 impl Session {
     /// A session for `profile`, keeping secrets in `store`.
     pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
-        let limiter = profile.rate_limits.enabled.then(|| {
-            let app = profile.client_id.as_deref().unwrap_or(&profile.name);
-            Limiter::new(&paths, app, profile.rate_limits.clone())
-        });
+        let limiter = Limiter::for_profile(&profile, &paths);
         Session {
             limiter,
             tenant: profile.default_tenant.clone(),
