@@ -280,9 +280,9 @@ fn budgets_spent_by_another_program_are_learnt_from_xeros_headers() {
             .stdout(Stdio::piped())
             .spawn()
             .expect("curl runs");
-        write!(
+        writeln!(
             curl.stdin.take().unwrap(),
-            "Authorization: Bearer {}\n",
+            "Authorization: Bearer {}",
             token.trim()
         )
         .unwrap();
