@@ -210,6 +210,42 @@ pub struct Profile {
     /// The file store's scrypt work factor (log2 of N) for new files
     /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
     pub file_work_factor: u8,
+    /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
+    pub rate_limits: RateLimits,
+}
+
+/// Xero's API limits for one app, which every request sent through a session keeps before
+/// Xero has to refuse it (`[profiles.NAME.limits]`; defaults are Xero's published limits,
+/// which Xero raises for some partners).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    /// False for a program that does its own limiting (`enabled = false`, or
+    /// `XERO_AUTH_LIMITS=off`).
+    pub enabled: bool,
+    /// Requests in progress at once per connected organisation (5).
+    pub concurrent: u32,
+    /// Requests per minute per organisation (60).
+    pub per_minute: u32,
+    /// Requests per rolling 24 hours per organisation (5,000).
+    pub per_day: u32,
+    /// Requests per minute for the app across organisations (10,000).
+    pub app_per_minute: u32,
+    /// The length of Xero's "minute". Always 60 s against Xero; a test server can use a short
+    /// one (`window_secs`, `XERO_AUTH_LIMIT_WINDOW`) so that tests do not take minutes.
+    pub window: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            concurrent: 5,
+            per_minute: 60,
+            per_day: 5_000,
+            app_per_minute: 10_000,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The configuration file, kept as a document so that writes preserve the user's comments.
@@ -300,6 +336,85 @@ impl Config {
                 ))),
             },
         }
+    }
+
+    /// `[profiles.NAME.limits]`: `enabled`, `concurrent`, `per_minute`, `per_day`,
+    /// `app_per_minute`, `window_secs`; `XERO_AUTH_LIMITS=off` and `XERO_AUTH_LIMIT_WINDOW`
+    /// override the first and the last.
+    fn rate_limits(
+        &self,
+        name: &str,
+        table: Option<&Table>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RateLimits> {
+        let mut limits = RateLimits::default();
+        let limits_table =
+            match table.and_then(|t| t.get("limits")) {
+                None => None,
+                Some(item) => Some(item.as_table_like().ok_or_else(|| {
+                    self.error(&format!("`profiles.{name}.limits` must be a table"))
+                })?),
+            };
+        let key_error = |key: &str, what: &str| {
+            self.error(&format!("`profiles.{name}.limits.{key}` must be {what}"))
+        };
+        if let Some(t) = limits_table {
+            if let Some(item) = t.get("enabled") {
+                limits.enabled = item
+                    .as_bool()
+                    .ok_or_else(|| key_error("enabled", "true or false"))?;
+            }
+            for (key, field) in [
+                ("concurrent", &mut limits.concurrent),
+                ("per_minute", &mut limits.per_minute),
+                ("per_day", &mut limits.per_day),
+                ("app_per_minute", &mut limits.app_per_minute),
+            ] {
+                if let Some(item) = t.get(key) {
+                    *field = item
+                        .as_integer()
+                        .filter(|n| (1..=10_000_000).contains(n))
+                        .ok_or_else(|| key_error(key, "a whole number from 1 to 10000000"))?
+                        as u32;
+                }
+            }
+        }
+        let window_range = |s: &f64| (0.1..=3600.0).contains(s);
+        let window = match env("XERO_AUTH_LIMIT_WINDOW").filter(|v| !v.is_empty()) {
+            Some(v) => Some(v.trim().parse::<f64>().ok().filter(window_range).ok_or_else(
+                || {
+                    Error::InvalidInput(format!(
+                        "XERO_AUTH_LIMIT_WINDOW={v} is not a number of seconds between 0.1 and 3600"
+                    ))
+                },
+            )?),
+            None => match limits_table.and_then(|t| t.get("window_secs")) {
+                None => None,
+                Some(item) => Some(
+                    item.as_integer()
+                        .map(|i| i as f64)
+                        .or_else(|| item.as_float())
+                        .filter(window_range)
+                        .ok_or_else(|| {
+                            key_error("window_secs", "a number of seconds between 0.1 and 3600")
+                        })?,
+                ),
+            },
+        };
+        if let Some(secs) = window {
+            limits.window = Duration::from_secs_f64(secs);
+        }
+        match env("XERO_AUTH_LIMITS").filter(|v| !v.is_empty()).as_deref() {
+            None => {}
+            Some("off") => limits.enabled = false,
+            Some("on") => limits.enabled = true,
+            Some(v) => {
+                return Err(Error::InvalidInput(format!(
+                    "XERO_AUTH_LIMITS={v} is neither `on` nor `off`"
+                )));
+            }
+        }
+        Ok(limits)
     }
 
     fn error(&self, message: &str) -> Error {
@@ -409,6 +524,7 @@ impl Config {
             http_timeout: get_secs("http_timeout", "XERO_AUTH_HTTP_TIMEOUT", 30)?,
             store_timeout: get_secs("store_timeout", "XERO_AUTH_STORE_TIMEOUT", 30)?,
             file_work_factor: self.file_work_factor(name, table, env)?,
+            rate_limits: self.rate_limits(name, table, env)?,
         })
     }
 

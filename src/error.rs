@@ -105,6 +105,23 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// Xero's daily limit of API calls for an organisation is used up (exit 6, at once): a
+    /// program running a batch stops here instead of retrying until the day resets.
+    #[error(
+        "Xero's daily API limit for tenant {tenant} is used up ({per_day} calls per rolling 24 hours); \
+         calls are accepted again from {} — nothing was retried and nothing stored was changed; \
+         run the command again after that time",
+        crate::cli::format_time(*.resets_at)
+    )]
+    DayLimit {
+        /// The tenant (organisation) whose day budget is spent.
+        tenant: String,
+        /// The calls a day allows (the profile's `limits.per_day`).
+        per_day: u32,
+        /// When Xero accepts calls again (Unix seconds; now plus Xero's `Retry-After`).
+        resets_at: i64,
+    },
+
     /// An OAuth error other than `invalid_grant` / `invalid_client` (exit 1).
     #[error("{endpoint} answered with error '{code}'{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     OAuth {
@@ -238,7 +255,9 @@ impl Error {
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
             }
-            Error::Temporary { .. } | Error::LockTimeout { .. } => ExitCode::Temporary,
+            Error::Temporary { .. } | Error::LockTimeout { .. } | Error::DayLimit { .. } => {
+                ExitCode::Temporary
+            }
             Error::OAuth { .. }
             | Error::Http { .. }
             | Error::Config { .. }
@@ -296,5 +315,16 @@ mod tests {
         };
         assert_eq!(nothing.exit_code() as u8, 3);
         assert_eq!(Error::InvalidInput("x".into()).exit_code() as u8, 1);
+        let day = Error::DayLimit {
+            tenant: "t".into(),
+            per_day: 5000,
+            resets_at: 1_800_000_000,
+        };
+        assert_eq!(day.exit_code() as u8, 6);
+        let message = day.to_string();
+        assert!(
+            message.contains("5000 calls") && message.contains("2027-01-15T08:00:00Z"),
+            "{message}"
+        );
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use crate::config::{Paths, Profile, create_private_dir};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
+use crate::limits::{Answer, Limiter};
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, client_secret_account, split};
@@ -163,12 +164,16 @@ pub struct Session {
     margin_secs: i64,
     tenant: Option<String>,
     max_wait: Duration,
+    /// Xero's limits, kept before sending; `None` when the program keeps them itself.
+    limiter: Option<Limiter>,
 }
 
 impl Session {
     /// A session for `profile`, keeping secrets in `store`.
     pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
+        let limiter = Limiter::for_profile(&profile, &paths);
         Session {
+            limiter,
             tenant: profile.default_tenant.clone(),
             profile,
             paths,
@@ -213,6 +218,13 @@ impl Session {
         self
     }
 
+    /// Sends without keeping Xero's limits (concurrency, per-minute budgets): for a program
+    /// that does its own limiting. `Retry-After` on a 429 is still honoured.
+    pub fn without_rate_limits(mut self) -> Self {
+        self.limiter = None;
+        self
+    }
+
     /// The tenant requests are sent to, if any.
     pub fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
@@ -229,16 +241,22 @@ impl Session {
 
     /// Sends `request` with `Authorization: Bearer …`, `Xero-Tenant-Id` (unless the request
     /// sets it) and `Accept: application/json`. On a 401 it refreshes once (through the refresh
-    /// protocol) and retries once; a second 401 is returned as it is, never retried again. On a
-    /// 429 it waits `Retry-After` and retries, as long as the total wait stays within the
-    /// session's `max_wait`; beyond that it fails with [`Error::Temporary`] without waiting.
+    /// protocol) and retries once; a second 401 is returned as it is, never retried again.
+    ///
+    /// Xero's limits are kept before sending ([`crate::limits`]): at most N requests in
+    /// progress per tenant and the per-minute budgets, shared with every process of the user;
+    /// waiting for them counts in the session's `max_wait`. A 429 for the minute, app-minute
+    /// or concurrency limit waits `Retry-After` (within `max_wait`, else [`Error::Temporary`]
+    /// without waiting) and retries once; a 429 for the day limit is [`Error::DayLimit`] at
+    /// once, without a retry.
     ///
     /// The request body must be replayable (bytes, not a stream).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
         let mut used = self.valid_token_set(self.margin_secs).await?;
         let mut refreshed = false;
-        let mut waited = Duration::ZERO;
+        let mut retried_429 = false;
+        let deadline = Instant::now() + self.max_wait;
         let (client, built) = request.build_split();
         let template = built.map_err(|e| {
             Error::InvalidInput(format!(
@@ -273,41 +291,63 @@ impl Session {
             }
             let url = req.url().clone();
             let method = req.method().clone();
+            let tenant = req
+                .headers()
+                .get("xero-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let permit = match &self.limiter {
+                Some(limiter) => Some(limiter.admit(tenant.as_deref(), deadline).await?),
+                None => None,
+            };
             let response = client.execute(req).await.map_err(|e| Error::Temporary {
                 what: format!("{method} {}", redact_query(&url)),
                 cause: crate::http::describe_transport(&e),
                 hint: None,
             })?;
+            let answer = Answer::new(response.status().as_u16(), response.headers());
+            if let Some(permit) = permit {
+                permit.answered(&answer)?;
+            }
             match response.status().as_u16() {
                 401 if !refreshed => {
                     tracing::info!(%url, "401 from the API: refreshing once and retrying");
                     refreshed = true;
                     used = self.refresh_with(Need::NewerThan(used)).await?.token_set;
                 }
+                429 if answer.is_day_limit() => {
+                    let after = answer.retry_after.unwrap_or(Duration::from_secs(86_400));
+                    return Err(Error::DayLimit {
+                        tenant: tenant.unwrap_or_default(),
+                        per_day: self.profile.rate_limits.per_day,
+                        resets_at: self.now() + after.as_secs() as i64,
+                    });
+                }
                 429 => {
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                        .unwrap_or(Duration::from_secs(1));
-                    if waited + retry_after > self.max_wait {
-                        return Err(Error::Temporary {
-                            what: format!("{method} {}", redact_query(&url)),
-                            cause: format!(
-                                "HTTP 429 Too Many Requests, Retry-After {} s",
-                                retry_after.as_secs()
-                            ),
-                            hint: Some(format!(
-                                "waiting longer than {} s in all was not allowed (--max-wait)",
-                                self.max_wait.as_secs()
-                            )),
-                        });
+                    let retry_after = answer.retry_after.unwrap_or(Duration::from_secs(1));
+                    let problem = answer.problem.as_deref().unwrap_or("unnamed");
+                    let refuse = |why: String| Error::Temporary {
+                        what: format!("{method} {}", redact_query(&url)),
+                        cause: format!(
+                            "HTTP 429 Too Many Requests ({problem} limit), Retry-After {} s",
+                            retry_after.as_secs()
+                        ),
+                        hint: Some(why),
+                    };
+                    if retried_429 {
+                        return Err(refuse(
+                            "Xero refused the retry too; other programs of this app are using its limits".into(),
+                        ));
                     }
-                    tracing::warn!(%url, "429 from the API: waiting {} s", retry_after.as_secs());
+                    if Instant::now() + retry_after > deadline {
+                        return Err(refuse(format!(
+                            "waiting longer than {} s in all was not allowed (--max-wait)",
+                            self.max_wait.as_secs()
+                        )));
+                    }
+                    tracing::warn!(%url, "429 ({problem} limit) from the API: waiting {} s, then retrying once", retry_after.as_secs());
                     tokio::time::sleep(retry_after).await;
-                    waited += retry_after;
+                    retried_429 = true;
                 }
                 _ => return Ok(response),
             }
