@@ -111,7 +111,7 @@ pub enum Error {
         "Xero's daily API limit for tenant {tenant} is used up ({per_day} calls per rolling 24 hours); \
          calls are accepted again from {} — nothing was retried and nothing stored was changed; \
          run the command again after that time",
-        crate::cli::format_time(*.resets_at)
+        crate::time::format_time(*.resets_at)
     )]
     DayLimit {
         /// The tenant (organisation) whose day budget is spent.
