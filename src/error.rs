@@ -24,6 +24,10 @@ pub enum ExitCode {
     StoreUnavailable = 5,
     /// A temporary failure (network, timeout, 5xx, 429); stored credentials are unchanged.
     Temporary = 6,
+    /// `exec`: the command was found but cannot be run (as a shell says it).
+    CommandNotExecutable = 126,
+    /// `exec`: the command was not found (as a shell says it).
+    CommandNotFound = 127,
 }
 
 /// Why Xero asked for a new authorisation.
@@ -184,6 +188,18 @@ pub enum Error {
         secs: u64,
     },
 
+    /// `exec` could not start its command: exit 127 when it was not found, 126 when it was
+    /// found but cannot be run — a shell's and `env`'s codes, so a script can tell them from the
+    /// command's own failures.
+    #[error("cannot run '{program}': {source}{}", if .source.kind() == std::io::ErrorKind::NotFound { " (not found: check the name, or give its path)" } else { "" })]
+    CommandNotRun {
+        /// The command as given.
+        program: String,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A file-system error (exit 1).
     #[error("{what} {}: {source}", .path.display())]
     Io {
@@ -239,6 +255,8 @@ impl Error {
                 ExitCode::StoreUnavailable
             }
             Error::Temporary { .. } | Error::LockTimeout { .. } => ExitCode::Temporary,
+            Error::CommandNotRun { .. } if self.not_found() => ExitCode::CommandNotFound,
+            Error::CommandNotRun { .. } => ExitCode::CommandNotExecutable,
             Error::OAuth { .. }
             | Error::Http { .. }
             | Error::Config { .. }
@@ -247,6 +265,11 @@ impl Error {
             | Error::StoredFormat { .. }
             | Error::Io { .. } => ExitCode::Failure,
         }
+    }
+
+    /// True for a [`Error::CommandNotRun`] whose command does not exist.
+    fn not_found(&self) -> bool {
+        matches!(self, Error::CommandNotRun { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// An I/O error on `path` while doing `what`.

@@ -272,17 +272,32 @@ fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
     assert_eq!(fake.count(Counter::Refresh), 1);
 }
 
+/// Like a shell (and `env`): 127 when the program is not found, 126 when it is found but
+/// cannot be run, so a script can tell either from the program's own exit 1.
 #[test]
-fn exec_of_a_missing_program_is_a_clear_error() {
+fn exec_of_a_missing_program_is_127_and_of_a_non_executable_one_126() {
     require_keychain!();
     let fake = FakeXero::start();
     let (env, _) = ready_profile(&fake, "exec-missing", FRESH);
     env.cmd(&["exec", "--", "no-such-program-xero-auth-test"])
         .assert()
-        .code(1)
+        .code(127)
         .stderr(predicates::str::contains(
             "cannot run 'no-such-program-xero-auth-test'",
-        ));
+        ))
+        .stderr(predicates::str::contains("not found"));
+
+    let script = env.dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    let script = script.to_str().unwrap();
+    env.cmd(&["exec", "--", script])
+        .assert()
+        .code(126)
+        .stdout("")
+        .stderr(predicates::str::contains(format!("cannot run '{script}'")));
+    // A folder is found, and cannot be run either.
+    let folder = env.dir.path().to_str().unwrap();
+    env.cmd(&["exec", "--", folder]).assert().code(126);
 }
 
 #[test]
