@@ -133,6 +133,23 @@ fn api_without_a_tenant_fails_before_any_request() {
         .stdout(predicates::str::contains(DEFAULT_TENANT_ID));
 }
 
+/// Without tokens, a tenant would not help: `api` says what is missing first (exit 3), as
+/// `exec` and `token` do, instead of asking for a tenant.
+#[test]
+fn api_without_tokens_says_so_before_asking_for_a_tenant() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "api-no-tokens");
+    env.set_client(&fake);
+
+    let out = env.cmd(&["api", ORGANISATION]).assert().code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("no token set stored"), "{stderr}");
+    assert!(stderr.contains("xero-auth login"), "{stderr}");
+    assert!(!stderr.contains("tenant"), "{stderr}");
+    assert_eq!(fake.count(Counter::Api), 0);
+}
+
 #[test]
 fn api_with_a_wrong_tenant_surfaces_the_403() {
     require_keychain!();
