@@ -256,6 +256,7 @@ fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
     let out = env
         .cmd(&["exec", "--", "sh", "-c", "env; exit 7"])
         .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env("SYNC_SETTING", "kept")
         .assert()
         .code(7)
         .get_output()
@@ -264,6 +265,8 @@ fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
     let child_env = String::from_utf8(out.stdout).unwrap();
     assert!(child_env.contains(&format!("XERO_ACCESS_TOKEN={}\n", tokens.access_token)));
     assert!(child_env.contains(&format!("XERO_TENANT_ID={DEFAULT_TENANT_ID}\n")));
+    // The rest of the environment is the child's too (README and scripting.md say so).
+    assert!(child_env.contains("SYNC_SETTING=kept\n"), "{child_env}");
     assert!(
         !child_env.contains(&tokens.refresh_token),
         "no refresh token in the child"
