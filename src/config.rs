@@ -257,6 +257,11 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// Whether `config.toml` has a `[profiles.NAME]` table.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profile_names().iter().any(|n| n == name)
+    }
+
     fn profile_table(&self, name: &str) -> Result<Option<&Table>> {
         let Some(profiles) = self.doc.get("profiles") else {
             return Ok(None);
@@ -476,6 +481,20 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     builder
         .create(dir)
         .map_err(|e| Error::io("cannot create the folder", dir, e))
+}
+
+/// The candidate closest to `word` when it is close enough to be what was meant: a typo or two
+/// away, or `word` cut short or run on (`scope` for `scopes`, `redirect` for `redirect_uri`).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (strsim::levenshtein(word, c), c))
+        .filter(|(distance, c)| {
+            *distance <= 2 || (word.len() >= 4 && (c.starts_with(word) || word.starts_with(c)))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
 }
 
 /// Profile names become keychain account names and file names: keep them plain.

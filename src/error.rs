@@ -53,6 +53,21 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// The selected profile is not in `config.toml`, and the command found something it needs
+    /// missing: most likely a mistyped `--profile` (exit 3, as for any profile with nothing
+    /// stored).
+    #[error("{}", unknown_profile_message(.profile, .config, .known, .suggestion.as_deref()))]
+    UnknownProfile {
+        /// The profile asked for.
+        profile: String,
+        /// The configuration file.
+        config: PathBuf,
+        /// The profiles the file has.
+        known: Vec<String>,
+        /// The one of them the name most likely meant.
+        suggestion: Option<String>,
+    },
+
     /// Xero rejected the refresh token or the client: authorise again (exit 4).
     #[error("{}", reauth_message(.profile, .rejection, .endpoint, .description.as_deref(), *.unsaved_refresh_at))]
     ReauthRequired {
@@ -213,6 +228,39 @@ pub enum Error {
     },
 }
 
+fn unknown_profile_message(
+    profile: &str,
+    config: &std::path::Path,
+    known: &[String],
+    suggestion: Option<&str>,
+) -> String {
+    let flag = if profile == crate::config::DEFAULT_PROFILE {
+        String::new()
+    } else {
+        format!(" --profile {profile}")
+    };
+    let create = format!(
+        "`xero-auth client set{flag} --client-id ID`, then `xero-auth login{flag}` \
+         (or `xero-auth import{flag} FILE`)"
+    );
+    if known.is_empty() {
+        return format!(
+            "no profile '{profile}' in {}: no profiles are configured yet; start with {create} \
+             (docs/getting-started.md)",
+            config.display()
+        );
+    }
+    let meant = suggestion
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default();
+    format!(
+        "no profile '{profile}' in {}{meant}; profiles: {} — choose one with --profile NAME \
+         (or XERO_AUTH_PROFILE), or create '{profile}' with {create}",
+        config.display(),
+        known.join(", ")
+    )
+}
+
 fn reauth_message(
     profile: &str,
     rejection: &Rejection,
@@ -249,7 +297,7 @@ impl Error {
     /// The exit status for this error: the one place errors become exit codes.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NothingStored { .. } => ExitCode::NothingStored,
+            Error::NothingStored { .. } | Error::UnknownProfile { .. } => ExitCode::NothingStored,
             Error::ReauthRequired { .. } | Error::AccessRefused { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable

@@ -368,7 +368,8 @@ impl Session {
         }
     }
 
-    fn no_token_set(&self) -> Error {
+    /// The error for a profile with no token set stored (exit 3).
+    pub fn no_token_set(&self) -> Error {
         Error::NothingStored {
             profile: self.profile.name.clone(),
             what: "token set",

@@ -10,6 +10,7 @@ pub mod import;
 pub mod keyutils_notice;
 pub mod login;
 pub mod logout;
+pub mod profiles;
 pub mod refresh;
 pub mod status;
 pub mod tenants;
@@ -79,6 +80,8 @@ pub enum Command {
     Logout(logout::LogoutArgs),
     /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
     Doctor(doctor::DoctorArgs),
+    /// List the profiles in config.toml (names, one a line; --json for details).
+    Profiles(profiles::ProfilesArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions::CompletionsArgs),
 }
@@ -161,6 +164,29 @@ impl Context {
         ))
     }
 
+    /// `err`, or — when it says nothing is stored for the selected profile and `config.toml`
+    /// does not name that profile either — the likelier truth: a mistyped `--profile`, with the
+    /// profiles there are. Only ever on the way out of a command that failed anyway, so a working
+    /// profile costs nothing and a profile that lives only in the keychain still works.
+    pub fn unknown_profile_or(&self, err: Error) -> Error {
+        match &err {
+            Error::NothingStored { profile, .. }
+                if *profile == self.profile_name && !self.config.has_profile(profile) =>
+            {
+                let known = self.config.profile_names();
+                let suggestion = crate::config::closest(profile, known.iter().map(String::as_str))
+                    .map(String::from);
+                Error::UnknownProfile {
+                    profile: profile.clone(),
+                    config: self.config.path().to_path_buf(),
+                    known,
+                    suggestion,
+                }
+            }
+            _ => err,
+        }
+    }
+
     /// Writes data to stdout in one call and flushes. A closed pipe (`| head`) is a normal end.
     pub fn write_out(&self, bytes: &[u8]) -> Result<()> {
         let mut out = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,7 +207,7 @@ impl Context {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
-    match cli.command {
+    let result = match cli.command {
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
         Command::Import(args) => import::run(args, ctx).await,
@@ -193,8 +219,10 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Exec(args) => exec::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Profiles(args) => profiles::run(args, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
-    }
+    };
+    result.map_err(|err| ctx.unknown_profile_or(err))
 }
 
 /// Unix seconds as an RFC 3339 UTC time, for people and JSON.

@@ -22,6 +22,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         .contains(&client_secret_account(&profile.name))
         .await?;
     let set = session.stored_token_set().await?;
+    // A profile config.toml does not name, with nothing stored either, is most likely a typo:
+    // no report of an empty profile, only the error (which then names the profiles there are).
+    if set.is_none() && !secret_stored && !ctx.config.has_profile(&profile.name) {
+        return Err(session.no_token_set());
+    }
     let now = session.now();
     let keep_alive = set
         .as_ref()
@@ -148,11 +153,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     }
     match set {
         Some(_) => Ok(()),
-        None => Err(Error::NothingStored {
-            profile: profile.name.clone(),
-            what: "token set",
-            hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
-        }),
+        None => Err(session.no_token_set()),
     }
 }
 
