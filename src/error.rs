@@ -162,10 +162,13 @@ pub enum Error {
     },
 
     /// `config.toml` is not what the tool expects (exit 1).
-    #[error("configuration error in {}: {message}", .path.display())]
+    #[error("configuration error in {}{}: {message}", .path.display(),
+            .at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
     Config {
         /// The file concerned.
         path: PathBuf,
+        /// Line and column (from 1) of what is wrong, when known.
+        at: Option<(usize, usize)>,
         /// What is wrong.
         message: String,
     },

@@ -147,3 +147,171 @@ fn profiles_lists_the_configured_profiles() {
     let out = env.ok(&["profiles", "--json"]);
     assert_eq!(stdout_of(&out).trim(), "[]");
 }
+
+// ------------------------------------------------------------------ mistakes in config.toml
+
+/// What docs/headless-linux.md once told people to do after `client set`: append a second
+/// `[profiles.default]` table. The error says where.
+#[test]
+fn a_toml_error_names_the_file_line_and_column() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "toml-error");
+    write_config(
+        &env,
+        "# mine\n[profiles.default]\nclient_id = \"AAA\"\n[profiles.default]\nstore = \"file\"\n",
+    );
+    let out = env.cmd(&["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    let path = config_file(&env);
+    assert!(
+        stderr.contains(&format!("{}, line 4, column 11: ", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not valid TOML: duplicate key"), "{stderr}");
+    // The line itself is shown.
+    assert!(stderr.contains("4 | [profiles.default]"), "{stderr}");
+
+    // A value of the wrong type is placed too.
+    write_config(&env, &format!("[profiles.{}]\n\nscopes = 5\n", env.profile));
+    let out = env.cmd(&["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains(", line 3, column 1: "), "{stderr}");
+    assert!(stderr.contains("scopes` must be"), "{stderr}");
+}
+
+#[test]
+fn unknown_keys_are_warned_about_with_the_key_meant() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "unknown-keys");
+    write_config(
+        &env,
+        "client_id = \"TOP\"\n\n[profile.default]\nclient_id = \"AAA\"\n\n[profiles.imp]\nclient_id = \"BBB\"\nscope = \"openid\"\nredirect = \"http://localhost:1/\"\nflavour = \"mint\"\n",
+    );
+    let out = env.ok(&["profiles"]);
+    assert_eq!(stdout_of(&out), "imp\n", "warnings change nothing");
+    let stderr = stderr_of(&out);
+    for expected in [
+        "line 1: `client_id` is outside any [profiles.NAME] table, ignored: put it under [profiles.default]",
+        "line 3: unknown table [profile.default], ignored: did you mean [profiles.default]?",
+        "line 8: unknown key `scope` in [profiles.imp], ignored: did you mean `scopes`?",
+        "line 9: unknown key `redirect` in [profiles.imp], ignored: did you mean `redirect_uri`?",
+        "line 10: unknown key `flavour` in [profiles.imp], ignored",
+    ] {
+        assert!(stderr.contains(expected), "lacks {expected:?}:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.matches("warning: ").count(),
+        5,
+        "one warning each:\n{stderr}"
+    );
+}
+
+// ------------------------------------------------------------------ xero-auth config
+
+#[test]
+fn config_set_edits_the_file_in_place_and_validates_like_the_reader() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "config-set");
+    let path = config_file(&env);
+    let profile = env.profile.clone();
+
+    let out = env.ok(&["config", "path"]);
+    assert_eq!(stdout_of(&out), format!("{}\n", path.display()));
+
+    // What headless-linux.md does after `client set`: no duplicate table, comments kept.
+    write_config(
+        &env,
+        &format!("# my settings\n[profiles.{profile}]\nclient_id = \"AAA\" # the app\n"),
+    );
+    env.ok(&["config", "set", "store", "file"]);
+    env.ok(&["config", "set", "http_timeout", "12.5"]);
+    // A value replaced in place keeps its comment.
+    env.ok(&["config", "set", "client_id", "AAA"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "# my settings\n[profiles.{profile}]\nclient_id = \"AAA\" # the app\n"
+        )) && text.contains("store = \"file\"\n")
+            && text.contains("http_timeout = 12.5\n"),
+        "{text}"
+    );
+    assert_eq!(stdout_of(&env.ok(&["config", "get", "store"])), "file\n");
+    // The value in effect: the environment's override wins over the file (the test sets 2).
+    assert_eq!(
+        stdout_of(&env.ok(&["config", "get", "http_timeout"])),
+        "2\n"
+    );
+    let out = env
+        .cmd(&["config", "get", "http_timeout"])
+        .env_remove("XERO_AUTH_HTTP_TIMEOUT")
+        .output()
+        .unwrap();
+    assert_eq!(stdout_of(&out), "12.5\n");
+    assert_eq!(stdout_of(&env.ok(&["config", "get", "client_id"])), "AAA\n");
+    // Unset in the file: the value in effect (here Xero's default endpoint).
+    assert_eq!(
+        stdout_of(
+            &env.cmd(&["config", "get", "authorize_url"])
+                .env_remove("XERO_AUTH_AUTHORIZE_URL")
+                .output()
+                .unwrap()
+        ),
+        "https://login.xero.com/identity/connect/authorize\n"
+    );
+    let json: Value =
+        serde_json::from_slice(&env.ok(&["config", "get", "store", "--json"]).stdout).unwrap();
+    assert_eq!(json["value"], "file");
+    assert_eq!(json["in_config_toml"], "file");
+
+    // Another profile, by --profile: a table of its own.
+    env.ok(&[
+        "config",
+        "set",
+        "--profile",
+        "other",
+        "scopes",
+        "openid offline_access",
+    ]);
+    assert_eq!(
+        stdout_of(&env.ok(&["config", "get", "--profile", "other", "scopes"])),
+        "openid offline_access\n"
+    );
+
+    // Refused, with the reader's own message, and the file left as it was.
+    let before = std::fs::read_to_string(&path).unwrap();
+    for (args, says) in [
+        (vec!["store", "plaintext"], "unknown store 'plaintext'"),
+        (vec!["http_timeout", "-1"], "between 0.001 and 86400"),
+        (vec!["file_work_factor", "40"], "whole number from 10 to 22"),
+        (vec!["token_url", "http://10.0.0.1/token"], "use https://"),
+    ] {
+        let out = env.cmd(&["config", "set"]).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr_of(&out).contains(says),
+            "{args:?}: {}",
+            stderr_of(&out)
+        );
+    }
+    // An unknown key is a usage error, with the key meant.
+    let out = env
+        .cmd(&["config", "set", "scope", "openid"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("'scopes'"), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    // unset, then get of a key with no value in effect: exit 1, nothing on stdout.
+    env.ok(&["config", "unset", "store"]);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("store ="));
+    let out = env
+        .cmd(&["config", "get", "default_tenant"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_of(&out), "");
+    assert!(stderr_of(&out).contains("not set"), "{}", stderr_of(&out));
+}

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod exec;
 pub mod import;
@@ -82,6 +83,9 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// List the profiles in config.toml (names, one a line; --json for details).
     Profiles(profiles::ProfilesArgs),
+    /// Set, show or remove a profile's settings in config.toml, or print its path.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions::CompletionsArgs),
 }
@@ -122,11 +126,17 @@ impl Context {
             _ => std::env::var(key).ok(),
         });
         let paths = Paths::from_env(&*env)?;
-        // `completions` needs no configuration: a broken config.toml must not stop it.
+        // These need no configuration: a broken config.toml must not stop them (`config path`
+        // is how one finds the file to mend).
         let config = match cli.command {
-            Command::Completions(_) => Config::from_str(&paths.config_file(), "")?,
+            Command::Completions(_) | Command::Config(config::ConfigCommand::Path) => {
+                Config::from_str(&paths.config_file(), "")?
+            }
             _ => Config::load(&paths.config_file())?,
         };
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         Ok(Context {
             paths,
             config,
@@ -220,6 +230,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
         Command::Profiles(args) => profiles::run(args, ctx).await,
+        Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
     };
     result.map_err(|err| ctx.unknown_profile_or(err))

@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Context, format_span, format_time};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::client_secret_account;
 use crate::token_set::TokenSet;
 
