@@ -11,6 +11,7 @@ pub mod import;
 pub mod keyutils_notice;
 pub mod login;
 pub mod logout;
+pub mod man;
 pub mod profiles;
 pub mod refresh;
 pub mod status;
@@ -88,6 +89,8 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions::CompletionsArgs),
+    /// Print a man page (roff), list them, or write them all into a folder.
+    Man(man::ManArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -129,7 +132,9 @@ impl Context {
         // These need no configuration: a broken config.toml must not stop them (`config path`
         // is how one finds the file to mend).
         let config = match cli.command {
-            Command::Completions(_) | Command::Config(config::ConfigCommand::Path) => {
+            Command::Completions(_)
+            | Command::Man(_)
+            | Command::Config(config::ConfigCommand::Path) => {
                 Config::from_str(&paths.config_file(), "")?
             }
             _ => Config::load(&paths.config_file())?,
@@ -232,6 +237,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Profiles(args) => profiles::run(args, ctx).await,
         Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
+        Command::Man(args) => man::run(args, ctx).await,
     };
     result.map_err(|err| ctx.unknown_profile_or(err))
 }
