@@ -222,6 +222,8 @@ impl Context {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
+    // `doctor` reports each profile's state itself; its exit is its first problem's.
+    let doctor = matches!(cli.command, Command::Doctor(_));
     let result = match cli.command {
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
@@ -239,7 +241,10 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Completions(args) => completions::run(args, ctx).await,
         Command::Man(args) => man::run(args, ctx).await,
     };
-    result.map_err(|err| ctx.unknown_profile_or(err))
+    match result {
+        Err(err) if !doctor => Err(ctx.unknown_profile_or(err)),
+        other => other,
+    }
 }
 
 /// Unix seconds as an RFC 3339 UTC time, for people and JSON.
