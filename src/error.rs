@@ -24,6 +24,10 @@ pub enum ExitCode {
     StoreUnavailable = 5,
     /// A temporary failure (network, timeout, 5xx, 429); stored credentials are unchanged.
     Temporary = 6,
+    /// `exec`: the command was found but cannot be run (as a shell says it).
+    CommandNotExecutable = 126,
+    /// `exec`: the command was not found (as a shell says it).
+    CommandNotFound = 127,
 }
 
 /// Why Xero asked for a new authorisation.
@@ -47,6 +51,21 @@ pub enum Error {
         what: &'static str,
         /// What the user can do.
         hint: &'static str,
+    },
+
+    /// The selected profile is not in `config.toml`, and the command found something it needs
+    /// missing: most likely a mistyped `--profile` (exit 3, as for any profile with nothing
+    /// stored).
+    #[error("{}", unknown_profile_message(.profile, .config, .known, .suggestion.as_deref()))]
+    UnknownProfile {
+        /// The profile asked for.
+        profile: String,
+        /// The configuration file.
+        config: PathBuf,
+        /// The profiles the file has.
+        known: Vec<String>,
+        /// The one of them the name most likely meant.
+        suggestion: Option<String>,
     },
 
     /// Xero rejected the refresh token or the client: authorise again (exit 4).
@@ -160,10 +179,13 @@ pub enum Error {
     },
 
     /// `config.toml` is not what the tool expects (exit 1).
-    #[error("configuration error in {}: {message}", .path.display())]
+    #[error("configuration error in {}{}: {message}", .path.display(),
+            .at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
     Config {
         /// The file concerned.
         path: PathBuf,
+        /// Line and column (from 1) of what is wrong, when known.
+        at: Option<(usize, usize)>,
         /// What is wrong.
         message: String,
     },
@@ -201,6 +223,18 @@ pub enum Error {
         secs: u64,
     },
 
+    /// `exec` could not start its command: exit 127 when it was not found, 126 when it was
+    /// found but cannot be run — a shell's and `env`'s codes, so a script can tell them from the
+    /// command's own failures.
+    #[error("cannot run '{program}': {source}{}", if .source.kind() == std::io::ErrorKind::NotFound { " (not found: check the name, or give its path)" } else { "" })]
+    CommandNotRun {
+        /// The command as given.
+        program: String,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A file-system error (exit 1).
     #[error("{what} {}: {source}", .path.display())]
     Io {
@@ -212,6 +246,39 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn unknown_profile_message(
+    profile: &str,
+    config: &std::path::Path,
+    known: &[String],
+    suggestion: Option<&str>,
+) -> String {
+    let flag = if profile == crate::config::DEFAULT_PROFILE {
+        String::new()
+    } else {
+        format!(" --profile {profile}")
+    };
+    let create = format!(
+        "`xero-auth client set{flag} --client-id ID`, then `xero-auth login{flag}` \
+         (or `xero-auth import{flag} FILE`)"
+    );
+    if known.is_empty() {
+        return format!(
+            "no profile '{profile}' in {}: no profiles are configured yet; start with {create} \
+             (docs/getting-started.md)",
+            config.display()
+        );
+    }
+    let meant = suggestion
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default();
+    format!(
+        "no profile '{profile}' in {}{meant}; profiles: {} — choose one with --profile NAME \
+         (or XERO_AUTH_PROFILE), or create '{profile}' with {create}",
+        config.display(),
+        known.join(", ")
+    )
 }
 
 fn reauth_message(
@@ -250,7 +317,7 @@ impl Error {
     /// The exit status for this error: the one place errors become exit codes.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NothingStored { .. } => ExitCode::NothingStored,
+            Error::NothingStored { .. } | Error::UnknownProfile { .. } => ExitCode::NothingStored,
             Error::ReauthRequired { .. } | Error::AccessRefused { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
@@ -258,6 +325,8 @@ impl Error {
             Error::Temporary { .. } | Error::LockTimeout { .. } | Error::DayLimit { .. } => {
                 ExitCode::Temporary
             }
+            Error::CommandNotRun { .. } if self.not_found() => ExitCode::CommandNotFound,
+            Error::CommandNotRun { .. } => ExitCode::CommandNotExecutable,
             Error::OAuth { .. }
             | Error::Http { .. }
             | Error::Config { .. }
@@ -266,6 +335,11 @@ impl Error {
             | Error::StoredFormat { .. }
             | Error::Io { .. } => ExitCode::Failure,
         }
+    }
+
+    /// True for a [`Error::CommandNotRun`] whose command does not exist.
+    fn not_found(&self) -> bool {
+        matches!(self, Error::CommandNotRun { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// An I/O error on `path` while doing `what`.

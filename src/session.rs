@@ -392,11 +392,29 @@ impl Session {
 
     /// The stored token set, or exit 3 when there is none.
     pub async fn require_token_set(&self) -> Result<TokenSet> {
-        self.stored_token_set().await?.ok_or_else(|| Error::NothingStored {
+        self.stored_token_set()
+            .await?
+            .ok_or_else(|| self.no_token_set())
+    }
+
+    /// Exit 3 unless a token set is stored, found by a lookup that reads no secret (and asks the
+    /// file store for no passphrase): for a command that would otherwise stop at something else
+    /// first — `api` at a missing tenant — when nothing it could do would work without tokens.
+    pub async fn require_token_set_stored(&self) -> Result<()> {
+        let account = crate::store::token_set_account(&self.profile.name);
+        match self.store.contains(&account).await? {
+            true => Ok(()),
+            false => Err(self.no_token_set()),
+        }
+    }
+
+    /// The error for a profile with no token set stored (exit 3).
+    pub fn no_token_set(&self) -> Error {
+        Error::NothingStored {
             profile: self.profile.name.clone(),
             what: "token set",
             hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
-        })
+        }
     }
 
     /// Writes `set`: the refresh token always in one keychain write. On a store with a per-entry

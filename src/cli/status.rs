@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Context, format_span, format_time};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits::TenantBudget;
 use crate::store::client_secret_account;
 use crate::token_set::TokenSet;
@@ -23,6 +23,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         .contains(&client_secret_account(&profile.name))
         .await?;
     let set = session.stored_token_set().await?;
+    // A profile config.toml does not name, with nothing stored either, is most likely a typo:
+    // no report of an empty profile, only the error (which then names the profiles there are).
+    if set.is_none() && !secret_stored && !ctx.config.has_profile(&profile.name) {
+        return Err(session.no_token_set());
+    }
     let now = session.now();
     let keep_alive = set
         .as_ref()
@@ -154,11 +159,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     }
     match set {
         Some(_) => Ok(()),
-        None => Err(Error::NothingStored {
-            profile: profile.name.clone(),
-            what: "token set",
-            hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
-        }),
+        None => Err(session.no_token_set()),
     }
 }
 
