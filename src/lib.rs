@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -41,8 +42,10 @@ pub mod hardening;
 pub mod http;
 pub mod import;
 pub mod login;
+pub mod mcp;
 pub mod oauth;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod stack;
 pub mod store;
