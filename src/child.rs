@@ -80,7 +80,11 @@ impl StopSignals {
     pub fn received(&self) -> Option<i32> {
         #[cfg(unix)]
         {
-            match self.state.received.load(std::sync::atomic::Ordering::SeqCst) {
+            match self
+                .state
+                .received
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 0 => None,
                 signal => Some(signal),
             }

@@ -165,9 +165,8 @@ pub fn parse_callback(target: &str, expected_path: &str, expected_state: &str) -
         }
     }
     // The state is the defence against a forged callback: compare without an early exit.
-    let state_ok = state.is_some_and(|s| {
-        crate::secret::constant_time_eq(s.as_bytes(), expected_state.as_bytes())
-    });
+    let state_ok = state
+        .is_some_and(|s| crate::secret::constant_time_eq(s.as_bytes(), expected_state.as_bytes()));
     if !state_ok {
         return Callback::Ignored {
             status: 400,

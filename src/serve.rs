@@ -23,7 +23,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -62,7 +64,9 @@ impl LoopbackListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, peer)) if is_loopback(peer.ip()) => return (stream, peer),
-                Ok((_, peer)) => tracing::warn!(%peer, "refused a connection from a non-loopback peer"),
+                Ok((_, peer)) => {
+                    tracing::warn!(%peer, "refused a connection from a non-loopback peer")
+                }
                 Err(e) => {
                     tracing::debug!("accept failed: {e}");
                     // Out of file descriptors, say: do not spin.

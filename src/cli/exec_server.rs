@@ -24,7 +24,7 @@ use crate::session::Session;
 /// The child's variable with the endpoint's URL.
 pub const URL_ENV: &str = "XERO_AUTH_TOKEN_URL";
 /// The child's variable with the key the endpoint asks for.
-pub const KEY_ENV: &str = "XERO_AUTH_TOKEN_KEY";
+pub const KEY_ENV: &str = crate::config::TOKEN_SERVER_KEY_ENV;
 /// The header that carries the key.
 pub const KEY_HEADER: &str = "X-Xero-Auth-Key";
 /// The endpoint's path.
@@ -50,9 +50,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let url = format!("http://{}{PATH}", listener.local_addr());
 
     let mut command = super::exec::command_with_token(&args.command, &token, session.tenant());
-    command
-        .env(URL_ENV, &url)
-        .env(KEY_ENV, key.expose_secret());
+    command.env(URL_ENV, &url).env(KEY_ENV, key.expose_secret());
     drop(token);
     let signals = StopSignals::install()?;
     let mut child = child::spawn(command)?;
@@ -112,7 +110,9 @@ impl Endpoint {
             Ok(head) => head,
             Err(HeadError::Gone) => return,
             Err(HeadError::TooLarge) => {
-                return self.refuse(&mut stream, 431, "the request head is too large").await;
+                return self
+                    .refuse(&mut stream, 431, "the request head is too large")
+                    .await;
             }
             Err(HeadError::Malformed) => {
                 return self.refuse(&mut stream, 400, "not an HTTP/1 request").await;
@@ -235,7 +235,11 @@ impl Endpoint {
             "message": message,
         }))
         .expect("JSON to memory");
-        let allow: &[(&str, &str)] = if status == 405 { &[("Allow", "GET")] } else { &[] };
+        let allow: &[(&str, &str)] = if status == 405 {
+            &[("Allow", "GET")]
+        } else {
+            &[]
+        };
         respond(stream, status, "application/json", allow, &body).await;
     }
 }

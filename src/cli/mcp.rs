@@ -72,9 +72,7 @@ pub struct McpArgs {
 
 fn parse_env_name(name: &str) -> std::result::Result<String, String> {
     if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         || name.as_bytes()[0].is_ascii_digit()
     {
         return Err(
@@ -300,7 +298,10 @@ impl Bridge<'_> {
             if let Some(signal) = self.signals.received()
                 && !self.stopping
             {
-                tracing::info!(signal, "stop signal: the server ends, and is not started again");
+                tracing::info!(
+                    signal,
+                    "stop signal: the server ends, and is not started again"
+                );
                 self.stop();
                 if self.child.is_none() {
                     self.finished.get_or_insert(128 + signal);
@@ -473,8 +474,16 @@ impl Bridge<'_> {
     /// Replaces the server (if any) with one that has a fresh token, replays the session's
     /// opening and releases the held lines.
     async fn restart(&mut self, inbox: &mut mpsc::UnboundedReceiver<Event>) {
-        let why = self.restart.as_ref().map(|r| r.why.clone()).unwrap_or_default();
-        let set = match self.session.valid_token_set(self.args.min_valid as i64).await {
+        let why = self
+            .restart
+            .as_ref()
+            .map(|r| r.why.clone())
+            .unwrap_or_default();
+        let set = match self
+            .session
+            .valid_token_set(self.args.min_valid as i64)
+            .await
+        {
             Ok(set) => set,
             Err(err) => {
                 eprintln!(
@@ -487,7 +496,10 @@ impl Bridge<'_> {
                     self.rotate_at = Instant::now() + TOKEN_RETRY;
                     self.release_held().await;
                 } else {
-                    self.answer_held(&format!("xero-auth mcp: the MCP server is not running: no fresh token ({err})")).await;
+                    self.answer_held(&format!(
+                        "xero-auth mcp: the MCP server is not running: no fresh token ({err})"
+                    ))
+                    .await;
                     let when = Instant::now() + TOKEN_RETRY;
                     if let Some(r) = self.restart.as_mut() {
                         r.not_before = when;

@@ -1,0 +1,164 @@
+//! A long-lived command driven line by line, for `exec --server` and `mcp`: the test writes its
+//! stdin, reads its stdout one JSON line at a time, and gets its stderr at the end.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Driven {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Driven {
+    /// Spawns `cmd` with stdin, stdout and stderr piped.
+    pub fn spawn(mut cmd: Command) -> Driven {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the command starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = Some(std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stderr.read_to_end(&mut bytes);
+            bytes
+        }));
+        Driven {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one line (a newline is added).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("the command reads its stdin");
+    }
+
+    /// Writes a JSON value as one line.
+    pub fn send_json(&mut self, value: &Value) {
+        self.send(&serde_json::to_string(value).unwrap());
+    }
+
+    /// The next stdout line as JSON, if one comes within `within`.
+    pub fn try_recv(&mut self, within: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(within).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+    }
+
+    /// The next stdout line as JSON; fails the test (with stderr) when none comes in time.
+    pub fn recv(&mut self, within: Duration) -> Value {
+        match self.try_recv(within) {
+            Some(v) => v,
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
+                panic!(
+                    "no line on stdout within {within:?}; stderr:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+        }
+    }
+
+    /// Closes the command's stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for the command to end (killing it and failing after `within`); returns its
+    /// status, what was left on stdout, and its stderr.
+    pub fn finish(mut self, within: Duration) -> (ExitStatus, Vec<String>, String) {
+        self.stdin.take();
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
+                panic!(
+                    "the command did not end within {within:?}; stderr:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
+        let rest = self.lines.try_iter().collect();
+        (status, rest, String::from_utf8_lossy(&stderr).into_owned())
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The process ids whose parent is `pid` (Linux: /proc/*/stat).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// `/proc/PID/environ` of a process, if readable.
+pub fn environ_of(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// Whether `haystack` holds `needle`.
+pub fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
