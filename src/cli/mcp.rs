@@ -396,7 +396,7 @@ impl Bridge<'_> {
             }
         }
         if forward {
-            self.to_child(line);
+            self.send_to_server(line);
         }
     }
 
@@ -412,7 +412,7 @@ impl Bridge<'_> {
                 Message::Notification { .. } | Message::Other => {}
             }
         }
-        self.to_client(&line).await;
+        self.send_to_client(&line).await;
     }
 
     async fn on_child_exit(&mut self, status: std::io::Result<ExitStatus>) {
@@ -555,7 +555,7 @@ impl Bridge<'_> {
             return true;
         };
         let generation = self.generation;
-        self.to_child(line);
+        self.send_to_server(line);
         let deadline = Instant::now() + INIT_WAIT;
         loop {
             let event = tokio::select! {
@@ -596,7 +596,7 @@ impl Bridge<'_> {
             }
         }
         if let Some(line) = self.initialized.clone() {
-            self.to_child(line);
+            self.send_to_server(line);
         }
         true
     }
@@ -641,13 +641,13 @@ impl Bridge<'_> {
         }
     }
 
-    fn to_child(&mut self, line: Vec<u8>) {
+    fn send_to_server(&mut self, line: Vec<u8>) {
         if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
             let _ = stdin.send(line);
         }
     }
 
-    async fn to_client(&mut self, line: &[u8]) {
+    async fn send_to_client(&mut self, line: &[u8]) {
         let written = async {
             self.out.write_all(line).await?;
             self.out.write_all(b"\n").await?;
@@ -665,7 +665,8 @@ impl Bridge<'_> {
         let mut ids: Vec<Id> = self.pending.drain().collect();
         ids.sort();
         for id in ids {
-            self.to_client(&mcp::error_response(&id, message)).await;
+            self.send_to_client(&mcp::error_response(&id, message))
+                .await;
         }
     }
 
@@ -675,7 +676,8 @@ impl Bridge<'_> {
         for line in held {
             for m in mcp::classify(&line) {
                 if let Message::Request { id, .. } = m {
-                    self.to_client(&mcp::error_response(&id, message)).await;
+                    self.send_to_client(&mcp::error_response(&id, message))
+                        .await;
                 }
             }
         }
