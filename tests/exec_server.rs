@@ -227,6 +227,36 @@ fn the_childs_exit_status_comes_back_and_the_endpoint_goes_with_it() {
     );
 }
 
+/// A refresh the endpoint started is finished and stored even when the command ends (and its
+/// connection goes) while Xero has not answered yet: cutting it short would lose the rotated
+/// refresh token until the grace window saved it.
+#[test]
+fn a_refresh_under_way_when_the_child_ends_is_still_stored() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-finish", FRESH);
+    let mut server = serve(&env, &[]);
+    env.set_stored_expiry(now() - 60);
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(1500)));
+
+    server.send("ASYNC");
+    server.recv(WAIT);
+    support::processes::wait_until(WAIT, "the refresh to reach the fake", || {
+        fake.count(Counter::Refresh) == 1
+    });
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+
+    let stored = env.stored_refresh_token();
+    assert_ne!(stored, tokens.refresh_token, "the new tokens were stored");
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
+
 #[test]
 fn stop_signals_are_passed_on_and_the_childs_status_comes_back() {
     require_keychain!();

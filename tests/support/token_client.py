@@ -6,6 +6,8 @@ one JSON line per command on stdout.
   GET [QUERY]            one fetch with the key; QUERY is appended to the URL (e.g. ?min_valid=1500)
   PAR N [QUERY]          N fetches at once (threads); prints the list of answers
   RAW METHOD PATH KEY    one request; KEY is "right", "wrong", "short" or "none"
+  ASYNC [QUERY]          starts one fetch in the background and answers at once (the fetch dies
+                         with the process)
   PID                    prints this process's id
   SIGNALS                catches SIGINT/SIGTERM/SIGHUP: each ends the process with 50 + N
   EXIT CODE              ends with that status
@@ -70,6 +72,10 @@ for line in sys.stdin:
         for t in threads:
             t.join()
         answer(results)
+    elif command == "ASYNC":
+        query = rest[0] if rest else ""
+        threading.Thread(target=request, args=("GET", URL + query, KEY), daemon=True).start()
+        answer({"started": True})
     elif command == "RAW":
         method, path, which = rest
         key = {"right": KEY, "wrong": "x" * len(KEY), "short": KEY[:-1], "none": None}[which]
