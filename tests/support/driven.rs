@@ -5,9 +5,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use super::processes::{kill_and_fail, wait_or_fail};
 
 pub struct Driven {
     pub child: Child,
@@ -77,15 +79,11 @@ impl Driven {
     pub fn recv(&mut self, within: Duration) -> Value {
         match self.try_recv(within) {
             Some(v) => v,
-            None => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
-                panic!(
-                    "no line on stdout within {within:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
+            None => kill_and_fail(
+                &mut self.child,
+                &mut self.stderr,
+                &format!("no line on stdout within {within:?}"),
+            ),
         }
     }
 
@@ -98,22 +96,7 @@ impl Driven {
     /// status, what was left on stdout, and its stderr.
     pub fn finish(mut self, within: Duration) -> (ExitStatus, Vec<String>, String) {
         self.stdin.take();
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
-                panic!(
-                    "the command did not end within {within:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_or_fail(&mut self.child, within, &mut self.stderr);
         let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
         let rest = self.lines.try_iter().collect();
         (status, rest, String::from_utf8_lossy(&stderr).into_owned())
