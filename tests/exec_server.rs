@@ -297,6 +297,50 @@ fn stop_signals_are_passed_on_and_the_childs_status_comes_back() {
     assert_eq!(status.code(), Some(128 + 15));
 }
 
+/// Ctrl-C on a terminal reaches the whole foreground process group: the command gets it, and
+/// xero-auth, which gets it too, stays to end with the command's status instead of dying.
+/// (That the kernel's signal is not also passed on cannot be seen reliably from the command: a
+/// second SIGINT that arrives before the first was taken merges with it.)
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_child_and_xero_auth_ends_with_its_status() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-ctrl-c", FRESH);
+    // The wake-up fd gets one byte for every delivery.
+    let child = "import os, signal, time\n\
+                 r, w = os.pipe()\n\
+                 os.set_blocking(r, False)\n\
+                 os.set_blocking(w, False)\n\
+                 signal.set_wakeup_fd(w)\n\
+                 signal.signal(signal.SIGINT, lambda s, f: None)\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(1)\n\
+                 print('sigints=%d' % len(os.read(r, 100)), flush=True)\n\
+                 raise SystemExit(7)\n";
+    let pty = format!("{}/tests/support/under_pty.py", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = env.std_cmd(&[]);
+    let xero_auth = cmd.get_program().to_owned();
+    cmd = {
+        let mut wrapped = Command::new("python3");
+        wrapped.arg(&pty).arg(xero_auth);
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    };
+    cmd.args(["exec", "--server", "--", "python3", "-c", child]);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(
+        text.contains("sigints=1") || text.contains("sigints=2"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_child_sees_the_access_token_and_key_and_no_other_secret() {
     require_keychain!();
