@@ -295,17 +295,10 @@ impl Bridge<'_> {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
         loop {
-            if let Some(signal) = self.signals.received()
-                && !self.stopping
+            if let Some(signal) = self.note_stop_signal()
+                && self.child.is_none()
             {
-                tracing::info!(
-                    signal,
-                    "stop signal: the server ends, and is not started again"
-                );
-                self.stop();
-                if self.child.is_none() {
-                    self.finished.get_or_insert(128 + signal);
-                }
+                self.finished.get_or_insert(128 + signal);
             }
             if let Some(status) = self.finished {
                 self.answer_all_waiting("the bridge is ending").await;
@@ -415,6 +408,20 @@ impl Bridge<'_> {
         self.send_to_client(&line).await;
     }
 
+    /// Stops the bridge when a stop signal came (it was passed on to the server, which is about
+    /// to end, or has: its end must not count as a crash). Returns the signal, if any.
+    fn note_stop_signal(&mut self) -> Option<i32> {
+        let signal = self.signals.received()?;
+        if !self.stopping {
+            tracing::info!(
+                signal,
+                "stop signal: the server ends, and is not started again"
+            );
+            self.stop();
+        }
+        Some(signal)
+    }
+
     async fn on_child_exit(&mut self, status: std::io::Result<ExitStatus>) {
         let code = status.map(child::exit_code).unwrap_or(1);
         let lived = self
@@ -423,6 +430,7 @@ impl Bridge<'_> {
             .map(|c| c.started.elapsed())
             .unwrap_or_default();
         self.signals.supervise(None);
+        self.note_stop_signal();
         if self.stopping {
             self.finished = Some(code);
             return;
