@@ -125,8 +125,9 @@ fn tool_calls_before_and_after_a_rotation_see_different_valid_tokens_and_one_ini
     require_keychain!();
     let fake = FakeXero::start();
     let (env, tokens) = ready_profile(&fake, "mcp-rotate", FRESH);
-    // The token comes within the 5-minute margin 3 seconds after the bridge starts.
-    env.set_stored_expiry(now() + 300 + 3);
+    // The token comes within the 5-minute margin 8 seconds after the bridge starts (time enough
+    // for a slow start not to find it within the margin already).
+    env.set_stored_expiry(now() + 300 + 8);
     let mut client = Client::start(&env, &[]);
     let init = client.initialize();
     assert_eq!(init["result"]["serverInfo"]["name"], "token-echo");
@@ -201,16 +202,18 @@ fn a_request_in_flight_is_answered_before_the_restart_and_held_ones_keep_their_o
     require_keychain!();
     let fake = FakeXero::start();
     let (env, _) = ready_profile(&fake, "mcp-held", FRESH);
-    let mut client = Client::start(&env, &["--check-every", "1"]);
+    let mut client = Client::start(&env, &["-v", "--check-every", "1"]);
     client.initialize();
     let first = client.whoami(1, "first");
 
-    // A call that takes 5 seconds is in flight when the tokens rotate.
+    // A call that takes 8 seconds is in flight when the tokens rotate.
     client.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"seconds": 5}}}));
+                       "params": {"name": "slow", "arguments": {"seconds": 8}}}));
     env.ok(&["refresh"]);
-    // The bridge sees the rotation within a second and holds what comes next.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Once the bridge has seen the rotation (it says so with -v), it holds what comes next.
+    client
+        .bridge
+        .wait_for_stderr("another process rotated the tokens", WAIT);
     for id in 11..=15 {
         client.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                            "params": {"name": "whoami", "arguments": {"tag": format!("held-{id}")}}}));

@@ -1,7 +1,7 @@
 //! A long-lived command driven line by line, for `exec --server` and `mcp`: the test writes its
 //! stdin, reads its stdout one JSON line at a time, and gets its stderr at the end.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ pub struct Driven {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     stderr: Option<JoinHandle<Vec<u8>>>,
+    err_lines: mpsc::Receiver<String>,
 }
 
 impl Driven {
@@ -37,10 +38,17 @@ impl Driven {
                 }
             }
         });
-        let mut stderr = child.stderr.take().unwrap();
+        // Stderr is collected whole for the end, and line by line for `wait_for_stderr`.
+        let stderr = child.stderr.take().unwrap();
+        let (err_tx, err_lines) = mpsc::channel();
         let stderr = Some(std::thread::spawn(move || {
             let mut bytes = Vec::new();
-            let _ = stderr.read_to_end(&mut bytes);
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let _ = err_tx.send(String::from_utf8_lossy(&line).into_owned());
+                bytes.append(&mut line);
+            }
             bytes
         }));
         Driven {
@@ -48,6 +56,7 @@ impl Driven {
             child,
             lines,
             stderr,
+            err_lines,
         }
     }
 
@@ -84,6 +93,24 @@ impl Driven {
                 &mut self.stderr,
                 &format!("no line on stdout within {within:?}"),
             ),
+        }
+    }
+
+    /// Waits until the command prints a line holding `needle` on stderr; fails the test after
+    /// `within`.
+    pub fn wait_for_stderr(&mut self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => kill_and_fail(
+                    &mut self.child,
+                    &mut self.stderr,
+                    &format!("no '{needle}' on stderr within {within:?}"),
+                ),
+            }
         }
     }
 
