@@ -52,7 +52,8 @@ fn a_child_gets_a_valid_new_token_after_each_expiry_with_one_refresh_each() {
     require_keychain!();
     let fake = FakeXero::start();
     let (env, tokens) = ready_profile(&fake, "srv-expiry", FRESH);
-    let mut server = serve(&env, &[]);
+    // At trace level, so that the check of stderr below covers every log line.
+    let mut server = serve(&env, &["-vvv"]);
 
     let (status, body) = fetch(&mut server, "");
     assert_eq!(status, 200, "{body}");
@@ -93,7 +94,14 @@ fn a_child_gets_a_valid_new_token_after_each_expiry_with_one_refresh_each() {
     server.send("EXIT 0");
     let (status, _, stderr) = server.finish(WAIT);
     assert!(status.success(), "{stderr}");
-    assert!(!stderr.contains(&previous) && !stderr.contains(&tokens.refresh_token));
+    assert!(stderr.contains("token endpoint"), "trace output: {stderr}");
+    for secret in support::processes::every_issued_secret(&fake)
+        .iter()
+        .map(String::as_str)
+        .chain([CLIENT_SECRET, basic_credential().as_str()])
+    {
+        assert!(!stderr.contains(secret), "a secret in the log: {stderr}");
+    }
 }
 
 #[test]
