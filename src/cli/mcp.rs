@@ -129,6 +129,8 @@ enum Event {
 
 /// The server running now.
 struct Running {
+    /// Its number: output and ends of servers no longer running are ignored.
+    generation: u64,
     /// Lines for its stdin; dropping the sender closes it.
     stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
     /// Kills it.
@@ -155,6 +157,7 @@ struct Bridge<'a> {
     events: mpsc::UnboundedSender<Event>,
     out: tokio::io::Stdout,
     child: Option<Running>,
+    /// Servers started so far.
     generation: u64,
     /// The client's `initialize` request (the line as sent) and its id.
     init: Option<(Vec<u8>, Id)>,
@@ -276,18 +279,24 @@ impl Bridge<'_> {
             let _ = events.send(Event::ChildExited(generation, status));
         });
 
-        let now = self.session.now();
-        let left = set.expires_at.unwrap_or(now) - now - self.args.min_valid as i64;
-        // One second late rather than early: at that moment the token is within the margin,
-        // so the refresh protocol replaces it.
-        self.rotate_at = Instant::now() + Duration::from_secs(left.max(0) as u64 + 1);
+        self.schedule_rotation(set);
         self.child = Some(Running {
+            generation,
             stdin: Some(stdin_tx),
             kill: Some(kill_tx),
             started: Instant::now(),
             token_digest: digest(token.expose_secret()),
         });
         Ok(())
+    }
+
+    /// Renews the server's token when `set`'s access token comes within the margin: one second
+    /// late rather than early, so that the refresh protocol (which keeps tokens valid for more
+    /// than the margin) then replaces it.
+    fn schedule_rotation(&mut self, set: &TokenSet) {
+        let now = self.session.now();
+        let left = set.expires_at.unwrap_or(now) - now - self.args.min_valid as i64;
+        self.rotate_at = Instant::now() + Duration::from_secs(left.max(0) as u64 + 1);
     }
 
     async fn run(&mut self, inbox: &mut mpsc::UnboundedReceiver<Event>) -> i32 {
@@ -346,15 +355,22 @@ impl Bridge<'_> {
                     self.finished.get_or_insert(0);
                 }
             }
-            Event::ChildLine(generation, line) if generation == self.generation => {
+            Event::ChildLine(generation, line) if self.is_running(generation) => {
                 self.on_child_line(line).await;
             }
-            Event::ChildExited(generation, status) if generation == self.generation => {
+            Event::ChildExited(generation, status) if self.is_running(generation) => {
                 self.on_child_exit(status).await;
             }
             // Output and ends of servers already replaced.
             Event::ChildLine(..) | Event::ChildExited(..) => {}
         }
+    }
+
+    /// Whether server number `generation` is the one running.
+    fn is_running(&self, generation: u64) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
     }
 
     /// A line from the client: to the server, or held while a restart is due.
@@ -440,6 +456,12 @@ impl Bridge<'_> {
             "xero-auth mcp: {what} before answering; it is being started again — send the request again"
         ))
         .await;
+        self.after_server_end(what, lived, code);
+    }
+
+    /// Counts an end of the server (it crashed, or a new one failed to start) and asks for a
+    /// restart after a backoff, or gives up after too many quick ends in a row.
+    fn after_server_end(&mut self, what: String, lived: Duration, code: i32) {
         self.quick_ends = if lived < QUICK_END {
             self.quick_ends + 1
         } else {
@@ -527,9 +549,7 @@ impl Bridge<'_> {
             // The token it has is still the best there is (another process's refresh came
             // between): nothing to do until it comes within the margin.
             self.restart = None;
-            let now = self.session.now();
-            let left = set.expires_at.unwrap_or(now) - now - self.args.min_valid as i64;
-            self.rotate_at = Instant::now() + Duration::from_secs(left.max(0) as u64 + 1);
+            self.schedule_rotation(&set);
             self.release_held().await;
             return;
         }
@@ -591,14 +611,20 @@ impl Bridge<'_> {
                 }
                 Some(_) => {}
                 None => {
-                    eprintln!(
-                        "xero-auth mcp: the new MCP server did not answer `initialize` within {} s",
-                        INIT_WAIT.as_secs()
-                    );
-                    // Its end (reported as an event) is handled like any other.
-                    if let Some(kill) = self.child.as_mut().and_then(|c| c.kill.take()) {
+                    // A failed start: that server goes (killed at once), a new one is due.
+                    let lived = self.child.as_ref().map(|c| c.started.elapsed());
+                    if let Some(kill) = self.child.take().and_then(|mut c| c.kill.take()) {
                         let _ = kill.send(());
                     }
+                    self.signals.supervise(None);
+                    self.after_server_end(
+                        format!(
+                            "the new MCP server did not answer `initialize` within {} s",
+                            INIT_WAIT.as_secs()
+                        ),
+                        lived.unwrap_or_default(),
+                        1,
+                    );
                     return false;
                 }
             }
