@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Searches the memory image of xero-auth for the secrets it handled.
 
-Runs `client set`, `import`, `token`, `refresh` and `login` against the fake Xero, each under
+Runs `client set`, `import`, `token`, `refresh`, `login` and `exec --server` (the parent, which
+outlives its child and refreshes for it) against the fake Xero, each under
 gdb, stops it at the exit_group system call, dumps the process image with gcore, and counts
 every secret that process handled -- client secret, old and new refresh token, access tokens,
 id token -- as raw bytes, as UTF-16LE, as 32-byte pieces of its random part (a buffer that held
@@ -180,6 +181,19 @@ class Run:
         self.fake.terminate()
 
 
+# The child of `exec --server`: fetches one token valid 25 minutes, and writes the answer and
+# the endpoint's key to the file named by its argument, for the counts.
+TOKEN_CHILD = """
+import json, os, sys, urllib.request
+req = urllib.request.Request(os.environ["XERO_AUTH_TOKEN_URL"] + "?min_valid=1500",
+                             headers={"X-Xero-Auth-Key": os.environ["XERO_AUTH_TOKEN_KEY"]})
+with urllib.request.urlopen(req, timeout=60) as r:
+    body = json.load(r)
+with open(sys.argv[1], "w") as f:
+    json.dump({"body": body, "key": os.environ["XERO_AUTH_TOKEN_KEY"]}, f)
+"""
+
+
 def count(data, secrets):
     rows = []
     for name, value in secrets:
@@ -253,6 +267,35 @@ def main():
                                         ("new refresh token", new["refresh_token"]),
                                         ("new access token", new["access_token"]),
                                         ("new id token", new.get("id_token"))])
+
+        # exec --server: the parent stays alive beside its child and refreshes for it. The
+        # stored token is dated so that it has about 20 minutes left; the child asks for one
+        # valid 25 minutes (min_valid=1500), which makes the parent refresh, then ends.
+        fresh = run.issued()[-1]
+        with open(run.token_file, "w") as f:
+            json.dump(dict(fresh, token_type="Bearer"), f)
+        dated = time.time() - 600
+        os.utime(run.token_file, (dated, dated))
+        subprocess.run([run.bin, "import", "--force", run.token_file], env=run.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        served = os.path.join(work, "served.json")
+        child = os.path.join(work, "token-child.py")
+        with open(child, "w") as f:
+            f.write(TOKEN_CHILD)
+        data, out = run.under_gdb("exec-server", ["exec", "--server", "--", sys.executable,
+                                                  child, served])
+        with open(served) as f:
+            got = json.load(f)
+        os.remove(served)
+        new = run.issued()[-1]
+        if got["body"].get("access_token") != new.get("access_token"):
+            raise SystemExit("exec --server under gdb did not serve the refreshed token:\n" + out)
+        results["exec --server"] = count(data, [("client secret", run.secret),
+                                                ("old refresh token", fresh["refresh_token"]),
+                                                ("old access token", fresh["access_token"]),
+                                                ("new refresh token", new["refresh_token"]),
+                                                ("new access token", new["access_token"]),
+                                                ("endpoint key", got["key"])])
 
         # The encrypted-file store: the same commands, and the passphrase is a secret too.
         passphrase = "memcheck-passphrase-" + os.urandom(12).hex()

@@ -209,6 +209,20 @@ pub fn profile_keys() -> impl Iterator<Item = &'static str> {
         .chain(ENDPOINTS.iter().map(|(key, _, _)| *key))
 }
 
+/// The variable `exec --server` gives its command with the endpoint's key. Beside it,
+/// `XERO_AUTH_TOKEN_URL` names that endpoint (where the command fetches access tokens), not an
+/// identity server: a `xero-auth` the command runs must not send its refresh token there, so it
+/// takes the profile's `token_url` (or Xero's) instead.
+pub const TOKEN_SERVER_KEY_ENV: &str = "XERO_AUTH_TOKEN_KEY";
+
+/// The environment's override of endpoint variable `env_key`, if any.
+fn endpoint_override(env: &dyn Fn(&str) -> Option<String>, env_key: &str) -> Option<String> {
+    if env_key == "XERO_AUTH_TOKEN_URL" && env(TOKEN_SERVER_KEY_ENV).is_some() {
+        return None;
+    }
+    env(env_key).filter(|v| !v.is_empty())
+}
+
 /// One profile, resolved: config values with environment overrides and defaults applied.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -653,7 +667,7 @@ impl Config {
 
         let mut urls = Vec::with_capacity(ENDPOINTS.len());
         for (key, env_key, default) in ENDPOINTS {
-            let (value, source) = match env(env_key).filter(|v| !v.is_empty()) {
+            let (value, source) = match endpoint_override(env, env_key) {
                 Some(v) => (v, format!("environment variable {env_key}")),
                 None => match get_str(key)? {
                     Some(v) => (
@@ -967,6 +981,30 @@ http_timeout = 5
         );
         assert_eq!(p.store, StoreKind::Keyutils);
         assert_eq!(p.http_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_token_url_of_exec_server_is_not_taken_for_the_identity_servers() {
+        let (_d, config) =
+            load("[profiles.default]\ntoken_url = \"http://127.0.0.1:9/connect/token\"\n");
+        let inside = env(&[
+            ("XERO_AUTH_TOKEN_URL", "http://127.0.0.1:4321/token"),
+            ("XERO_AUTH_TOKEN_KEY", "k"),
+            ("XERO_AUTH_API_URL", "http://127.0.0.1:8/"),
+        ]);
+        let p = config.profile("default", &inside).unwrap();
+        assert_eq!(
+            p.endpoints.token.as_str(),
+            "http://127.0.0.1:9/connect/token"
+        );
+        assert_eq!(
+            p.endpoints.api.as_str(),
+            "http://127.0.0.1:8/",
+            "other overrides apply"
+        );
+        let outside = env(&[("XERO_AUTH_TOKEN_URL", "http://127.0.0.1:4321/token")]);
+        let p = config.profile("default", &outside).unwrap();
+        assert_eq!(p.endpoints.token.as_str(), "http://127.0.0.1:4321/token");
     }
 
     #[test]

@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -42,8 +43,10 @@ pub mod http;
 pub mod import;
 pub mod limits;
 pub mod login;
+pub mod mcp;
 pub mod oauth;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod stack;
 pub mod store;

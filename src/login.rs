@@ -155,13 +155,8 @@ pub fn parse_callback(target: &str, expected_path: &str, expected_state: &str) -
         }
     }
     // The state is the defence against a forged callback: compare without an early exit.
-    let state_ok = state.is_some_and(|s| {
-        s.len() == expected_state.len()
-            && s.bytes()
-                .zip(expected_state.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
+    let state_ok = state
+        .is_some_and(|s| crate::secret::constant_time_eq(s.as_bytes(), expected_state.as_bytes()));
     if !state_ok {
         return Callback::Ignored {
             status: 400,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use xero_auth::cli::{self, Cli, Context};
-use xero_auth::error::ExitCode;
 
 // Every block is wiped when it is freed, so the buffers that libraries we do not control fill
 // with secrets (hyper's read buffers, serde_json's scratch space, the D-Bus client's messages,
@@ -31,29 +30,30 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let code = match run(cli) {
-        Ok(()) => ExitCode::Success,
+        Ok(status) => status,
         Err(err) => {
             eprintln!("xero-auth: {err}");
-            err.exit_code()
+            err.exit_code() as i32
         }
     };
     xero_auth::store::file::forget_passphrase();
     // The command ran in frames below this one (the runtime polls its futures on this thread):
     // whatever they left on the stack goes before the process image does.
     xero_auth::stack::wipe_unused();
-    std::process::exit(code as i32);
+    std::process::exit(code);
 }
 
 /// Builds a single-threaded runtime (a token helper runs one flow at a time; keychain calls get
 /// their own blocking thread, which wipes its stack before it stops) and runs the command on it.
-fn run(cli: Cli) -> xero_auth::Result<()> {
+/// Returns the status to end with: 0, or the child's for a command that ran one.
+fn run(cli: Cli) -> xero_auth::Result<i32> {
     let runtime = xero_auth::stack::runtime()
         .map_err(|e| xero_auth::Error::io("cannot start the async runtime", "", e))?;
     let ctx = Context::from_process(&cli)?;
     let result = runtime.block_on(cli::run(cli, &ctx));
     // A keychain call that timed out may still be blocked in its thread: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(200));
-    result
+    result.map(|()| ctx.exit_status.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// Logs go to stderr: `-v` info, `-vv` debug, `-vvv` trace, or `RUST_LOG` (e.g. `xero_auth=debug`).

@@ -76,6 +76,18 @@ pub fn parse_secret_input(raw: &[u8], what: &str) -> Result<SecretString, String
     Ok(secret_from_str(trimmed))
 }
 
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only: for values an
+/// attacker guesses at (the login's `state`, the token endpoint's key), where an early exit at
+/// the first differing byte would tell how much of a guess was right. Lengths are not secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // The optimiser must not turn the fold back into a comparison that stops early.
+    std::hint::black_box(diff) == 0
+}
+
 /// `Basic base64(client_id:client_secret)`, built in one zeroizing allocation.
 pub fn basic_credential(client_id: &str, secret: &SecretString) -> Zeroizing<Vec<u8>> {
     let secret = secret.expose_secret();
@@ -221,6 +233,15 @@ mod tests {
         assert_eq!(&read_bounded(&mut small, 5).unwrap().unwrap()[..], b"12345");
         let mut big: &[u8] = b"123456";
         assert!(read_bounded(&mut big, 5).unwrap().is_none());
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"same-key", b"same-key"));
+        assert!(!constant_time_eq(b"same-key", b"same-kex"));
+        assert!(!constant_time_eq(b"xame-key", b"same-key"));
+        assert!(!constant_time_eq(b"same-key", b"same-key-longer"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 
     #[test]

@@ -7,14 +7,12 @@ mod support;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fake_xero::DEFAULT_TENANT_ID;
 use serde_json::Value;
 use support::processes::*;
 use support::*;
-use xero_auth::config::StoreKind;
-use xero_auth::store::{Keychain, SecretStore, token_set_account};
 
 /// Processes per wave, a quarter of each kind.
 const PROCESSES: usize = 64;
@@ -24,13 +22,6 @@ const KINDS: [&[&str]; 4] = [
     &["status"],
     &["api", "api.xro/2.0/Organisation"],
 ];
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// The profile's lock file: `$XDG_STATE_HOME/xero-auth/locks/PROFILE.lock`.
 fn lock_path(env: &TestEnv) -> PathBuf {
@@ -46,19 +37,6 @@ fn open_lock(env: &TestEnv) -> File {
         .write(true)
         .open(lock_path(env))
         .expect("the lock file exists")
-}
-
-/// Makes the stored access token expired, straight in the keychain (as time would).
-fn expire_stored_access_token(env: &TestEnv) {
-    let mut set = env.stored().expect("a token set is stored");
-    set["expires_at"] = Value::from(now() - 60);
-    Keychain::new(StoreKind::SecretService)
-        .set(
-            &token_set_account(&env.profile),
-            &format!("xero-auth token set ({})", env.profile),
-            &serde_json::to_vec(&set).unwrap(),
-        )
-        .expect("keychain writable");
 }
 
 /// One wave's outputs, by kind (the index in [`KINDS`]).
@@ -165,7 +143,7 @@ fn sixty_four_mixed_processes_make_one_refresh_per_expiry_and_leave_no_lock() {
     // one refresh: the first to get the lock refreshes (whatever its kind); every later
     // `token`/`api` finds a set valid for 30 minutes, and every later `refresh` finds a set
     // other than the one it read before waiting, and uses it (Need::NewerThan).
-    expire_stored_access_token(&env);
+    env.set_stored_expiry(now() - 60);
     let first = wave(&env, true);
     assert_no_failure(&fake, &first);
     assert_eq!(
@@ -187,7 +165,7 @@ fn sixty_four_mixed_processes_make_one_refresh_per_expiry_and_leave_no_lock() {
     // set it read before waiting (it started after the last refresh was stored), and reports
     // it (`by_this_process`). So the wave's requests are the refreshes the `refresh` processes
     // report, plus at most one.
-    expire_stored_access_token(&env);
+    env.set_stored_expiry(now() - 60);
     let before = fake.count(Counter::Refresh);
     let second = wave(&env, false);
     assert_no_failure(&fake, &second);

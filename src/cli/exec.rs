@@ -18,6 +18,10 @@ pub struct ExecArgs {
     #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
+    /// Also serve fresh tokens to the command while it runs, on 127.0.0.1 (XERO_AUTH_TOKEN_URL,
+    /// XERO_AUTH_TOKEN_KEY): for programs that outlive a 30-minute token.
+    #[arg(long)]
+    pub server: bool,
     /// The command and its arguments (after `--`).
     #[arg(
         required = true,
@@ -33,22 +37,16 @@ pub struct ExecArgs {
 /// the client secret. On Unix the command replaces this process (`exec`): signals, stdio and the
 /// exit status are the command's own, and none of xero-auth's memory survives.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
+    if args.server {
+        return super::exec_server::run(args, ctx).await;
+    }
     let session = ctx
         .session()?
         .with_tenant(args.tenant.clone())
         .with_margin(args.min_valid);
     let token = session.access_token().await?;
-    let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let mut command = std::process::Command::new(program);
-    command
-        .args(rest)
-        .env("XERO_ACCESS_TOKEN", token.expose_secret())
-        .env_remove("XERO_CLIENT_SECRET")
-        .env_remove(crate::store::file::PASSPHRASE_ENV);
-    match session.tenant() {
-        Some(tenant) => command.env("XERO_TENANT_ID", tenant),
-        None => command.env_remove("XERO_TENANT_ID"),
-    };
+    let (program, _) = args.command.split_first().expect("clap requires a command");
+    let mut command = command_with_token(&args.command, &token, session.tenant());
     drop(token);
     let name = program.to_string_lossy().into_owned();
     let failed = |source: std::io::Error| Error::CommandNotRun {
@@ -65,4 +63,25 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         let status = command.status().map_err(failed)?;
         std::process::exit(status.code().unwrap_or(1));
     }
+}
+
+/// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and
+/// `XERO_TENANT_ID` (removed when there is no tenant) in its environment, and none of our
+/// secrets.
+pub fn command_with_token(
+    command_line: &[OsString],
+    token: &crate::secret::AccessToken,
+    tenant: Option<&str>,
+) -> std::process::Command {
+    let (program, rest) = command_line.split_first().expect("clap requires a command");
+    let mut command = std::process::Command::new(program);
+    command
+        .args(rest)
+        .env("XERO_ACCESS_TOKEN", token.expose_secret());
+    crate::child::without_secrets(&mut command);
+    match tenant {
+        Some(tenant) => command.env("XERO_TENANT_ID", tenant),
+        None => command.env_remove("XERO_TENANT_ID"),
+    };
+    command
 }

@@ -7,11 +7,13 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod exec;
+pub mod exec_server;
 pub mod import;
 pub mod keyutils_notice;
 pub mod login;
 pub mod logout;
 pub mod man;
+pub mod mcp;
 pub mod profiles;
 pub mod refresh;
 pub mod status;
@@ -78,6 +80,9 @@ pub enum Command {
     Api(api::ApiArgs),
     /// Run a command with XERO_ACCESS_TOKEN and XERO_TENANT_ID in its environment.
     Exec(exec::ExecArgs),
+    /// Run an MCP server with a bearer token in its environment, restarting it with a fresh
+    /// token before the old one expires, invisibly to the MCP client.
+    Mcp(mcp::McpArgs),
     /// List the connected organisations, or choose the default one.
     Tenants(tenants::TenantsArgs),
     /// Revoke the refresh token at Xero and delete the profile's tokens.
@@ -118,6 +123,9 @@ pub struct Context {
     pub stdout: Mutex<Box<dyn Write + Send>>,
     /// Whether stdin is a terminal (prompts are only offered there).
     pub stdin_is_terminal: bool,
+    /// The status the process ends with when the command succeeds: 0, or for a command that
+    /// runs a program and outlives it (`exec --server`, `mcp`), the program's.
+    pub exit_status: std::sync::atomic::AtomicI32,
 }
 
 impl Context {
@@ -154,6 +162,7 @@ impl Context {
             store_override: None,
             stdout: Mutex::new(Box::new(std::io::stdout())),
             stdin_is_terminal: std::io::stdin().is_terminal(),
+            exit_status: Default::default(),
         })
     }
 
@@ -214,6 +223,12 @@ impl Context {
         }
     }
 
+    /// Makes the process end with `status` (a child's) when the command succeeds.
+    pub fn set_exit_status(&self, status: i32) {
+        self.exit_status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Writes a JSON value and a newline to stdout (never used for secrets).
     pub fn write_json(&self, value: &serde_json::Value) -> Result<()> {
         let mut text = serde_json::to_string_pretty(value).expect("JSON values serialise");
@@ -236,6 +251,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Tenants(args) => tenants::run(args, ctx).await,
         Command::Api(args) => api::run(args, ctx, cli.verbose > 0).await,
         Command::Exec(args) => exec::run(args, ctx).await,
+        Command::Mcp(args) => mcp::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
         Command::Profiles(args) => profiles::run(args, ctx).await,
@@ -309,6 +325,7 @@ pub(crate) mod testing {
             store_override: Some(Store::new(store.clone(), Duration::from_secs(5))),
             stdout: Mutex::new(Box::new(out.clone())),
             stdin_is_terminal: false,
+            exit_status: Default::default(),
         };
         TestContext {
             ctx,

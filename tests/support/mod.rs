@@ -2,6 +2,7 @@
 //! pointed at an in-process fake Xero, and direct access to the real keychain.
 #![allow(dead_code, unused_imports)]
 
+pub mod driven;
 pub mod processes;
 
 use std::path::{Path, PathBuf};
@@ -177,6 +178,28 @@ impl TestEnv {
             .map(|b| serde_json::from_slice(&b).unwrap())
     }
 
+    /// Rewrites the stored set's access-token expiry (Unix seconds), straight in the keychain, as
+    /// time passing would: `now() - 60` makes it expired.
+    pub fn set_stored_expiry(&self, expires_at: i64) {
+        let mut set = self.stored().expect("a token set is stored");
+        set["expires_at"] = serde_json::Value::from(expires_at);
+        Keychain::new(StoreKind::SecretService)
+            .set(
+                &token_set_account(&self.profile),
+                &format!("xero-auth token set ({})", self.profile),
+                &serde_json::to_vec(&set).unwrap(),
+            )
+            .expect("keychain writable");
+    }
+
+    /// The stored access token.
+    pub fn stored_access_token(&self) -> String {
+        self.stored().expect("a token set is stored")["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn stored_refresh_token(&self) -> String {
         self.stored().expect("a token set is stored")["refresh_token"]
             .as_str()
@@ -235,6 +258,14 @@ impl Drop for TestEnv {
 pub fn set_mtime(path: &Path, when: SystemTime) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(when).unwrap();
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Every file under `root` whose bytes contain `needle`.

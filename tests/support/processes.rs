@@ -91,28 +91,47 @@ impl Running {
 
     /// Waits (polling) for the child to end; kills it and fails the test after `within`.
     pub fn finish(mut self, within: Duration) -> Output {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
-                panic!(
-                    "the command did not end within {within:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_or_fail(&mut self.child, within, &mut self.stderr);
         Output {
             status,
             stdout: self.stdout.take().unwrap().join().unwrap_or_default(),
             stderr: self.stderr.take().unwrap().join().unwrap_or_default(),
         }
     }
+}
+
+/// Waits (polling) for `child` to end; after `within`, kills it and fails the test, showing its
+/// stderr (collected by `stderr`).
+pub fn wait_or_fail(
+    child: &mut Child,
+    within: Duration,
+    stderr: &mut Option<JoinHandle<Vec<u8>>>,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            kill_and_fail(
+                child,
+                stderr,
+                &format!("the command did not end within {within:?}"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills `child` and fails the test with `what` and the child's stderr.
+pub fn kill_and_fail(child: &mut Child, stderr: &mut Option<JoinHandle<Vec<u8>>>, what: &str) -> ! {
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = stderr
+        .take()
+        .and_then(|s| s.join().ok())
+        .unwrap_or_default();
+    panic!("{what}; stderr:\n{}", String::from_utf8_lossy(&stderr));
 }
 
 impl Drop for Running {

@@ -1,0 +1,256 @@
+//! `xero-auth exec --server -- CMD…`: run CMD as `exec` does, and while it runs answer
+//! `GET $XERO_AUTH_TOKEN_URL` (on 127.0.0.1, a random port) with a fresh access token for
+//! whoever shows `XERO_AUTH_TOKEN_KEY` — in practice CMD and the programs it starts.
+//!
+//! Tokens come from the one refresh protocol ([`Session::valid_token_set`]), so any number of
+//! children polling at once make one refresh. The endpoint never answers with the refresh token
+//! or the client secret, and logs nothing secret.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::Context;
+use super::exec::ExecArgs;
+use crate::child::{self, StopSignals};
+use crate::error::{Error, ExitCode, Result};
+use crate::secret::{ExposeSecret, SecretString, Zeroizing, constant_time_eq};
+use crate::serve::{HeadError, LoopbackListener, RequestHead, respond};
+use crate::session::Session;
+
+/// The child's variable with the endpoint's URL.
+pub const URL_ENV: &str = "XERO_AUTH_TOKEN_URL";
+/// The child's variable with the key the endpoint asks for.
+pub const KEY_ENV: &str = crate::config::TOKEN_SERVER_KEY_ENV;
+/// The header that carries the key.
+pub const KEY_HEADER: &str = "X-Xero-Auth-Key";
+/// The endpoint's path.
+const PATH: &str = "/token";
+/// Token fetches running at once; more wait for a place.
+const MAX_FETCHES: usize = 256;
+/// How long, after the child ended, a refresh that is under way may take to finish (it must not
+/// be cut between Xero's answer and the keychain write).
+const FINISH_WAIT: Duration = Duration::from_secs(120);
+
+/// Runs CMD with the endpoint, and ends with its status once it has ended.
+pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
+    let session = Arc::new(
+        ctx.session()?
+            .with_tenant(args.tenant.clone())
+            .with_margin(args.min_valid),
+    );
+    // Fail before anything starts when there is no usable token, as plain `exec` does.
+    let token = session.access_token().await?;
+    // 32 random bytes: 43 URL-safe characters.
+    let key = SecretString::from(crate::secret::random_urlsafe(32));
+    let listener = LoopbackListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let url = format!("http://{}{PATH}", listener.local_addr());
+
+    let mut command = super::exec::command_with_token(&args.command, &token, session.tenant());
+    command.env(URL_ENV, &url).env(KEY_ENV, key.expose_secret());
+    drop(token);
+    let signals = StopSignals::install()?;
+    let mut child = child::spawn(command)?;
+    signals.supervise(child.id());
+    tracing::info!(%url, "token endpoint listening for the command");
+
+    let endpoint = Arc::new(Endpoint {
+        session,
+        key,
+        margin: args.min_valid as i64,
+        fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
+    });
+    let mut connections = tokio::task::JoinSet::new();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            (stream, _) = listener.accept() => {
+                connections.spawn(endpoint.clone().answer(stream));
+            }
+            // Answered connections are reaped as they finish, or they would pile up.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    };
+    // The endpoint goes with the command: no new connection, none left open.
+    drop(listener);
+    connections.abort_all();
+    endpoint.finish_fetches().await;
+    let status = status.map_err(|e| Error::io("cannot wait for", "the command", e))?;
+    ctx.set_exit_status(child::exit_code(status));
+    Ok(())
+}
+
+/// What the endpoint needs to answer.
+struct Endpoint {
+    session: Arc<Session>,
+    key: SecretString,
+    /// Every token handed out stays valid at least this long (`--min-valid`).
+    margin: i64,
+    /// Places for token fetches; all of them free again means no refresh is under way.
+    fetches: Arc<Semaphore>,
+}
+
+/// `GET /token`'s answer, borrowing the token rather than copying it into a `serde_json::Value`.
+#[derive(serde::Serialize)]
+struct TokenJson<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: String,
+    expires_in: i64,
+    tenant_id: Option<&'a str>,
+}
+
+impl Endpoint {
+    /// Answers one connection.
+    async fn answer(self: Arc<Self>, mut stream: TcpStream) {
+        let head = match RequestHead::read(&mut stream).await {
+            Ok(head) => head,
+            Err(HeadError::Gone) => return,
+            Err(HeadError::TooLarge) => {
+                return self
+                    .refuse(&mut stream, 431, "the request head is too large")
+                    .await;
+            }
+            Err(HeadError::Malformed) => {
+                return self.refuse(&mut stream, 400, "not an HTTP/1 request").await;
+            }
+        };
+        if head.path() != PATH {
+            return self
+                .refuse(&mut stream, 404, "the token endpoint is GET /token")
+                .await;
+        }
+        if head.method() != "GET" {
+            return self
+                .refuse(&mut stream, 405, "the token endpoint answers GET only")
+                .await;
+        }
+        let key_ok = head
+            .header(KEY_HEADER)
+            .is_some_and(|given| constant_time_eq(given, self.key.expose_secret().as_bytes()));
+        if !key_ok {
+            tracing::warn!("token endpoint: a request without the right key was refused");
+            return self
+                .refuse(
+                    &mut stream,
+                    403,
+                    "send the header X-Xero-Auth-Key with the value of XERO_AUTH_TOKEN_KEY",
+                )
+                .await;
+        }
+        let margin = match head.query_param("min_valid") {
+            None => self.margin,
+            Some(v) => match v.parse::<i64>() {
+                Ok(secs) if (0..=1500).contains(&secs) => secs.max(self.margin),
+                _ => {
+                    return self
+                        .refuse(
+                            &mut stream,
+                            400,
+                            "min_valid must be a number of seconds from 0 to 1500",
+                        )
+                        .await;
+                }
+            },
+        };
+        drop(head);
+        match self.clone().fetch(margin).await {
+            Ok(body) => {
+                tracing::debug!("token endpoint: handed out an access token");
+                respond(&mut stream, 200, "application/json", &[], &body).await;
+            }
+            Err(err) => {
+                // The same message the command line would print (never a secret), once here
+                // for the person watching and once to the program that asked.
+                tracing::warn!("token endpoint: {err}");
+                let (status, retry) = match err.exit_code() {
+                    ExitCode::StoreUnavailable | ExitCode::Temporary => (503, true),
+                    _ => (500, false),
+                };
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "error": error_name(err.exit_code()),
+                    "message": err.to_string(),
+                }))
+                .expect("JSON to memory");
+                let headers: &[(&str, &str)] = if retry { &[("Retry-After", "5")] } else { &[] };
+                respond(&mut stream, status, "application/json", headers, &body).await;
+            }
+        }
+    }
+
+    /// A token valid for more than `margin` seconds, as the answer's JSON. The work runs in a
+    /// task of its own that holds a place in `fetches`: a refresh is never cut short because the
+    /// connection that asked went away or the command ended.
+    async fn fetch(self: Arc<Self>, margin: i64) -> Result<Zeroizing<Vec<u8>>> {
+        let permit = self
+            .fetches
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let work = tokio::spawn(async move {
+            let _permit = permit;
+            let set = self.session.valid_token_set(margin).await?;
+            let token = set
+                .access_token
+                .as_ref()
+                .expect("a valid token set has an access token")
+                .expose_secret();
+            let expires_at = set.expires_at.unwrap_or(0);
+            let doc = TokenJson {
+                access_token: token,
+                token_type: "Bearer",
+                expires_at: super::format_time(expires_at),
+                expires_in: expires_at - self.session.now(),
+                tenant_id: self.session.tenant(),
+            };
+            // One buffer, sized up front (no reallocation leaves a copy of the token behind).
+            let mut body = Zeroizing::new(Vec::with_capacity(token.len() + 256));
+            serde_json::to_writer(&mut *body, &doc).expect("JSON to memory");
+            Ok(body)
+        });
+        work.await
+            .map_err(|e| Error::InvalidInput(format!("the token fetch failed: {e}")))?
+    }
+
+    /// Waits (bounded) until no token fetch is under way.
+    async fn finish_fetches(&self) {
+        let all = self.fetches.acquire_many(MAX_FETCHES as u32);
+        if tokio::time::timeout(FINISH_WAIT, all).await.is_err() {
+            tracing::warn!("a token refresh was still under way when the endpoint stopped");
+        }
+    }
+
+    async fn refuse(&self, stream: &mut TcpStream, status: u16, message: &str) {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "error": match status {
+                403 => "forbidden",
+                404 => "not_found",
+                405 => "method_not_allowed",
+                _ => "bad_request",
+            },
+            "message": message,
+        }))
+        .expect("JSON to memory");
+        let allow: &[(&str, &str)] = if status == 405 {
+            &[("Allow", "GET")]
+        } else {
+            &[]
+        };
+        respond(stream, status, "application/json", allow, &body).await;
+    }
+}
+
+/// A name for each exit code, for the `error` field of a failed answer.
+fn error_name(code: ExitCode) -> &'static str {
+    match code {
+        ExitCode::NothingStored => "nothing_stored",
+        ExitCode::ReauthRequired => "reauthorisation_needed",
+        ExitCode::StoreUnavailable => "store_unavailable",
+        ExitCode::Temporary => "temporarily_unavailable",
+        _ => "failed",
+    }
+}

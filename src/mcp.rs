@@ -1,0 +1,183 @@
+//! What the MCP bridge (`xero-auth mcp`) knows of the messages it passes on: the MCP stdio
+//! transport carries JSON-RPC 2.0 messages, one per line, and the bridge needs only to tell
+//! requests, notifications and responses apart and to read their ids — to know when a server
+//! is quiet, to answer requests a server can no longer answer, and to replay `initialize`.
+//! Messages themselves pass through byte for byte.
+
+use serde_json::Value;
+
+/// A request id as its JSON text (`7`, `"a-1"`): the number 1 and the string "1" stay apart.
+pub type Id = String;
+
+/// The method that opens an MCP session.
+pub const INITIALIZE: &str = "initialize";
+/// The notification a client sends once it has the `initialize` result.
+pub const INITIALIZED: &str = "notifications/initialized";
+/// The notification that withdraws a request (`params.requestId`).
+pub const CANCELLED: &str = "notifications/cancelled";
+
+/// One JSON-RPC message, as far as the bridge cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A request: it expects a response with the same id.
+    Request {
+        /// Its id.
+        id: Id,
+        /// Its method.
+        method: String,
+    },
+    /// A notification (no id, no response). `cancelled` is the request it withdraws, for
+    /// `notifications/cancelled`.
+    Notification {
+        /// Its method.
+        method: String,
+        /// For `notifications/cancelled`: the id of the request withdrawn.
+        cancelled: Option<Id>,
+    },
+    /// A response (result or error) to the request with this id.
+    Response {
+        /// The id of the request it answers.
+        id: Id,
+    },
+    /// Anything else: not JSON, not JSON-RPC, a response with a null id.
+    Other,
+}
+
+/// The messages of one line: one, or several for a JSON-RPC batch.
+pub fn classify(line: &[u8]) -> Vec<Message> {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Array(items)) => items.iter().map(classify_value).collect(),
+        Ok(value) => vec![classify_value(&value)],
+        Err(_) => vec![Message::Other],
+    }
+}
+
+fn classify_value(value: &Value) -> Message {
+    let Some(object) = value.as_object() else {
+        return Message::Other;
+    };
+    let id = object
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .map(Value::to_string);
+    let method = object.get("method").and_then(Value::as_str);
+    match (method, id) {
+        (Some(method), Some(id)) => Message::Request {
+            id,
+            method: method.to_string(),
+        },
+        (Some(method), None) => Message::Notification {
+            method: method.to_string(),
+            cancelled: (method == CANCELLED)
+                .then(|| object.get("params")?.get("requestId"))
+                .flatten()
+                .filter(|id| id.is_string() || id.is_number())
+                .map(Value::to_string),
+        },
+        (None, Some(id)) if object.contains_key("result") || object.contains_key("error") => {
+            Message::Response { id }
+        }
+        _ => Message::Other,
+    }
+}
+
+/// A JSON-RPC error response to request `id` (its JSON text), as one line without the newline.
+/// The code is in the range JSON-RPC leaves to implementations (-32000 to -32099).
+pub fn error_response(id: &str, message: &str) -> Vec<u8> {
+    let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32000, "message": message},
+    }))
+    .expect("JSON to memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_told_apart_by_method_and_id() {
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#),
+            vec![Message::Request {
+                id: "1".into(),
+                method: "initialize".into()
+            }]
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":"1","method":"tools/list"}"#),
+            vec![Message::Request {
+                id: "\"1\"".into(),
+                method: "tools/list".into()
+            }]
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            vec![Message::Notification {
+                method: INITIALIZED.into(),
+                cancelled: None
+            }]
+        );
+        assert_eq!(
+            classify(
+                br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4}}"#
+            ),
+            vec![Message::Notification {
+                method: CANCELLED.into(),
+                cancelled: Some("4".into())
+            }]
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            vec![Message::Response { id: "3".into() }]
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":"x","error":{"code":1,"message":"m"}}"#),
+            vec![Message::Response { id: "\"x\"".into() }]
+        );
+    }
+
+    #[test]
+    fn batches_and_junk_are_handled() {
+        assert_eq!(
+            classify(br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"}]"#),
+            vec![
+                Message::Request {
+                    id: "1".into(),
+                    method: "a".into()
+                },
+                Message::Notification {
+                    method: "b".into(),
+                    cancelled: None
+                }
+            ]
+        );
+        for junk in [
+            &b"not json"[..],
+            b"42",
+            br#"{"jsonrpc":"2.0","id":null,"error":{}}"#,
+            br#"{"jsonrpc":"2.0","id":{"x":1},"method":"a"}"#,
+        ] {
+            let kinds = classify(junk);
+            assert!(
+                kinds
+                    .iter()
+                    .all(|m| matches!(m, Message::Other | Message::Notification { .. })),
+                "{kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_responses_keep_the_id_as_it_was() {
+        let line = error_response("\"a-1\"", "gone");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["id"], "a-1");
+        assert_eq!(v["error"]["message"], "gone");
+        assert_eq!(v["jsonrpc"], "2.0");
+        let v: Value = serde_json::from_slice(&error_response("7", "gone")).unwrap();
+        assert_eq!(v["id"], 7);
+    }
+}

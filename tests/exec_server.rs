@@ -1,0 +1,469 @@
+//! `exec --server`: the loopback token endpoint a command gets for as long as it runs, against
+//! the fake Xero and the real keychain. The command is tests/support/token_client.py, which
+//! fetches tokens when the test tells it to.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use fake_xero::DEFAULT_TENANT_ID;
+use serde_json::Value;
+use support::driven::{Driven, children_of, environ_of, holds};
+use support::*;
+
+/// How old the imported token file is: its access token has most of its 30 minutes left.
+const FRESH: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client_script() -> String {
+    format!(
+        "{}/tests/support/token_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `xero-auth exec --server ARGS… -- python3 token_client.py`, started.
+fn serve(env: &TestEnv, extra: &[&str]) -> Driven {
+    let script = client_script();
+    let mut args = vec!["exec", "--server"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "python3", &script]);
+    Driven::spawn(env.std_cmd(&args))
+}
+
+/// One `GET` through the child; the answer's status and JSON body.
+fn fetch(server: &mut Driven, query: &str) -> (u64, Value) {
+    server.send(&format!("GET {query}"));
+    let answer = server.recv(WAIT);
+    let body = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap_or(Value::Null);
+    (answer["status"].as_u64().unwrap(), body)
+}
+
+fn token_of(body: &Value) -> String {
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token in {body}"))
+        .to_string()
+}
+
+#[test]
+fn a_child_gets_a_valid_new_token_after_each_expiry_with_one_refresh_each() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-expiry", FRESH);
+    // At trace level, so that the check of stderr below covers every log line.
+    let mut server = serve(&env, &["-vvv"]);
+
+    let (status, body) = fetch(&mut server, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(token_of(&body), tokens.access_token);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["tenant_id"], DEFAULT_TENANT_ID);
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((1700..=1800).contains(&expires_in), "{body}");
+    let expires_at = body["expires_at"].as_str().unwrap();
+    assert!(
+        expires_at.ends_with('Z') && humantime::parse_rfc3339(expires_at).is_ok(),
+        "{expires_at}"
+    );
+    assert!(body.get("refresh_token").is_none());
+    assert_eq!(fake.count(Counter::Refresh), 0);
+
+    let mut previous = tokens.access_token.clone();
+    for expiry in 1..=3 {
+        env.set_stored_expiry(now() - 60);
+        let (status, body) = fetch(&mut server, "");
+        assert_eq!(status, 200, "{body}");
+        let token = token_of(&body);
+        assert_ne!(token, previous, "expiry {expiry}: a new token");
+        assert!(fake.access_token_valid(&token), "expiry {expiry}");
+        assert_eq!(
+            fake.count(Counter::Refresh),
+            expiry,
+            "one refresh per expiry"
+        );
+        assert_eq!(env.stored_access_token(), token, "stored before handed out");
+        // Until the next expiry the same token comes back, without a request.
+        let (_, again) = fetch(&mut server, "");
+        assert_eq!(token_of(&again), token);
+        assert_eq!(fake.count(Counter::Refresh), expiry);
+        previous = token;
+    }
+
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("token endpoint"), "trace output: {stderr}");
+    for secret in support::processes::every_issued_secret(&fake)
+        .iter()
+        .map(String::as_str)
+        .chain([CLIENT_SECRET, basic_credential().as_str()])
+    {
+        assert!(!stderr.contains(secret), "a secret in the log: {stderr}");
+    }
+}
+
+#[test]
+fn min_valid_asks_for_a_longer_margin() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-min-valid", FRESH);
+    // Ten minutes left: enough for the default 5-minute margin, not for 25 minutes.
+    env.set_stored_expiry(now() + 600);
+    let mut server = serve(&env, &[]);
+
+    let (_, body) = fetch(&mut server, "");
+    assert_eq!(token_of(&body), tokens.access_token);
+    assert_eq!(fake.count(Counter::Refresh), 0);
+    let (status, body) = fetch(&mut server, "?min_valid=1500");
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(token_of(&body), tokens.access_token);
+    assert!(body["expires_in"].as_i64().unwrap() > 1500);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+
+    for bad in ["?min_valid=abc", "?min_valid=-1", "?min_valid=1501"] {
+        let (status, body) = fetch(&mut server, bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("0 to 1500"),
+            "{body}"
+        );
+    }
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    server.send("EXIT 0");
+    server.finish(WAIT);
+}
+
+#[test]
+fn fifty_concurrent_fetches_make_one_refresh() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-fifty", FRESH);
+    let mut server = serve(&env, &[]);
+    server.send("PID");
+    server.recv(WAIT);
+    env.set_stored_expiry(now() - 60);
+
+    server.send("PAR 50");
+    let answers = server.recv(WAIT);
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 50);
+    let mut seen = std::collections::HashSet::new();
+    for answer in answers {
+        assert_eq!(answer["status"], 200, "{answer}");
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        seen.insert(token_of(&body));
+    }
+    assert_eq!(seen.len(), 1, "every fetch got the same token");
+    let token = seen.into_iter().next().unwrap();
+    assert_ne!(token, tokens.access_token);
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    server.send("EXIT 0");
+    server.finish(WAIT);
+}
+
+#[test]
+fn a_wrong_or_missing_key_another_path_or_method_gets_no_token() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-refused", FRESH);
+    let mut server = serve(&env, &[]);
+    env.set_stored_expiry(now() - 60);
+
+    for (request, status) in [
+        ("RAW GET /token none", 403),
+        ("RAW GET /token wrong", 403),
+        ("RAW GET /token short", 403),
+        ("RAW GET /other right", 404),
+        ("RAW GET / right", 404),
+        ("RAW POST /token right", 405),
+        ("RAW DELETE /token right", 405),
+    ] {
+        server.send(request);
+        let answer = server.recv(WAIT);
+        assert_eq!(answer["status"], status, "{request}: {answer}");
+        let body = answer["body"].as_str().unwrap();
+        assert!(
+            !body.contains("access_token") && !body.contains(&tokens.access_token),
+            "{request}: {body}"
+        );
+        if status == 403 {
+            assert!(body.contains("X-Xero-Auth-Key"), "{body}");
+        }
+    }
+    // Refused requests reach nothing: no refresh was made for them.
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+    // The right key still works.
+    server.send("RAW GET /token right");
+    assert_eq!(server.recv(WAIT)["status"], 200);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+
+    server.send("EXIT 0");
+    let (_, _, stderr) = server.finish(WAIT);
+    assert!(stderr.contains("without the right key"), "{stderr}");
+}
+
+#[test]
+fn the_childs_exit_status_comes_back_and_the_endpoint_goes_with_it() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-exit", FRESH);
+    let mut server = serve(&env, &[]);
+    server.send("RAW GET /token right");
+    assert_eq!(server.recv(WAIT)["status"], 200);
+    let pid = server.pid();
+    let child = children_of(pid)[0];
+    let port = std::fs::read(format!("/proc/{child}/environ"))
+        .ok()
+        .and_then(|e| {
+            let text = String::from_utf8_lossy(&e).into_owned();
+            text.split('\0')
+                .find_map(|v| v.strip_prefix("XERO_AUTH_TOKEN_URL=http://127.0.0.1:"))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .expect("the child's environment names the endpoint");
+
+    server.send("EXIT 7");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert_eq!(status.code(), Some(7), "{stderr}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the endpoint is gone"
+    );
+}
+
+/// A refresh the endpoint started is finished and stored even when the command ends (and its
+/// connection goes) while Xero has not answered yet: cutting it short would lose the rotated
+/// refresh token until the grace window saved it.
+#[test]
+fn a_refresh_under_way_when_the_child_ends_is_still_stored() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-finish", FRESH);
+    let mut server = serve(&env, &[]);
+    env.set_stored_expiry(now() - 60);
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(1500)));
+
+    server.send("ASYNC");
+    server.recv(WAIT);
+    support::processes::wait_until(WAIT, "the refresh to reach the fake", || {
+        fake.count(Counter::Refresh) == 1
+    });
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+
+    let stored = env.stored_refresh_token();
+    assert_ne!(stored, tokens.refresh_token, "the new tokens were stored");
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
+
+#[test]
+fn stop_signals_are_passed_on_and_the_childs_status_comes_back() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-signals", FRESH);
+    for (signal, name) in [(2, "INT"), (15, "TERM"), (1, "HUP")] {
+        let mut server = serve(&env, &[]);
+        server.send("SIGNALS");
+        assert_eq!(server.recv(WAIT)["catching"], true);
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            server.recv(WAIT)["signal"],
+            signal,
+            "the child got SIG{name}"
+        );
+        let (status, _, stderr) = server.finish(WAIT);
+        assert_eq!(
+            status.code(),
+            Some(50 + signal),
+            "SIG{name}: xero-auth ends with the child's status: {stderr}"
+        );
+    }
+
+    // A child that a signal ends: 128 + N, as a shell reports it.
+    let server = Driven::spawn(env.std_cmd(&["exec", "--server", "--", "sleep", "30"]));
+    support::processes::wait_until(WAIT, "the child to start", || {
+        !children_of(server.pid()).is_empty()
+    });
+    Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    let (status, _, _) = server.finish(WAIT);
+    assert_eq!(status.code(), Some(128 + 15));
+}
+
+/// Ctrl-C on a terminal reaches the whole foreground process group: the command gets it, and
+/// xero-auth, which gets it too, stays to end with the command's status instead of dying.
+/// (That the kernel's signal is not also passed on cannot be seen reliably from the command: a
+/// second SIGINT that arrives before the first was taken merges with it.)
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_child_and_xero_auth_ends_with_its_status() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-ctrl-c", FRESH);
+    // The wake-up fd gets one byte for every delivery.
+    let child = "import os, signal, time\n\
+                 r, w = os.pipe()\n\
+                 os.set_blocking(r, False)\n\
+                 os.set_blocking(w, False)\n\
+                 signal.set_wakeup_fd(w)\n\
+                 signal.signal(signal.SIGINT, lambda s, f: None)\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(1)\n\
+                 print('sigints=%d' % len(os.read(r, 100)), flush=True)\n\
+                 raise SystemExit(7)\n";
+    let pty = format!("{}/tests/support/under_pty.py", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = env.std_cmd(&[]);
+    let xero_auth = cmd.get_program().to_owned();
+    cmd = {
+        let mut wrapped = Command::new("python3");
+        wrapped.arg(&pty).arg(xero_auth);
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    };
+    cmd.args(["exec", "--server", "--", "python3", "-c", child]);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(
+        text.contains("sigints=1") || text.contains("sigints=2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_child_sees_the_access_token_and_key_and_no_other_secret() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-environ", FRESH);
+    let mut cmd = env.std_cmd(&["exec", "--server", "--", "python3", &client_script()]);
+    cmd.env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env("XERO_AUTH_PASSPHRASE", "a-passphrase-for-the-file-store");
+    let mut server = Driven::spawn(cmd);
+    server.send("PID");
+    let pid = server.recv(WAIT)["pid"].as_u64().unwrap() as u32;
+    assert_eq!(children_of(server.pid()), vec![pid]);
+
+    let environ = environ_of(pid).expect("the child's environment is readable");
+    assert!(holds(
+        &environ,
+        &format!("XERO_ACCESS_TOKEN={}", tokens.access_token)
+    ));
+    assert!(holds(
+        &environ,
+        &format!("XERO_TENANT_ID={DEFAULT_TENANT_ID}")
+    ));
+    assert!(holds(&environ, "XERO_AUTH_TOKEN_URL=http://127.0.0.1:"));
+    assert!(holds(&environ, "XERO_AUTH_TOKEN_KEY="));
+    for secret in [
+        CLIENT_SECRET,
+        &tokens.refresh_token,
+        &basic_credential(),
+        "a-passphrase-for-the-file-store",
+    ] {
+        assert!(
+            !holds(&environ, secret),
+            "a secret is in the child's environment"
+        );
+    }
+    let key = String::from_utf8_lossy(&environ)
+        .split('\0')
+        .find_map(|v| v.strip_prefix("XERO_AUTH_TOKEN_KEY=").map(str::to_string))
+        .unwrap();
+    assert!(key.len() >= 43, "32 random bytes or more");
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "URL-safe: {key}"
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid())).unwrap();
+    assert!(!holds(&cmdline, &key) && !holds(&cmdline, &tokens.access_token));
+
+    server.send("EXIT 0");
+    let (_, _, stderr) = server.finish(WAIT);
+    assert!(!stderr.contains(&key));
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error_before_anything_listens() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-missing", FRESH);
+    env.cmd(&["exec", "--server", "--", "no-such-program-xa"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("cannot run 'no-such-program-xa'"));
+}
+
+#[test]
+fn the_endpoint_says_what_to_do_when_no_token_can_be_had() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-no-set", FRESH);
+    let mut server = serve(&env, &[]);
+    server.send("PID");
+    server.recv(WAIT);
+    env.wipe_keychain();
+    let (status, body) = fetch(&mut server, "");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "nothing_stored");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("xero-auth login"),
+        "{body}"
+    );
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success());
+    assert!(stderr.contains("no token set stored"), "{stderr}");
+}
+
+/// The child's XERO_AUTH_TOKEN_URL names the endpoint, not an identity server: a `xero-auth`
+/// the child runs takes the profile's token endpoint from config.toml instead.
+#[test]
+fn a_xero_auth_run_by_the_child_refreshes_at_the_profiles_token_endpoint() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-nested", FRESH);
+    let config = env.dir.path().join("config/xero-auth/config.toml");
+    let mut doc: toml_edit::DocumentMut =
+        std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    doc["profiles"][env.profile.as_str()]["token_url"] = toml_edit::value(fake.token_url());
+    std::fs::write(&config, doc.to_string()).unwrap();
+
+    let out = env
+        .cmd(&[
+            "exec",
+            "--server",
+            "--",
+            env!("CARGO_BIN_EXE_xero-auth"),
+            "refresh",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("refreshed"), "{stdout}");
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
