@@ -40,6 +40,7 @@ pub mod failpoints;
 pub mod hardening;
 pub mod http;
 pub mod import;
+pub mod lock;
 pub mod login;
 pub mod oauth;
 pub mod secret;

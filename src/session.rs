@@ -9,20 +9,20 @@
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
 //! 6. release the lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::config::{Paths, Profile, create_private_dir};
+use crate::config::{Paths, Profile};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, client_secret_account, split};
 use crate::token_set::TokenSet;
+
+pub use crate::lock::RefreshLock;
 
 /// The default margin: a token that expires within 5 minutes is refreshed first.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
@@ -49,95 +49,6 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
-    }
-}
-
-/// The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
-/// The operating system releases it when the process ends, however it ends.
-///
-/// While a refresh is in flight the file also records when its request was sent (Unix seconds;
-/// never a secret): a process that dies before saving Xero's answer leaves that note behind,
-/// so a later `invalid_grant` can say what happened instead of guessing.
-pub struct RefreshLock {
-    file: File,
-}
-
-/// What the lock file says while a refresh request is unanswered or unsaved.
-const IN_FLIGHT_NOTE: &str = "refresh request sent at ";
-
-impl RefreshLock {
-    /// The lock file of `profile`.
-    pub fn path(paths: &Paths, profile: &str) -> PathBuf {
-        paths
-            .state_dir
-            .join("locks")
-            .join(format!("{profile}.lock"))
-    }
-
-    /// Waits at most `max_wait` for the lock.
-    pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
-        let path = Self::path(paths, profile);
-        create_private_dir(path.parent().expect("lock path has a folder"))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(RefreshLock { file }),
-                Err(TryLockError::WouldBlock) => {
-                    if started.elapsed() >= max_wait {
-                        return Err(Error::LockTimeout {
-                            profile: profile.to_string(),
-                            path,
-                            secs: max_wait.as_secs(),
-                        });
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(25));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io("cannot lock the lock file", &path, e));
-                }
-            }
-        }
-    }
-
-    /// When an earlier holder sent a refresh request whose answer it never saved (it died, or
-    /// the keychain refused the write), if one did.
-    pub fn unsaved_refresh_sent_at(&self) -> Option<i64> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = &self.file;
-        let mut text = String::new();
-        file.seek(SeekFrom::Start(0)).ok()?;
-        file.take(128).read_to_string(&mut text).ok()?;
-        text.trim().strip_prefix(IN_FLIGHT_NOTE)?.parse().ok()
-    }
-
-    /// Notes that a refresh request is about to be sent (or, after an unsaved one, that one's
-    /// time). Best effort: the note only improves a later message, so a failure to write it is
-    /// ignored.
-    pub fn note_refresh_sent(&self, sent_at: i64) {
-        self.rewrite(&format!("{IN_FLIGHT_NOTE}{sent_at}\n"));
-    }
-
-    /// Clears the note: a token set was saved (by a refresh, a login or an import).
-    pub fn note_saved(&self) {
-        self.rewrite("");
-    }
-
-    fn rewrite(&self, text: &str) {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut file = &self.file;
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.write_all(text.as_bytes()));
     }
 }
 
@@ -359,12 +270,26 @@ impl Session {
         })
     }
 
-    /// Writes `set`: the refresh token always in one keychain write. On a store with a per-entry
-    /// limit a set too large for one entry has its access token written first, in entries of its
-    /// own ([`crate::store::split`]).
-    pub async fn store_token_set(&self, set: &TokenSet) -> Result<()> {
+    /// Writes `set` under the profile's `lock` (held until the write has finished, even if this
+    /// call is given up on): the refresh token always in one keychain write. On a store with a
+    /// per-entry limit a set too large for one entry has its access token written first, in
+    /// entries of its own ([`crate::store::split`]).
+    pub async fn store_token_set(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
+        self.save_token_set(&lock.hold(&self.store), set).await
+    }
+
+    async fn save_token_set(&self, held: &Store, set: &TokenSet) -> Result<()> {
         let label = format!("xero-auth token set ({})", self.profile.name);
-        split::save(&self.store, &self.profile.name, &label, set).await
+        split::save(held, &self.profile.name, &label, set).await
+    }
+
+    /// Asks the store now for what writing the token set will need from a person (the file
+    /// store's passphrase, checked against the store), so that nobody is asked after Xero has
+    /// issued tokens that cannot wait: `login` calls it before its flow starts.
+    pub async fn prepare_to_store(&self) -> Result<()> {
+        self.store
+            .prepare_write(&crate::store::token_set_account(&self.profile.name))
+            .await
     }
 
     /// The app's credentials: the client id from the config, the secret from the keychain
@@ -465,7 +390,7 @@ impl Session {
         crash_point("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
-        self.store_refreshed(&new_set).await?;
+        self.store_refreshed(&new_set, &lock).await?;
         lock.note_saved();
         crash_point("refresh-stored");
         tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
@@ -596,10 +521,10 @@ impl Session {
         }
     }
 
-    /// Deletes the profile's token set (access-token entries first, if any); `false` when there
-    /// was none.
-    pub async fn delete_token_set(&self) -> Result<bool> {
-        split::delete(&self.store, &self.profile.name).await
+    /// Deletes the profile's token set under the profile's `lock` (access-token entries first,
+    /// if any); `false` when there was none.
+    pub async fn delete_token_set(&self, lock: &RefreshLock) -> Result<bool> {
+        split::delete(&lock.hold(&self.store), &self.profile.name).await
     }
 
     /// The paths this session uses (lock files).
@@ -690,15 +615,20 @@ impl Session {
     }
 
     /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh
-    /// token, so this write is what keeps the user logged in.
-    async fn store_refreshed(&self, set: &TokenSet) -> Result<()> {
+    /// token, so this write is what keeps the user logged in. A write that did not answer in
+    /// time is not retried: it may still land, and holds `lock` until it has.
+    async fn store_refreshed(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
+        let held = lock.hold(&self.store);
         let mut last = None;
         for attempt in 1..=3 {
-            match self.store_token_set(set).await {
+            match self.save_token_set(&held, set).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
                     last = Some(e);
+                    if held.has_unfinished_calls() {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
             }
@@ -741,6 +671,14 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
+    /// Writes `set` as the commands do: under the profile's lock.
+    async fn store(session: &Session, set: &TokenSet) {
+        let lock = RefreshLock::acquire(session.paths(), &session.profile().name, LOCK_WAIT)
+            .await
+            .unwrap();
+        session.store_token_set(set, &lock).await.unwrap();
+    }
+
     /// A context whose profile talks to `fake`, with a client and an expired token set stored.
     async fn with_expired_set(fake: &FakeXero) -> (TestContext, String) {
         fake.add_client("APP1", Some("app-secret"));
@@ -768,7 +706,7 @@ mod tests {
             scopes: vec![],
             obtained_at: NOW - 86_400,
         };
-        session.store_token_set(&set).await.unwrap();
+        store(&session, &set).await;
         (t, issued.refresh_token)
     }
 
@@ -892,7 +830,7 @@ mod tests {
         let mut set = session.require_token_set().await.unwrap();
         set.access_token = Some(secret_from_str("eyJ.valid.token"));
         set.expires_at = Some(NOW + 1000);
-        session.store_token_set(&set).await.unwrap();
+        store(&session, &set).await;
 
         crate::cli::token::run(
             crate::cli::token::TokenArgs {

@@ -252,6 +252,74 @@ fn a_wrong_passphrase_is_exit_5_and_nothing_is_overwritten_or_sent() {
     assert!(fake.access_token_valid(stdout_text(&out).trim()));
 }
 
+/// Files set aside as damaged in the profile's folder of the store.
+fn set_aside_files(env: &TestEnv) -> Vec<String> {
+    std::fs::read_dir(secrets_dir(env).join(&env.profile))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".damaged-"))
+        .collect()
+}
+
+/// `client set` writes without reading first, so it reaches a damaged file of the store.
+#[test]
+fn a_damaged_file_is_replaced_only_under_a_passphrase_another_file_confirms() {
+    let fake = FakeXero::start();
+    let (mut env, _imported) = expired_profile(&fake, "fs-damaged");
+    let damaged = client_secret_file(&env);
+    std::fs::write(&damaged, b"not an age file").unwrap();
+    let client_set = |env: &TestEnv, code: i32| {
+        let out = env
+            .cmd(&["client", "set", "--client-id", CLIENT_ID])
+            .env("XERO_CLIENT_SECRET", "cs-the-new-secret")
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        stderr_text(&out)
+    };
+
+    // A passphrase that is not the store's: the token set's file says so.
+    env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
+    let err = client_set(&env, 5);
+    assert!(
+        err.contains("passphrase does not open") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&damaged).unwrap(), b"not an age file");
+    assert!(set_aside_files(&env).is_empty());
+
+    // With no other file to confirm any passphrase, nothing is written either.
+    let witness = token_set_file(&env);
+    let kept = std::fs::read(&witness).unwrap();
+    std::fs::remove_file(&witness).unwrap();
+    for passphrase in [PASSPHRASE, "not-the-passphrase"] {
+        env.set_env("XERO_AUTH_PASSPHRASE", passphrase);
+        let err = client_set(&env, 5);
+        assert!(
+            err.contains("is damaged")
+                && err.contains("no other file of the store opens with this passphrase")
+                && err.contains("restore the damaged file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&damaged).unwrap(), b"not an age file");
+        assert!(set_aside_files(&env).is_empty());
+    }
+
+    // The store's passphrase, confirmed by the token set's file: the damaged file is kept aside
+    // and replaced, and one passphrase opens the whole store.
+    std::fs::write(&witness, kept).unwrap();
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    client_set(&env, 0);
+    assert_eq!(set_aside_files(&env).len(), 1);
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        b"cs-the-new-secret"
+    );
+    assert!(stored_set(&env)["refresh_token"].is_string());
+}
+
 #[test]
 fn without_a_passphrase_or_a_terminal_it_says_what_to_set_and_writes_nothing() {
     let fake = FakeXero::start();

@@ -129,7 +129,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
 
     {
         let lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
-        session.store_token_set(&set).await?;
+        session.store_token_set(&set, &lock).await?;
         lock.note_saved();
         crash_point("login-stored");
     }
