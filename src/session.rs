@@ -666,6 +666,7 @@ mod tests {
     use super::*;
     use crate::cli::testing::{TestContext, context};
     use crate::secret::{Zeroizing, secret_from_str};
+    use crate::store::memory::HeldWrites;
     use fake_xero::{Counter, FakeXero};
     use std::collections::HashMap;
 
@@ -774,6 +775,93 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(lock.unsaved_refresh_sent_at(), None);
+    }
+
+    /// The context's profile, with a store whose calls time out after `timeout`.
+    fn session_with_timeout(t: &TestContext, timeout: Duration) -> Session {
+        Session::new(
+            t.ctx.profile().unwrap(),
+            t.ctx.paths.clone(),
+            Store::new(t.store.clone(), timeout),
+            t.ctx.clock.clone(),
+        )
+    }
+
+    /// Whether another refresher could take the profile's lock now.
+    async fn lock_is_free(t: &TestContext) -> bool {
+        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_millis(200))
+            .await
+            .is_ok()
+    }
+
+    /// Lets the held write finish and waits until the lock is free; true when it became free.
+    async fn release_writes_and_wait_for_the_lock(held: HeldWrites, t: &TestContext) -> bool {
+        drop(held);
+        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_secs(10))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_outlives_its_timeout_is_exit_5_and_keeps_the_lock_until_it_ends() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = session_with_timeout(&t, Duration::from_millis(300));
+        let writes = t.store.writes().len();
+        let held = t.store.hold_writes();
+
+        let err = session.valid_token_set(300).await.unwrap_err();
+
+        assert_eq!(err.exit_code() as u8, 5, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("no answer to a write within 0.3 s")
+                && message.contains("stays usable for 30 minutes"),
+            "{message}"
+        );
+        assert_eq!(
+            t.store.writes().len(),
+            writes + 1,
+            "a write still running is not retried beside itself"
+        );
+        assert!(
+            !lock_is_free(&t).await,
+            "the lock is held while the write may still land"
+        );
+        assert!(release_writes_and_wait_for_the_lock(held, &t).await);
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_its_caller_gave_up_on_keeps_the_lock_until_its_write_ends() {
+        let fake = FakeXero::start();
+        let (t, old_rt) = with_expired_set(&fake).await;
+        let session = session_with_timeout(&t, Duration::from_secs(30));
+        let writes = t.store.writes().len();
+        let held = t.store.hold_writes();
+
+        // A library caller that stops waiting once the write has started (a timeout of its
+        // own, a cancelled task): its future is dropped in the middle of the refresh.
+        let mut call = Box::pin(session.access_token());
+        tokio::select! {
+            _ = &mut call => panic!("the access token came back although the write is held"),
+            _ = async {
+                while t.store.writes().len() == writes {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => {}
+        }
+        drop(call);
+
+        assert!(
+            !lock_is_free(&t).await,
+            "a second refresher got the lock while the first one's write may still land"
+        );
+        assert!(release_writes_and_wait_for_the_lock(held, &t).await);
+        // The write landed, before anyone else could refresh.
+        let stored = session.require_token_set().await.unwrap();
+        assert_ne!(stored.refresh_token.unwrap().expose_secret(), old_rt);
+        assert_eq!(fake.count(Counter::Refresh), 1);
     }
 
     #[tokio::test]
