@@ -41,18 +41,20 @@ pub struct RefreshLock {
 const IN_FLIGHT_NOTE: &str = "refresh request sent at ";
 
 impl RefreshLock {
+    /// The folder of the profiles' lock files.
+    pub fn folder(paths: &Paths) -> PathBuf {
+        paths.state_dir.join("locks")
+    }
+
     /// The lock file of `profile`.
     pub fn path(paths: &Paths, profile: &str) -> PathBuf {
-        paths
-            .state_dir
-            .join("locks")
-            .join(format!("{profile}.lock"))
+        Self::folder(paths).join(format!("{profile}.lock"))
     }
 
     /// Waits at most `max_wait` for the lock.
     pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
         let path = Self::path(paths, profile);
-        create_private_dir(path.parent().expect("lock path has a folder"))?;
+        create_private_dir(&Self::folder(paths))?;
         secure_private_dir(&paths.state_dir)?;
         let file = open_lock_file(&path)?;
         let started = Instant::now();
@@ -185,6 +187,8 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// `flock` works is up to the server or the daemon. `None` elsewhere, and where the type cannot
 /// be found (other systems than Linux).
 pub fn untrusted_lock_filesystem(dir: &Path) -> Option<String> {
+    // The tests' stand-in for a network file system: `FAILPOINTS='lock-filesystem=return(NFS)'`.
+    fail::fail_point!("lock-filesystem", |name| name);
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
