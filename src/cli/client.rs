@@ -119,10 +119,7 @@ use crate::config::Config;
 fn read_stdin_unbuffered(max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     #[cfg(unix)]
     {
-        use std::os::fd::FromRawFd;
-        // SAFETY: fd 0 is open for the life of the process; ManuallyDrop keeps it open after use.
-        let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
-        read_bounded(&mut *stdin, max)
+        read_bounded(&mut *super::unbuffered_stdin(), max)
     }
     #[cfg(not(unix))]
     {
