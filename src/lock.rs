@@ -87,6 +87,8 @@ impl RefreshLock {
     /// `store`, with every call made through it holding this lock until the call has finished:
     /// past the call's timeout, and past the moment this `RefreshLock` is dropped (a library
     /// caller that stopped waiting). Writes and deletes of a profile's secrets go through it.
+    /// The returned handle holds the lock too, as long as it lives: use it for the calls, then
+    /// let it go.
     pub fn hold(&self, store: &Store) -> Store {
         store.holding(self.file.clone())
     }

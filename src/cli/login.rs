@@ -236,6 +236,7 @@ fn read_stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
 }
 
 /// The longest line kept from stdin: a redirect URL is a few hundred bytes.
+#[cfg(unix)]
 const MAX_PASTED_LINE: usize = 8192;
 
 /// Reads file descriptor 0 directly — not through the standard library's stdin buffer, which
