@@ -475,7 +475,16 @@ impl Config {
         let tmp = dir.join(format!(".config.toml.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            // The name is predictable: whatever is there (a crashed run's leftover, or a link
+            // someone planted) is removed, not written through, and the file is created anew.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(self.doc.to_string().as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
@@ -743,6 +752,26 @@ http_timeout = 5
             Some("NEW")
         );
         assert_eq!(again.profile_names(), vec!["other", "default"]);
+    }
+
+    /// The temporary file's name is predictable: a link planted under it must not make the save
+    /// write through it, nor leave `config.toml` a link.
+    #[test]
+    #[cfg(unix)]
+    fn saving_never_writes_through_a_link_at_the_temporary_name() {
+        let (dir, mut config) = load("");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"not the configuration").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".config.toml.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        config.set("default", "client_id", "ABC").unwrap();
+        config.save().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not the configuration");
+        let saved = config.path();
+        assert!(!saved.is_symlink(), "config.toml is a file of its own");
+        assert!(std::fs::read_to_string(saved).unwrap().contains("ABC"));
     }
 
     /// Found while writing the `config` fuzz target (fuzz/fuzz_targets/config.rs asserts a
