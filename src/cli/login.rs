@@ -280,7 +280,7 @@ fn forward_stdin_lines(tx: &tokio::sync::mpsc::Sender<String>) {
                 continue;
             }
             let text = String::from_utf8_lossy(&line).into_owned();
-            line.clear();
+            zeroize::Zeroize::zeroize(&mut *line);
             if tx.blocking_send(text).is_err() {
                 return;
             }
