@@ -16,14 +16,17 @@ Usage: scripts/memcheck.py [--bin-dir target/debug] [--fake PATH] [--report-only
 
 import argparse
 import base64
+import fcntl
 import json
 import os
+import pty
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import urllib.request
@@ -97,8 +100,13 @@ class Run:
         with urllib.request.urlopen(self.base + "/_fake/issued", timeout=10) as r:
             return json.load(r)
 
-    def under_gdb(self, name, args, stdin_path="/dev/null", during=None):
-        """Runs xero-auth ARGS under gdb, stopped at exit_group; returns the core's bytes."""
+    def under_gdb(self, name, args, stdin_path="/dev/null", during=None, env=None,
+                  terminal=False):
+        """Runs xero-auth ARGS under gdb, stopped at exit_group; returns the core's bytes.
+
+        With terminal=True gdb and the program run on a pseudo-terminal of their own (its
+        controlling terminal, where prompts read from), and `during` gets a second argument: a
+        function that types a line on it."""
         core = os.path.join(self.work, name + ".core")
         cmd = ["gdb", "-q", "-batch", "-nx",
                "-ex", "set pagination off",
@@ -109,16 +117,49 @@ class Run:
                "-ex", "gcore %s" % core,
                "-ex", "kill",
                self.bin]
-        proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
         lines = []
+        if terminal:
+            master, slave = pty.openpty()
 
-        def reader():
-            for line in proc.stdout:
-                lines.append(line)
+            def on_the_terminal():
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            proc = subprocess.Popen(cmd, env=env or self.env, stdin=slave, stdout=slave,
+                                    stderr=slave, preexec_fn=on_the_terminal)
+            os.close(slave)
+
+            def reader():
+                pending = ""
+                while True:
+                    try:
+                        chunk = os.read(master, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    pending += chunk.decode(errors="replace").replace("\r", "")
+                    *complete, pending = pending.split("\n")
+                    lines.extend(line + "\n" for line in complete)
+                    if pending:
+                        # A prompt has no newline: seen as a line of its own until it ends.
+                        lines.append(pending)
+                        pending = ""
+
+            def type_line(text):
+                time.sleep(0.3)  # the prompt is printed just before echo is switched off
+                os.write(master, (text + "\n").encode())
+        else:
+            proc = subprocess.Popen(cmd, env=env or self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+
+            def reader():
+                for line in proc.stdout:
+                    lines.append(line)
         t = threading.Thread(target=reader, daemon=True)
         t.start()
-        if during:
+        if during and terminal:
+            during(lines, type_line)
+        elif during:
             during(lines)
         try:
             proc.wait(timeout=120)
@@ -126,6 +167,8 @@ class Run:
             if proc.poll() is None:
                 proc.kill()
         t.join(timeout=5)
+        if terminal:
+            os.close(master)
         out = "".join(lines)
         if "exit_group" not in out or not os.path.exists(core):
             raise SystemExit("%s: gdb did not stop at exit_group:\n%s" % (name, out))
@@ -136,6 +179,24 @@ class Run:
             data = f.read()
         os.remove(core)
         return data, out
+
+    def typed_passphrase_then_browser(self, passphrase):
+        """For `login --no-browser` on a terminal: types `passphrase` at the file store's prompt,
+        then plays the browser."""
+        def during(lines, type_line):
+            self.wait_for(lines, "Passphrase of the xero-auth file store")
+            type_line(passphrase)
+            self.browser(lines)
+        return during
+
+    @staticmethod
+    def wait_for(lines, text):
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if any(text in line for line in list(lines)):
+                return
+            time.sleep(0.05)
+        raise SystemExit("no %r on the terminal:\n%s" % (text, "".join(lines)))
 
     def browser(self, lines):
         """Plays the browser for `login --no-browser`: follows the printed URL."""
@@ -335,6 +396,28 @@ def main():
                                                 ("new refresh token", new["refresh_token"]),
                                                 ("new access token", new["access_token"]),
                                                 ("passphrase", passphrase)])
+
+        # `login --no-browser` with the passphrase typed on the terminal: the prompt comes
+        # before the flow, and neither the typed passphrase nor the pasted-URL reader's input
+        # may stay behind (the standard library's stdin buffer lives until exit).
+        port = free_port()
+        typed = {k: v for k, v in run.env.items() if k != "XERO_AUTH_PASSPHRASE"}
+        data, out = run.under_gdb(
+            "file-login", ["login", "--no-browser", "--timeout", "60", "--scope", "openid",
+                           "--scope", "profile", "--scope", "email",
+                           "--redirect-uri", "http://127.0.0.1:%d/callback" % port],
+            during=run.typed_passphrase_then_browser(passphrase), env=typed, terminal=True)
+        new = run.issued()[-1]
+        printed = subprocess.run([run.bin, "token"], env=run.env, capture_output=True,
+                                 text=True).stdout.strip()
+        if printed != new.get("access_token"):
+            raise SystemExit("login under gdb did not store the new tokens in the file "
+                             "store:\n" + out)
+        results["file: login, typed"] = count(data, [("client secret", run.secret),
+                                                     ("new refresh token", new["refresh_token"]),
+                                                     ("new access token", new["access_token"]),
+                                                     ("new id token", new.get("id_token")),
+                                                     ("passphrase", passphrase)])
     finally:
         run.cleanup()
         shutil.rmtree(work, ignore_errors=True)

@@ -15,9 +15,13 @@ pub fn without_secrets(command: &mut Command) -> &mut Command {
         .env_remove(crate::store::file::PASSPHRASE_ENV)
 }
 
-/// The error for a program that could not be started.
-pub fn cannot_run(program: &OsStr, e: std::io::Error) -> Error {
-    Error::InvalidInput(format!("cannot run '{}': {e}", program.to_string_lossy()))
+/// The error for a program that could not be started: exit 127 when it was not found, 126
+/// when it cannot be run (a shell's codes).
+pub fn cannot_run(program: &OsStr, source: std::io::Error) -> Error {
+    Error::CommandNotRun {
+        program: program.to_string_lossy().into_owned(),
+        source,
+    }
 }
 
 /// Starts `command` as a child that is killed if this process drops it without waiting (an

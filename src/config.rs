@@ -52,17 +52,32 @@ impl Paths {
     /// The platform folders (`$XDG_CONFIG_HOME/xero-auth`, `$XDG_STATE_HOME/xero-auth`,
     /// `$XDG_DATA_HOME/xero-auth` on Linux), or `XERO_AUTH_CONFIG_DIR` / `XERO_AUTH_STATE_DIR` /
     /// `XERO_AUTH_DATA_DIR` when set.
+    ///
+    /// Every folder must be an absolute path. The refresh lock is a file in the state folder:
+    /// a relative one would name a different lock file in each working folder, and two commands
+    /// started in two folders would refresh the same single-use token at once. A relative
+    /// variable is refused, naming it, rather than resolved against whatever folder this process
+    /// happens to start in. (Relative `XDG_*` variables are ignored, as the XDG specification
+    /// says; a relative `HOME` is refused like a relative variable.)
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let dirs = directories::ProjectDirs::from("", "", APP_NAME);
         // The variable when set, else the platform's folder.
         let folder = |key: &str, platform: fn(&directories::ProjectDirs) -> &Path| match env(key)
             .filter(|v| !v.is_empty())
         {
-            Some(dir) => Ok(PathBuf::from(dir)),
-            None => dirs
-                .as_ref()
-                .map(|d| platform(d).to_path_buf())
-                .ok_or_else(no_home),
+            Some(dir) if Path::new(&dir).is_absolute() => Ok(PathBuf::from(dir)),
+            Some(dir) => Err(relative_folder(
+                &format!("{key}={dir}"),
+                &format!("give {key} an absolute path"),
+            )),
+            None => match dirs.as_ref().map(platform) {
+                Some(dir) if dir.is_absolute() => Ok(dir.to_path_buf()),
+                Some(dir) => Err(relative_folder(
+                    &format!("the folder {} (made from HOME)", dir.display()),
+                    &format!("set HOME to an absolute path, or {key} to one"),
+                )),
+                None => Err(no_home()),
+            },
         };
         let config_dir = folder("XERO_AUTH_CONFIG_DIR", |d| d.config_dir())?;
         let state_dir = folder("XERO_AUTH_STATE_DIR", |d| {
@@ -85,6 +100,14 @@ impl Paths {
     pub fn config_file(&self) -> PathBuf {
         self.config_dir.join("config.toml")
     }
+}
+
+fn relative_folder(what: &str, fix: &str) -> Error {
+    Error::InvalidInput(format!(
+        "{what} is a relative path: xero-auth's folders (and the refresh lock in the state \
+         folder) would then depend on the folder each command starts in, and two commands could \
+         refresh the same tokens at once. Nothing was done; {fix}"
+    ))
 }
 
 fn no_home() -> Error {
@@ -822,7 +845,16 @@ impl Config {
         let tmp = dir.join(format!(".config.toml.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            // The name is predictable: whatever is there (a crashed run's leftover, or a link
+            // someone planted) is removed, not written through, and the file is created anew.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(self.doc.to_string().as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
@@ -844,7 +876,8 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     )
 }
 
-/// Creates a folder (and its parents) readable by the user alone.
+/// Creates a folder (and its parents) readable by the user alone; a folder that exists is made
+/// private too, or refused ([`secure_private_dir`]).
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -855,7 +888,79 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     }
     builder
         .create(dir)
-        .map_err(|e| Error::io("cannot create the folder", dir, e))
+        .map_err(|e| Error::io("cannot create the folder", dir, e))?;
+    secure_private_dir(dir)
+}
+
+/// Who besides the user can change a folder the tool keeps its files in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderAccess {
+    /// The user's alone (`0700`; on Windows, whatever its ACL says: not checked).
+    Private,
+    /// The user's own, but others may read or change it (the mode is given): it is tightened to
+    /// `0700` before use.
+    Loose(u32),
+    /// Someone else owns it or can change what is in it, and it is not the user's to tighten:
+    /// refused. Says why.
+    Shared(String),
+}
+
+/// Checks `dir` (which exists) without changing it. Another user who can write a folder can put
+/// a link where a lock file or a temporary file is about to be opened, or hold a lock for ever.
+pub fn folder_access(dir: &Path) -> std::io::Result<FolderAccess> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        let mode = meta.mode() & 0o7777;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        Ok(if meta.uid() == me {
+            if mode & 0o077 == 0 {
+                FolderAccess::Private
+            } else {
+                FolderAccess::Loose(mode)
+            }
+        } else if meta.uid() != 0 {
+            FolderAccess::Shared(format!("it belongs to user id {}, not to you", meta.uid()))
+        } else if mode & 0o022 != 0 {
+            FolderAccess::Shared(format!(
+                "other users can write in it (mode {mode:04o}, owner root)"
+            ))
+        } else {
+            // root's and closed to others: root can change anything anyway.
+            FolderAccess::Private
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(dir)?;
+        Ok(FolderAccess::Private)
+    }
+}
+
+/// Makes `dir` (which exists) the user's alone: a loose folder of the user's is tightened to
+/// `0700` (docs/security.md promises it); a folder others own or can write is refused (exit 1),
+/// naming it and what to do.
+pub fn secure_private_dir(dir: &Path) -> Result<()> {
+    match folder_access(dir).map_err(|e| Error::io("cannot read the folder", dir, e))? {
+        FolderAccess::Private => Ok(()),
+        FolderAccess::Loose(_mode) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io("cannot restrict the permissions of", dir, e))?;
+            }
+            Ok(())
+        }
+        FolderAccess::Shared(why) => Err(Error::InvalidInput(format!(
+            "{} cannot hold xero-auth's files: {why}, so another user could replace or hold \
+             them. Nothing was done; use a folder only you can write \
+             (XERO_AUTH_CONFIG_DIR, XERO_AUTH_STATE_DIR and XERO_AUTH_DATA_DIR choose them)",
+            dir.display()
+        ))),
+    }
 }
 
 /// The candidate closest to `word` when it is close enough to be what was meant: a typo or two
@@ -1065,6 +1170,26 @@ http_timeout = 5
             Some("NEW")
         );
         assert_eq!(again.profile_names(), vec!["other", "default"]);
+    }
+
+    /// The temporary file's name is predictable: a link planted under it must not make the save
+    /// write through it, nor leave `config.toml` a link.
+    #[test]
+    #[cfg(unix)]
+    fn saving_never_writes_through_a_link_at_the_temporary_name() {
+        let (dir, mut config) = load("");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"not the configuration").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".config.toml.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        config.set("default", "client_id", "ABC").unwrap();
+        config.save().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not the configuration");
+        let saved = config.path();
+        assert!(!saved.is_symlink(), "config.toml is a file of its own");
+        assert!(std::fs::read_to_string(saved).unwrap().contains("ABC"));
     }
 
     /// Found while writing the `config` fuzz target (fuzz/fuzz_targets/config.rs asserts a

@@ -26,6 +26,11 @@
 //! | `import-stored` | `cli::import` | the file's set is in the keychain; not read back, the file not removed |
 //! | `file-store-writing` | `store::file` (every write to the encrypted-file store) | half of the new file is in its temporary file; the old file is untouched |
 //! | `file-store-written` | `store::file` | the temporary file is complete and synced, not yet renamed over the old one |
+//!
+//! Two more points take the `fail` crate's actions as they are, not as crashes:
+//! `client-secret-stored` (`cli::client`, after the secret is written: `sleep` holds the process
+//! there) and `lock-filesystem` (`lock::untrusted_lock_filesystem`: `return(NFS)` makes the state
+//! folder's file system read as NFS, for `doctor`'s test).
 
 /// A named crash point: does nothing unless the `failpoints` feature is on and `FAILPOINTS`
 /// configures `name` (see the module documentation for what the actions do).

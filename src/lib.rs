@@ -42,6 +42,7 @@ pub mod hardening;
 pub mod http;
 pub mod import;
 pub mod limits;
+pub mod lock;
 pub mod login;
 pub mod mcp;
 pub mod oauth;

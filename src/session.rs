@@ -9,14 +9,12 @@
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
 //! 6. release the lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use crate::config::{Paths, Profile, create_private_dir};
+use crate::config::{Paths, Profile};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
 use crate::limits::{Answer, Limiter};
@@ -24,6 +22,8 @@ use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, client_secret_account, split};
 use crate::token_set::TokenSet;
+
+pub use crate::lock::RefreshLock;
 
 /// The default margin: a token that expires within 5 minutes is refreshed first.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
@@ -50,95 +50,6 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
-    }
-}
-
-/// The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
-/// The operating system releases it when the process ends, however it ends.
-///
-/// While a refresh is in flight the file also records when its request was sent (Unix seconds;
-/// never a secret): a process that dies before saving Xero's answer leaves that note behind,
-/// so a later `invalid_grant` can say what happened instead of guessing.
-pub struct RefreshLock {
-    file: File,
-}
-
-/// What the lock file says while a refresh request is unanswered or unsaved.
-const IN_FLIGHT_NOTE: &str = "refresh request sent at ";
-
-impl RefreshLock {
-    /// The lock file of `profile`.
-    pub fn path(paths: &Paths, profile: &str) -> PathBuf {
-        paths
-            .state_dir
-            .join("locks")
-            .join(format!("{profile}.lock"))
-    }
-
-    /// Waits at most `max_wait` for the lock.
-    pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
-        let path = Self::path(paths, profile);
-        create_private_dir(path.parent().expect("lock path has a folder"))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(RefreshLock { file }),
-                Err(TryLockError::WouldBlock) => {
-                    if started.elapsed() >= max_wait {
-                        return Err(Error::LockTimeout {
-                            profile: profile.to_string(),
-                            path,
-                            secs: max_wait.as_secs(),
-                        });
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(25));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io("cannot lock the lock file", &path, e));
-                }
-            }
-        }
-    }
-
-    /// When an earlier holder sent a refresh request whose answer it never saved (it died, or
-    /// the keychain refused the write), if one did.
-    pub fn unsaved_refresh_sent_at(&self) -> Option<i64> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = &self.file;
-        let mut text = String::new();
-        file.seek(SeekFrom::Start(0)).ok()?;
-        file.take(128).read_to_string(&mut text).ok()?;
-        text.trim().strip_prefix(IN_FLIGHT_NOTE)?.parse().ok()
-    }
-
-    /// Notes that a refresh request is about to be sent (or, after an unsaved one, that one's
-    /// time). Best effort: the note only improves a later message, so a failure to write it is
-    /// ignored.
-    pub fn note_refresh_sent(&self, sent_at: i64) {
-        self.rewrite(&format!("{IN_FLIGHT_NOTE}{sent_at}\n"));
-    }
-
-    /// Clears the note: a token set was saved (by a refresh, a login or an import).
-    pub fn note_saved(&self) {
-        self.rewrite("");
-    }
-
-    fn rewrite(&self, text: &str) {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut file = &self.file;
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.write_all(text.as_bytes()));
     }
 }
 
@@ -417,12 +328,26 @@ impl Session {
         }
     }
 
-    /// Writes `set`: the refresh token always in one keychain write. On a store with a per-entry
-    /// limit a set too large for one entry has its access token written first, in entries of its
-    /// own ([`crate::store::split`]).
-    pub async fn store_token_set(&self, set: &TokenSet) -> Result<()> {
+    /// Writes `set` under the profile's `lock` (held until the write has finished, even if this
+    /// call is given up on): the refresh token always in one keychain write. On a store with a
+    /// per-entry limit a set too large for one entry has its access token written first, in
+    /// entries of its own ([`crate::store::split`]).
+    pub async fn store_token_set(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
+        self.save_token_set(&lock.hold(&self.store), set).await
+    }
+
+    async fn save_token_set(&self, held: &Store, set: &TokenSet) -> Result<()> {
         let label = format!("xero-auth token set ({})", self.profile.name);
-        split::save(&self.store, &self.profile.name, &label, set).await
+        split::save(held, &self.profile.name, &label, set).await
+    }
+
+    /// Asks the store now for what writing the token set will need from a person (the file
+    /// store's passphrase, checked against the store), so that nobody is asked after Xero has
+    /// issued tokens that cannot wait: `login` calls it before its flow starts.
+    pub async fn prepare_to_store(&self) -> Result<()> {
+        self.store
+            .prepare_write(&crate::store::token_set_account(&self.profile.name))
+            .await
     }
 
     /// The app's credentials: the client id from the config, the secret from the keychain
@@ -523,7 +448,7 @@ impl Session {
         crash_point("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
-        self.store_refreshed(&new_set).await?;
+        self.store_refreshed(&new_set, &lock).await?;
         lock.note_saved();
         crash_point("refresh-stored");
         tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
@@ -654,10 +579,10 @@ impl Session {
         }
     }
 
-    /// Deletes the profile's token set (access-token entries first, if any); `false` when there
-    /// was none.
-    pub async fn delete_token_set(&self) -> Result<bool> {
-        split::delete(&self.store, &self.profile.name).await
+    /// Deletes the profile's token set under the profile's `lock` (access-token entries first,
+    /// if any); `false` when there was none.
+    pub async fn delete_token_set(&self, lock: &RefreshLock) -> Result<bool> {
+        split::delete(&lock.hold(&self.store), &self.profile.name).await
     }
 
     /// The paths this session uses (lock files).
@@ -748,15 +673,20 @@ impl Session {
     }
 
     /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh
-    /// token, so this write is what keeps the user logged in.
-    async fn store_refreshed(&self, set: &TokenSet) -> Result<()> {
+    /// token, so this write is what keeps the user logged in. A write that did not answer in
+    /// time is not retried: it may still land, and holds `lock` until it has.
+    async fn store_refreshed(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
+        let held = lock.hold(&self.store);
         let mut last = None;
         for attempt in 1..=3 {
-            match self.store_token_set(set).await {
+            match self.save_token_set(&held, set).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
                     last = Some(e);
+                    if held.has_unfinished_calls() {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
             }
@@ -794,10 +724,19 @@ mod tests {
     use super::*;
     use crate::cli::testing::{TestContext, context};
     use crate::secret::{Zeroizing, secret_from_str};
+    use crate::store::memory::HeldWrites;
     use fake_xero::{Counter, FakeXero};
     use std::collections::HashMap;
 
     const NOW: i64 = 1_800_000_000;
+
+    /// Writes `set` as the commands do: under the profile's lock.
+    async fn store(session: &Session, set: &TokenSet) {
+        let lock = RefreshLock::acquire(session.paths(), &session.profile().name, LOCK_WAIT)
+            .await
+            .unwrap();
+        session.store_token_set(set, &lock).await.unwrap();
+    }
 
     /// A context whose profile talks to `fake`, with a client and an expired token set stored.
     async fn with_expired_set(fake: &FakeXero) -> (TestContext, String) {
@@ -826,7 +765,7 @@ mod tests {
             scopes: vec![],
             obtained_at: NOW - 86_400,
         };
-        session.store_token_set(&set).await.unwrap();
+        store(&session, &set).await;
         (t, issued.refresh_token)
     }
 
@@ -896,6 +835,93 @@ mod tests {
         assert_eq!(lock.unsaved_refresh_sent_at(), None);
     }
 
+    /// The context's profile, with a store whose calls time out after `timeout`.
+    fn session_with_timeout(t: &TestContext, timeout: Duration) -> Session {
+        Session::new(
+            t.ctx.profile().unwrap(),
+            t.ctx.paths.clone(),
+            Store::new(t.store.clone(), timeout),
+            t.ctx.clock.clone(),
+        )
+    }
+
+    /// Whether another refresher could take the profile's lock now.
+    async fn lock_is_free(t: &TestContext) -> bool {
+        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_millis(200))
+            .await
+            .is_ok()
+    }
+
+    /// Lets the held write finish and waits until the lock is free; true when it became free.
+    async fn release_writes_and_wait_for_the_lock(held: HeldWrites, t: &TestContext) -> bool {
+        drop(held);
+        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_secs(10))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_outlives_its_timeout_is_exit_5_and_keeps_the_lock_until_it_ends() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = session_with_timeout(&t, Duration::from_millis(300));
+        let writes = t.store.writes().len();
+        let held = t.store.hold_writes();
+
+        let err = session.valid_token_set(300).await.unwrap_err();
+
+        assert_eq!(err.exit_code() as u8, 5, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("no answer to a write within 0.3 s")
+                && message.contains("stays usable for 30 minutes"),
+            "{message}"
+        );
+        assert_eq!(
+            t.store.writes().len(),
+            writes + 1,
+            "a write still running is not retried beside itself"
+        );
+        assert!(
+            !lock_is_free(&t).await,
+            "the lock is held while the write may still land"
+        );
+        assert!(release_writes_and_wait_for_the_lock(held, &t).await);
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_its_caller_gave_up_on_keeps_the_lock_until_its_write_ends() {
+        let fake = FakeXero::start();
+        let (t, old_rt) = with_expired_set(&fake).await;
+        let session = session_with_timeout(&t, Duration::from_secs(30));
+        let writes = t.store.writes().len();
+        let held = t.store.hold_writes();
+
+        // A library caller that stops waiting once the write has started (a timeout of its
+        // own, a cancelled task): its future is dropped in the middle of the refresh.
+        let mut call = Box::pin(session.access_token());
+        tokio::select! {
+            _ = &mut call => panic!("the access token came back although the write is held"),
+            _ = async {
+                while t.store.writes().len() == writes {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => {}
+        }
+        drop(call);
+
+        assert!(
+            !lock_is_free(&t).await,
+            "a second refresher got the lock while the first one's write may still land"
+        );
+        assert!(release_writes_and_wait_for_the_lock(held, &t).await);
+        // The write landed, before anyone else could refresh.
+        let stored = session.require_token_set().await.unwrap();
+        assert_ne!(stored.refresh_token.unwrap().expose_secret(), old_rt);
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
     #[tokio::test]
     async fn many_tasks_in_one_process_make_one_refresh() {
         let fake = FakeXero::start();
@@ -950,7 +976,7 @@ mod tests {
         let mut set = session.require_token_set().await.unwrap();
         set.access_token = Some(secret_from_str("eyJ.valid.token"));
         set.expires_at = Some(NOW + 1000);
-        session.store_token_set(&set).await.unwrap();
+        store(&session, &set).await;
 
         crate::cli::token::run(
             crate::cli::token::TokenArgs {

@@ -252,6 +252,74 @@ fn a_wrong_passphrase_is_exit_5_and_nothing_is_overwritten_or_sent() {
     assert!(fake.access_token_valid(stdout_text(&out).trim()));
 }
 
+/// Files set aside as damaged in the profile's folder of the store.
+fn set_aside_files(env: &TestEnv) -> Vec<String> {
+    std::fs::read_dir(secrets_dir(env).join(&env.profile))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".damaged-"))
+        .collect()
+}
+
+/// `client set` writes without reading first, so it reaches a damaged file of the store.
+#[test]
+fn a_damaged_file_is_replaced_only_under_a_passphrase_another_file_confirms() {
+    let fake = FakeXero::start();
+    let (mut env, _imported) = expired_profile(&fake, "fs-damaged");
+    let damaged = client_secret_file(&env);
+    std::fs::write(&damaged, b"not an age file").unwrap();
+    let client_set = |env: &TestEnv, code: i32| {
+        let out = env
+            .cmd(&["client", "set", "--client-id", CLIENT_ID])
+            .env("XERO_CLIENT_SECRET", "cs-the-new-secret")
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        stderr_text(&out)
+    };
+
+    // A passphrase that is not the store's: the token set's file says so.
+    env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
+    let err = client_set(&env, 5);
+    assert!(
+        err.contains("passphrase does not open") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&damaged).unwrap(), b"not an age file");
+    assert!(set_aside_files(&env).is_empty());
+
+    // With no other file to confirm any passphrase, nothing is written either.
+    let witness = token_set_file(&env);
+    let kept = std::fs::read(&witness).unwrap();
+    std::fs::remove_file(&witness).unwrap();
+    for passphrase in [PASSPHRASE, "not-the-passphrase"] {
+        env.set_env("XERO_AUTH_PASSPHRASE", passphrase);
+        let err = client_set(&env, 5);
+        assert!(
+            err.contains("is damaged")
+                && err.contains("no other file of the store opens with this passphrase")
+                && err.contains("restore the damaged file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&damaged).unwrap(), b"not an age file");
+        assert!(set_aside_files(&env).is_empty());
+    }
+
+    // The store's passphrase, confirmed by the token set's file: the damaged file is kept aside
+    // and replaced, and one passphrase opens the whole store.
+    std::fs::write(&witness, kept).unwrap();
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    client_set(&env, 0);
+    assert_eq!(set_aside_files(&env).len(), 1);
+    assert_eq!(
+        read_back(&env, "client-secret").unwrap(),
+        b"cs-the-new-secret"
+    );
+    assert!(stored_set(&env)["refresh_token"].is_string());
+}
+
 #[test]
 fn without_a_passphrase_or_a_terminal_it_says_what_to_set_and_writes_nothing() {
     let fake = FakeXero::start();
@@ -569,75 +637,137 @@ fn the_passphrase_is_wiped_from_the_running_process_environment() {
     }
 }
 
-/// Runs `xero-auth ARGS` on a terminal (`script` gives it a pseudo-terminal) and types each
-/// line once the prompt before it has appeared. Returns the exit code and all the terminal showed.
-fn on_a_terminal(env: &TestEnv, args: &str, dialogue: &[(&str, &str)]) -> (i32, String) {
-    use std::io::{Read, Write};
-    use std::process::Stdio;
-    use std::sync::{Arc, Mutex};
-    let base = env.std_cmd(&[]);
-    let mut cmd = std::process::Command::new("script");
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.env_remove("XERO_AUTH_PASSPHRASE")
-        .args([
-            "-qfec",
-            &format!("{} {args}", env!("CARGO_BIN_EXE_xero-auth")),
-            "/dev/null",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("script(1) runs (package bsdutils)");
-    let shown = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = shown.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+/// `xero-auth ARGS` running on a terminal (`script` gives it a pseudo-terminal), with what the
+/// terminal has shown so far. The test types lines as a person would, once what it waits for
+/// has appeared.
+struct Terminal {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// How much of `shown` the test has already waited past.
+    seen: usize,
+}
+
+impl Terminal {
+    fn start(env: &TestEnv, args: &str) -> Terminal {
+        use std::io::Read;
+        use std::process::Stdio;
+        let base = env.std_cmd(&[]);
+        let mut cmd = std::process::Command::new("script");
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    let mut seen = 0;
-    for (prompt, line) in dialogue {
-        wait_until(Duration::from_secs(60), prompt, || {
-            let text = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
-            match text[seen..].find(prompt) {
-                Some(at) => {
-                    seen += at + prompt.len();
-                    true
+        cmd.env_remove("XERO_AUTH_PASSPHRASE")
+            .args([
+                "-qfec",
+                &format!("{} {args}", env!("CARGO_BIN_EXE_xero-auth")),
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("script(1) runs (package bsdutils)");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = shown.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
                 }
-                None => false,
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        // The prompt is printed just before the terminal's echo is switched off.
+        Terminal {
+            stdin: child.stdin.take(),
+            child,
+            shown,
+            reader: Some(reader),
+            seen: 0,
+        }
+    }
+
+    /// Everything the terminal has shown.
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until one of `texts` appears after what was already waited past; returns which (its
+    /// index) and the rest of the line it is on, from it.
+    fn wait_for_any(&mut self, texts: &[&str]) -> (usize, String) {
+        let find = |haystack: &[u8], needle: &[u8]| {
+            haystack.windows(needle.len()).position(|w| w == needle)
+        };
+        let seen = self.seen;
+        let mut found = None;
+        wait_until(Duration::from_secs(60), &format!("{texts:?}"), || {
+            let shown = self.shown.lock().unwrap();
+            found = texts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| find(&shown[seen..], t.as_bytes()).map(|at| (seen + at, i)))
+                .min();
+            found.is_some()
+        });
+        let (at, i) = found.expect("waited until found");
+        self.seen = at + texts[i].len();
+        let shown = self.shown.lock().unwrap();
+        let line = String::from_utf8_lossy(&shown[at..]);
+        (i, line.lines().next().unwrap_or("").to_string())
+    }
+
+    /// Types `line` and Enter.
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        // A prompt is printed just before the terminal's echo is switched off.
         std::thread::sleep(Duration::from_millis(300));
+        let stdin = self.stdin.as_mut().expect("the terminal is open");
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
-    drop(stdin);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code().unwrap_or(-1);
+
+    /// Waits for the command to end; returns its exit code and all the terminal showed.
+    fn finish(mut self) -> (i32, String) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the command on the terminal did not end:\n{}", self.shown());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.shown())
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the command on the terminal did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    reader.join().unwrap();
-    let text = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
-    (status, text)
+    }
+}
+
+/// Runs `xero-auth ARGS` on a terminal and types each line once the prompt before it has
+/// appeared. Returns the exit code and all the terminal showed.
+fn on_a_terminal(env: &TestEnv, args: &str, dialogue: &[(&str, &str)]) -> (i32, String) {
+    let mut terminal = Terminal::start(env, args);
+    for (prompt, line) in dialogue {
+        terminal.wait_for_any(&[prompt]);
+        terminal.type_line(line);
+    }
+    terminal.finish()
 }
 
 #[test]
@@ -698,4 +828,143 @@ fn on_a_terminal_the_passphrase_is_asked_without_echo_twice_for_a_new_store() {
     assert_eq!(code, 5, "{shown}");
     assert!(shown.contains("the two passphrases differ"), "{shown}");
     assert!(!client_secret_file(&other).exists());
+}
+
+/// A public (PKCE-only) app: registered at the fake without a secret.
+const PUBLIC_CLIENT_ID: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+
+/// What a `login --no-browser` on a terminal did.
+struct TerminalLogin {
+    code: i32,
+    shown: String,
+    /// What the person did, in order: "passphrase" or "browser".
+    steps: Vec<&'static str>,
+}
+
+/// `login --no-browser` on a terminal: the person types `typed` at each of `prompts` and plays
+/// the browser once the URL appears, in whatever order the two come.
+fn login_on_a_terminal(
+    env: &TestEnv,
+    fake: &FakeXero,
+    prompts: &[&str],
+    typed: &str,
+) -> TerminalLogin {
+    use support::browser::{callback, consent, free_port};
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let mut terminal = Terminal::start(
+        env,
+        &format!("login --no-browser --redirect-uri {redirect}"),
+    );
+    let url_start = format!("{}?", fake.authorize_url());
+    let mut prompts = prompts.iter();
+    let mut prompt = prompts.next();
+    let mut steps = Vec::new();
+    while prompt.is_some() || !steps.contains(&"browser") {
+        let mut awaited: Vec<&str> = prompt.into_iter().copied().collect();
+        if !steps.contains(&"browser") {
+            awaited.push(&url_start);
+        }
+        let (which, line) = terminal.wait_for_any(&awaited);
+        if awaited[which] == url_start {
+            let url = line.split_whitespace().next().unwrap();
+            let page = callback(consent(url).as_str());
+            assert_eq!(page.status, 200, "{page:?}");
+            steps.push("browser");
+        } else {
+            terminal.type_line(typed);
+            prompt = prompts.next();
+            steps.push("passphrase");
+        }
+    }
+    let (code, shown) = terminal.finish();
+    TerminalLogin { code, shown, steps }
+}
+
+/// A login that worked: exit 0, the passphrase asked before the browser was sent anywhere and
+/// never echoed, and the stored refresh token is the one the fake issued last, alive.
+fn assert_logged_in(login: &TerminalLogin, fake: &FakeXero, env: &TestEnv, passphrases: usize) {
+    assert_eq!(login.code, 0, "{}", login.shown);
+    let mut expected = vec!["passphrase"; passphrases];
+    expected.push("browser");
+    assert_eq!(login.steps, expected, "{}", login.shown);
+    assert!(login.shown.contains("logged in"), "{}", login.shown);
+    assert!(!login.shown.contains(PASSPHRASE), "echoed: {}", login.shown);
+    let stored = stored_set(env)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let issued = fake.issued();
+    assert_eq!(
+        issued.last().unwrap()["refresh_token"].as_str(),
+        Some(stored.as_str())
+    );
+    assert_eq!(
+        fake.refresh_token_status(&stored),
+        RefreshTokenStatus::Active
+    );
+}
+
+/// The documented headless set-up: `login --no-browser` in a terminal, file store. The
+/// passphrase is asked before the flow starts, so the reader of pasted redirect URLs never
+/// competes with the prompt for the terminal, and Xero's tokens are never issued before the
+/// store can take them.
+#[test]
+fn login_without_a_browser_on_a_terminal_with_a_pkce_app_keeps_the_tokens() {
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-login-pkce");
+    fake.add_client(PUBLIC_CLIENT_ID, None);
+    env.ok(&["client", "set", "--client-id", PUBLIC_CLIENT_ID, "--public"]);
+    assert!(
+        !secrets_dir(&env).join(&env.profile).exists(),
+        "a new store"
+    );
+
+    // First run: a new store, the passphrase asked twice.
+    let first = login_on_a_terminal(
+        &env,
+        &fake,
+        &[
+            "New passphrase for the xero-auth file store",
+            "The same passphrase again: ",
+        ],
+        PASSPHRASE,
+    );
+    assert_logged_in(&first, &fake, &env, 2);
+
+    // Again, on the existing store: asked once.
+    let again = login_on_a_terminal(
+        &env,
+        &fake,
+        &["Passphrase of the xero-auth file store"],
+        PASSPHRASE,
+    );
+    assert_logged_in(&again, &fake, &env, 1);
+
+    // A wrong passphrase ends the login before any browser is sent anywhere: no code is
+    // exchanged for tokens that could not be stored, and the stored set is untouched.
+    let before = std::fs::read(token_set_file(&env)).unwrap();
+    let exchanges = fake.count(Counter::TokenRequests);
+    let mut terminal = Terminal::start(&env, "login --no-browser");
+    terminal.wait_for_any(&["Passphrase of the xero-auth file store"]);
+    terminal.type_line("not-the-passphrase");
+    let (code, shown) = terminal.finish();
+    assert_eq!(code, 5, "{shown}");
+    assert!(shown.contains("passphrase does not open"), "{shown}");
+    assert!(!shown.contains("Open this URL"), "{shown}");
+    assert_eq!(fake.count(Counter::TokenRequests), exchanges);
+    assert_eq!(std::fs::read(token_set_file(&env)).unwrap(), before);
+}
+
+#[test]
+fn login_without_a_browser_on_a_terminal_with_a_confidential_app_keeps_the_tokens() {
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-login-secret");
+    env.set_client(&fake);
+    let login = login_on_a_terminal(
+        &env,
+        &fake,
+        &["Passphrase of the xero-auth file store"],
+        PASSPHRASE,
+    );
+    assert_logged_in(&login, &fake, &env, 1);
 }

@@ -70,18 +70,18 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
     // Every write of a profile's secrets holds its lock (the file store relies on it).
     let lock = || RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT);
     if args.public {
-        let _lock = lock().await?;
-        store.delete(&account).await?;
+        let lock = lock().await?;
+        lock.hold(&store).delete(&account).await?;
     } else {
         let raw = read_secret(&args, ctx)?;
         let secret = parse_secret_input(&raw, "client secret").map_err(Error::InvalidInput)?;
         drop(raw);
-        let _lock = lock().await?;
+        let lock = lock().await?;
         use crate::secret::ExposeSecret;
         let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
         let label = format!("xero-auth client secret ({})", profile.name);
         // The secret goes to the keychain first: if that fails, the config is left as it was.
-        store.set(&account, &label, bytes).await?;
+        lock.hold(&store).set(&account, &label, bytes).await?;
         fail::fail_point!("client-secret-stored");
     }
 
@@ -119,10 +119,7 @@ use crate::config::Config;
 fn read_stdin_unbuffered(max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     #[cfg(unix)]
     {
-        use std::os::fd::FromRawFd;
-        // SAFETY: fd 0 is open for the life of the process; ManuallyDrop keeps it open after use.
-        let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
-        read_bounded(&mut *stdin, max)
+        read_bounded(&mut *super::unbuffered_stdin(), max)
     }
     #[cfg(not(unix))]
     {
@@ -197,8 +194,10 @@ async fn remove(ctx: &Context) -> Result<()> {
     let profile = ctx.profile()?;
     let store = ctx.store(&profile);
     let deleted = {
-        let _lock = RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT).await?;
-        store.delete(&client_secret_account(&profile.name)).await?
+        let lock = RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT).await?;
+        lock.hold(&store)
+            .delete(&client_secret_account(&profile.name))
+            .await?
     };
     let mut config = Config::load(ctx.config.path())?;
     let had_id = config.remove(&profile.name, "client_id")?;

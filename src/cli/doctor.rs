@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Context, format_span, format_time};
-use crate::config::{Profile, StoreKind};
+use crate::config::{FolderAccess, Profile, StoreKind, folder_access};
 use crate::error::{Error, Result};
+use crate::lock::{RefreshLock, untrusted_lock_filesystem};
 use crate::store::{Keychain, SecretStore, StoreFailure, client_secret_account, token_set_account};
 use clap::Args;
 use serde_json::{Value, json};
@@ -230,6 +231,7 @@ impl Report {
         report.check_profile_configs();
         report.check_stores(ctx).await;
         report.check_files(ctx);
+        report.check_lock_folder(ctx);
         report.check_clock();
         report.check_contents(ctx).await;
         report.check_endpoints(ctx).await;
@@ -364,6 +366,48 @@ impl Report {
                         .into(),
                 });
             }
+        }
+    }
+
+    /// Whether the refresh lock can be trusted where it lives: the state folder and its lock
+    /// folder the user's alone (commands tighten a loose one of the user's, and refuse one that
+    /// another user owns or can write), on a file system whose locks exclude.
+    fn check_lock_folder(&mut self, ctx: &Context) {
+        let state = &ctx.paths.state_dir;
+        for folder in [state.clone(), RefreshLock::folder(&ctx.paths)] {
+            match folder_access(&folder) {
+                Ok(FolderAccess::Private) | Err(_) => {}
+                Ok(FolderAccess::Loose(mode)) => self.warnings.push(Warning {
+                    what: format!(
+                        "the refresh lock's folder {} is open to other users (mode {mode:04o})",
+                        folder.display()
+                    ),
+                    fix: "the next command that takes the lock makes it 0700 (or run                           `chmod 700` on it now)"
+                        .into(),
+                }),
+                Ok(FolderAccess::Shared(why)) => self.problems.push(Problem::other(
+                    format!(
+                        "the refresh lock's folder {} cannot be used: {why}; another user could                          hold the lock for ever or plant a link in it",
+                        folder.display()
+                    ),
+                    "point XERO_AUTH_STATE_DIR at a folder only you can write",
+                )),
+            }
+        }
+        if let Some(filesystem) = untrusted_lock_filesystem(nearest_existing(state)) {
+            self.warnings.push(Warning {
+                what: format!(
+                    "the state folder {} is on {filesystem}: whether the refresh lock there \
+                     excludes other processes is up to the {filesystem} server or daemon (NFS \
+                     mounted `nolock` keeps locks on each machine only), so two refreshes could \
+                     spend the same single-use refresh token",
+                    state.display()
+                ),
+                fix: "point XERO_AUTH_STATE_DIR at a folder on a local disk, the same one for \
+                      every program of this machine that uses these tokens; never share one \
+                      profile's tokens between machines"
+                    .into(),
+            });
         }
     }
 
@@ -926,13 +970,7 @@ fn check_path(label: &'static str, path: PathBuf, source: Option<&'static str>) 
     } else {
         path.clone()
     };
-    let mut at = folder.as_path();
-    while !at.exists() {
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => break,
-        }
-    }
+    let at = nearest_existing(&folder);
     let writable = probe_writable(at)
         .map(|()| at.to_path_buf())
         .map_err(|e| format!("cannot create a file in {}: {e}", at.display()));
@@ -943,6 +981,18 @@ fn check_path(label: &'static str, path: PathBuf, source: Option<&'static str>) 
         exists,
         writable,
     }
+}
+
+/// `folder`, or its nearest parent that exists.
+fn nearest_existing(folder: &Path) -> &Path {
+    let mut at = folder;
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    at
 }
 
 fn probe_writable(dir: &Path) -> std::io::Result<()> {

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use clap::Args;
 
 use super::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::secret::ExposeSecret;
 
 #[derive(Debug, Args)]
@@ -48,11 +48,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let (program, _) = args.command.split_first().expect("clap requires a command");
     let mut command = command_with_token(&args.command, &token, session.tenant());
     drop(token);
-    let name = program.to_string_lossy().into_owned();
-    let failed = |source: std::io::Error| Error::CommandNotRun {
-        program: name.clone(),
-        source,
-    };
+    let failed = |source: std::io::Error| crate::child::cannot_run(program, source);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

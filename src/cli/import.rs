@@ -55,7 +55,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     }
 
     crash_point("import-checked");
-    session.store_token_set(&imported).await?;
+    session.store_token_set(&imported, &lock).await?;
     lock.note_saved();
     crash_point("import-stored");
 

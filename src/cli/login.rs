@@ -43,6 +43,10 @@ pub struct LoginArgs {
 /// Logs in and stores the token set.
 pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
+    // Whatever the store will ask a person (the file store's passphrase, checked) is asked now:
+    // once Xero has issued tokens they must be stored, and a prompt after the browser flow would
+    // compete with the reader of pasted redirect URLs for the terminal.
+    session.prepare_to_store().await?;
     let app = session.app_credentials().await?;
     let mut scopes: Vec<String> = Vec::new();
     for scope in session
@@ -130,7 +134,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
 
     {
         let lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
-        session.store_token_set(&set).await?;
+        session.store_token_set(&set, &lock).await?;
         lock.note_saved();
         crash_point("login-stored");
     }
@@ -224,15 +228,75 @@ async fn choose_tenant(
 }
 
 /// Lines typed or pasted on stdin, read on a thread of their own so the listener keeps running.
+/// The thread stops reading once the receiver is dropped (the login got its code, or ended), so
+/// nothing typed afterwards is taken from the terminal.
 fn read_stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    crate::stack::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
+    crate::stack::spawn(move || forward_stdin_lines(&tx));
+    rx
+}
+
+/// The longest line kept from stdin: a redirect URL is a few hundred bytes.
+#[cfg(unix)]
+const MAX_PASTED_LINE: usize = 8192;
+
+/// Reads file descriptor 0 directly — not through the standard library's stdin buffer, which
+/// lives until exit and would keep whatever was typed (the pasted code; on a terminal, anything
+/// typed while the login waits) — into a wiping buffer, and waits for input a tenth of a second
+/// at a time, so that it notices when nobody listens any more and stops reading.
+#[cfg(unix)]
+fn forward_stdin_lines(tx: &tokio::sync::mpsc::Sender<String>) {
+    use std::io::Read;
+    let mut stdin = super::unbuffered_stdin();
+    let mut line = crate::secret::Zeroizing::new(Vec::with_capacity(MAX_PASTED_LINE));
+    let mut chunk = crate::secret::Zeroizing::new([0u8; 1024]);
+    while !tx.is_closed() {
+        let mut ready = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut ready, 1, 100) } {
+            0 => continue,
+            n if n < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted =>
+            {
+                continue;
+            }
+            n if n < 0 => return,
+            _ => {}
+        }
+        let n = match stdin.read(&mut chunk[..]) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        for &byte in &chunk[..n] {
+            if byte != b'\n' {
+                if line.len() < MAX_PASTED_LINE {
+                    line.push(byte);
+                }
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            zeroize::Zeroize::zeroize(&mut *line);
+            if tx.blocking_send(text).is_err() {
+                return;
             }
         }
-    });
-    rx
+    }
+}
+
+/// Windows consoles cannot be polled: the thread reads through the standard library and stops
+/// at the first line after the login has ended (docs/security.md).
+#[cfg(not(unix))]
+fn forward_stdin_lines(tx: &tokio::sync::mpsc::Sender<String>) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if tx.blocking_send(line).is_err() {
+            break;
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub struct LogoutArgs {
 pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let name = session.profile().name.clone();
-    let _lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
+    let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
     let set = session.require_token_set().await?;
 
     match (&set.refresh_token, args.keep_remote) {
@@ -60,7 +60,7 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
         ),
         (None, _) => {}
     }
-    session.delete_token_set().await?;
+    session.delete_token_set(&lock).await?;
     eprintln!(
         "logged out: deleted the token set of profile '{name}' from {} (the client id and secret are kept; `xero-auth client remove` deletes them)",
         session.store().describe()

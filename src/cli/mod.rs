@@ -265,6 +265,16 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
     }
 }
 
+/// Standard input as a file read directly: not through the standard library's process-wide
+/// stdin buffer, which lives until exit and would keep a copy of whatever passed through it (a
+/// secret, a pasted redirect URL and its code).
+#[cfg(unix)]
+fn unbuffered_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 is open for the life of the process; ManuallyDrop keeps it open after use.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) })
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! A context for unit tests: memory store, fixed clock, captured stdout.

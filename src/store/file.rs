@@ -235,34 +235,70 @@ impl FileStore {
         Ok(Some(plain))
     }
 
-    /// Checks, before a write, that the passphrase opens the store: the file about to be
-    /// replaced, or else any file of the store. A damaged file about to be replaced is moved
-    /// aside (`NAME.damaged-UNIXTIME`), not destroyed.
-    fn check_passphrase_before_writing(&self, path: &Path) -> Result<(), StoreFailure> {
+    /// Checks that the passphrase opens the store before `path` is written: one passphrase for
+    /// the whole store, so some file of it must vouch for the passphrase — the file about to be
+    /// replaced, else any other. A store with no file yet takes the passphrase given now. When
+    /// files exist but none can vouch (every one damaged), nothing is written: a new file
+    /// under an unchecked passphrase would split the store between two passphrases. Returns
+    /// why `path` itself is damaged, when it is (it can be replaced, now that another file has
+    /// vouched).
+    fn vouch_for_passphrase(&self, path: &Path) -> Result<Option<String>, StoreFailure> {
         let target_exists = path.exists();
-        let witness = if target_exists {
-            Some(path.to_path_buf())
-        } else {
-            store_files(&self.root).into_iter().next()
-        };
-        let Some(witness) = witness else {
-            return Ok(()); // a new store: the passphrase given now becomes its passphrase
-        };
-        match self.open(&witness) {
-            Ok(_) => Ok(()),
-            Err(OpenError::WrongPassphrase) => Err(wrong_passphrase(&witness, true)),
-            Err(OpenError::Damaged(why)) if target_exists => {
-                let aside = path.with_extension(format!("age.damaged-{}", unix_now()));
-                tracing::warn!(
-                    "{} is damaged ({why}); moved to {} and replaced",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(path, &aside).map_err(|e| io_failure("cannot move", path, &e))
-            }
-            Err(OpenError::Damaged(why)) => Err(damaged(&witness, &why)),
-            Err(OpenError::Other(failure)) => Err(failure),
+        let mut witnesses: Vec<PathBuf> = store_files(&self.root)
+            .into_iter()
+            .filter(|f| f != path)
+            .collect();
+        if target_exists {
+            witnesses.insert(0, path.to_path_buf());
         }
+        let mut target_damaged = None;
+        // The first damaged file and why: what the refusal names.
+        let mut damage = None;
+        for witness in witnesses {
+            match self.open(&witness) {
+                Ok(_) => return Ok(target_damaged),
+                Err(OpenError::WrongPassphrase) => return Err(wrong_passphrase(&witness, true)),
+                Err(OpenError::Damaged(why)) => {
+                    if witness == path {
+                        target_damaged = Some(why.clone());
+                    }
+                    damage.get_or_insert((witness, why));
+                }
+                Err(OpenError::Other(failure)) => return Err(failure),
+            }
+        }
+        let Some((first, why)) = damage else {
+            return Ok(None); // a new store: the passphrase given now becomes its passphrase
+        };
+        Err(StoreFailure {
+            cause: format!(
+                "{} is damaged or not an xero-auth file ({why}), and no other file of the store \
+                 opens with this passphrase to confirm it is the store's; nothing was written, so \
+                 that the store is never split between two passphrases",
+                first.display()
+            ),
+            fix: format!(
+                "restore the damaged file from a backup; or, if the store's passphrase is lost or \
+                 its files are beyond repair, remove {} and store the secrets again \
+                 (`xero-auth client set`, then `login` or `import`)",
+                self.root.display()
+            ),
+        })
+    }
+
+    /// Checks the passphrase before a write ([`FileStore::vouch_for_passphrase`]); a damaged file
+    /// about to be replaced is then moved aside (`NAME.damaged-UNIXTIME`), not destroyed.
+    fn check_passphrase_before_writing(&self, path: &Path) -> Result<(), StoreFailure> {
+        let Some(why) = self.vouch_for_passphrase(path)? else {
+            return Ok(());
+        };
+        let aside = path.with_extension(format!("age.damaged-{}", unix_now()));
+        tracing::warn!(
+            "{} is damaged ({why}); moved to {} and replaced",
+            path.display(),
+            aside.display()
+        );
+        std::fs::rename(path, &aside).map_err(|e| io_failure("cannot move", path, &e))
     }
 
     fn encrypt(&self, secret: &[u8]) -> Result<Vec<u8>, StoreFailure> {
@@ -284,23 +320,17 @@ impl FileStore {
         Ok(sealed)
     }
 
-    /// Creates the store's folders `0700` (and tightens them if someone loosened them).
+    /// Creates the store's folders `0700` (and tightens them if someone loosened them; refuses
+    /// them when another user owns them or can write them).
     fn prepare_folders(&self, dir: &Path) -> Result<(), StoreFailure> {
-        crate::config::create_private_dir(dir).map_err(|e| StoreFailure {
-            cause: e.to_string(),
-            fix: "make the data folder writable, or point XERO_AUTH_DATA_DIR at one that is".into(),
-        })?;
-        #[cfg(unix)]
-        for folder in [self.root.as_path(), dir] {
-            use std::os::unix::fs::PermissionsExt;
-            let meta =
-                std::fs::metadata(folder).map_err(|e| io_failure("cannot read", folder, &e))?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| io_failure("cannot restrict the permissions of", folder, &e))?;
-            }
-        }
-        Ok(())
+        crate::config::create_private_dir(dir)
+            .and_then(|()| crate::config::secure_private_dir(&self.root))
+            .map_err(|e| StoreFailure {
+                cause: e.to_string(),
+                fix: "make the data folder yours and writable, or point XERO_AUTH_DATA_DIR at \
+                      one that is"
+                    .into(),
+            })
     }
 
     /// Writes `sealed` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
@@ -359,7 +389,13 @@ impl SecretStore for FileStore {
     }
 
     fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
-        if write || self.path_of(account)?.exists() {
+        let path = self.path_of(account)?;
+        if write {
+            // Checked now, not at the write: a wrong passphrase is found before a login
+            // exchanges its code. (The decryption is kept, so the write costs no more.)
+            self.passphrase()?;
+            self.vouch_for_passphrase(&path)?;
+        } else if path.exists() {
             self.passphrase()?;
         }
         Ok(())
@@ -807,6 +843,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(dir.path(), "pw");
         store.set("work/token-set", "l", b"old").unwrap();
+        // The other file that vouches for the passphrase when the damaged one is replaced.
+        store.set("work/client-secret", "l", b"cs").unwrap();
         let path = dir.path().join("secrets/work/token-set.age");
         let mut sealed = std::fs::read(&path).unwrap();
         let last = sealed.len() - 1;
@@ -835,6 +873,37 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1, "the damaged file is kept aside");
         assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"plain text");
+    }
+
+    #[test]
+    fn with_every_file_damaged_no_passphrase_is_taken_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        store_in(dir.path(), "pw")
+            .set("work/token-set", "l", b"old")
+            .unwrap();
+        let path = dir.path().join("secrets/work/token-set.age");
+        std::fs::write(&path, b"plain text").unwrap();
+        for passphrase in ["pw", "another"] {
+            let store = store_in(dir.path(), passphrase);
+            for account in ["work/token-set", "work/client-secret"] {
+                let err = store.set(account, "l", b"new").unwrap_err();
+                assert!(
+                    err.cause.contains("damaged")
+                        && err.cause.contains("no other file of the store opens")
+                        && err.cause.contains("nothing was written"),
+                    "{account}: {}",
+                    err.cause
+                );
+                assert!(err.fix.contains("restore"), "{}", err.fix);
+            }
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"plain text");
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("secrets/work"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["token-set.age"], "nothing set aside, nothing added");
     }
 
     #[test]

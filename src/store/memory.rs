@@ -1,10 +1,22 @@
 //! An in-memory store for unit tests only: never compiled into the tool.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{SecretStore, StoreFailure};
 use crate::secret::Zeroizing;
+
+/// Lets held writes go when dropped (see [`MemoryStore::hold_writes`]).
+#[must_use]
+pub struct HeldWrites(Arc<MemoryStore>);
+
+impl Drop for HeldWrites {
+    fn drop(&mut self) {
+        let (held, changed) = &self.0.writes_held;
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        changed.notify_all();
+    }
+}
 
 /// Secrets in a map, with switches that make writes fail, and an optional per-entry size limit
 /// enforced the way Windows Credential Manager enforces its own.
@@ -17,6 +29,9 @@ pub struct MemoryStore {
     limit: Option<usize>,
     /// Every write attempted: (account, length in bytes), refused ones included.
     writes: Mutex<Vec<(String, usize)>>,
+    /// While true, a write (once recorded in `writes`) waits until it is false again: a keychain
+    /// stuck on an unlock prompt.
+    writes_held: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl MemoryStore {
@@ -30,6 +45,14 @@ impl MemoryStore {
 
     pub fn fail_writes(&self, fail: bool) {
         *self.fail_writes.lock().unwrap() = fail;
+    }
+
+    /// Holds every write from now on until the returned guard is dropped. (A guard, so that a
+    /// test failing while a write is held ends instead of waiting for it for ever: its runtime
+    /// waits for the blocking thread.)
+    pub fn hold_writes(self: &Arc<Self>) -> HeldWrites {
+        *self.writes_held.0.lock().unwrap() = true;
+        HeldWrites(self.clone())
     }
 
     /// Makes every call on `account` (only) fail as an unavailable store does, or none with `None`.
@@ -89,6 +112,12 @@ impl SecretStore for MemoryStore {
             .lock()
             .unwrap()
             .push((account.to_string(), secret.len()));
+        let (held, changed) = &self.writes_held;
+        drop(
+            changed
+                .wait_while(held.lock().unwrap(), |held| *held)
+                .unwrap(),
+        );
         self.call(account)?;
         if *self.fail_writes.lock().unwrap() {
             return Err(StoreFailure {

@@ -10,7 +10,9 @@ mod keychain;
 pub(crate) mod memory;
 pub mod split;
 
+use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use file::FileStore;
@@ -82,10 +84,34 @@ pub fn client_secret_account(profile: &str) -> String {
 
 /// The async face of a [`SecretStore`]: each call runs on a blocking thread, with a timeout,
 /// so a keychain that waits on an unlock prompt or a dead D-Bus peer cannot hang the runtime.
+///
+/// A timeout stops the waiting, not the call: the thread goes on until the keychain answers.
+/// What must last as long as the call — the profile's refresh lock, so that a late write cannot
+/// land after another process took the lock — is given to [`Store::holding`].
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn SecretStore>,
     timeout: Duration,
+    /// Kept alive by each call made through this handle until the call's thread has finished.
+    held: Option<Arc<dyn Any + Send + Sync>>,
+    /// Calls made through this handle (or its clones) whose thread has not finished.
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a call as running until the blocking thread drops it.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -100,7 +126,29 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Wraps a store; each call gives up after `timeout`.
     pub fn new(inner: Arc<dyn SecretStore>, timeout: Duration) -> Self {
-        Store { inner, timeout }
+        Store {
+            inner,
+            timeout,
+            held: None,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The same store, through a handle whose every call keeps `held` alive until the call's
+    /// thread has finished — after its timeout, and after its caller stopped waiting for it.
+    pub fn holding(&self, held: Arc<dyn Any + Send + Sync>) -> Self {
+        Store {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            held: Some(held),
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether a call made through this handle has not finished yet: one that timed out may
+    /// still complete. Starting another write beside it would only queue behind it.
+    pub fn has_unfinished_calls(&self) -> bool {
+        self.running.load(Ordering::SeqCst) > 0
     }
 
     /// The platform keychain of `kind`. Nothing is contacted until the first call.
@@ -144,6 +192,12 @@ impl Store {
         let label = label.to_string();
         self.run("write", move |s| s.set(&account, &label, &secret))
             .await
+    }
+
+    /// Asks now what a write of `account` will need from a person, if anything (see
+    /// [`SecretStore::prepare`]); a later write asks nothing more.
+    pub async fn prepare_write(&self, account: &str) -> Result<()> {
+        self.prepare(true, account).await
     }
 
     /// Deletes the secret filed under `account`.
@@ -194,9 +248,17 @@ impl Store {
         f: impl FnOnce(&dyn SecretStore) -> Result<T, StoreFailure> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        // The call's frames (the store's decryption, the D-Bus client's message handling) may
-        // leave the secret on this thread's stack: wiped before the thread takes other work.
-        let task = tokio::task::spawn_blocking(move || scrubbed(|| f(inner.as_ref())));
+        let held = self.held.clone();
+        let running = Running::start(&self.running);
+        let task = tokio::task::spawn_blocking(move || {
+            // Released when the call is over, however long after its caller stopped waiting.
+            let _held = held;
+            let _running = running;
+            // The call's frames (the store's decryption, the D-Bus client's message handling)
+            // may leave the secret on this thread's stack: wiped before the thread takes other
+            // work.
+            scrubbed(|| f(inner.as_ref()))
+        });
         let outcome = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(join)) => Err(StoreFailure {

@@ -2,6 +2,7 @@
 //! pointed at an in-process fake Xero, and direct access to the real keychain.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod driven;
 pub mod processes;
 

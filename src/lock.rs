@@ -1,0 +1,261 @@
+//! The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
+//!
+//! The lock is what makes N processes make one refresh, so what could make it stop excluding is
+//! refused rather than worked around:
+//! - the state folder and its `locks` folder must be the user's alone: a loose one of the user's
+//!   is tightened to `0700`, one that another user owns or can write is refused (another user
+//!   could hold the lock for ever, or put a link where the lock file is opened);
+//! - the lock file is opened without following a symbolic link (`O_NOFOLLOW`; on Windows
+//!   `FILE_FLAG_OPEN_REPARSE_POINT`, then refused when it is one), and must be a plain file of
+//!   the user's: the in-flight note below is written into it;
+//! - a relative state folder is refused at start-up ([`crate::config::Paths::from_env`]).
+//!
+//! Where the lock cannot be trusted for reasons this process cannot see (a network or user-space
+//! file system, [`untrusted_lock_filesystem`]), `xero-auth doctor` says so.
+//!
+//! A store call started under the lock keeps it until the call has finished ([`RefreshLock::hold`]):
+//! a keychain write that outlives its timeout, or a library caller that gives up on a refresh,
+//! must not let another process rotate the tokens while an older set may still land.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Paths, create_private_dir, secure_private_dir};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// The profile's cross-process refresh lock. The operating system releases it when the last
+/// handle on the file closes: when this value and every store call started under it
+/// ([`RefreshLock::hold`]) are gone, or when the process ends, however it ends.
+///
+/// While a refresh is in flight the file also records when its request was sent (Unix seconds;
+/// never a secret): a process that dies before saving Xero's answer leaves that note behind,
+/// so a later `invalid_grant` can say what happened instead of guessing.
+pub struct RefreshLock {
+    file: Arc<File>,
+}
+
+/// What the lock file says while a refresh request is unanswered or unsaved.
+const IN_FLIGHT_NOTE: &str = "refresh request sent at ";
+
+impl RefreshLock {
+    /// The folder of the profiles' lock files.
+    pub fn folder(paths: &Paths) -> PathBuf {
+        paths.state_dir.join("locks")
+    }
+
+    /// The lock file of `profile`.
+    pub fn path(paths: &Paths, profile: &str) -> PathBuf {
+        Self::folder(paths).join(format!("{profile}.lock"))
+    }
+
+    /// Waits at most `max_wait` for the lock.
+    pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
+        let path = Self::path(paths, profile);
+        create_private_dir(&Self::folder(paths))?;
+        secure_private_dir(&paths.state_dir)?;
+        let file = open_lock_file(&path)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(RefreshLock {
+                        file: Arc::new(file),
+                    });
+                }
+                Err(TryLockError::WouldBlock) => {
+                    if started.elapsed() >= max_wait {
+                        return Err(Error::LockTimeout {
+                            profile: profile.to_string(),
+                            path,
+                            secs: max_wait.as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io("cannot lock the lock file", &path, e));
+                }
+            }
+        }
+    }
+
+    /// `store`, with every call made through it holding this lock until the call has finished:
+    /// past the call's timeout, and past the moment this `RefreshLock` is dropped (a library
+    /// caller that stopped waiting). Writes and deletes of a profile's secrets go through it.
+    /// The returned handle holds the lock too, as long as it lives: use it for the calls, then
+    /// let it go.
+    pub fn hold(&self, store: &Store) -> Store {
+        store.holding(self.file.clone())
+    }
+
+    /// When an earlier holder sent a refresh request whose answer it never saved (it died, or
+    /// the keychain refused the write), if one did.
+    pub fn unsaved_refresh_sent_at(&self) -> Option<i64> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = &*self.file;
+        let mut text = String::new();
+        file.seek(SeekFrom::Start(0)).ok()?;
+        file.take(128).read_to_string(&mut text).ok()?;
+        text.trim().strip_prefix(IN_FLIGHT_NOTE)?.parse().ok()
+    }
+
+    /// Notes that a refresh request is about to be sent (or, after an unsaved one, that one's
+    /// time). Best effort: the note only improves a later message, so a failure to write it is
+    /// ignored.
+    pub fn note_refresh_sent(&self, sent_at: i64) {
+        self.rewrite(&format!("{IN_FLIGHT_NOTE}{sent_at}\n"));
+    }
+
+    /// Clears the note: a token set was saved (by a refresh, a login or an import).
+    pub fn note_saved(&self) {
+        self.rewrite("");
+    }
+
+    fn rewrite(&self, text: &str) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = &*self.file;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(text.as_bytes()));
+    }
+}
+
+/// Opens (creating) the lock file without following a link, and checks that it is a plain file
+/// of the user's: the in-flight note truncates and rewrites it.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        /// Opens a link itself rather than what it points to (winbase.h).
+        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+        options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+    }
+    let not_plain = |what: &str| {
+        Error::InvalidInput(format!(
+            "the lock file {} {what}; xero-auth did not use it (it truncates and rewrites its \
+             lock file). Nothing was done; if you did not put it there, another program or user \
+             did: remove it and run the command again",
+            path.display()
+        ))
+    };
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // ELOOP: the last part of the path is a symbolic link.
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_plain("is a symbolic link"));
+        }
+        Err(e) => return Err(Error::io("cannot open the lock file", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read the lock file", path, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(not_plain("is a symbolic link"));
+    }
+    if !meta.is_file() {
+        return Err(not_plain("is not a plain file"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if meta.uid() != unsafe { libc::geteuid() } {
+            return Err(not_plain(&format!(
+                "belongs to user id {}, not to you",
+                meta.uid()
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// Why the lock may not exclude other processes when its file is in `dir`, if it is on a file
+/// system whose locks cannot be trusted: a network file system (NFS mounted `nolock` keeps locks
+/// on each machine only; others emulate or drop them) or a user-space one (FUSE), where whether
+/// `flock` works is up to the server or the daemon. `None` elsewhere, and where the type cannot
+/// be found (other systems than Linux).
+pub fn untrusted_lock_filesystem(dir: &Path) -> Option<String> {
+    // The tests' stand-in for a network file system: `FAILPOINTS='lock-filesystem=return(NFS)'`.
+    fail::fail_point!("lock-filesystem", |name| name);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statfs is all zeroes before the call, which fills it.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a statfs to fill.
+        if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+            return None;
+        }
+        // The magic numbers of linux/magic.h (f_type's width differs between targets).
+        let name = match fs.f_type as u32 {
+            0x6969 => "NFS",
+            0x517b => "SMB",
+            0xff53_4d42 => "CIFS",
+            0xfe53_4d42 => "SMB2",
+            0x6573_5546 => "FUSE",
+            0x0102_1997 => "9P",
+            0x5346_414f => "AFS",
+            0x786f_4256 => "VirtualBox shared folder",
+            _ => return None,
+        };
+        Some(name.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            config_dir: dir.join("config"),
+            state_dir: dir.join("state"),
+            data_dir: dir.join("data"),
+        }
+    }
+
+    #[test]
+    fn a_local_folder_is_a_file_system_whose_locks_are_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        // The test's temporary folder is on a local disk or a tmpfs.
+        assert_eq!(untrusted_lock_filesystem(dir.path()), None);
+    }
+
+    #[tokio::test]
+    async fn the_lock_excludes_a_second_holder_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let first = RefreshLock::acquire(&paths, "p", Duration::ZERO)
+            .await
+            .unwrap();
+        let err = RefreshLock::acquire(&paths, "p", Duration::from_millis(50))
+            .await
+            .err()
+            .expect("the second waits and gives up");
+        assert_eq!(err.exit_code() as u8, 6, "{err}");
+        drop(first);
+        RefreshLock::acquire(&paths, "p", Duration::ZERO)
+            .await
+            .unwrap();
+    }
+}
