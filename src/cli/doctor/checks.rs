@@ -1,0 +1,501 @@
+//! Gathering the report: each check in one place, in the order it runs.
+
+use super::*;
+
+impl Report {
+    pub(super) async fn gather(ctx: &Context) -> Report {
+        let mut report = Report {
+            os: std::env::consts::OS,
+            stores: Vec::new(),
+            files: Vec::new(),
+            clock: ClockCheck {
+                now: ctx.clock.now(),
+                server: None,
+            },
+            profiles: profile_checks(ctx),
+            endpoints: Vec::new(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        // In the order of the report: a problem found earlier explains later ones (no store, so
+        // nothing could be looked up; a wrong clock, so tokens look expired).
+        report.check_profile_configs();
+        report.check_stores(ctx).await;
+        report.check_files(ctx);
+        report.check_lock_folder(ctx);
+        report.check_clock();
+        report.check_contents(ctx).await;
+        report.check_endpoints(ctx).await;
+        report
+    }
+
+    /// Profiles whose configuration cannot be resolved (a bad URL, an unknown store…).
+    fn check_profile_configs(&mut self) {
+        for p in &self.profiles {
+            if let Err(why) = &p.resolved {
+                self.problems.push(Problem::other(
+                    format!("profile '{}' cannot be used: {why}", p.name),
+                    "correct the profile in config.toml, or the environment variable named",
+                ));
+            }
+        }
+    }
+
+    /// Every store this build has for this OS, whether or not a profile uses it; then each
+    /// profile's store as its commands would open it.
+    async fn check_stores(&mut self, ctx: &Context) {
+        let env = |key: &str| (ctx.env)(key).filter(|v| !v.is_empty());
+        let resolved = || {
+            self.profiles
+                .iter()
+                .filter_map(|p| p.resolved.as_ref().ok())
+        };
+        let wait = resolved()
+            .map(|p| p.store_timeout)
+            .min()
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT);
+        for kind in stores_of_this_os() {
+            let outcome = probe_store(kind, &env, wait).await;
+            let used_by = resolved()
+                .filter(|p| p.store == kind)
+                .map(|p| p.name.clone())
+                .collect();
+            self.stores.push(StoreCheck {
+                kind,
+                description: Keychain::new(kind).describe(),
+                outcome,
+                used_by,
+            });
+        }
+        // The encrypted-file store exists wherever there is a data folder.
+        let root = ctx.paths.file_store_dir();
+        let probe_root = root.clone();
+        let outcome = bounded_check(
+            wait.max(MIN_FILE_WAIT),
+            "the data folder may be on a network file system that hangs",
+            move || crate::store::file::check(&probe_root),
+        )
+        .await;
+        self.stores.push(StoreCheck {
+            kind: StoreKind::File,
+            description: format!("encrypted files in {}", root.display()),
+            outcome,
+            used_by: resolved()
+                .filter(|p| p.store == StoreKind::File)
+                .map(|p| p.name.clone())
+                .collect(),
+        });
+        let overridden = ctx.store_override.is_some();
+        if !overridden {
+            for s in &self.stores {
+                if let Err(failure) = &s.outcome
+                    && !s.used_by.is_empty()
+                {
+                    self.problems.push(Problem::store(
+                        s.kind.name(),
+                        &s.description,
+                        &s.used_by,
+                        failure,
+                    ));
+                }
+            }
+        }
+        for p in &mut self.profiles {
+            let Ok(profile) = &p.resolved else { continue };
+            let known = self.stores.iter().find(|s| s.kind == profile.store);
+            p.store_failure = match known {
+                Some(s) if !overridden => s.outcome.clone().err(),
+                _ => {
+                    // A store this OS does not have (or a test's): probe it as the profile's
+                    // commands would open it, and report it here.
+                    let store = ctx.store(&bounded(profile));
+                    let failure = store.get(PROBE_ACCOUNT).await.err().map(store_failure);
+                    if let Some(failure) = &failure {
+                        self.problems.push(Problem::store(
+                            profile.store.name(),
+                            &store.describe(),
+                            std::slice::from_ref(&p.name),
+                            failure,
+                        ));
+                    }
+                    failure
+                }
+            };
+        }
+    }
+
+    /// The configuration file and the state folder: there, or creatable.
+    fn check_files(&mut self, ctx: &Context) {
+        let set_by = |key: &'static str| (ctx.env)(key).filter(|v| !v.is_empty()).map(|_| key);
+        self.files = vec![
+            check_path(
+                "config",
+                ctx.paths.config_file(),
+                set_by("XERO_AUTH_CONFIG_DIR"),
+            ),
+            check_path(
+                "state",
+                ctx.paths.state_dir.clone(),
+                set_by("XERO_AUTH_STATE_DIR"),
+            ),
+        ];
+        for f in &self.files {
+            let Err(why) = &f.writable else { continue };
+            let what = format!("{} {}: {why}", f.label, f.path.display());
+            if f.label == "state" {
+                self.problems.push(Problem::other(
+                    what,
+                    "the refresh lock lives there: make the folder writable, or point \
+                     XERO_AUTH_STATE_DIR at one that is",
+                ));
+            } else {
+                self.warnings.push(Warning {
+                    what,
+                    fix: "`client set` and `tenants use` write the configuration: make the \
+                          folder writable, or point XERO_AUTH_CONFIG_DIR at one that is"
+                        .into(),
+                });
+            }
+        }
+    }
+
+    /// Whether the refresh lock can be trusted where it lives: the state folder and its lock
+    /// folder the user's alone (commands tighten a loose one of the user's, and refuse one that
+    /// another user owns or can write), on a file system whose locks exclude.
+    fn check_lock_folder(&mut self, ctx: &Context) {
+        let state = &ctx.paths.state_dir;
+        for folder in [state.clone(), RefreshLock::folder(&ctx.paths)] {
+            match folder_access(&folder) {
+                Ok(FolderAccess::Private) | Err(_) => {}
+                Ok(FolderAccess::Loose(mode)) => self.warnings.push(Warning {
+                    what: format!(
+                        "the refresh lock's folder {} is open to other users (mode {mode:04o})",
+                        folder.display()
+                    ),
+                    fix: "the next command that takes the lock makes it 0700 (or run                           `chmod 700` on it now)"
+                        .into(),
+                }),
+                Ok(FolderAccess::Shared(why)) => self.problems.push(Problem::other(
+                    format!(
+                        "the refresh lock's folder {} cannot be used: {why}; another user could                          hold the lock for ever or plant a link in it",
+                        folder.display()
+                    ),
+                    "point XERO_AUTH_STATE_DIR at a folder only you can write",
+                )),
+            }
+        }
+        if let Some(filesystem) = untrusted_lock_filesystem(nearest_existing(state)) {
+            self.warnings.push(Warning {
+                what: format!(
+                    "the state folder {} is on {filesystem}: whether the refresh lock there \
+                     excludes other processes is up to the {filesystem} server or daemon (NFS \
+                     mounted `nolock` keeps locks on each machine only), so two refreshes could \
+                     spend the same single-use refresh token",
+                    state.display()
+                ),
+                fix: "point XERO_AUTH_STATE_DIR at a folder on a local disk, the same one for \
+                      every program of this machine that uses these tokens; never share one \
+                      profile's tokens between machines"
+                    .into(),
+            });
+        }
+    }
+
+    /// A system clock outside any plausible time.
+    fn check_clock(&mut self) {
+        if !self.clock.plausible() {
+            self.problems.push(Problem::other(
+                format!(
+                    "the system clock says {}, which cannot be right: token expiry is computed \
+                     from it",
+                    format_time(self.clock.now)
+                ),
+                "set the clock (e.g. `timedatectl set-ntp true`) and run the command again",
+            ));
+        }
+    }
+
+    /// What each profile has stored: looked up, never read.
+    async fn check_contents(&mut self, ctx: &Context) {
+        for p in &mut self.profiles {
+            let Ok(profile) = &p.resolved else { continue };
+            if let Some(failure) = &p.store_failure {
+                let why = format!("not checked: the store is unavailable ({})", failure.cause);
+                p.client_secret = Presence::Unknown(why.clone());
+                p.token_set = Presence::Unknown(why);
+                continue;
+            }
+            let store = ctx.store(&bounded(profile));
+            let mut lookup_failure = None;
+            for (account, found) in [
+                (client_secret_account(&p.name), &mut p.client_secret),
+                (token_set_account(&p.name), &mut p.token_set),
+            ] {
+                *found = match store.contains(&account).await {
+                    Ok(true) => Presence::Stored,
+                    Ok(false) => Presence::Missing,
+                    Err(e) => {
+                        let mut failure = store_failure(e);
+                        failure.cause =
+                            format!("looking up the profile's entries: {}", failure.cause);
+                        let why = format!("unknown: {}", failure.cause);
+                        lookup_failure.get_or_insert(failure);
+                        Presence::Unknown(why)
+                    }
+                };
+            }
+            if let Some(failure) = lookup_failure {
+                self.problems.push(Problem::store(
+                    profile.store.name(),
+                    &store.describe(),
+                    std::slice::from_ref(&p.name),
+                    &failure,
+                ));
+                p.store_failure = Some(failure);
+            }
+            if profile.client_id.is_none() {
+                self.problems.push(Problem::nothing(
+                    &p.name,
+                    "client id",
+                    "run `xero-auth client set --client-id ID` with the id from developer.xero.com \
+                     (or pick another profile with --profile NAME)",
+                ));
+            }
+            if p.token_set == Presence::Missing {
+                self.problems.push(Problem::nothing(
+                    &p.name,
+                    "token set",
+                    "run `xero-auth login`, or `xero-auth import FILE` to move a token file into \
+                     the keychain (or pick another profile with --profile NAME)",
+                ));
+            }
+        }
+    }
+
+    /// One probe per endpoint origin, all at once; the first `Date` heard is compared with the
+    /// system clock.
+    async fn check_endpoints(&mut self, ctx: &Context) {
+        let env = |key: &str| (ctx.env)(key).filter(|v| !v.is_empty());
+        self.endpoints = probe_endpoints(&self.profiles, &env).await;
+        for e in &self.endpoints {
+            let cause = match &e.answer {
+                Answer::Failed { cause } => cause.clone(),
+                Answer::Http { status, .. } if *status >= 500 => format!("HTTP {status}"),
+                Answer::Http { .. } => continue,
+            };
+            let fix = match e.answer {
+                Answer::Failed { .. } => unreachable_fix(e),
+                Answer::Http { .. } => "the server answers but fails: try again later".into(),
+            };
+            self.problems.push(Problem::unreachable(
+                e.url.as_str(),
+                &e.uses_phrase(),
+                cause,
+                fix,
+            ));
+        }
+
+        self.clock.server = self.endpoints.iter().find_map(|e| match e.answer {
+            Answer::Http { date: Some(d), .. } => Some((e.origin.clone(), d)),
+            _ => None,
+        });
+        if let (Some(skew), Some((origin, _))) = (self.clock.skew(), &self.clock.server)
+            && skew.abs() > MAX_SKEW_SECS
+        {
+            self.warnings.push(Warning {
+                what: format!(
+                    "the system clock is {} {} {origin}'s (its Date header)",
+                    format_span(skew.abs()),
+                    if skew > 0 { "ahead of" } else { "behind" }
+                ),
+                fix: "token lifetimes are counted on this clock: turn on time synchronisation \
+                      (e.g. `timedatectl set-ntp true`)"
+                    .into(),
+            });
+        }
+    }
+}
+
+/// The profiles to check: the selected one first, then the configuration's.
+fn profile_checks(ctx: &Context) -> Vec<ProfileCheck> {
+    let configured = ctx.config.profile_names();
+    let mut names = vec![ctx.profile_name.clone()];
+    for name in &configured {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| ProfileCheck {
+            selected: name == ctx.profile_name,
+            configured: configured.contains(&name),
+            resolved: ctx
+                .config
+                .profile(&name, &*ctx.env)
+                .map_err(|e| e.to_string()),
+            store_failure: None,
+            client_secret: Presence::Unknown("not checked".into()),
+            token_set: Presence::Unknown("not checked".into()),
+            name,
+        })
+        .collect()
+}
+
+/// A store call's error as a cause and a fix.
+fn store_failure(err: Error) -> StoreFailure {
+    match err {
+        Error::StoreUnavailable { cause, fix, .. } => StoreFailure { cause, fix },
+        other => StoreFailure {
+            cause: other.to_string(),
+            fix: "run `xero-auth status` for the full error; see docs/troubleshooting.md".into(),
+        },
+    }
+}
+
+/// A copy of `profile` whose store calls give up after [`MAX_WAIT`] at most.
+fn bounded(profile: &Profile) -> Profile {
+    let mut p = profile.clone();
+    p.store_timeout = p.store_timeout.min(MAX_WAIT);
+    p
+}
+
+/// Opening a file of the file store costs a scrypt run (a second or more on a slow machine):
+/// its check gets at least this long.
+const MIN_FILE_WAIT: Duration = Duration::from_secs(20);
+
+/// The keychains this build has for the operating system it runs on (the file store, which
+/// every system has, is checked on its own).
+fn stores_of_this_os() -> Vec<StoreKind> {
+    if cfg!(target_os = "linux") {
+        vec![StoreKind::SecretService, StoreKind::Keyutils]
+    } else if cfg!(target_os = "macos") {
+        vec![StoreKind::Keychain]
+    } else if cfg!(target_os = "windows") {
+        vec![StoreKind::CredentialManager]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Reads an entry no profile has, off the runtime and bounded in time. For the Secret Service
+/// the session bus is asked first, so the answer names the bus, the service and the keyring.
+async fn probe_store(
+    kind: StoreKind,
+    env: &dyn Fn(&str) -> Option<String>,
+    wait: Duration,
+) -> std::result::Result<String, StoreFailure> {
+    let bus = env("DBUS_SESSION_BUS_ADDRESS");
+    let runtime_dir = env("XDG_RUNTIME_DIR");
+    bounded_check(
+        wait,
+        "the store may be waiting for an unlock prompt nobody sees, or its daemon hangs: \
+         unlock it or restart it",
+        move || probe_store_blocking(kind, bus, runtime_dir),
+    )
+    .await
+}
+
+/// Runs a store check off the runtime; after `wait` it is reported as hanging, with `hang_fix`.
+async fn bounded_check(
+    wait: Duration,
+    hang_fix: &str,
+    check: impl FnOnce() -> std::result::Result<String, StoreFailure> + Send + 'static,
+) -> std::result::Result<String, StoreFailure> {
+    match tokio::time::timeout(
+        wait,
+        tokio::task::spawn_blocking(|| crate::stack::scrubbed(check)),
+    )
+    .await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(join)) => Err(StoreFailure {
+            cause: format!("the check failed unexpectedly ({join})"),
+            fix: "run `xero-auth doctor -vvv` and report it".into(),
+        }),
+        Err(_) => Err(StoreFailure {
+            cause: format!("no answer within {} s", wait.as_secs()),
+            fix: hang_fix.into(),
+        }),
+    }
+}
+
+fn probe_store_blocking(
+    kind: StoreKind,
+    bus: Option<String>,
+    runtime_dir: Option<String>,
+) -> std::result::Result<String, StoreFailure> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::probe(kind, bus.as_deref(), runtime_dir.as_deref())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (bus, runtime_dir);
+        Keychain::new(kind)
+            .get(PROBE_ACCOUNT)
+            .map(|_| "reachable".to_string())
+    }
+}
+
+/// Checks that files can be created where the tool needs them: a probe file is created and
+/// removed at once in the folder, or in its nearest existing parent when it is not there yet.
+fn check_path(label: &'static str, path: PathBuf, source: Option<&'static str>) -> PathCheck {
+    let exists = path.exists();
+    let folder = if label == "config" {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        path.clone()
+    };
+    let at = nearest_existing(&folder);
+    let writable = probe_writable(at)
+        .map(|()| at.to_path_buf())
+        .map_err(|e| format!("cannot create a file in {}: {e}", at.display()));
+    PathCheck {
+        label,
+        path,
+        source,
+        exists,
+        writable,
+    }
+}
+
+/// `folder`, or its nearest parent that exists.
+fn nearest_existing(folder: &Path) -> &Path {
+    let mut at = folder;
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    at
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".xero-auth-doctor-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_that_is_not_there_is_checked_at_its_nearest_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = check_path("state", dir.path().join("a/b"), None);
+        assert!(!check.exists);
+        assert_eq!(check.writable.unwrap(), dir.path());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe file is removed"
+        );
+    }
+}
