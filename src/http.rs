@@ -73,6 +73,15 @@ pub async fn read_body(
     Ok(buf)
 }
 
+/// A URL as messages show it: without user info and query, which may carry credentials or data.
+pub fn shown(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
+}
+
 /// A short description of a transport error for messages: the kind and the endpoint, never a
 /// URL query (reqwest's own `Display` can include the URL).
 pub fn describe_transport(err: &reqwest::Error) -> String {

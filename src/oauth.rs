@@ -187,18 +187,27 @@ pub fn take_token(
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => {
             let s = crate::secret::Zeroizing::new(s);
-            if s.is_empty() {
-                Err(format!("{field} is empty"))
-            } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                Err(format!("{field} contains whitespace or control characters"))
-            } else {
-                Ok(Some(crate::secret::secret_from_str(&s)))
-            }
+            check_token_text(&s, field)?;
+            Ok(Some(crate::secret::secret_from_str(&s)))
         }
         Some(mut other) => {
             wipe_value(&mut other);
             Err(format!("{field} is not a string"))
         }
+    }
+}
+
+/// What every token must be, wherever it comes from (a server, a file, the keychain): a
+/// non-empty word without whitespace or control characters, so that it can only ever be one
+/// header value, one form field, one environment variable. The error names the field, never the
+/// value.
+pub fn check_token_text(token: &str, field: &str) -> Result<(), String> {
+    if token.is_empty() {
+        Err(format!("{field} is empty"))
+    } else if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("{field} contains whitespace or control characters"))
+    } else {
+        Ok(())
     }
 }
 

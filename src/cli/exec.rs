@@ -37,7 +37,12 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         .with_tenant(args.tenant.clone())
         .with_margin(args.min_valid);
     let token = session.access_token().await?;
-    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    // clap requires a command; a library caller may build the arguments by hand.
+    let Some((program, rest)) = args.command.split_first() else {
+        return Err(Error::InvalidInput(
+            "give the command to run: `xero-auth exec -- CMD [ARGS…]`".into(),
+        ));
+    };
     let mut command = std::process::Command::new(program);
     command
         .args(rest)
