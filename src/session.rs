@@ -286,7 +286,7 @@ impl Session {
             let url = req.url().clone();
             let method = req.method().clone();
             let response = client.execute(req).await.map_err(|e| Error::Temporary {
-                what: format!("{method} {}", crate::http::shown(&url)),
+                what: format!("{method} {}", crate::config::shown(&url)),
                 cause: crate::http::describe_transport(&e),
                 hint: None,
             })?;
@@ -307,7 +307,7 @@ impl Session {
                     // Saturating: Retry-After is the server's number, up to u64::MAX seconds.
                     if waited.saturating_add(retry_after) > self.max_wait {
                         return Err(Error::Temporary {
-                            what: format!("{method} {}", crate::http::shown(&url)),
+                            what: format!("{method} {}", crate::config::shown(&url)),
                             cause: format!(
                                 "HTTP 429 Too Many Requests, Retry-After {} s",
                                 retry_after.as_secs()

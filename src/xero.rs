@@ -42,7 +42,7 @@ pub fn check_bearer_target(endpoints: &Endpoints, url: &Url) -> std::result::Res
             connections.ascii_serialization()
         )
     };
-    let shown = http::shown(url);
+    let shown = crate::config::shown(url);
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "is {shown}, with a user name or password in it; xero-auth sends the access token \

@@ -354,3 +354,42 @@ fn plain_http_endpoint_off_loopback_is_refused_before_any_request() {
         .stderr(predicates::str::contains("XERO_AUTH_TOKEN_URL"))
         .stderr(predicates::str::contains("https://"));
 }
+
+/// With the environment's proxy variables set and one endpoint off loopback (the authorize URL
+/// stays Xero's), every loopback endpoint is still reached directly: the refresh (Basic
+/// credential, refresh token), the API call (bearer token) and the revocation never cross the
+/// proxy, where they would travel in cleartext. The proxy here is a listener that must see
+/// nothing.
+#[test]
+fn loopback_endpoints_never_go_through_the_environment_proxy() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = imported_profile(&fake, "proxy", DAY);
+    let proxy = Tripwire::start();
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.set_env(var, &format!("http://{}", proxy.authority()));
+    }
+    // Whatever the machine running the tests says: no exceptions.
+    env.set_env("NO_PROXY", "");
+    env.set_env("no_proxy", "");
+    env.set_env(
+        "XERO_AUTH_AUTHORIZE_URL",
+        "https://login.xero.com/identity/connect/authorize",
+    );
+
+    env.ok(&["token"]);
+    env.ok(&["api", "connections"]);
+    env.ok(&["tenants"]);
+    env.ok(&["logout"]);
+
+    assert_eq!(proxy.seen(), Vec::<String>::new(), "the proxy saw nothing");
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    assert_eq!(fake.count(Counter::Revocation), 1);
+}
