@@ -67,6 +67,53 @@ fn import_remove_deletes_the_file_once_the_keychain_holds_the_tokens() {
     assert!(via_secret_tool.contains(&tokens.refresh_token));
 }
 
+/// `--remove` on a symbolic link used to delete the link, leave the plaintext file it pointed
+/// to, and say the tokens were "now only in the keychain". It is refused before anything is
+/// stored, naming the file the link points to; without `--remove` the link imports as before.
+#[test]
+fn import_remove_of_a_symbolic_link_is_refused_naming_the_target_and_changes_nothing() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-link");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let target = env.write_token_file(&tokens, Duration::from_secs(60));
+    let link = env.dir.path().join("tokens-link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    env.cmd(&["import", "--remove", link.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("symbolic link"))
+        .stderr(predicates::str::contains(target.to_str().unwrap()))
+        .stderr(predicates::str::contains("Nothing was stored or deleted"));
+    assert!(target.exists() && link.symlink_metadata().is_ok());
+    assert!(env.stored_raw().is_none(), "nothing stored");
+
+    env.ok(&["import", link.to_str().unwrap()]);
+    assert_eq!(env.stored_refresh_token(), tokens.refresh_token);
+}
+
+/// A file with a second name (a hard link) keeps its tokens under that name when one is
+/// deleted: `--remove` refuses rather than claim the tokens are gone from disk.
+#[test]
+fn import_remove_of_a_file_with_another_name_is_refused() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-hardlink");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+    let other = env.dir.path().join("backup-name.json");
+    std::fs::hard_link(&file, &other).unwrap();
+
+    env.cmd(&["import", "--remove", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("2 names"))
+        .stderr(predicates::str::contains("Nothing was stored or deleted"));
+    assert!(file.exists() && other.exists());
+    assert!(env.stored_raw().is_none(), "nothing stored");
+}
+
 #[test]
 fn import_refuses_to_replace_a_stored_token_set_without_force() {
     require_keychain!();
