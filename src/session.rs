@@ -456,9 +456,34 @@ impl Session {
         let app = self.app_credentials().await?;
         // Keep the earliest unsaved send: Xero's grace window runs from the token's first use.
         let unsaved_before = lock.unsaved_refresh_sent_at();
-        lock.note_refresh_sent(unsaved_before.unwrap_or_else(|| self.now()));
+        let first_sent = unsaved_before.unwrap_or_else(|| self.now());
+        lock.note_refresh_sent(first_sent);
+        let rotating = current.refresh_token.is_some();
         let response = match self.post_refresh(&app, &current).await {
             Ok(response) => response,
+            // A refresh that may have reached Xero leaves the stored refresh token usable only
+            // inside the grace window from its first use: the message says until when, rather
+            // than that the stored tokens "stay usable".
+            Err(Error::Unconfirmed { what, cause, .. }) if rotating => {
+                return Err(Error::Unconfirmed {
+                    what,
+                    cause,
+                    first_sent: Some(first_sent),
+                });
+            }
+            // This run's request certainly did nothing, but an earlier run's may have.
+            Err(Error::Temporary { what, cause, .. }) if rotating && unsaved_before.is_some() => {
+                return Err(Error::Unconfirmed {
+                    what,
+                    cause,
+                    first_sent: Some(first_sent),
+                });
+            }
+            Err(e @ Error::Temporary { .. }) => {
+                // Nothing reached Xero: there is no unsaved refresh to remember.
+                lock.note_saved();
+                return Err(e);
+            }
             // The stored refresh token was refused, and an earlier run had sent a refresh it
             // never saved: that run most likely spent the token, and the grace window in which
             // it could be retried is over. Say so, rather than guess.
@@ -654,13 +679,28 @@ impl Session {
         let endpoint = url.to_string();
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
+        // Whether any attempt may have been carried out: then the last failure cannot say
+        // that nothing happened at Xero.
+        let mut any_lost = false;
         loop {
             tracing::debug!(%endpoint, attempt, "{what}");
             match send(http).await {
                 Ok(answer) => return Ok(answer),
-                Err(TokenError::Temporary { cause, retry_after }) => {
+                Err(TokenError::Temporary {
+                    cause,
+                    retry_after,
+                    answer_lost,
+                }) => {
+                    any_lost |= answer_lost;
                     let wait = retry_after.unwrap_or(backoff);
                     if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
+                        if any_lost {
+                            return Err(Error::Unconfirmed {
+                                what: format!("{what} at {endpoint}"),
+                                cause: format!("{cause}; {attempt} attempts"),
+                                first_sent: None,
+                            });
+                        }
                         let hint = match retry_after {
                             Some(w) => format!("Xero asked to wait {} s", w.as_secs()),
                             None => "the stored tokens were kept and stay usable".into(),
