@@ -59,7 +59,19 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        Err(failed(command.exec()))
+        // The command runs with the caller's core-size limits, not the ones xero-auth set for
+        // itself (hardening.rs).
+        // SAFETY: the hook makes one async-signal-safe system call and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                crate::hardening::restore_for_child();
+                Ok(())
+            });
+        }
+        let failed_exec = command.exec();
+        // Still this process: keep refusing core dumps while it reports the failure.
+        crate::hardening::reapply_after_failed_exec();
+        Err(failed(failed_exec))
     }
     #[cfg(not(unix))]
     {
