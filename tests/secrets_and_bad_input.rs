@@ -130,6 +130,52 @@ fn no_secret_in_any_output_even_at_trace_level() {
     );
 }
 
+/// "Logs record only this tool's own events": at `-vvv`, and with `RUST_LOG=trace`, every log
+/// line's target is one of xero-auth's own modules. The HTTP client (hyper-util) and the D-Bus
+/// client (zbus) log through `tracing` too, and their events used to appear from `-vv` on.
+#[test]
+fn trace_output_holds_only_this_tools_own_events() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "own-events", Duration::from_secs(86_400));
+    fake.expire_access_tokens();
+    let mut events = 0;
+    for (args, rust_log) in [
+        (&["-vvv", "refresh"][..], None),
+        (&["-vvv", "api", "api.xro/2.0/Organisation"], None),
+        (&["-vvv", "tenants"], None),
+        (&["status"], Some("trace")),
+        (&["-vv", "token"], Some("trace,xero_auth=trace")),
+    ] {
+        let mut cmd = env.cmd(args);
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let mut words = line.split_whitespace();
+            if !matches!(
+                words.next(),
+                Some("TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+            ) {
+                continue;
+            }
+            events += 1;
+            let target = words.next().unwrap_or("");
+            assert!(
+                target.starts_with("xero_auth:") || target.starts_with("xero_auth::"),
+                "{args:?} logged another crate's event: {line}"
+            );
+        }
+    }
+    // The refresh logs what it does (the request, the stored result).
+    assert!(
+        events >= 2,
+        "the runs logged events of their own ({events})"
+    );
+}
+
 /// Each bad file gets exit 1 and a message naming the problem; the file and the keychain stay.
 #[test]
 fn bad_token_files_leave_file_and_keychain_untouched() {

@@ -27,13 +27,13 @@ pub struct ImportArgs {
 
 /// Reads the file, stores its token set, reads it back, and only then deletes the file.
 pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
+    let imported = read_token_file(&args.file)?;
     // What `--remove` will delete is settled before anything is stored.
     let to_remove = if args.remove {
         Some(removable(&args.file)?)
     } else {
         None
     };
-    let imported = read_token_file(&args.file)?;
     let session = ctx.session()?;
     let profile = session.profile().name.clone();
 
