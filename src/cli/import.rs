@@ -65,8 +65,18 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     lock.note_saved();
     crash_point("import-stored");
 
-    // Read back before touching the file: the keychain, not our memory, must hold the token.
-    let back = session.stored_token_set().await?;
+    // Read back before touching the file: the keychain, not our memory, must hold the token —
+    // nor a cache of what this process wrote (the file store keeps one).
+    session.store().forget_cached();
+    let kept = |e: Error| match e {
+        Error::StoreUnavailable { store, cause, fix } => Error::StoreUnavailable {
+            store,
+            cause: format!("reading the token set back failed: {cause}"),
+            fix: format!("{fix}; the token file {} was kept", args.file.display()),
+        },
+        other => other,
+    };
+    let back = session.stored_token_set().await.map_err(kept)?;
     let matches = back.as_ref().is_some_and(|b| {
         b.refresh_token.as_ref().map(|t| t.expose_secret())
             == imported.refresh_token.as_ref().map(|t| t.expose_secret())

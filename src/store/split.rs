@@ -350,6 +350,10 @@ impl super::SecretStore for EntryLimit {
         Some(self.limit)
     }
 
+    fn forget_cached(&self) {
+        self.inner.forget_cached();
+    }
+
     fn interactive(&self) -> bool {
         self.inner.interactive()
     }
