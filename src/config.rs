@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml_edit::{DocumentMut, Item, Table, Value};
+use toml_edit::{Document, DocumentMut, Item, Table, Value};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -186,6 +186,29 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
     ("api_url", "XERO_AUTH_API_URL", "https://api.xero.com/"),
 ];
 
+/// The table inside a profile that holds its API limits (`[profiles.NAME.limits]`).
+const LIMITS_TABLE: &str = "limits";
+
+/// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
+const SETTING_KEYS: [&str; 8] = [
+    "client_id",
+    "scopes",
+    "redirect_uri",
+    "default_tenant",
+    "store",
+    "file_work_factor",
+    "http_timeout",
+    "store_timeout",
+];
+
+/// Every key a `[profiles.NAME]` table may hold: what [`Config::profile`] reads, what
+/// `xero-auth config set` accepts, and what the unknown-key warning compares with.
+pub fn profile_keys() -> impl Iterator<Item = &'static str> {
+    SETTING_KEYS
+        .into_iter()
+        .chain(ENDPOINTS.iter().map(|(key, _, _)| *key))
+}
+
 /// One profile, resolved: config values with environment overrides and defaults applied.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -210,6 +233,67 @@ pub struct Profile {
     /// The file store's scrypt work factor (log2 of N) for new files
     /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
     pub file_work_factor: u8,
+    /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
+    pub rate_limits: RateLimits,
+}
+
+/// Xero's API limits for one app, which every request sent through a session keeps before
+/// Xero has to refuse it (`[profiles.NAME.limits]`; defaults are Xero's published limits,
+/// which Xero raises for some partners).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    /// False for a program that does its own limiting (`enabled = false`, or
+    /// `XERO_AUTH_LIMITS=off`).
+    pub enabled: bool,
+    /// Requests in progress at once per connected organisation (5).
+    pub concurrent: u32,
+    /// Requests per minute per organisation (60).
+    pub per_minute: u32,
+    /// Requests per rolling 24 hours per organisation (5,000).
+    pub per_day: u32,
+    /// Requests per minute for the app across organisations (10,000).
+    pub app_per_minute: u32,
+    /// The length of Xero's "minute". Always 60 s against Xero; a test server can use a short
+    /// one (`window_secs`, `XERO_AUTH_LIMIT_WINDOW`) so that tests do not take minutes.
+    pub window: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            concurrent: 5,
+            per_minute: 60,
+            per_day: 5_000,
+            app_per_minute: 10_000,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Profile {
+    /// The value in effect for `key` (one of [`profile_keys`]), as `config.toml` would spell it;
+    /// `None` when it has none (no client id, no default tenant, no scopes).
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        let secs = |d: Duration| d.as_secs_f64().to_string();
+        let e = &self.endpoints;
+        match key {
+            "client_id" => self.client_id.clone(),
+            "scopes" => (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
+            "redirect_uri" => Some(self.redirect_uri.clone()),
+            "default_tenant" => self.default_tenant.clone(),
+            "store" => Some(self.store.name().to_string()),
+            "file_work_factor" => Some(self.file_work_factor.to_string()),
+            "http_timeout" => Some(secs(self.http_timeout)),
+            "store_timeout" => Some(secs(self.store_timeout)),
+            "authorize_url" => Some(e.authorize.to_string()),
+            "token_url" => Some(e.token.to_string()),
+            "revocation_url" => Some(e.revocation.to_string()),
+            "connections_url" => Some(e.connections.to_string()),
+            "api_url" => Some(e.api.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// The configuration file, kept as a document so that writes preserve the user's comments.
@@ -217,6 +301,10 @@ pub struct Profile {
 pub struct Config {
     path: PathBuf,
     doc: DocumentMut,
+    /// The file as it was read, with the byte positions of its keys and tables, to say where a
+    /// problem is (edits go to `doc`; this one is not changed).
+    read: Document<String>,
+    warnings: Vec<String>,
 }
 
 impl Config {
@@ -233,14 +321,100 @@ impl Config {
     /// Parses `text` as the configuration file at `path` (named in messages and used by
     /// [`Config::save`]; not read).
     pub fn from_str(path: &Path, text: &str) -> Result<Self> {
-        let doc = text.parse::<DocumentMut>().map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: format!("not valid TOML: {}", e.message()),
+        let read = Document::parse(text.to_string()).map_err(|e| {
+            let at = e.span().map(|span| line_and_column(text, span.start));
+            // The line itself, as a compiler shows it: the position alone is hard to count to.
+            let shown = at
+                .and_then(|(line, _)| Some((line, text.lines().nth(line - 1)?)))
+                .map(|(line, source)| format!("\n  {line} | {source}"))
+                .unwrap_or_default();
+            Error::Config {
+                path: path.to_path_buf(),
+                at,
+                message: format!("not valid TOML: {}{shown}", e.message().trim_end()),
+            }
         })?;
-        Ok(Config {
+        let mut config = Config {
             path: path.to_path_buf(),
-            doc,
-        })
+            doc: read.clone().into_mut(),
+            read,
+            warnings: Vec::new(),
+        };
+        config.warnings = config.unknown_keys();
+        Ok(config)
+    }
+
+    /// What in the file is not read, said once each with the line and the name most likely
+    /// meant (`scope` → `scopes`, `[profile.x]` → `[profiles.x]`). Only warnings: the file may
+    /// have been written for a newer version, and everything else in it still works.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn unknown_keys(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut warn = |span: Option<std::ops::Range<usize>>, what: String| {
+            let line = span
+                .map(|s| format!(", line {}", line_and_column(self.read.raw(), s.start).0))
+                .unwrap_or_default();
+            found.push(format!("{}{line}: {what}", self.path.display()));
+        };
+        for (key, item) in self.read.as_table().iter() {
+            let span = self.read.as_table().key(key).and_then(|k| k.span());
+            if key == "profiles" {
+                let Some(profiles) = item.as_table() else {
+                    continue; // a type error, reported when profiles are read
+                };
+                for (name, profile) in profiles.iter() {
+                    let Some(table) = profile.as_table() else {
+                        continue;
+                    };
+                    for (k, _) in table.iter() {
+                        // `[profiles.NAME.limits]` is a table of its own, read by `rate_limits`.
+                        if k == LIMITS_TABLE || profile_keys().any(|known| known == k) {
+                            continue;
+                        }
+                        let meant = closest(k, profile_keys())
+                            .map(|m| format!(": did you mean `{m}`?"))
+                            .unwrap_or_default();
+                        let span = table.key(k).and_then(|k| k.span());
+                        warn(
+                            span,
+                            format!("unknown key `{k}` in [profiles.{name}], ignored{meant}"),
+                        );
+                    }
+                }
+            } else if profile_keys().any(|known| known == key) {
+                warn(
+                    span,
+                    format!(
+                        "`{key}` is outside any [profiles.NAME] table, ignored: put it under \
+                         [profiles.{DEFAULT_PROFILE}]"
+                    ),
+                );
+            } else {
+                let meant = closest(key, ["profiles"]);
+                match item.as_table() {
+                    // `[profile.default]`: name each table the way it was meant.
+                    Some(table) if table.iter().next().is_some() => {
+                        for (name, sub) in table.iter() {
+                            let span = sub.as_table().and_then(Table::span).or(span.clone());
+                            let hint = meant
+                                .map(|m| format!(": did you mean [{m}.{name}]?"))
+                                .unwrap_or_default();
+                            warn(span, format!("unknown table [{key}.{name}], ignored{hint}"));
+                        }
+                    }
+                    _ => {
+                        let hint = meant
+                            .map(|m| format!(": did you mean `{m}`?"))
+                            .unwrap_or_default();
+                        warn(span, format!("unknown key `{key}`, ignored{hint}"));
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The file this configuration came from.
@@ -257,19 +431,40 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// `profiles.NAME.KEY` as written in the file, if it is a value.
+    pub fn raw_value(&self, profile: &str, key: &str) -> Option<&Value> {
+        self.doc
+            .get("profiles")?
+            .as_table()?
+            .get(profile)?
+            .as_table()?
+            .get(key)?
+            .as_value()
+    }
+
+    /// Whether `config.toml` has a `[profiles.NAME]` table.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profile_names().iter().any(|n| n == name)
+    }
+
     fn profile_table(&self, name: &str) -> Result<Option<&Table>> {
         let Some(profiles) = self.doc.get("profiles") else {
             return Ok(None);
         };
-        let profiles = profiles
-            .as_table()
-            .ok_or_else(|| self.error("`profiles` must be a table of [profiles.NAME] tables"))?;
+        let profiles = profiles.as_table().ok_or_else(|| {
+            self.error(
+                &["profiles"],
+                "`profiles` must be a table of [profiles.NAME] tables",
+            )
+        })?;
         match profiles.get(name) {
             None => Ok(None),
-            Some(item) => item
-                .as_table()
-                .map(Some)
-                .ok_or_else(|| self.error(&format!("`profiles.{name}` must be a table"))),
+            Some(item) => item.as_table().map(Some).ok_or_else(|| {
+                self.error(
+                    &["profiles", name],
+                    &format!("`profiles.{name}` must be a table"),
+                )
+            }),
         }
     }
 
@@ -295,18 +490,122 @@ impl Config {
             None => Ok(DEFAULT_FILE_WORK_FACTOR),
             Some(item) => match item.as_integer() {
                 Some(n) if valid(n) => Ok(n as u8),
-                _ => Err(self.error(&format!(
-                    "`profiles.{name}.file_work_factor` must be a whole number from {lo} to {hi}"
-                ))),
+                _ => Err(self.error(
+                    &["profiles", name, "file_work_factor"],
+                    &format!(
+                        "`profiles.{name}.file_work_factor` must be a whole number from {lo} to {hi}"
+                    ),
+                )),
             },
         }
     }
 
-    fn error(&self, message: &str) -> Error {
+    /// `[profiles.NAME.limits]`: `enabled`, `concurrent`, `per_minute`, `per_day`,
+    /// `app_per_minute`, `window_secs`; `XERO_AUTH_LIMITS=off` and `XERO_AUTH_LIMIT_WINDOW`
+    /// override the first and the last.
+    fn rate_limits(
+        &self,
+        name: &str,
+        table: Option<&Table>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RateLimits> {
+        let mut limits = RateLimits::default();
+        let limits_table = match table.and_then(|t| t.get(LIMITS_TABLE)) {
+            None => None,
+            Some(item) => Some(item.as_table_like().ok_or_else(|| {
+                self.error(
+                    &["profiles", name, "limits"],
+                    &format!("`profiles.{name}.limits` must be a table"),
+                )
+            })?),
+        };
+        let key_error = |key: &str, what: &str| {
+            self.error(
+                &["profiles", name, "limits", key],
+                &format!("`profiles.{name}.limits.{key}` must be {what}"),
+            )
+        };
+        if let Some(t) = limits_table {
+            if let Some(item) = t.get("enabled") {
+                limits.enabled = item
+                    .as_bool()
+                    .ok_or_else(|| key_error("enabled", "true or false"))?;
+            }
+            for (key, field) in [
+                ("concurrent", &mut limits.concurrent),
+                ("per_minute", &mut limits.per_minute),
+                ("per_day", &mut limits.per_day),
+                ("app_per_minute", &mut limits.app_per_minute),
+            ] {
+                if let Some(item) = t.get(key) {
+                    *field = item
+                        .as_integer()
+                        .filter(|n| (1..=10_000_000).contains(n))
+                        .ok_or_else(|| key_error(key, "a whole number from 1 to 10000000"))?
+                        as u32;
+                }
+            }
+        }
+        let window_range = |s: &f64| (0.1..=3600.0).contains(s);
+        let window = match env("XERO_AUTH_LIMIT_WINDOW").filter(|v| !v.is_empty()) {
+            Some(v) => Some(v.trim().parse::<f64>().ok().filter(window_range).ok_or_else(
+                || {
+                    Error::InvalidInput(format!(
+                        "XERO_AUTH_LIMIT_WINDOW={v} is not a number of seconds between 0.1 and 3600"
+                    ))
+                },
+            )?),
+            None => match limits_table.and_then(|t| t.get("window_secs")) {
+                None => None,
+                Some(item) => Some(
+                    item.as_integer()
+                        .map(|i| i as f64)
+                        .or_else(|| item.as_float())
+                        .filter(window_range)
+                        .ok_or_else(|| {
+                            key_error("window_secs", "a number of seconds between 0.1 and 3600")
+                        })?,
+                ),
+            },
+        };
+        if let Some(secs) = window {
+            limits.window = Duration::from_secs_f64(secs);
+        }
+        match env("XERO_AUTH_LIMITS").filter(|v| !v.is_empty()).as_deref() {
+            None => {}
+            Some("off") => limits.enabled = false,
+            Some("on") => limits.enabled = true,
+            Some(v) => {
+                return Err(Error::InvalidInput(format!(
+                    "XERO_AUTH_LIMITS={v} is neither `on` nor `off`"
+                )));
+            }
+        }
+        Ok(limits)
+    }
+
+    /// A configuration error about the item at `keys` (placed in the file as it was read).
+    fn error(&self, keys: &[&str], message: &str) -> Error {
         Error::Config {
             path: self.path.clone(),
+            at: self.position(keys),
             message: message.to_string(),
         }
+    }
+
+    /// Line and column of the item at `keys` in the file as it was read: its key, or for a table
+    /// its header.
+    fn position(&self, keys: &[&str]) -> Option<(usize, usize)> {
+        let (last, parents) = keys.split_last()?;
+        let mut table = self.read.as_table();
+        for key in parents {
+            table = table.get(key)?.as_table()?;
+        }
+        let span = table
+            .key(last)
+            .and_then(|k| k.span())
+            .or_else(|| table.get(last)?.as_table()?.span())?;
+        Some(line_and_column(self.read.raw(), span.start))
     }
 
     /// Resolves profile `name`: the file's values, then the environment's overrides, then defaults.
@@ -317,7 +616,10 @@ impl Config {
             match table.and_then(|t| t.get(key)) {
                 None => Ok(None),
                 Some(item) => item.as_str().map(|s| Some(s.to_string())).ok_or_else(|| {
-                    self.error(&format!("`profiles.{name}.{key}` must be a string"))
+                    self.error(
+                        &["profiles", name, key],
+                        &format!("`profiles.{name}.{key}` must be a string"),
+                    )
                 }),
             }
         };
@@ -340,7 +642,7 @@ impl Config {
                         .or_else(|| item.as_float())
                         .filter(in_range)
                         .ok_or_else(|| {
-                            self.error(&format!(
+                            self.error(&["profiles", name, key], &format!(
                                 "`profiles.{name}.{key}` must be a number of seconds between 0.001 and 86400"
                             ))
                         })?,
@@ -372,9 +674,12 @@ impl Config {
         let scopes = match table.and_then(|t| t.get("scopes")) {
             None => Vec::new(),
             Some(item) => parse_scopes(item).ok_or_else(|| {
-                self.error(&format!(
-                    "`profiles.{name}.scopes` must be a space-separated string or an array of strings"
-                ))
+                self.error(
+                    &["profiles", name, "scopes"],
+                    &format!(
+                        "`profiles.{name}.scopes` must be a space-separated string or an array of strings"
+                    ),
+                )
             })?,
         };
 
@@ -409,11 +714,12 @@ impl Config {
             http_timeout: get_secs("http_timeout", "XERO_AUTH_HTTP_TIMEOUT", 30)?,
             store_timeout: get_secs("store_timeout", "XERO_AUTH_STORE_TIMEOUT", 30)?,
             file_work_factor: self.file_work_factor(name, table, env)?,
+            rate_limits: self.rate_limits(name, table, env)?,
         })
     }
 
-    /// Sets `profiles.NAME.KEY` to a string (creating the profile), keeping everything else.
-    pub fn set(&mut self, profile: &str, key: &str, value: &str) -> Result<()> {
+    /// Sets `profiles.NAME.KEY` (creating the profile), keeping everything else.
+    pub fn set(&mut self, profile: &str, key: &str, value: impl Into<Value>) -> Result<()> {
         validate_profile_name(profile)?;
         self.profile_table(profile)?; // type-check what is there before changing it
         let profiles = self.doc.entry("profiles").or_insert_with(|| {
@@ -428,8 +734,58 @@ impl Config {
             .or_insert_with(|| Item::Table(Table::new()))
             .as_table_mut()
             .expect("checked above");
-        table[key] = Item::Value(Value::from(value));
+        let mut value = value.into();
+        // A value replaced in place keeps what surrounds it: a comment after it, the line break.
+        if let Some(old) = table.get(key).and_then(Item::as_value) {
+            *value.decor_mut() = old.decor().clone();
+        }
+        table[key] = Item::Value(value);
         Ok(())
+    }
+
+    /// Sets `profiles.NAME.KEY` from text as a person types it (`xero-auth config set`): KEY
+    /// must be one of [`profile_keys`], the text becomes the TOML type the key is read as when
+    /// it parses as one, and the profile must then resolve — through the same code every command
+    /// reads it with, environment aside — or nothing is changed and that code's message is the
+    /// error.
+    pub fn set_checked(&mut self, profile: &str, key: &str, text: &str) -> Result<()> {
+        if !profile_keys().any(|k| k == key) {
+            let meant = closest(key, profile_keys())
+                .map(|m| format!("did you mean `{m}`? "))
+                .unwrap_or_default();
+            return Err(Error::InvalidInput(format!(
+                "unknown key `{key}`: {meant}the keys are {}",
+                profile_keys().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let value = match key {
+            "file_work_factor" => text.parse::<i64>().map(Value::from).ok(),
+            "http_timeout" | "store_timeout" => (text.parse::<i64>().map(Value::from).ok())
+                .or_else(|| text.parse::<f64>().ok().map(Value::from)),
+            _ => None,
+        }
+        .unwrap_or_else(|| Value::from(text));
+        let before = self.doc.clone();
+        self.set(profile, key, value)?;
+        let checked = self.checked(profile);
+        if checked.is_err() {
+            self.doc = before;
+        }
+        checked
+    }
+
+    /// Resolves `profile` from the document as it is now, without the environment's overrides,
+    /// which would hide the file's values.
+    fn checked(&self, profile: &str) -> Result<()> {
+        // Positions stay the file's as read: an edited key is still on its line, a new one has
+        // none.
+        let edited = Config {
+            path: self.path.clone(),
+            read: self.read.clone(),
+            doc: self.doc.clone(),
+            warnings: Vec::new(),
+        };
+        edited.profile(profile, &|_| None).map(|_| ())
     }
 
     /// Removes `profiles.NAME.KEY`; true when it was there.
@@ -464,6 +820,21 @@ impl Config {
     }
 }
 
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    // The parser's offset, moved back to a character boundary: slicing elsewhere would panic.
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
 /// Creates a folder (and its parents) readable by the user alone.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -476,6 +847,20 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     builder
         .create(dir)
         .map_err(|e| Error::io("cannot create the folder", dir, e))
+}
+
+/// The candidate closest to `word` when it is close enough to be what was meant: a typo or two
+/// away, or `word` cut short or run on (`scope` for `scopes`, `redirect` for `redirect_uri`).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (strsim::levenshtein(word, c), c))
+        .filter(|(distance, c)| {
+            *distance <= 2 || (word.len() >= 4 && (c.starts_with(word) || word.starts_with(c)))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
 }
 
 /// Profile names become keychain account names and file names: keep them plain.
@@ -693,6 +1078,67 @@ http_timeout = 5
             .profile("default", &env(&[("XERO_AUTH_HTTP_TIMEOUT", "5e-10")]))
             .unwrap_err();
         assert!(err.to_string().contains("XERO_AUTH_HTTP_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn the_closest_name_is_suggested_only_when_close() {
+        let keys = || profile_keys();
+        assert_eq!(closest("scope", keys()), Some("scopes"));
+        assert_eq!(closest("client-id", keys()), Some("client_id"));
+        assert_eq!(closest("redirect", keys()), Some("redirect_uri"));
+        assert_eq!(closest("profile", ["profiles"]), Some("profiles"));
+        assert_eq!(closest("flavour", keys()), None);
+        assert_eq!(closest("prod", ["default", "imp"]), None);
+    }
+
+    /// The example in docs/configuration.md is read without a warning, and names every key the
+    /// reader knows: the list of keys and the documentation cannot drift apart.
+    #[test]
+    fn the_documented_example_uses_every_key_and_only_known_ones() {
+        let doc = include_str!("../docs/configuration.md");
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in docs/configuration.md");
+        let (_d, config) = load(example);
+        assert_eq!(config.warnings(), &[] as &[String]);
+        for key in profile_keys() {
+            assert!(
+                example.contains(&format!("\n{key} = ")),
+                "docs/configuration.md's example lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_checked_refuses_what_the_reader_refuses_and_changes_nothing() {
+        let (_d, mut config) = load("[profiles.default]\nclient_id = \"A\" # mine\n");
+        let before = config.doc.to_string();
+        for (key, value) in [
+            ("store", "plaintext"),
+            ("file_work_factor", "9"),
+            ("store_timeout", "0"),
+            ("api_url", "ftp://127.0.0.1/"),
+            ("scope", "openid"),
+        ] {
+            assert!(config.set_checked("default", key, value).is_err(), "{key}");
+            assert_eq!(config.doc.to_string(), before, "{key}");
+        }
+        config.set_checked("default", "client_id", "B").unwrap();
+        config
+            .set_checked("default", "store_timeout", "2.5")
+            .unwrap();
+        config
+            .set_checked("default", "file_work_factor", "12")
+            .unwrap();
+        assert_eq!(
+            config.doc.to_string(),
+            "[profiles.default]\nclient_id = \"B\" # mine\nstore_timeout = 2.5\nfile_work_factor = 12\n"
+        );
+        let p = config.profile("default", &env(&[])).unwrap();
+        assert_eq!(p.value_of("store_timeout").as_deref(), Some("2.5"));
+        assert_eq!(p.value_of("file_work_factor").as_deref(), Some("12"));
     }
 
     #[test]

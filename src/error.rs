@@ -24,6 +24,10 @@ pub enum ExitCode {
     StoreUnavailable = 5,
     /// A temporary failure (network, timeout, 5xx, 429); stored credentials are unchanged.
     Temporary = 6,
+    /// `exec`: the command was found but cannot be run (as a shell says it).
+    CommandNotExecutable = 126,
+    /// `exec`: the command was not found (as a shell says it).
+    CommandNotFound = 127,
 }
 
 /// Why Xero asked for a new authorisation.
@@ -47,6 +51,21 @@ pub enum Error {
         what: &'static str,
         /// What the user can do.
         hint: &'static str,
+    },
+
+    /// The selected profile is not in `config.toml`, and the command found something it needs
+    /// missing: most likely a mistyped `--profile` (exit 3, as for any profile with nothing
+    /// stored).
+    #[error("{}", unknown_profile_message(.profile, .config, .known, .suggestion.as_deref()))]
+    UnknownProfile {
+        /// The profile asked for.
+        profile: String,
+        /// The configuration file.
+        config: PathBuf,
+        /// The profiles the file has.
+        known: Vec<String>,
+        /// The one of them the name most likely meant.
+        suggestion: Option<String>,
     },
 
     /// Xero rejected the refresh token or the client: authorise again (exit 4).
@@ -121,6 +140,23 @@ pub enum Error {
         first_sent: Option<i64>,
     },
 
+    /// Xero's daily limit of API calls for an organisation is used up (exit 6, at once): a
+    /// program running a batch stops here instead of retrying until the day resets.
+    #[error(
+        "Xero's daily API limit for tenant {tenant} is used up ({per_day} calls per rolling 24 hours); \
+         calls are accepted again from {} — nothing was retried and nothing stored was changed; \
+         run the command again after that time",
+        crate::time::format_time(*.resets_at)
+    )]
+    DayLimit {
+        /// The tenant (organisation) whose day budget is spent.
+        tenant: String,
+        /// The calls a day allows (the profile's `limits.per_day`).
+        per_day: u32,
+        /// When Xero accepts calls again (Unix seconds; now plus Xero's `Retry-After`).
+        resets_at: i64,
+    },
+
     /// An OAuth error other than `invalid_grant` / `invalid_client` (exit 1).
     #[error("{endpoint} answered with error '{code}'{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     OAuth {
@@ -159,10 +195,13 @@ pub enum Error {
     },
 
     /// `config.toml` is not what the tool expects (exit 1).
-    #[error("configuration error in {}: {message}", .path.display())]
+    #[error("configuration error in {}{}: {message}", .path.display(),
+            .at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
     Config {
         /// The file concerned.
         path: PathBuf,
+        /// Line and column (from 1) of what is wrong, when known.
+        at: Option<(usize, usize)>,
         /// What is wrong.
         message: String,
     },
@@ -200,6 +239,18 @@ pub enum Error {
         secs: u64,
     },
 
+    /// `exec` could not start its command: exit 127 when it was not found, 126 when it was
+    /// found but cannot be run — a shell's and `env`'s codes, so a script can tell them from the
+    /// command's own failures.
+    #[error("cannot run '{program}': {source}{}", if .source.kind() == std::io::ErrorKind::NotFound { " (not found: check the name, or give its path)" } else { "" })]
+    CommandNotRun {
+        /// The command as given.
+        program: String,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A file-system error (exit 1).
     #[error("{what} {}: {source}", .path.display())]
     Io {
@@ -211,6 +262,39 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn unknown_profile_message(
+    profile: &str,
+    config: &std::path::Path,
+    known: &[String],
+    suggestion: Option<&str>,
+) -> String {
+    let flag = if profile == crate::config::DEFAULT_PROFILE {
+        String::new()
+    } else {
+        format!(" --profile {profile}")
+    };
+    let create = format!(
+        "`xero-auth client set{flag} --client-id ID`, then `xero-auth login{flag}` \
+         (or `xero-auth import{flag} FILE`)"
+    );
+    if known.is_empty() {
+        return format!(
+            "no profile '{profile}' in {}: no profiles are configured yet; start with {create} \
+             (docs/getting-started.md)",
+            config.display()
+        );
+    }
+    let meant = suggestion
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default();
+    format!(
+        "no profile '{profile}' in {}{meant}; profiles: {} — choose one with --profile NAME \
+         (or XERO_AUTH_PROFILE), or create '{profile}' with {create}",
+        config.display(),
+        known.join(", ")
+    )
 }
 
 fn reauth_message(
@@ -230,7 +314,7 @@ fn reauth_message(
              that time has passed (otherwise the token expired unused for 60 days or was revoked). \
              Nothing was deleted. Authorise again: `xero-auth login --profile {profile}` \
              (or `xero-auth import FILE --force`)",
-            crate::cli::format_time(sent_at)
+            crate::time::format_time(sent_at)
         ),
         (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \
@@ -258,8 +342,8 @@ fn unconfirmed_message(what: &str, cause: &str, first_sent: Option<i64>) -> Stri
              stored was changed: run the command again before then — a cron job or script should \
              retry within those 30 minutes, not wait for its next run. Past that time, if Xero \
              refuses the stored token, authorise again with `xero-auth login`",
-            crate::cli::format_time(sent.saturating_add(GRACE_SECS)),
-            crate::cli::format_time(sent)
+            crate::time::format_time(sent.saturating_add(GRACE_SECS)),
+            crate::time::format_time(sent)
         ),
         None => format!(
             "{what} failed ({cause}) after the request was sent, so it may have been carried out; \
@@ -272,14 +356,17 @@ impl Error {
     /// The exit status for this error: the one place errors become exit codes.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NothingStored { .. } => ExitCode::NothingStored,
+            Error::NothingStored { .. } | Error::UnknownProfile { .. } => ExitCode::NothingStored,
             Error::ReauthRequired { .. } | Error::AccessRefused { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
             }
-            Error::Temporary { .. } | Error::Unconfirmed { .. } | Error::LockTimeout { .. } => {
-                ExitCode::Temporary
-            }
+            Error::Temporary { .. }
+            | Error::Unconfirmed { .. }
+            | Error::LockTimeout { .. }
+            | Error::DayLimit { .. } => ExitCode::Temporary,
+            Error::CommandNotRun { .. } if self.not_found() => ExitCode::CommandNotFound,
+            Error::CommandNotRun { .. } => ExitCode::CommandNotExecutable,
             Error::OAuth { .. }
             | Error::Http { .. }
             | Error::Config { .. }
@@ -288,6 +375,11 @@ impl Error {
             | Error::StoredFormat { .. }
             | Error::Io { .. } => ExitCode::Failure,
         }
+    }
+
+    /// True for a [`Error::CommandNotRun`] whose command does not exist.
+    fn not_found(&self) -> bool {
+        matches!(self, Error::CommandNotRun { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// An I/O error on `path` while doing `what`.
@@ -337,5 +429,16 @@ mod tests {
         };
         assert_eq!(nothing.exit_code() as u8, 3);
         assert_eq!(Error::InvalidInput("x".into()).exit_code() as u8, 1);
+        let day = Error::DayLimit {
+            tenant: "t".into(),
+            per_day: 5000,
+            resets_at: 1_800_000_000,
+        };
+        assert_eq!(day.exit_code() as u8, 6);
+        let message = day.to_string();
+        assert!(
+            message.contains("5000 calls") && message.contains("2027-01-15T08:00:00Z"),
+            "{message}"
+        );
     }
 }

@@ -40,12 +40,14 @@ pub mod failpoints;
 pub mod hardening;
 pub mod http;
 pub mod import;
+pub mod limits;
 pub mod login;
 pub mod oauth;
 pub mod secret;
 pub mod session;
 pub mod stack;
 pub mod store;
+pub mod time;
 pub mod token_set;
 pub mod xero;
 

@@ -13,16 +13,6 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::secret::Zeroizing;
 
-/// `n` random bytes from the operating system, base64url without padding.
-pub fn random_urlsafe(n: usize) -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = Zeroizing::new(vec![0u8; n]);
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the operating system's random source works");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
-}
-
 /// A PKCE pair: the verifier stays here, the S256 challenge goes in the authorize URL.
 pub struct Pkce {
     /// The code verifier, sent with the code exchange.
@@ -34,7 +24,7 @@ pub struct Pkce {
 impl Pkce {
     /// A fresh pair: 32 random bytes make a 43-character verifier (RFC 7636, section 4.1).
     pub fn new() -> Self {
-        Self::from_verifier(random_urlsafe(32))
+        Self::from_verifier(crate::secret::random_urlsafe(32))
     }
 
     /// The pair for a given verifier.

@@ -49,6 +49,16 @@ pub fn read_bounded(
     Ok(Some(buf))
 }
 
+/// `n` random bytes from the operating system, base64url without padding.
+pub fn random_urlsafe(n: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = Zeroizing::new(vec![0u8; n]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
+}
+
 /// Checks a client secret or token typed or piped in: trims surrounding whitespace (a trailing
 /// newline from `echo` or a file) and refuses empty values and inner whitespace or control
 /// characters, which no Xero secret has and which mean the wrong thing was pasted.

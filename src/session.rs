@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use crate::config::{Paths, Profile, create_private_dir};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
+use crate::limits::{Answer, Limiter};
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, client_secret_account, split};
@@ -163,12 +164,16 @@ pub struct Session {
     margin_secs: i64,
     tenant: Option<String>,
     max_wait: Duration,
+    /// Xero's limits, kept before sending; `None` when the program keeps them itself.
+    limiter: Option<Limiter>,
 }
 
 impl Session {
     /// A session for `profile`, keeping secrets in `store`.
     pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
+        let limiter = Limiter::for_profile(&profile, &paths);
         Session {
+            limiter,
             tenant: profile.default_tenant.clone(),
             profile,
             paths,
@@ -209,7 +214,15 @@ impl Session {
 
     /// The longest total wait [`Session::send`] spends on `Retry-After` (default 60 s).
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        // At most a year: the deadline is computed from it (`--max-wait` takes any number).
+        self.max_wait = max_wait.min(Duration::from_secs(365 * 86_400));
+        self
+    }
+
+    /// Sends without keeping Xero's limits (concurrency, per-minute budgets): for a program
+    /// that does its own limiting. `Retry-After` on a 429 is still honoured.
+    pub fn without_rate_limits(mut self) -> Self {
+        self.limiter = None;
         self
     }
 
@@ -227,9 +240,14 @@ impl Session {
 
     /// Sends `request` with `Authorization: Bearer …`, `Xero-Tenant-Id` (unless the request
     /// sets it) and `Accept: application/json`. On a 401 it refreshes once (through the refresh
-    /// protocol) and retries once; a second 401 is returned as it is, never retried again. On a
-    /// 429 it waits `Retry-After` and retries, as long as the total wait stays within the
-    /// session's `max_wait`; beyond that it fails with [`Error::Temporary`] without waiting.
+    /// protocol) and retries once; a second 401 is returned as it is, never retried again.
+    ///
+    /// Xero's limits are kept before sending ([`crate::limits`]): at most N requests in
+    /// progress per tenant and the per-minute budgets, shared with every process of the user;
+    /// waiting for them counts in the session's `max_wait`. A 429 for the minute, app-minute
+    /// or concurrency limit waits `Retry-After` (within `max_wait`, else [`Error::Temporary`]
+    /// without waiting) and retries once; a 429 for the day limit is [`Error::DayLimit`] at
+    /// once, without a retry.
     ///
     /// The request body must be replayable (bytes, not a stream).
     ///
@@ -260,7 +278,9 @@ impl Session {
         let client = self.http().await?;
         let mut used = self.valid_token_set(self.margin_secs).await?;
         let mut refreshed = false;
-        let mut waited = Duration::ZERO;
+        let mut retried_429 = false;
+        // `max_wait` is at most a year (with_max_wait), so this cannot overflow.
+        let deadline = Instant::now() + self.max_wait;
         loop {
             let mut req = template.try_clone().ok_or_else(|| {
                 Error::InvalidInput(
@@ -285,42 +305,69 @@ impl Session {
             }
             let url = req.url().clone();
             let method = req.method().clone();
+            let tenant = req
+                .headers()
+                .get("xero-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let permit = match &self.limiter {
+                Some(limiter) => Some(limiter.admit(tenant.as_deref(), deadline).await?),
+                None => None,
+            };
             let response = client.execute(req).await.map_err(|e| Error::Temporary {
                 what: format!("{method} {}", crate::config::shown(&url)),
                 cause: crate::http::describe_transport(&e),
                 hint: None,
             })?;
+            let answer = Answer::new(response.status().as_u16(), response.headers());
+            if let Some(permit) = permit {
+                permit.answered(&answer)?;
+            }
             match response.status().as_u16() {
                 401 if !refreshed => {
                     tracing::info!(%url, "401 from the API: refreshing once and retrying");
                     refreshed = true;
                     used = self.refresh_with(Need::NewerThan(used)).await?.token_set;
                 }
+                429 if answer.is_day_limit() => {
+                    let after = answer.retry_after.unwrap_or(Duration::from_secs(86_400));
+                    return Err(Error::DayLimit {
+                        tenant: tenant.unwrap_or_default(),
+                        per_day: self.profile.rate_limits.per_day,
+                        resets_at: self
+                            .now()
+                            .saturating_add(i64::try_from(after.as_secs()).unwrap_or(i64::MAX)),
+                    });
+                }
                 429 => {
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                        .unwrap_or(Duration::from_secs(1));
-                    // Saturating: Retry-After is the server's number, up to u64::MAX seconds.
-                    if waited.saturating_add(retry_after) > self.max_wait {
-                        return Err(Error::Temporary {
-                            what: format!("{method} {}", crate::config::shown(&url)),
-                            cause: format!(
-                                "HTTP 429 Too Many Requests, Retry-After {} s",
-                                retry_after.as_secs()
-                            ),
-                            hint: Some(format!(
-                                "waiting longer than {} s in all was not allowed (--max-wait)",
-                                self.max_wait.as_secs()
-                            )),
-                        });
+                    let retry_after = answer.retry_after.unwrap_or(Duration::from_secs(1));
+                    let problem = answer.problem.as_deref().unwrap_or("unnamed");
+                    let refuse = |why: String| Error::Temporary {
+                        what: format!("{method} {}", crate::config::shown(&url)),
+                        cause: format!(
+                            "HTTP 429 Too Many Requests ({problem} limit), Retry-After {} s",
+                            retry_after.as_secs()
+                        ),
+                        hint: Some(why),
+                    };
+                    if retried_429 {
+                        return Err(refuse(
+                            "Xero refused the retry too; other programs of this app are using its limits".into(),
+                        ));
                     }
-                    tracing::warn!(%url, "429 from the API: waiting {} s", retry_after.as_secs());
+                    // Checked: Retry-After is the server's number, up to u64::MAX seconds.
+                    if Instant::now()
+                        .checked_add(retry_after)
+                        .is_none_or(|then| then > deadline)
+                    {
+                        return Err(refuse(format!(
+                            "waiting longer than {} s in all was not allowed (--max-wait)",
+                            self.max_wait.as_secs()
+                        )));
+                    }
+                    tracing::warn!(%url, "429 ({problem} limit) from the API: waiting {} s, then retrying once", retry_after.as_secs());
                     tokio::time::sleep(retry_after).await;
-                    waited += retry_after;
+                    retried_429 = true;
                 }
                 _ => return Ok(response),
             }
@@ -365,11 +412,29 @@ impl Session {
 
     /// The stored token set, or exit 3 when there is none.
     pub async fn require_token_set(&self) -> Result<TokenSet> {
-        self.stored_token_set().await?.ok_or_else(|| Error::NothingStored {
+        self.stored_token_set()
+            .await?
+            .ok_or_else(|| self.no_token_set())
+    }
+
+    /// Exit 3 unless a token set is stored, found by a lookup that reads no secret (and asks the
+    /// file store for no passphrase): for a command that would otherwise stop at something else
+    /// first — `api` at a missing tenant — when nothing it could do would work without tokens.
+    pub async fn require_token_set_stored(&self) -> Result<()> {
+        let account = crate::store::token_set_account(&self.profile.name);
+        match self.store.contains(&account).await? {
+            true => Ok(()),
+            false => Err(self.no_token_set()),
+        }
+    }
+
+    /// The error for a profile with no token set stored (exit 3).
+    pub fn no_token_set(&self) -> Error {
+        Error::NothingStored {
             profile: self.profile.name.clone(),
             what: "token set",
             hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
-        })
+        }
     }
 
     /// Writes `set`: the refresh token always in one keychain write. On a store with a per-entry

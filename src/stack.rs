@@ -21,11 +21,17 @@
 //! that was never touched is not resident, and holds nothing). Windows has no `mincore`: there a
 //! fixed depth is wiped ([`FIXED_DEPTH`]), bounded by the stack's limits.
 //!
-//! The wipe is written as frames, not as stores through a raw pointer below the stack pointer:
-//! a function with a [`BLOCK`]-byte local array zeroes that array with volatile writes (which the
-//! optimiser may not remove) and calls itself until its array reaches the deepest page. Each
-//! write is to memory the function owns, so nothing is written that a signal handler or the
-//! compiler's red zone might be using.
+//! The wipe has two parts. The [`NEAR`] bytes just below the caller are wiped through frames of
+//! the wipe's own: a function with a [`BLOCK`]-byte local array zeroes it with volatile writes
+//! (which the optimiser may not remove) and calls itself, so nothing is written where a live
+//! frame, a signal handler or the compiler's red zone could be. The rest, down to the deepest
+//! page, lies at least [`NEAR`] bytes below every live frame and is zeroed from above with
+//! volatile writes through its address: that touches exactly the pages already in use, where
+//! frames reaching down would overshoot by up to a frame, make new pages resident, and creep
+//! further down the stack with every call. Where the deepest page is not known (Windows), the
+//! whole [`FIXED_DEPTH`] is wiped through frames, whose stack probes grow the stack as that
+//! platform expects. Last, the thread's vector registers are zeroed
+//! ([`clear_vector_registers`]).
 //!
 //! Limits, also in docs/security.md: a thread this crate neither starts nor runs code on (the
 //! D-Bus client's executor and reactor threads, which see only the encrypted form of a secret)
@@ -37,11 +43,15 @@ use std::mem::MaybeUninit;
 
 use zeroize::Zeroize;
 
-/// Bytes wiped per frame. Small enough that the last frame goes at most this far past the
-/// deepest page in use; large enough that a 2 MiB stack takes 128 frames.
+/// Bytes wiped per frame.
 pub const BLOCK: usize = 16 * 1024;
 
-/// How deep the wipe goes where the deepest page in use cannot be found (Windows).
+/// The part just below the caller that is wiped through frames of the wipe's own: always this
+/// much, whatever the thread has used, so it never creeps deeper from one call to the next.
+pub const NEAR: usize = 2 * BLOCK;
+
+/// How deep the wipe goes where the deepest page in use cannot be found (Windows): all of it
+/// through frames, whose stack probes grow the stack the way the platform expects.
 pub const FIXED_DEPTH: usize = 256 * 1024;
 
 /// Room left untouched above the bottom of the stack (its guard page sits below it).
@@ -57,23 +67,175 @@ pub fn scrubbed<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Wipes the current thread's stack below the caller's frame, down to the deepest page the
-/// thread has touched. Returns the number of bytes wiped (0 where the platform tells nothing).
+/// thread has touched, and then its vector registers. Returns the number of stack bytes wiped
+/// (0 where the platform tells nothing).
 #[inline(never)]
 pub fn wipe_unused() -> usize {
-    let here = stack_pointer();
+    let wiped = wipe_stack_below(stack_pointer());
+    clear_vector_registers();
+    wiped
+}
+
+fn wipe_stack_below(here: usize) -> usize {
     let Some(bounds) = current_bounds() else {
         return 0;
     };
     let floor = bounds.low.saturating_add(FLOOR_MARGIN);
-    let deepest = match platform::deepest_in_use(bounds, here) {
-        Some(deepest) => deepest.max(floor),
-        None => here.saturating_sub(FIXED_DEPTH).max(floor),
+    let Some(deepest) = platform::deepest_in_use(bounds, here) else {
+        let depth = here.saturating_sub(floor).min(FIXED_DEPTH);
+        wipe_frames(depth / BLOCK);
+        return depth;
     };
-    if deepest >= here {
-        return 0;
+    let near_end = here.saturating_sub(NEAR);
+    let deepest = deepest.max(floor);
+    if deepest < near_end {
+        // SAFETY: [deepest, near_end) is this thread's own stack (within its bounds, above the
+        // floor), mapped (mincore found it so), and at least NEAR bytes below every live frame:
+        // nothing but a signal handler could be using it, and that runs while this loop does not.
+        unsafe { wipe_far(deepest, near_end) };
     }
-    wipe_frames(deepest, floor);
-    here - deepest
+    if bounds.low.saturating_add(NEAR + FLOOR_MARGIN) < here {
+        wipe_frames(NEAR / BLOCK);
+    }
+    here - deepest.min(near_end)
+}
+
+/// Zeroes `[from, to)` with volatile writes. The region lies below the frames of the wipe, in
+/// memory no Rust value owns, hence an address rather than a reference. Writing it from above
+/// (rather than through frames reaching down to it) touches exactly the pages already in use:
+/// a frame that reached past the deepest page would make one more page resident each time and
+/// the wipe would creep down the whole stack.
+///
+/// # Safety
+/// `[from, to)` must be mapped, writable, and used by no live frame.
+#[inline(never)]
+unsafe fn wipe_far(from: usize, to: usize) {
+    let mut at = from.next_multiple_of(8);
+    while at + 8 <= to {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::with_exposed_provenance_mut::<u64>(at).write_volatile(0) };
+        at += 8;
+    }
+}
+
+/// `count` frames of [`BLOCK`] bytes below the caller, each zeroing its own array with volatile
+/// writes (which the optimiser may not remove).
+#[inline(never)]
+fn wipe_frames(count: usize) {
+    let mut block = [MaybeUninit::<u64>::uninit(); BLOCK / 8];
+    block.as_mut_slice().zeroize();
+    if count > 1 {
+        wipe_frames(count - 1);
+    }
+    // Keeps the array alive across the call, so this is no tail call and the frames stack up.
+    black_box(&block);
+}
+
+/// Zeroes the calling thread's SIMD registers. glibc's `memcpy` and `memset` on CPUs with
+/// AVX-512 work in the upper registers (`ymm16`–`ymm31`) precisely because `vzeroupper` leaves
+/// them alone, so the last secret copied stays in them — and in the register state a debugger or
+/// a core dump records — until other code happens to use them. A thread's registers vanish with
+/// it; the main thread's are cleared before exit, a runtime thread's before it stops.
+#[inline(never)]
+pub fn clear_vector_registers() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: each function runs only on a CPU with the feature it is compiled for; the
+        // registers it zeroes are caller-saved (declared clobbered), so no live value is lost.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            unsafe { x86::clear_avx512() }
+        } else if std::arch::is_x86_feature_detected!("avx") {
+            unsafe { x86::clear_avx() }
+        } else {
+            x86::clear_sse()
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::asm;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn clear_avx512() {
+        // SAFETY: register-only instructions; every register written is declared clobbered.
+        unsafe {
+            asm!(
+                "vpxord zmm0, zmm0, zmm0",
+                "vpxord zmm1, zmm1, zmm1",
+                "vpxord zmm2, zmm2, zmm2",
+                "vpxord zmm3, zmm3, zmm3",
+                "vpxord zmm4, zmm4, zmm4",
+                "vpxord zmm5, zmm5, zmm5",
+                "vpxord zmm6, zmm6, zmm6",
+                "vpxord zmm7, zmm7, zmm7",
+                "vpxord zmm8, zmm8, zmm8",
+                "vpxord zmm9, zmm9, zmm9",
+                "vpxord zmm10, zmm10, zmm10",
+                "vpxord zmm11, zmm11, zmm11",
+                "vpxord zmm12, zmm12, zmm12",
+                "vpxord zmm13, zmm13, zmm13",
+                "vpxord zmm14, zmm14, zmm14",
+                "vpxord zmm15, zmm15, zmm15",
+                "vpxord zmm16, zmm16, zmm16",
+                "vpxord zmm17, zmm17, zmm17",
+                "vpxord zmm18, zmm18, zmm18",
+                "vpxord zmm19, zmm19, zmm19",
+                "vpxord zmm20, zmm20, zmm20",
+                "vpxord zmm21, zmm21, zmm21",
+                "vpxord zmm22, zmm22, zmm22",
+                "vpxord zmm23, zmm23, zmm23",
+                "vpxord zmm24, zmm24, zmm24",
+                "vpxord zmm25, zmm25, zmm25",
+                "vpxord zmm26, zmm26, zmm26",
+                "vpxord zmm27, zmm27, zmm27",
+                "vpxord zmm28, zmm28, zmm28",
+                "vpxord zmm29, zmm29, zmm29",
+                "vpxord zmm30, zmm30, zmm30",
+                "vpxord zmm31, zmm31, zmm31",
+                clobber_abi("C"),
+                options(nostack, nomem, preserves_flags),
+            );
+        }
+    }
+
+    #[target_feature(enable = "avx")]
+    pub unsafe fn clear_avx() {
+        // SAFETY: as above; `vzeroall` zeroes ymm0–ymm15.
+        unsafe {
+            asm!(
+                "vzeroall",
+                clobber_abi("C"),
+                options(nostack, nomem, preserves_flags)
+            )
+        }
+    }
+
+    pub fn clear_sse() {
+        // SAFETY: as above; SSE2 is part of x86_64.
+        unsafe {
+            asm!(
+                "pxor xmm0, xmm0",
+                "pxor xmm1, xmm1",
+                "pxor xmm2, xmm2",
+                "pxor xmm3, xmm3",
+                "pxor xmm4, xmm4",
+                "pxor xmm5, xmm5",
+                "pxor xmm6, xmm6",
+                "pxor xmm7, xmm7",
+                "pxor xmm8, xmm8",
+                "pxor xmm9, xmm9",
+                "pxor xmm10, xmm10",
+                "pxor xmm11, xmm11",
+                "pxor xmm12, xmm12",
+                "pxor xmm13, xmm13",
+                "pxor xmm14, xmm14",
+                "pxor xmm15, xmm15",
+                clobber_abi("C"),
+                options(nostack, nomem, preserves_flags),
+            );
+        }
+    }
 }
 
 /// An address in the caller's frame (a promoted `&0u8` would point into the binary instead).
@@ -81,21 +243,6 @@ pub fn wipe_unused() -> usize {
 fn stack_pointer() -> usize {
     let marker = 0u8;
     black_box(&marker) as *const u8 as usize
-}
-
-/// One frame of the wipe: zeroes its own array, then recurses while the array has not yet
-/// reached `deepest` and the next frame would still stay above `floor`.
-#[inline(never)]
-fn wipe_frames(deepest: usize, floor: usize) {
-    let mut block = [MaybeUninit::<u64>::uninit(); BLOCK / 8];
-    // Volatile writes, element by element: the zeroize crate's guarantee that they stay.
-    block.as_mut_slice().zeroize();
-    let low = black_box(block.as_ptr() as usize);
-    if low > deepest && low.saturating_sub(2 * BLOCK) > floor {
-        wipe_frames(deepest, floor);
-    }
-    // Keeps the array alive across the call, so this is no tail call and the frames stack up.
-    black_box(&block);
 }
 
 /// The bounds of a thread's stack: `low` is the lowest usable address, `high` the top.
@@ -343,6 +490,51 @@ mod tests {
         drop(rt);
         let copies = copies_in(deepest - 4096, bounds.high - 4096);
         assert_eq!(copies, 0, "an exited thread's stack still holds the secret");
+    }
+
+    /// A secret left in the upper vector registers by an AVX-512 `memcpy` is gone after
+    /// `clear_vector_registers`. (On a CPU without AVX-512 the test checks ymm15 instead.)
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_registers_hold_no_secret_after_clearing() {
+        use std::arch::asm;
+        let pattern = [0x5au8; 64];
+        let mut after = [0xffu8; 64];
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load(p: &[u8; 64]) {
+                // SAFETY: reads 64 bytes from a 64-byte array into a register declared written.
+                unsafe { asm!("vmovdqu64 zmm31, [{p}]", p = in(reg) p.as_ptr(), out("zmm31") _) }
+            }
+            #[target_feature(enable = "avx512f")]
+            unsafe fn store(p: &mut [u8; 64]) {
+                // SAFETY: writes 64 bytes into a 64-byte array.
+                unsafe { asm!("vmovdqu64 [{p}], zmm31", p = in(reg) p.as_mut_ptr()) }
+            }
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { load(&pattern) };
+            clear_vector_registers();
+            unsafe { store(&mut after) };
+        } else if std::arch::is_x86_feature_detected!("avx") {
+            #[target_feature(enable = "avx")]
+            unsafe fn load(p: &[u8; 64]) {
+                // SAFETY: reads 32 bytes from a 64-byte array into a register declared written.
+                unsafe { asm!("vmovdqu ymm15, [{p}]", p = in(reg) p.as_ptr(), out("ymm15") _) }
+            }
+            #[target_feature(enable = "avx")]
+            unsafe fn store(p: &mut [u8; 64]) {
+                // SAFETY: writes 32 bytes into a 64-byte array.
+                unsafe { asm!("vmovdqu [{p}], ymm15", p = in(reg) p.as_mut_ptr()) }
+                p[32..].fill(0);
+            }
+            // SAFETY: the CPU has AVX.
+            unsafe { load(&pattern) };
+            clear_vector_registers();
+            unsafe { store(&mut after) };
+        } else {
+            return;
+        }
+        assert_eq!(after, [0u8; 64], "the register still holds the secret");
     }
 
     #[test]

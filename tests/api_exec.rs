@@ -119,10 +119,16 @@ fn api_retry_after_of_u64_max_is_exit_6_not_a_panic() {
     require_keychain!();
     let fake = FakeXero::start();
     let (env, _) = ready_profile(&fake, "api-429-max", FRESH);
-    // One ordinary wait first: the overflow was in adding the next wait to the time waited.
-    for retry_after_secs in [1, u64::MAX] {
-        fake.push_fault(Target::Api, Fault::TooManyRequests { retry_after_secs });
-    }
+    // A --max-wait beyond any clock is a long wait, not an overflow.
+    env.cmd(&["api", ORGANISATION, "--max-wait", "18446744073709551615"])
+        .assert()
+        .success();
+    fake.push_fault(
+        Target::Api,
+        Fault::TooManyRequests {
+            retry_after_secs: u64::MAX,
+        },
+    );
     env.cmd(&["api", ORGANISATION])
         .assert()
         .code(6)
@@ -149,6 +155,23 @@ fn api_without_a_tenant_fails_before_any_request() {
         .assert()
         .success()
         .stdout(predicates::str::contains(DEFAULT_TENANT_ID));
+}
+
+/// Without tokens, a tenant would not help: `api` says what is missing first (exit 3), as
+/// `exec` and `token` do, instead of asking for a tenant.
+#[test]
+fn api_without_tokens_says_so_before_asking_for_a_tenant() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "api-no-tokens");
+    env.set_client(&fake);
+
+    let out = env.cmd(&["api", ORGANISATION]).assert().code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("no token set stored"), "{stderr}");
+    assert!(stderr.contains("xero-auth login"), "{stderr}");
+    assert!(!stderr.contains("tenant"), "{stderr}");
+    assert_eq!(fake.count(Counter::Api), 0);
 }
 
 #[test]
@@ -322,6 +345,7 @@ fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
     let out = env
         .cmd(&["exec", "--", "sh", "-c", "env; exit 7"])
         .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env("SYNC_SETTING", "kept")
         .assert()
         .code(7)
         .get_output()
@@ -330,6 +354,8 @@ fn exec_passes_token_and_tenant_but_no_refresh_token_or_secret() {
     let child_env = String::from_utf8(out.stdout).unwrap();
     assert!(child_env.contains(&format!("XERO_ACCESS_TOKEN={}\n", tokens.access_token)));
     assert!(child_env.contains(&format!("XERO_TENANT_ID={DEFAULT_TENANT_ID}\n")));
+    // The rest of the environment is the child's too (README and scripting.md say so).
+    assert!(child_env.contains("SYNC_SETTING=kept\n"), "{child_env}");
     assert!(
         !child_env.contains(&tokens.refresh_token),
         "no refresh token in the child"
@@ -355,17 +381,32 @@ fn exec_refreshes_first_when_the_token_expires_within_the_margin() {
     assert_eq!(fake.count(Counter::Refresh), 1);
 }
 
+/// Like a shell (and `env`): 127 when the program is not found, 126 when it is found but
+/// cannot be run, so a script can tell either from the program's own exit 1.
 #[test]
-fn exec_of_a_missing_program_is_a_clear_error() {
+fn exec_of_a_missing_program_is_127_and_of_a_non_executable_one_126() {
     require_keychain!();
     let fake = FakeXero::start();
     let (env, _) = ready_profile(&fake, "exec-missing", FRESH);
     env.cmd(&["exec", "--", "no-such-program-xero-auth-test"])
         .assert()
-        .code(1)
+        .code(127)
         .stderr(predicates::str::contains(
             "cannot run 'no-such-program-xero-auth-test'",
-        ));
+        ))
+        .stderr(predicates::str::contains("not found"));
+
+    let script = env.dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    let script = script.to_str().unwrap();
+    env.cmd(&["exec", "--", script])
+        .assert()
+        .code(126)
+        .stdout("")
+        .stderr(predicates::str::contains(format!("cannot run '{script}'")));
+    // A folder is found, and cannot be run either.
+    let folder = env.dir.path().to_str().unwrap();
+    env.cmd(&["exec", "--", folder]).assert().code(126);
 }
 
 #[test]

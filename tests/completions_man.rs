@@ -1,6 +1,6 @@
-//! Shell completions (`xero-auth completions SHELL`) and the man pages (`scripts/man`,
-//! examples/man.rs) are generated from the command-line definition without error, and name every
-//! subcommand.
+//! Shell completions (`xero-auth completions SHELL`) and the man pages (`xero-auth man`, which
+//! `scripts/man` runs) are generated from the command-line definition without error, and name
+//! every subcommand.
 
 use std::process::Command;
 
@@ -98,8 +98,18 @@ fn an_unknown_shell_is_a_usage_error() {
 #[test]
 fn the_man_pages_name_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    // What examples/man.rs (scripts/man) does.
-    clap_mangen::generate_to(Cli::command(), dir.path()).expect("the man pages are generated");
+    // What an installed binary offers (and scripts/man runs).
+    let out = xero_auth(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        written.contains(&format!("{}\n", dir.path().join("xero-auth.1").display())),
+        "it lists what it wrote: {written}"
+    );
 
     let main_page = std::fs::read_to_string(dir.path().join("xero-auth.1")).unwrap();
     assert!(main_page.contains(".TH xero-auth 1"), "{main_page}");
@@ -113,7 +123,13 @@ fn the_man_pages_name_every_subcommand() {
             "xero-auth.1 lacks '{name}'"
         );
     }
-    for name in ["client-set", "client-show", "client-remove", "tenants-use"] {
+    for name in [
+        "client-set",
+        "client-show",
+        "client-remove",
+        "tenants-use",
+        "config-set",
+    ] {
         assert!(
             dir.path().join(format!("xero-auth-{name}.1")).exists(),
             "no page for {name}"
@@ -129,6 +145,60 @@ fn the_man_pages_name_every_subcommand() {
         doctor.contains("Exit status"),
         "the doctor page explains its exit status"
     );
+}
+
+/// `cargo install` leaves no man pages behind: the binary prints each one itself.
+#[test]
+fn man_prints_one_page_by_command_name() {
+    let dir = tempfile::tempdir().unwrap();
+    xero_auth(&["man", "--out", dir.path().to_str().unwrap()]);
+    let page = |args: &[&str]| {
+        let out = xero_auth(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+
+    assert_eq!(page(&["man"]), file("xero-auth.1"));
+    assert_eq!(page(&["man", "token"]), file("xero-auth-token.1"));
+    assert!(page(&["man", "token"]).starts_with(".ie"), "roff");
+    for spelling in [
+        &["man", "client", "set"][..],
+        &["man", "client-set"],
+        &["man", "xero-auth-client-set"],
+    ] {
+        assert_eq!(
+            page(spelling),
+            file("xero-auth-client-set.1"),
+            "{spelling:?}"
+        );
+    }
+
+    let list = page(&["man", "--list"]);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.trim_end_matches(".1").to_string()
+        })
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = list.lines().map(String::from).collect();
+    listed.sort();
+    assert_eq!(listed, files, "--list names the pages --out writes");
+
+    let out = xero_auth(&["man", "tokn"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no man page 'tokn'") && stderr.contains("did you mean 'token'?"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -160,6 +230,15 @@ fn completions_need_no_configuration_and_a_broken_one_does_not_stop_them() {
         &String::from_utf8_lossy(&out.stdout),
         "refresh"
     ));
+    // Nor the man pages, nor the way to find the file to mend.
+    for args in [&["man", "token"][..], &["config", "path"]] {
+        let out = run(args);
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Commands that do need it still say what is wrong with it.
     let out = run(&["status"]);
     assert_eq!(out.status.code(), Some(1));

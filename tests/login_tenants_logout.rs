@@ -1081,6 +1081,32 @@ fn client_credentials_login_stores_no_refresh_token_and_reissues_the_access_toke
     assert!(stored.get("refresh_token").is_none_or(Value::is_null));
 }
 
+/// A client-credentials set has no refresh token: `refresh` must not give it a lapse date
+/// (`status` already says "none (client credentials)").
+#[test]
+fn refresh_of_a_client_credentials_set_claims_no_refresh_token() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "refresh-cc");
+    env.set_client(&fake);
+    env.ok(&["login", "--client-credentials"]);
+
+    let out = env.ok(&["refresh"]);
+    let line = stdout_of(&out);
+    assert!(line.contains("access token valid until"), "{line}");
+    assert!(
+        !line.contains("lapses"),
+        "no refresh token to lapse: {line}"
+    );
+    assert!(line.contains("no refresh token"), "{line}");
+
+    let out = env.ok(&["refresh", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["refreshed"], true);
+    assert!(json["refresh_token_lapses_at"].is_null(), "{json}");
+    assert_eq!(fake.count(Counter::ClientCredentials), 3);
+}
+
 #[test]
 fn client_credentials_login_is_refused_for_a_public_client() {
     require_keychain!();

@@ -4,8 +4,9 @@
 //! unused expiry, 30-minute access tokens, PKCE S256, revocation that removes the
 //! connections, the API's 401/403 bodies…) rather than answering whatever a test
 //! wants, and it counts every request it gets. Faults (delays, resets, 5xx, 429, HTML,
-//! truncated JSON) can be injected per endpoint, and Xero's per-minute API limit can be
-//! enforced ([`FakeXero::set_minute_limit`]).
+//! truncated JSON) can be injected per endpoint, and Xero's API limits can be enforced
+//! ([`FakeXero::set_minute_limit`], [`FakeXero::set_limits`]: per minute, per day, per app,
+//! requests in progress; the "minute" can be shortened for tests).
 //!
 //! The accounting API is echoed rather than implemented, except `GET …/Organisation`
 //! and `GET`/`POST`/`PUT …/Contacts`, which keeps what is posted per tenant.
@@ -449,7 +450,8 @@ impl FakeXero {
     }
 
     /// Enforces (`Some(limit)`) or stops enforcing (`None`) Xero's per-minute API
-    /// limit. Per tenant, in a sliding 60-second window of the fake's clock, only
+    /// limit. Per tenant, in a sliding 60-second window of the fake's clock (or the window
+    /// [`FakeXero::set_limits`] sets), only
     /// `limit` calls to `/api.xro/2.0/…` go through; the others get 429 with
     /// `Retry-After: retry_after_secs`, `X-Rate-Limit-Problem: minute` and
     /// `X-MinLimit-Remaining: 0`, and are not processed. While a limit is set,
@@ -466,6 +468,36 @@ impl FakeXero {
     ///   (status 429).
     pub fn set_minute_limit(&self, limit: Option<usize>, retry_after_secs: u64) {
         self.state().set_minute_limit(limit, retry_after_secs);
+    }
+
+    /// Enforces Xero's other API limits (`None`: not enforced, the default), and sets the
+    /// length of Xero's "minute" for every minute limit (60 s; a test can shorten it so that
+    /// minute-limit tests take seconds). Every window starts empty.
+    ///
+    /// - `app_minute`: calls per window across tenants; beyond it 429 with
+    ///   `X-Rate-Limit-Problem: appminute` and `Retry-After` until the oldest call leaves.
+    /// - `day`: calls per tenant in a rolling 24 hours of the fake's clock; beyond it 429
+    ///   with `X-Rate-Limit-Problem: day` and `Retry-After` until the oldest call is a day old.
+    /// - `concurrent`: API requests in progress per tenant, from arrival to the end of the
+    ///   answer (a [`Fault::Delay`] keeps a request in progress); beyond it 429 with
+    ///   `X-Rate-Limit-Problem: concurrent` and `Retry-After: 1`, at once, not processed.
+    ///
+    /// Refused calls take no place in any window; the `X-…Limit-Remaining` headers report
+    /// what is left of each enforced limit. The most requests ever in progress at once is
+    /// counted whether or not a limit is set ([`FakeXero::max_in_progress`]).
+    pub fn set_limits(
+        &self,
+        app_minute: Option<usize>,
+        day: Option<usize>,
+        window: Duration,
+        concurrent: Option<usize>,
+    ) {
+        self.state().set_limits(app_minute, day, window, concurrent);
+    }
+
+    /// The most `/api.xro/2.0/…` requests ever in progress at once for one tenant.
+    pub fn max_in_progress(&self) -> usize {
+        self.state().max_in_progress
     }
 
     /// Makes every access token issued so far expired now, without moving the clock:

@@ -8,6 +8,7 @@
 //! Control routes on the same port: `GET /_fake/counts`, `GET /_fake/requests`,
 //! `POST /_fake/clock/advance?secs=N`, `POST /_fake/expire_access_tokens`,
 //! `POST /_fake/minute_limit?limit=N|none&retry_after=N`, `POST /_fake/access_token_len?len=N|none`,
+//! `POST /_fake/limits?concurrent=N&day=N&app_minute=N&window_ms=N` (each `none` when absent),
 //! `POST /_fake/fault?target=token&kind=server_error|reset|reset_after|html|truncated|too_many|delay&retry_after=N&ms=N[&persistent=1]`.
 
 use std::io::Write as _;

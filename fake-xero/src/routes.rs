@@ -129,6 +129,35 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
         (fault, index)
     };
 
+    // Requests in progress per tenant, from arrival to the end of the answer (or of the
+    // connection): Xero refuses a request beyond its limit at once with a 429.
+    let mut _in_progress = None;
+    if endpoint == Endpoint::Api {
+        let refused = {
+            let mut st = lock(&shared);
+            let key = tenant_key(&st, &req).unwrap_or_default();
+            if st.enter(&key) {
+                _in_progress = Some(InProgress {
+                    shared: shared.clone(),
+                    tenant: key,
+                });
+                None
+            } else {
+                st.requests[index].status = Some(429);
+                let limits = st.limits_for(Some(&key));
+                Some(
+                    with_limits(Response::empty(429), limits)
+                        .with_header("Retry-After", "1")
+                        .with_header("X-Rate-Limit-Problem", "concurrent"),
+                )
+            }
+        };
+        if let Some(resp) = refused {
+            conn.respond(&resp, &date).await;
+            return;
+        }
+    }
+
     let process = |shared: &Shared| {
         let mut st = lock(shared);
         let resp = handle(&mut st, endpoint, &req);
@@ -208,6 +237,18 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
             let resp = answered(&shared, unauthorized("AuthenticationUnsuccessful"));
             conn.respond(&resp, &date).await;
         }
+    }
+}
+
+/// One API request in progress; counted out when dropped, however the connection ends.
+struct InProgress {
+    shared: Shared,
+    tenant: String,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        lock(&self.shared).leave(&self.tenant);
     }
 }
 
@@ -699,11 +740,11 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
     let tenant_key = tenant.tenant_id.to_ascii_lowercase();
     // The limit is per app per tenant, so it can only be told once the token and the
     // tenant are known: a 401 or 403 wins over a 429.
-    if let Err(retry_after) = st.admit(&tenant_key) {
-        // `api` adds the `X-…Limit-Remaining` headers (minute: 0).
+    if let Err((retry_after, problem)) = st.admit(&tenant_key) {
+        // `api` adds the `X-…Limit-Remaining` headers.
         return Response::empty(429)
             .with_header("Retry-After", retry_after.to_string())
-            .with_header("X-Rate-Limit-Problem", "minute");
+            .with_header("X-Rate-Limit-Problem", problem);
     }
     let now = st.now();
     let envelope = |extra: Value| {
@@ -836,6 +877,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
             for c in Counter::ALL {
                 counts.insert(c.name().into(), st.count(c).into());
             }
+            counts.insert("max_in_progress".into(), st.max_in_progress.into());
             Response::json(200, &Value::Object(counts))
         }
         ("GET", "/_fake/issued") => Response::json(200, &Value::Array(st.issued.clone())),
@@ -875,6 +917,19 @@ fn control(shared: &Shared, req: &Request) -> Response {
                 return bad("limit must be a number or none");
             };
             st.set_minute_limit(limit, retry_after);
+            Response::json(200, &json!({}))
+        }
+        ("POST", "/_fake/limits") => {
+            let (Ok(concurrent), Ok(day), Ok(app_minute), Ok(window_ms)) = (
+                number_or_none(&q, "concurrent"),
+                number_or_none(&q, "day"),
+                number_or_none(&q, "app_minute"),
+                number_or_none(&q, "window_ms"),
+            ) else {
+                return bad("concurrent, day, app_minute and window_ms must be numbers or none");
+            };
+            let window = Duration::from_millis(window_ms.unwrap_or(60_000) as u64);
+            st.set_limits(app_minute, day, window, concurrent);
             Response::json(200, &json!({}))
         }
         ("POST", "/_fake/expire_access_tokens") => {
@@ -935,6 +990,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
             "/_fake/clock/advance"
             | "/_fake/fault"
             | "/_fake/minute_limit"
+            | "/_fake/limits"
             | "/_fake/expire_access_tokens"
             | "/_fake/access_token_len",
         ) => method_not_allowed("POST"),

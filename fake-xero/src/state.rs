@@ -100,9 +100,23 @@ pub struct State {
     api_day: (u64, usize),
     /// The enforced per-tenant minute limit and the `Retry-After` of its 429s.
     minute_limit: Option<(usize, u64)>,
-    /// While a limit is set: per tenant (lower-case tenant id), the fake-clock times of
-    /// the API calls it let through, oldest first; a sliding 60-second window.
+    /// Per tenant (lower-case tenant id), the fake-clock times (milliseconds) of the API
+    /// calls let through, oldest first; a sliding window of `rate_window`.
     api_window: HashMap<String, VecDeque<u64>>,
+    /// The length of Xero's "minute" (60 s unless a test shortens it).
+    rate_window: Duration,
+    /// The enforced per-app minute limit, and the app's calls in the window (ms).
+    app_minute_limit: Option<usize>,
+    app_window: VecDeque<u64>,
+    /// The enforced per-tenant day limit, and per tenant the calls of the last 24 hours (ms).
+    day_limit: Option<usize>,
+    day_window: HashMap<String, VecDeque<u64>>,
+    /// The enforced limit of API requests in progress per tenant.
+    concurrent_limit: Option<usize>,
+    /// API requests in progress per tenant (lower-case id, or the header as sent), and the
+    /// most ever seen at once for one tenant.
+    in_progress: HashMap<String, usize>,
+    pub max_in_progress: usize,
     /// Per tenant (lower-case tenant id), the bodies of `POST`/`PUT …/Contacts`, as
     /// received, in order.
     contacts: HashMap<String, Vec<Vec<u8>>>,
@@ -116,8 +130,8 @@ pub struct State {
     pub access_token_len: Option<usize>,
 }
 
-/// How long a call stays in a tenant's minute window.
-const MINUTE_WINDOW_SECS: u64 = 60;
+/// How long a call stays in a tenant's day window (Xero's day is a rolling 24 hours).
+const DAY_WINDOW_MS: u64 = 86_400_000;
 
 /// The result of a token grant: the JSON body, or an OAuth error code for a 400.
 pub type GrantResult = Result<Value, &'static str>;
@@ -151,6 +165,14 @@ impl State {
             api_day: (0, 0),
             minute_limit: None,
             api_window: HashMap::new(),
+            rate_window: Duration::from_secs(60),
+            app_minute_limit: None,
+            app_window: VecDeque::new(),
+            day_limit: None,
+            day_window: HashMap::new(),
+            concurrent_limit: None,
+            in_progress: HashMap::new(),
+            max_in_progress: 0,
             contacts: HashMap::new(),
             last_api_body: None,
             issued: Vec::new(),
@@ -174,6 +196,14 @@ impl State {
         (SystemTime::now() + self.clock_offset)
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// The fake's clock in unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        (SystemTime::now() + self.clock_offset)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
 
@@ -215,8 +245,8 @@ impl State {
 
     /// Registers one API call for the rate-limit counters; returns the three
     /// `X-…Limit-Remaining` values (minute per tenant, day per tenant, minute per app).
-    /// These counters only feed the headers; the one limit enforced is the one
-    /// [`State::set_minute_limit`] sets (or a `Fault::TooManyRequests`).
+    /// These counters only feed the headers; the limits enforced are the ones
+    /// [`State::set_minute_limit`] and [`State::set_limits`] set (or a `Fault::TooManyRequests`).
     pub fn api_call(&mut self) -> (usize, usize, usize) {
         let now = self.now();
         let (minute, day) = (now / 60, now / 86_400);
@@ -248,42 +278,126 @@ impl State {
         self.api_window.clear();
     }
 
-    /// Lets one call to `tenant` (lower-case id) through the minute limit and records
-    /// it, or returns the `Retry-After` seconds of the 429 it gets instead. A refused
-    /// call takes no place in the window: the tenant is free again 60 seconds after
-    /// the calls that filled it, however often the client knocked meanwhile.
-    pub fn admit(&mut self, tenant: &str) -> Result<(), u64> {
-        let Some((limit, retry_after)) = self.minute_limit else {
-            return Ok(());
+    /// Sets the app's minute limit, the tenants' day limit, the length of the "minute"
+    /// and the limit of requests in progress; every window starts empty.
+    pub fn set_limits(
+        &mut self,
+        app_minute: Option<usize>,
+        day: Option<usize>,
+        window: Duration,
+        concurrent: Option<usize>,
+    ) {
+        self.app_minute_limit = app_minute;
+        self.day_limit = day;
+        self.rate_window = window.max(Duration::from_millis(1));
+        self.concurrent_limit = concurrent;
+        self.api_window.clear();
+        self.app_window.clear();
+        self.day_window.clear();
+    }
+
+    fn window_ms(&self) -> u64 {
+        self.rate_window.as_millis() as u64
+    }
+
+    /// Lets one call to `tenant` (lower-case id) through the day, app-minute and minute
+    /// limits and records it, or returns the `Retry-After` seconds and the
+    /// `X-Rate-Limit-Problem` of the 429 it gets instead. A refused call takes no place in
+    /// any window: the tenant is free again a window after the calls that filled it,
+    /// however often the client knocked meanwhile.
+    pub fn admit(&mut self, tenant: &str) -> Result<(), (u64, &'static str)> {
+        let now = self.now_ms();
+        let window = self.window_ms();
+        let prune = |w: &mut VecDeque<u64>, len: u64| {
+            while w.front().is_some_and(|&t| t + len <= now) {
+                w.pop_front();
+            }
         };
-        let now = self.now();
-        let window = self.api_window.entry(tenant.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|&t| t + MINUTE_WINDOW_SECS <= now)
-        {
-            window.pop_front();
+        // Seconds until the oldest call leaves its window, at least 1.
+        let wait = |oldest: u64, len: u64| (oldest + len - now).div_ceil(1000).max(1);
+        if let Some(limit) = self.day_limit {
+            let w = self.day_window.entry(tenant.to_string()).or_default();
+            prune(w, DAY_WINDOW_MS);
+            if w.len() >= limit {
+                let after = w.front().map_or(86_400, |&t| wait(t, DAY_WINDOW_MS));
+                return Err((after, "day"));
+            }
         }
-        if window.len() >= limit {
-            return Err(retry_after);
+        if let Some(limit) = self.app_minute_limit {
+            prune(&mut self.app_window, window);
+            if self.app_window.len() >= limit {
+                let after = self.app_window.front().map_or(1, |&t| wait(t, window));
+                return Err((after, "appminute"));
+            }
         }
-        window.push_back(now);
+        if let Some((limit, retry_after)) = self.minute_limit {
+            let w = self.api_window.entry(tenant.to_string()).or_default();
+            prune(w, window);
+            if w.len() >= limit {
+                return Err((retry_after, "minute"));
+            }
+        }
+        // Only enforced limits keep windows (a fake serving a long benchmark keeps none).
+        if self.minute_limit.is_some() {
+            self.api_window
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back(now);
+        }
+        if self.app_minute_limit.is_some() {
+            self.app_window.push_back(now);
+        }
+        if self.day_limit.is_some() {
+            self.day_window
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back(now);
+        }
         Ok(())
     }
 
+    /// One more API request in progress for `tenant`; `false` (and not counted) when that
+    /// would pass the concurrency limit.
+    pub fn enter(&mut self, tenant: &str) -> bool {
+        let n = self.in_progress.entry(tenant.to_string()).or_default();
+        if self.concurrent_limit.is_some_and(|limit| *n >= limit) {
+            return false;
+        }
+        *n += 1;
+        self.max_in_progress = self.max_in_progress.max(*n);
+        true
+    }
+
+    /// One API request of `tenant` answered (or abandoned).
+    pub fn leave(&mut self, tenant: &str) {
+        if let Some(n) = self.in_progress.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// The `X-…Limit-Remaining` values for a call to `tenant` (lower-case id, if known):
-    /// [`State::limits`], except that while a minute limit is set the minute value is
-    /// what is left of that tenant's window.
+    /// [`State::limits`], except that each enforced limit reports what is left of its window.
     pub fn limits_for(&self, tenant: Option<&str>) -> (usize, usize, usize) {
-        let (minute, day, app) = self.limits();
-        let Some((limit, _)) = self.minute_limit else {
-            return (minute, day, app);
+        let (mut minute, mut day, mut app) = self.limits();
+        let now = self.now_ms();
+        let window = self.window_ms();
+        let used = |w: Option<&VecDeque<u64>>, len: u64| {
+            w.map_or(0, |w| w.iter().filter(|&&t| t + len > now).count())
         };
-        let now = self.now();
-        let used = tenant.and_then(|t| self.api_window.get(t)).map_or(0, |w| {
-            w.iter().filter(|&&t| t + MINUTE_WINDOW_SECS > now).count()
-        });
-        (limit.saturating_sub(used), day, app)
+        if let Some((limit, _)) = self.minute_limit {
+            minute =
+                limit.saturating_sub(used(tenant.and_then(|t| self.api_window.get(t)), window));
+        }
+        if let Some(limit) = self.day_limit {
+            day = limit.saturating_sub(used(
+                tenant.and_then(|t| self.day_window.get(t)),
+                DAY_WINDOW_MS,
+            ));
+        }
+        if let Some(limit) = self.app_minute_limit {
+            app = limit.saturating_sub(used(Some(&self.app_window), window));
+        }
+        (minute, day, app)
     }
 
     // ---- contacts ----

@@ -492,6 +492,80 @@ mod minute_limit {
     }
 }
 
+mod other_limits {
+    use super::*;
+
+    #[test]
+    fn day_and_app_minute_limits_answer_429_with_their_problem() {
+        let fx = fake();
+        fx.add_tenant(OTHER_TENANT, "Other Org", "ORGANISATION");
+        let t = fx.issue_tokens(CONF, SCOPE);
+        let a = t.access_token.as_str();
+        fx.set_limits(Some(3), Some(2), Duration::from_millis(800), None);
+        let r = organisation(&fx, a, DEFAULT_TENANT_ID);
+        assert_eq!(
+            (r.status, r.header("X-DayLimit-Remaining")),
+            (200, Some("1"))
+        );
+        assert_eq!(r.header("X-AppMinLimit-Remaining"), Some("2"));
+        assert_eq!(organisation(&fx, a, DEFAULT_TENANT_ID).status, 200);
+        let r = organisation(&fx, a, DEFAULT_TENANT_ID);
+        assert_eq!(
+            (r.status, r.header("X-Rate-Limit-Problem")),
+            (429, Some("day"))
+        );
+        let after: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+        assert!((86_399..=86_400).contains(&after), "{after}");
+        // The other tenant has a day of its own, but the app's minute is shared.
+        assert_eq!(organisation(&fx, a, OTHER_TENANT).status, 200);
+        let r = organisation(&fx, a, OTHER_TENANT);
+        assert_eq!(
+            (r.status, r.header("X-Rate-Limit-Problem")),
+            (429, Some("appminute"))
+        );
+        // The short window passes in real time.
+        std::thread::sleep(Duration::from_millis(850));
+        assert_eq!(organisation(&fx, a, OTHER_TENANT).status, 200);
+    }
+
+    #[test]
+    fn requests_in_progress_are_counted_per_tenant_and_limited() {
+        let fx = fake();
+        let t = fx.issue_tokens(CONF, SCOPE);
+        fx.set_limits(None, None, Duration::from_secs(60), Some(2));
+        fx.set_persistent_fault(Target::Api, Some(Fault::Delay(Duration::from_millis(600))));
+        let port = fx.port();
+        let access = t.access_token.clone();
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let access = access.clone();
+                std::thread::spawn(move || {
+                    let req = format!(
+                        "GET /api.xro/2.0/Organisation HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\nXero-Tenant-Id: {DEFAULT_TENANT_ID}\r\n\r\n"
+                    );
+                    parse(&raw(port, req.as_bytes(), Duration::from_secs(5)).unwrap()).unwrap()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let r = organisation(&fx, &access, DEFAULT_TENANT_ID);
+        assert_eq!(
+            (
+                r.status,
+                r.header("X-Rate-Limit-Problem"),
+                r.header("Retry-After")
+            ),
+            (429, Some("concurrent"), Some("1"))
+        );
+        for s in slow {
+            assert_eq!(s.join().unwrap().status, 200);
+        }
+        assert_eq!(fx.max_in_progress(), 2);
+        fx.set_persistent_fault(Target::Api, None);
+        assert_eq!(organisation(&fx, &access, DEFAULT_TENANT_ID).status, 200);
+    }
+}
+
 mod expiry {
     use super::*;
     use base64::Engine as _;

@@ -62,6 +62,7 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         .with_tenant(args.tenant.clone())
         .with_max_wait(std::time::Duration::from_secs(args.max_wait));
     let url = resolve(&session.profile().endpoints, path)?;
+    session.require_token_set_stored().await?;
     let needs_tenant = !url
         .path()
         .trim_start_matches('/')

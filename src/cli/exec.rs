@@ -23,7 +23,8 @@ pub struct ExecArgs {
         required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        value_name = "CMD"
+        value_name = "CMD",
+        value_hint = clap::ValueHint::CommandWithArguments
     )]
     pub command: Vec<OsString>,
 }
@@ -55,7 +56,10 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     };
     drop(token);
     let name = program.to_string_lossy().into_owned();
-    let failed = |e: std::io::Error| Error::InvalidInput(format!("cannot run '{name}': {e}"));
+    let failed = |source: std::io::Error| Error::CommandNotRun {
+        program: name.clone(),
+        source,
+    };
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

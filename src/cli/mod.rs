@@ -4,12 +4,15 @@
 pub mod api;
 pub mod client;
 pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod exec;
 pub mod import;
 pub mod keyutils_notice;
 pub mod login;
 pub mod logout;
+pub mod man;
+pub mod profiles;
 pub mod refresh;
 pub mod status;
 pub mod tenants;
@@ -24,6 +27,8 @@ use crate::config::{Config, DEFAULT_PROFILE, Paths, Profile};
 use crate::error::{Error, Result};
 use crate::session::{Clock, Session, SystemClock};
 use crate::store::Store;
+// The commands format times through `super::`; the functions live below, in `crate::time`.
+pub use crate::time::{format_span, format_time};
 
 /// Keeps a Xero app's client secret and OAuth 2.0 tokens in the operating system's keychain,
 /// refreshes them safely, and hands valid access tokens to scripts and programs.
@@ -79,8 +84,15 @@ pub enum Command {
     Logout(logout::LogoutArgs),
     /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
     Doctor(doctor::DoctorArgs),
+    /// List the profiles in config.toml (names, one a line; --json for details).
+    Profiles(profiles::ProfilesArgs),
+    /// Set, show or remove a profile's settings in config.toml, or print its path.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions::CompletionsArgs),
+    /// Print a man page (roff), list them, or write them all into a folder.
+    Man(man::ManArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -119,11 +131,19 @@ impl Context {
             _ => std::env::var(key).ok(),
         });
         let paths = Paths::from_env(&*env)?;
-        // `completions` needs no configuration: a broken config.toml must not stop it.
+        // These need no configuration: a broken config.toml must not stop them (`config path`
+        // is how one finds the file to mend).
         let config = match cli.command {
-            Command::Completions(_) => Config::from_str(&paths.config_file(), "")?,
+            Command::Completions(_)
+            | Command::Man(_)
+            | Command::Config(config::ConfigCommand::Path) => {
+                Config::from_str(&paths.config_file(), "")?
+            }
             _ => Config::load(&paths.config_file())?,
         };
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         Ok(Context {
             paths,
             config,
@@ -161,6 +181,29 @@ impl Context {
         ))
     }
 
+    /// `err`, or — when it says nothing is stored for the selected profile and `config.toml`
+    /// does not name that profile either — the likelier truth: a mistyped `--profile`, with the
+    /// profiles there are. Only ever on the way out of a command that failed anyway, so a working
+    /// profile costs nothing and a profile that lives only in the keychain still works.
+    pub fn unknown_profile_or(&self, err: Error) -> Error {
+        match &err {
+            Error::NothingStored { profile, .. }
+                if *profile == self.profile_name && !self.config.has_profile(profile) =>
+            {
+                let known = self.config.profile_names();
+                let suggestion = crate::config::closest(profile, known.iter().map(String::as_str))
+                    .map(String::from);
+                Error::UnknownProfile {
+                    profile: profile.clone(),
+                    config: self.config.path().to_path_buf(),
+                    known,
+                    suggestion,
+                }
+            }
+            _ => err,
+        }
+    }
+
     /// Writes data to stdout in one call and flushes. A closed pipe (`| head`) is a normal end.
     pub fn write_out(&self, bytes: &[u8]) -> Result<()> {
         let mut out = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,7 +224,9 @@ impl Context {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
-    match cli.command {
+    // `doctor` reports each profile's state itself; its exit is its first problem's.
+    let doctor = matches!(cli.command, Command::Doctor(_));
+    let result = match cli.command {
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
         Command::Import(args) => import::run(args, ctx).await,
@@ -193,36 +238,14 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Exec(args) => exec::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Profiles(args) => profiles::run(args, ctx).await,
+        Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
-    }
-}
-
-/// Unix seconds as an RFC 3339 UTC time, for people and JSON.
-pub fn format_time(unix: i64) -> String {
-    // RFC 3339 stops at the year 9999 (humantime refuses later times): clamp, never panic on
-    // a nonsense time read from a file or the keychain.
-    const LAST_SECOND_OF_9999: i64 = 253_402_300_799;
-    let secs = unix.clamp(0, LAST_SECOND_OF_9999) as u64;
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// A duration in seconds as "1 h 5 min", "12 min", "40 s", "3 days".
-pub fn format_span(secs: i64) -> String {
-    let s = secs.unsigned_abs();
-    let text = if s >= 2 * 86_400 {
-        format!("{} days", s / 86_400)
-    } else if s >= 3600 {
-        format!("{} h {} min", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{s} s")
+        Command::Man(args) => man::run(args, ctx).await,
     };
-    if secs < 0 {
-        format!("{text} ago")
-    } else {
-        text
+    match result {
+        Err(err) if !doctor => Err(ctx.unknown_profile_or(err)),
+        other => other,
     }
 }
 

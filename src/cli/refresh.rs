@@ -46,7 +46,7 @@ pub async fn run(args: RefreshArgs, ctx: &Context) -> Result<()> {
             "refreshed": true,
             "by_this_process": refreshed.requested,
             "expires_at": expires_at,
-            "refresh_token_lapses_at": set.refresh_lapses_at(),
+            "refresh_token_lapses_at": set.refresh_token.as_ref().map(|_| set.refresh_lapses_at()),
         }));
     }
     let who = if refreshed.requested {
@@ -54,11 +54,18 @@ pub async fn run(args: RefreshArgs, ctx: &Context) -> Result<()> {
     } else {
         "refreshed by another process meanwhile"
     };
+    // A client-credentials set has no refresh token, so nothing lapses (as `status` says).
+    let refresh_token = match set.refresh_token {
+        Some(_) => format!(
+            "refresh token lapses {} unless used",
+            format_time(set.refresh_lapses_at())
+        ),
+        None => "no refresh token (client credentials)".to_string(),
+    };
     let line = format!(
-        "profile '{}' {who}: access token valid until {}, refresh token lapses {} unless used\n",
+        "profile '{}' {who}: access token valid until {}, {refresh_token}\n",
         session.profile().name,
         format_time(expires_at),
-        format_time(set.refresh_lapses_at())
     );
     ctx.write_out(line.as_bytes())
 }

@@ -4,7 +4,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Context, format_span, format_time};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::limits::TenantBudget;
 use crate::store::client_secret_account;
 use crate::token_set::TokenSet;
 
@@ -22,6 +23,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         .contains(&client_secret_account(&profile.name))
         .await?;
     let set = session.stored_token_set().await?;
+    // A profile config.toml does not name, with nothing stored either, is most likely a typo:
+    // no report of an empty profile, only the error (which then names the profiles there are).
+    if set.is_none() && !secret_stored && !ctx.config.has_profile(&profile.name) {
+        return Err(session.no_token_set());
+    }
     let now = session.now();
     let keep_alive = set
         .as_ref()
@@ -30,6 +36,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         eprintln!("warning: {warning}");
     }
 
+    let budgets = crate::limits::Limiter::last_seen(session.paths(), profile);
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
@@ -51,6 +58,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             "token_endpoint": profile.endpoints.token.as_str(),
             "default_tenant": profile.default_tenant,
             "tokens": tokens,
+            "api_budgets": budgets_json(&budgets),
         }))?;
     } else {
         let mut text = String::new();
@@ -144,16 +152,56 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| "(none)".into()),
         );
+        for budget in &budgets {
+            line("api budget:", budget_text(budget, now));
+        }
         ctx.write_out(text.as_bytes())?;
     }
     match set {
         Some(_) => Ok(()),
-        None => Err(Error::NothingStored {
-            profile: profile.name.clone(),
-            what: "token set",
-            hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
-        }),
+        None => Err(session.no_token_set()),
     }
+}
+
+/// The API budgets Xero last reported, per tenant (`status --json`).
+fn budgets_json(budgets: &[TenantBudget]) -> serde_json::Value {
+    budgets
+        .iter()
+        .map(|b| {
+            let seen = b.seen.as_ref();
+            json!({
+                "tenant": b.tenant,
+                "minute_remaining": seen.and_then(|s| s.minute),
+                "day_remaining": seen.and_then(|s| s.day),
+                "app_minute_remaining": seen.and_then(|s| s.app_minute),
+                "seen_at": seen.map(|s| format_time(s.at)),
+                "day_limit_until": b.day_stop_until.map(format_time),
+            })
+        })
+        .collect()
+}
+
+/// One tenant's last-seen API budget as a line of `status`.
+fn budget_text(b: &TenantBudget, now: i64) -> String {
+    let number = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+    let mut text = match &b.seen {
+        Some(s) => format!(
+            "tenant {}: {} calls left this minute, {} today, as Xero said {} ({} ago)",
+            b.tenant,
+            number(s.minute),
+            number(s.day),
+            format_time(s.at),
+            format_span(now.saturating_sub(s.at).max(0))
+        ),
+        None => format!("tenant {}", b.tenant),
+    };
+    if let Some(until) = b.day_stop_until.filter(|&u| u > now) {
+        text.push_str(&format!(
+            "; daily limit reached, calls accepted again from {}",
+            format_time(until)
+        ));
+    }
+    text
 }
 
 /// A refresh token older than this gets a warning from `status`: two weeks before it lapses

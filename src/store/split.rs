@@ -82,7 +82,7 @@ pub async fn save(store: &Store, profile: &str, label: &str, set: &TokenSet) -> 
         .access_token
         .as_ref()
         .map(|t| t.expose_secret().as_bytes());
-    let id = crate::login::random_urlsafe(12);
+    let id = crate::secret::random_urlsafe(12);
     let plan = access_token.and_then(|token| Some((token, part_count(token.len(), limit, &id)?)));
     let Some((token, count)) = plan else {
         // No access token, or one too long to cut into MAX_PARTS: store the set without it.

@@ -1,0 +1,317 @@
+//! Profiles and `config.toml` as a user meets them: a mistyped `--profile`, `xero-auth profiles`,
+//! mistakes in the file (where they are, what was meant), and `xero-auth config`.
+
+mod support;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use support::*;
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The test's `config.toml` (XDG_CONFIG_HOME is the test's `config` folder).
+fn config_file(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("config/xero-auth/config.toml")
+}
+
+fn write_config(env: &TestEnv, text: &str) {
+    let path = config_file(env);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Two configured profiles, `default` and `imp`, with nothing stored for either.
+const TWO_PROFILES: &str = "[profiles.default]\nclient_id = \"AAA\"\n\n[profiles.imp]\nclient_id = \"BBB\"\nstore = \"file\"\n";
+
+// ------------------------------------------------------------------ a mistyped profile
+
+#[test]
+fn a_profile_not_in_the_config_is_named_with_the_ones_that_are() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "unknown-profile");
+    write_config(&env, TWO_PROFILES);
+    let mistyped = format!("prod{}", std::process::id());
+
+    for args in [
+        vec!["token"],
+        vec!["refresh"],
+        vec!["api", "connections"],
+        vec!["exec", "--", "true"],
+        vec!["status"],
+        vec!["status", "--json"],
+    ] {
+        let out = env
+            .cmd(&["--profile", &mistyped])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("no profile '{mistyped}' in "))
+                && stderr.contains("config.toml")
+                && stderr.contains("profiles: default, imp"),
+            "{args:?}: {stderr}"
+        );
+        // No report of an empty profile (`status` used to show "none (PKCE app)").
+        assert_eq!(stdout_of(&out), "", "{args:?}");
+    }
+}
+
+#[test]
+fn a_near_miss_is_suggested_and_nothing_configured_says_how_to_start() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "near-miss");
+    // The test's own profile (a unique name in the shared keyring), and a near miss of it.
+    write_config(
+        &env,
+        &format!("[profiles.{}]\nclient_id = \"AAA\"\n", env.profile),
+    );
+    let near = format!("{}x", env.profile);
+    let out = env.cmd(&["token", "--profile", &near]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("did you mean '{}'?", env.profile)),
+        "{stderr}"
+    );
+
+    // Nothing configured at all: say how to begin, naming the profile.
+    write_config(&env, "");
+    let out = env.cmd(&["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("no profiles are configured")
+            && stderr.contains(&format!(
+                "xero-auth client set --profile {} --client-id ID",
+                env.profile
+            )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_configured_profile_with_nothing_stored_still_says_what_is_missing() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "configured-empty");
+    env.set_client(&fake);
+    let out = env.cmd(&["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("has no token set stored"), "{stderr}");
+    assert!(!stderr.contains("no profile"), "{stderr}");
+}
+
+// ------------------------------------------------------------------ xero-auth profiles
+
+#[test]
+fn profiles_lists_the_configured_profiles() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "profiles-list");
+    write_config(&env, TWO_PROFILES);
+
+    let out = env.ok(&["profiles"]);
+    assert_eq!(stdout_of(&out), "default\nimp\n");
+
+    let out = env.ok(&["profiles", "--json", "--profile", "imp"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = json.as_array().expect("an array");
+    assert_eq!(list.len(), 2, "{json}");
+    assert_eq!(list[0]["name"], "default");
+    assert_eq!(list[0]["selected"], false);
+    assert_eq!(list[0]["client_id"], "AAA");
+    assert_eq!(list[1]["name"], "imp");
+    assert_eq!(list[1]["selected"], true);
+    assert_eq!(list[1]["store"], "file");
+
+    // None configured: nothing on stdout, exit 0, and a word on stderr for a person.
+    write_config(&env, "");
+    let out = env.ok(&["profiles"]);
+    assert_eq!(stdout_of(&out), "");
+    assert!(
+        stderr_of(&out).contains("client set"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = env.ok(&["profiles", "--json"]);
+    assert_eq!(stdout_of(&out).trim(), "[]");
+}
+
+// ------------------------------------------------------------------ mistakes in config.toml
+
+/// What docs/headless-linux.md once told people to do after `client set`: append a second
+/// `[profiles.default]` table. The error says where.
+#[test]
+fn a_toml_error_names_the_file_line_and_column() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "toml-error");
+    write_config(
+        &env,
+        "# mine\n[profiles.default]\nclient_id = \"AAA\"\n[profiles.default]\nstore = \"file\"\n",
+    );
+    let out = env.cmd(&["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    let path = config_file(&env);
+    assert!(
+        stderr.contains(&format!("{}, line 4, column 11: ", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not valid TOML: duplicate key"), "{stderr}");
+    // The line itself is shown.
+    assert!(stderr.contains("4 | [profiles.default]"), "{stderr}");
+
+    // A value of the wrong type is placed too.
+    write_config(&env, &format!("[profiles.{}]\n\nscopes = 5\n", env.profile));
+    let out = env.cmd(&["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains(", line 3, column 1: "), "{stderr}");
+    assert!(stderr.contains("scopes` must be"), "{stderr}");
+}
+
+#[test]
+fn unknown_keys_are_warned_about_with_the_key_meant() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "unknown-keys");
+    write_config(
+        &env,
+        "client_id = \"TOP\"\n\n[profile.default]\nclient_id = \"AAA\"\n\n[profiles.imp]\nclient_id = \"BBB\"\nscope = \"openid\"\nredirect = \"http://localhost:1/\"\nflavour = \"mint\"\n",
+    );
+    let out = env.ok(&["profiles"]);
+    assert_eq!(stdout_of(&out), "imp\n", "warnings change nothing");
+    let stderr = stderr_of(&out);
+    for expected in [
+        "line 1: `client_id` is outside any [profiles.NAME] table, ignored: put it under [profiles.default]",
+        "line 3: unknown table [profile.default], ignored: did you mean [profiles.default]?",
+        "line 8: unknown key `scope` in [profiles.imp], ignored: did you mean `scopes`?",
+        "line 9: unknown key `redirect` in [profiles.imp], ignored: did you mean `redirect_uri`?",
+        "line 10: unknown key `flavour` in [profiles.imp], ignored",
+    ] {
+        assert!(stderr.contains(expected), "lacks {expected:?}:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.matches("warning: ").count(),
+        5,
+        "one warning each:\n{stderr}"
+    );
+}
+
+// ------------------------------------------------------------------ xero-auth config
+
+#[test]
+fn config_set_edits_the_file_in_place_and_validates_like_the_reader() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "config-set");
+    let path = config_file(&env);
+    let profile = env.profile.clone();
+
+    let out = env.ok(&["config", "path"]);
+    assert_eq!(stdout_of(&out), format!("{}\n", path.display()));
+
+    // What headless-linux.md does after `client set`: no duplicate table, comments kept.
+    write_config(
+        &env,
+        &format!("# my settings\n[profiles.{profile}]\nclient_id = \"AAA\" # the app\n"),
+    );
+    env.ok(&["config", "set", "store", "file"]);
+    env.ok(&["config", "set", "http_timeout", "12.5"]);
+    // A value replaced in place keeps its comment.
+    env.ok(&["config", "set", "client_id", "AAA"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "# my settings\n[profiles.{profile}]\nclient_id = \"AAA\" # the app\n"
+        )) && text.contains("store = \"file\"\n")
+            && text.contains("http_timeout = 12.5\n"),
+        "{text}"
+    );
+    assert_eq!(stdout_of(&env.ok(&["config", "get", "store"])), "file\n");
+    // The value in effect: the environment's override wins over the file (the test sets 2).
+    assert_eq!(
+        stdout_of(&env.ok(&["config", "get", "http_timeout"])),
+        "2\n"
+    );
+    let out = env
+        .cmd(&["config", "get", "http_timeout"])
+        .env_remove("XERO_AUTH_HTTP_TIMEOUT")
+        .output()
+        .unwrap();
+    assert_eq!(stdout_of(&out), "12.5\n");
+    assert_eq!(stdout_of(&env.ok(&["config", "get", "client_id"])), "AAA\n");
+    // Unset in the file: the value in effect (here Xero's default endpoint).
+    assert_eq!(
+        stdout_of(
+            &env.cmd(&["config", "get", "authorize_url"])
+                .env_remove("XERO_AUTH_AUTHORIZE_URL")
+                .output()
+                .unwrap()
+        ),
+        "https://login.xero.com/identity/connect/authorize\n"
+    );
+    let json: Value =
+        serde_json::from_slice(&env.ok(&["config", "get", "store", "--json"]).stdout).unwrap();
+    assert_eq!(json["value"], "file");
+    assert_eq!(json["in_config_toml"], "file");
+
+    // Another profile, by --profile: a table of its own.
+    env.ok(&[
+        "config",
+        "set",
+        "--profile",
+        "other",
+        "scopes",
+        "openid offline_access",
+    ]);
+    assert_eq!(
+        stdout_of(&env.ok(&["config", "get", "--profile", "other", "scopes"])),
+        "openid offline_access\n"
+    );
+
+    // Refused, with the reader's own message, and the file left as it was.
+    let before = std::fs::read_to_string(&path).unwrap();
+    for (args, says) in [
+        (vec!["store", "plaintext"], "unknown store 'plaintext'"),
+        (vec!["http_timeout", "-1"], "between 0.001 and 86400"),
+        (vec!["file_work_factor", "40"], "whole number from 10 to 22"),
+        (vec!["token_url", "http://10.0.0.1/token"], "use https://"),
+    ] {
+        let out = env.cmd(&["config", "set"]).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr_of(&out).contains(says),
+            "{args:?}: {}",
+            stderr_of(&out)
+        );
+    }
+    // An unknown key is a usage error, with the key meant.
+    let out = env
+        .cmd(&["config", "set", "scope", "openid"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("'scopes'"), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    // unset, then get of a key with no value in effect: exit 1, nothing on stdout.
+    env.ok(&["config", "unset", "store"]);
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("store ="));
+    let out = env
+        .cmd(&["config", "get", "default_tenant"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_of(&out), "");
+    assert!(stderr_of(&out).contains("not set"), "{}", stderr_of(&out));
+}
