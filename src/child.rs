@@ -15,6 +15,23 @@ pub fn without_secrets(command: &mut Command) -> &mut Command {
         .env_remove(crate::store::file::PASSPHRASE_ENV)
 }
 
+/// Gives `command` the core-size limits the caller of xero-auth had, not the ones xero-auth set
+/// for itself (`hardening.rs`): a program it starts may want its own core dumps.
+pub fn with_callers_limits(command: &mut Command) -> &mut Command {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook makes one async-signal-safe system call and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                crate::hardening::restore_for_child();
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
 /// The error for a program that could not be started: exit 127 when it was not found, 126
 /// when it cannot be run (a shell's codes).
 pub fn cannot_run(program: &OsStr, source: std::io::Error) -> Error {
@@ -27,6 +44,8 @@ pub fn cannot_run(program: &OsStr, source: std::io::Error) -> Error {
 /// Starts `command` as a child that is killed if this process drops it without waiting (an
 /// error path), never left running on its own.
 pub fn spawn(command: Command) -> Result<tokio::process::Child> {
+    let mut command = command;
+    with_callers_limits(&mut command);
     let program = command.get_program().to_owned();
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);

@@ -868,7 +868,12 @@ impl Config {
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    // The parser's offset, moved back to a character boundary: slicing elsewhere would panic.
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (
         before.matches('\n').count() + 1,
@@ -1003,9 +1008,18 @@ fn parse_scopes(item: &Item) -> Option<Vec<String>> {
     array.iter().map(|v| v.as_str().map(String::from)).collect()
 }
 
-/// Accepts `https://` anywhere and `http://` only on a loopback host.
+/// Accepts `https://` anywhere and `http://` only on a loopback host, and no user name or
+/// password in the URL: an endpoint gets the app's own credentials (reqwest would turn user info
+/// into a second `Authorization` header, and the URL itself is not kept as a secret).
 pub fn parse_endpoint(value: &str) -> std::result::Result<Url, String> {
     let url = Url::parse(value).map_err(|e| format!("'{value}' is not a URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "'{}' was given with a user name or password in it; endpoints take none \
+             (xero-auth sends the app's credentials itself): remove them",
+            shown(&url)
+        ));
+    }
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
@@ -1014,6 +1028,15 @@ pub fn parse_endpoint(value: &str) -> std::result::Result<Url, String> {
         )),
         other => Err(format!("'{value}' has scheme '{other}'; use https://")),
     }
+}
+
+/// A URL as messages show it: without user info and query, which may carry credentials or data.
+pub fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
 }
 
 /// True for `localhost`, 127.0.0.0/8 and ::1.
@@ -1123,6 +1146,17 @@ http_timeout = 5
                 .contains("https://")
         );
         assert!(parse_endpoint("http://127.0.0.1.evil.test/x").is_err());
+        for with_user_info in [
+            "https://user:s3cret@identity.xero.com/connect/token",
+            "https://user@api.xero.com/",
+            "http://:s3cret@127.0.0.1:1/x",
+        ] {
+            let err = parse_endpoint(with_user_info).unwrap_err();
+            assert!(
+                err.contains("user name or password") && !err.contains("s3cret"),
+                "{err}"
+            );
+        }
         assert!(parse_endpoint("ftp://127.0.0.1/x").is_err());
         let (_d, config) = load("");
         let err = config

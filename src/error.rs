@@ -124,6 +124,22 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// A request was sent and no answer said whether it was carried out (exit 6): a timeout or
+    /// a reset after sending, an answer cut short, a 2xx that could not be read. Nothing stored
+    /// was changed, but for a refresh Xero may have replaced the refresh token: the stored one
+    /// then works only inside Xero's grace window, and the message says until when.
+    #[error("{}", unconfirmed_message(.what, .cause, *.first_sent))]
+    Unconfirmed {
+        /// What was being done, and where.
+        what: String,
+        /// What went wrong.
+        cause: String,
+        /// For a refresh: when a refresh was first sent with the stored refresh token (Unix
+        /// seconds; by this run, or by an earlier one that never saved the answer). The grace
+        /// window runs 30 minutes from then.
+        first_sent: Option<i64>,
+    },
+
     /// Xero's daily limit of API calls for an organisation is used up (exit 6, at once): a
     /// program running a batch stops here instead of retrying until the day resets.
     #[error(
@@ -313,6 +329,29 @@ fn reauth_message(
     }
 }
 
+/// How long Xero accepts a refresh token again after its first use (its grace period for
+/// answers that were lost).
+pub const GRACE_SECS: i64 = 30 * 60;
+
+fn unconfirmed_message(what: &str, cause: &str, first_sent: Option<i64>) -> String {
+    match first_sent {
+        Some(sent) => format!(
+            "{what} failed ({cause}), and a refresh with the stored refresh token may have reached \
+             Xero: if it did, Xero has replaced that token, and the stored one stays usable only \
+             until {} (30 minutes after it was first sent, at {}: Xero's grace period). Nothing \
+             stored was changed: run the command again before then — a cron job or script should \
+             retry within those 30 minutes, not wait for its next run. Past that time, if Xero \
+             refuses the stored token, authorise again with `xero-auth login`",
+            crate::time::format_time(sent.saturating_add(GRACE_SECS)),
+            crate::time::format_time(sent)
+        ),
+        None => format!(
+            "{what} failed ({cause}) after the request was sent, so it may have been carried out; \
+             nothing stored was changed — run the command again"
+        ),
+    }
+}
+
 impl Error {
     /// The exit status for this error: the one place errors become exit codes.
     pub fn exit_code(&self) -> ExitCode {
@@ -322,9 +361,10 @@ impl Error {
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
             }
-            Error::Temporary { .. } | Error::LockTimeout { .. } | Error::DayLimit { .. } => {
-                ExitCode::Temporary
-            }
+            Error::Temporary { .. }
+            | Error::Unconfirmed { .. }
+            | Error::LockTimeout { .. }
+            | Error::DayLimit { .. } => ExitCode::Temporary,
             Error::CommandNotRun { .. } if self.not_found() => ExitCode::CommandNotFound,
             Error::CommandNotRun { .. } => ExitCode::CommandNotExecutable,
             Error::OAuth { .. }

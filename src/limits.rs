@@ -60,6 +60,9 @@ pub struct Answer {
     pub app_minute_remaining: Option<u64>,
 }
 
+/// The longest `Retry-After` believed: a week.
+const MAX_RETRY_AFTER_SECS: u64 = 7 * 86_400;
+
 impl Answer {
     /// Reads the limit headers of an answer.
     pub fn new(status: u16, headers: &HeaderMap) -> Self {
@@ -72,7 +75,11 @@ impl Answer {
         let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
         Answer {
             status,
-            retry_after: number("retry-after").map(Duration::from_secs),
+            // Capped: the number is the server's, and every wait and time computed from it must
+            // stay in range (2^64-1 seconds overflowed the ledger's arithmetic: a panic). Xero's
+            // longest, the day limit's, is under a day.
+            retry_after: number("retry-after")
+                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
             problem: text("x-rate-limit-problem").map(str::to_ascii_lowercase),
             minute_remaining: number("x-minlimit-remaining"),
             day_remaining: number("x-daylimit-remaining"),
@@ -261,7 +268,10 @@ impl Limiter {
         tenant: Option<&str>,
         what: &str,
     ) -> Result<()> {
-        if Instant::now() + wait > deadline {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|end| end > deadline)
+        {
             return Err(Error::Temporary {
                 what: format!(
                     "calling the Xero API for tenant {}",
@@ -308,27 +318,33 @@ impl Limiter {
         let window = self.window_ms();
         if let Some(t) = tenant.and_then(|t| ledger.tenants.get(t)) {
             if let Some(until) = t.day_stop_until
-                && until * 1000 > now_ms as i64
+                && until.saturating_mul(1000) > now_ms as i64
             {
                 return Err(Wait::DayStop(until));
             }
-            let per_minute = self.limits.per_minute as usize;
+            // At least one: a Profile built by hand could say 0, which would index past the end.
+            let per_minute = (self.limits.per_minute as usize).max(1);
             if t.sent.len() >= per_minute {
                 // `sent` is sorted and pruned: the request that must leave the window first.
                 let oldest = t.sent[t.sent.len() - per_minute];
                 return Err(Wait::For(
-                    Duration::from_millis(oldest + window - now_ms),
+                    // Saturating: the ledger is a file another process (or a person) may have
+                    // written nonsense into; a wait is then clamped, never a panic.
+                    Duration::from_millis(oldest.saturating_add(window).saturating_sub(now_ms)),
                     "per-minute (tenant)",
                 ));
             }
         }
-        let app_used: u64 = ledger.app.iter().map(|(_, n)| n).sum();
+        let app_used: u64 = ledger
+            .app
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
         if app_used >= self.limits.app_per_minute as u64 {
             let mut left = app_used;
             let mut until = now_ms + 1;
             for (bucket, n) in &ledger.app {
-                left -= n;
-                until = self.bucket_end(*bucket) + window;
+                left = left.saturating_sub(*n);
+                until = self.bucket_end(*bucket).saturating_add(window);
                 if left < self.limits.app_per_minute as u64 {
                     break;
                 }
@@ -357,7 +373,7 @@ impl Limiter {
     }
 
     fn bucket_end(&self, bucket: u64) -> u64 {
-        (bucket + 1) * self.bucket_len()
+        bucket.saturating_add(1).saturating_mul(self.bucket_len())
     }
 
     fn add_to_app(&self, ledger: &mut Ledger, at_ms: u64, n: u64) {
@@ -383,10 +399,10 @@ impl Limiter {
         }
         ledger
             .app
-            .retain(|(bucket, _)| self.bucket_end(*bucket) + window > now_ms);
+            .retain(|(bucket, _)| self.bucket_end(*bucket).saturating_add(window) > now_ms);
         let now_secs = (now_ms / 1000) as i64;
         ledger.tenants.retain(|_, t| {
-            t.sent.retain(|&at| at + window > now_ms);
+            t.sent.retain(|&at| at.saturating_add(window) > now_ms);
             if t.day_stop_until.is_some_and(|until| until <= now_secs) {
                 t.day_stop_until = None;
             }
@@ -394,7 +410,7 @@ impl Limiter {
                 || t.day_stop_until.is_some()
                 || t.seen
                     .as_ref()
-                    .is_some_and(|s| s.at + FORGET_AFTER_SECS > now_secs)
+                    .is_some_and(|s| s.at.saturating_add(FORGET_AFTER_SECS) > now_secs)
         });
     }
 
@@ -478,7 +494,9 @@ impl Permit<'_> {
             // Where learnt requests go: made now, or on a 429 so that they leave the window
             // when Xero said calls are accepted again.
             let learnt_at = match (answer.status, answer.retry_after) {
-                (429, Some(after)) => (now_ms + after.as_millis() as u64).saturating_sub(window),
+                (429, Some(after)) => now_ms
+                    .saturating_add(after.as_millis() as u64)
+                    .saturating_sub(window),
                 _ => now_ms,
             };
             if let Some(remaining) = answer.app_minute_remaining {
@@ -507,7 +525,8 @@ impl Permit<'_> {
             }
             if answer.is_day_limit() {
                 let after = answer.retry_after.unwrap_or(Duration::from_secs(86_400));
-                t.day_stop_until = Some(((now_ms + after.as_millis() as u64) / 1000) as i64);
+                t.day_stop_until =
+                    Some((now_ms.saturating_add(after.as_millis() as u64) / 1000) as i64);
             }
             let concurrent_only = answer.problem.as_deref() == Some("concurrent");
             if let Some(remaining) = answer.minute_remaining
@@ -621,6 +640,33 @@ mod tests {
 
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(30)
+    }
+
+    /// The ledger is a file any process of the user can write: nonsense in it (times at the end
+    /// of time, counts that overflow when added) clamps a wait or stops a call, never panics.
+    #[tokio::test]
+    async fn a_ledger_full_of_nonsense_is_no_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(dir.path(), RateLimits::default());
+        std::fs::create_dir_all(&l.dir).unwrap();
+        let huge: Vec<u64> = vec![u64::MAX - 5; 100];
+        let ledger = serde_json::json!({
+            "window_ms": 60_000,
+            "app": [[u64::MAX, u64::MAX], [u64::MAX - 1, u64::MAX]],
+            "tenants": {
+                "t1": { "sent": [], "day_stop_until": i64::MAX },
+                "t2": { "sent": huge },
+            },
+        });
+        std::fs::write(l.ledger_path(), ledger.to_string()).unwrap();
+        for tenant in ["t1", "t2", "t3"] {
+            let near = Instant::now() + Duration::from_millis(50);
+            let outcome = l.admit(Some(tenant), near).await;
+            assert!(
+                outcome.is_err(),
+                "{tenant}: a spent or stopped budget is refused"
+            );
+        }
     }
 
     #[test]

@@ -57,26 +57,32 @@ fn run(cli: Cli) -> xero_auth::Result<i32> {
 }
 
 /// Logs go to stderr: `-v` info, `-vv` debug, `-vvv` trace, or `RUST_LOG` (e.g. `xero_auth=debug`).
-/// Only this crate's own events are recorded (no bridge from the `log` crate), and none of them
-/// carries a secret.
+/// Only this crate's own events are recorded, and none of them carries a secret. The libraries
+/// that log through `tracing` themselves (the HTTP client's hyper-util, the D-Bus client zbus)
+/// are filtered out whatever the level or `RUST_LOG` asks: what they log was never reviewed for
+/// secrets, and there is no bridge from the `log` crate either.
 fn init_logging(verbose: u8) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     let default = match verbose {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let filter = std::env::var("RUST_LOG")
+    let from_env = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(default));
+        .and_then(|v| v.parse::<Targets>().ok());
+    // Where an event comes from is worth seeing when everything is asked for.
+    let with_target = verbose >= 3 || from_env.is_some();
+    let filter = from_env
+        .unwrap_or_else(|| Targets::new().with_default(default))
+        .and(Targets::new().with_target("xero_auth", LevelFilter::TRACE));
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_target(false)
+                .with_target(with_target)
                 .without_time()
                 .with_filter(filter),
         )

@@ -61,6 +61,10 @@ pub enum TokenError {
         cause: String,
         /// How long the server asked to wait.
         retry_after: Option<Duration>,
+        /// True when the request was sent and no answer saying it failed came back (a timeout
+        /// or a reset after sending, an answer cut short, a 2xx we could not read, a gateway's
+        /// 502 or 504): Xero may have carried it out — for a refresh, replaced the refresh token.
+        answer_lost: bool,
     },
     /// `invalid_grant` or `invalid_client`.
     Rejected {
@@ -187,18 +191,27 @@ pub fn take_token(
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => {
             let s = crate::secret::Zeroizing::new(s);
-            if s.is_empty() {
-                Err(format!("{field} is empty"))
-            } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                Err(format!("{field} contains whitespace or control characters"))
-            } else {
-                Ok(Some(crate::secret::secret_from_str(&s)))
-            }
+            check_token_text(&s, field)?;
+            Ok(Some(crate::secret::secret_from_str(&s)))
         }
         Some(mut other) => {
             wipe_value(&mut other);
             Err(format!("{field} is not a string"))
         }
+    }
+}
+
+/// What every token must be, wherever it comes from (a server, a file, the keychain): a
+/// non-empty word without whitespace or control characters, so that it can only ever be one
+/// header value, one form field, one environment variable. The error names the field, never the
+/// value.
+pub fn check_token_text(token: &str, field: &str) -> Result<(), String> {
+    if token.is_empty() {
+        Err(format!("{field} is empty"))
+    } else if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("{field} contains whitespace or control characters"))
+    } else {
+        Ok(())
     }
 }
 
@@ -250,7 +263,15 @@ async fn post_form(
         .body(form.into_bytes())
         .send()
         .await
-        .map_err(|e| temporary(http::describe_transport(&e)))?;
+        // Only a connection never made is a request certainly not sent.
+        .map_err(|e| {
+            let cause = http::describe_transport(&e);
+            if e.is_connect() {
+                temporary(cause)
+            } else {
+                answer_lost(cause)
+            }
+        })?;
     crate::failpoints::crash_point("token-request-sent");
 
     let status = response.status();
@@ -267,9 +288,14 @@ async fn post_form(
         .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
     let body = match http::read_body(response, http::MAX_BODY).await {
         Ok(body) => body,
-        Err(BodyError::Transport(e)) => return Err(temporary(http::describe_transport(&e))),
+        Err(BodyError::Transport(e)) => return Err(answer_lost(http::describe_transport(&e))),
         Err(BodyError::TooLarge) => {
-            return Err(temporary(format!("HTTP {status} with an oversized body")));
+            let cause = format!("HTTP {status} with an oversized body");
+            return Err(if status.is_success() {
+                answer_lost(cause)
+            } else {
+                temporary(cause)
+            });
         }
     };
     Ok(FormAnswer {
@@ -290,7 +316,7 @@ pub async fn request_tokens(
     let answer = post_form(http, url, app, form).await?;
     if answer.status.is_success() {
         return parse_token_response(&answer.body)
-            .map_err(|why| temporary(format!("HTTP {}, but {why}", answer.status)));
+            .map_err(|why| answer_lost(format!("HTTP {}, but {why}", answer.status)));
     }
     Err(classify_failure(&answer))
 }
@@ -322,7 +348,13 @@ fn classify_failure(answer: &FormAnswer) -> TokenError {
         return TokenError::Temporary {
             cause: "HTTP 429 Too Many Requests".into(),
             retry_after: answer.retry_after,
+            answer_lost: false,
         };
+    }
+    // A gateway's 502 or 504 says the server behind it did not answer in time, not that it did
+    // nothing; the other 5xx and 408 are the server's own "not done".
+    if matches!(status.as_u16(), 502 | 504) {
+        return answer_lost(format!("HTTP {status}"));
     }
     if status.is_server_error() || status.as_u16() == 408 {
         return temporary(format!("HTTP {status}"));
@@ -356,10 +388,22 @@ fn classify_failure(answer: &FormAnswer) -> TokenError {
     }
 }
 
+/// A failure that says the request was not carried out.
 fn temporary(cause: String) -> TokenError {
     TokenError::Temporary {
         cause,
         retry_after: None,
+        answer_lost: false,
+    }
+}
+
+/// A failure after the request was sent, with no answer saying it failed: it may have been
+/// carried out.
+fn answer_lost(cause: String) -> TokenError {
+    TokenError::Temporary {
+        cause,
+        retry_after: None,
+        answer_lost: true,
     }
 }
 

@@ -125,7 +125,8 @@ impl Session {
 
     /// The longest total wait [`Session::send`] spends on `Retry-After` (default 60 s).
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        // At most a year: the deadline is computed from it (`--max-wait` takes any number).
+        self.max_wait = max_wait.min(Duration::from_secs(365 * 86_400));
         self
     }
 
@@ -145,9 +146,7 @@ impl Session {
     /// when needed (one refresh for any number of concurrent callers, in this process and others).
     pub async fn access_token(&self) -> Result<crate::secret::AccessToken> {
         let set = self.valid_token_set(self.margin_secs).await?;
-        Ok(set
-            .access_token
-            .expect("a valid token set has an access token"))
+        set.into_access_token(&self.profile.name)
     }
 
     /// Sends `request` with `Authorization: Bearer …`, `Xero-Tenant-Id` (unless the request
@@ -162,19 +161,37 @@ impl Session {
     /// once, without a retry.
     ///
     /// The request body must be replayable (bytes, not a stream).
+    ///
+    /// What it guarantees, whoever built the request: the access token goes only to the origin
+    /// (scheme, host, port) of the profile's `api_url` or `connections_url`, and never to a URL
+    /// with a user name or password in it — anything else is refused with
+    /// [`Error::InvalidInput`] before the token is even read
+    /// ([`crate::xero::check_bearer_target`]; reqwest itself moves a URL's user info into an
+    /// `Authorization` header when the request is built, which the bearer then replaces). The request is sent with the session's own client
+    /// ([`Session::http`]), not the one that built it: no redirects followed, no pooled
+    /// connection, and no proxy for a loopback URL ([`crate::http::client`]).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
-        let mut used = self.valid_token_set(self.margin_secs).await?;
-        let mut refreshed = false;
-        let mut retried_429 = false;
-        let deadline = Instant::now() + self.max_wait;
-        let (client, built) = request.build_split();
+        let (_, built) = request.build_split();
         let template = built.map_err(|e| {
             Error::InvalidInput(format!(
                 "invalid request: {}",
                 crate::http::describe_transport(&e)
             ))
         })?;
+        crate::xero::check_bearer_target(&self.profile.endpoints, template.url()).map_err(
+            |why| {
+                Error::InvalidInput(format!(
+                    "refusing to send the access token: the request {why}"
+                ))
+            },
+        )?;
+        let client = self.http().await?;
+        let mut used = self.valid_token_set(self.margin_secs).await?;
+        let mut refreshed = false;
+        let mut retried_429 = false;
+        // `max_wait` is at most a year (with_max_wait), so this cannot overflow.
+        let deadline = Instant::now() + self.max_wait;
         loop {
             let mut req = template.try_clone().ok_or_else(|| {
                 Error::InvalidInput(
@@ -182,12 +199,9 @@ impl Session {
                         .into(),
                 )
             })?;
-            let token = used
-                .access_token
-                .as_ref()
-                .expect("a valid token set has an access token");
+            let token = used.require_access_token(&self.profile.name)?;
             let headers = req.headers_mut();
-            headers.insert(AUTHORIZATION, crate::xero::bearer(token.expose_secret()));
+            headers.insert(AUTHORIZATION, crate::xero::bearer(token.expose_secret())?);
             if !headers.contains_key(ACCEPT) {
                 headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
             }
@@ -212,7 +226,7 @@ impl Session {
                 None => None,
             };
             let response = client.execute(req).await.map_err(|e| Error::Temporary {
-                what: format!("{method} {}", redact_query(&url)),
+                what: format!("{method} {}", crate::config::shown(&url)),
                 cause: crate::http::describe_transport(&e),
                 hint: None,
             })?;
@@ -231,14 +245,16 @@ impl Session {
                     return Err(Error::DayLimit {
                         tenant: tenant.unwrap_or_default(),
                         per_day: self.profile.rate_limits.per_day,
-                        resets_at: self.now() + after.as_secs() as i64,
+                        resets_at: self
+                            .now()
+                            .saturating_add(i64::try_from(after.as_secs()).unwrap_or(i64::MAX)),
                     });
                 }
                 429 => {
                     let retry_after = answer.retry_after.unwrap_or(Duration::from_secs(1));
                     let problem = answer.problem.as_deref().unwrap_or("unnamed");
                     let refuse = |why: String| Error::Temporary {
-                        what: format!("{method} {}", redact_query(&url)),
+                        what: format!("{method} {}", crate::config::shown(&url)),
                         cause: format!(
                             "HTTP 429 Too Many Requests ({problem} limit), Retry-After {} s",
                             retry_after.as_secs()
@@ -250,7 +266,11 @@ impl Session {
                             "Xero refused the retry too; other programs of this app are using its limits".into(),
                         ));
                     }
-                    if Instant::now() + retry_after > deadline {
+                    // Checked: Retry-After is the server's number, up to u64::MAX seconds.
+                    if Instant::now()
+                        .checked_add(retry_after)
+                        .is_none_or(|then| then > deadline)
+                    {
                         return Err(refuse(format!(
                             "waiting longer than {} s in all was not allowed (--max-wait)",
                             self.max_wait.as_secs()
@@ -409,7 +429,11 @@ impl Session {
         crash_point("refresh-set-read");
         let done_elsewhere = match &need {
             Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
-            Need::NewerThan(seen) => !current.same_tokens(seen),
+            // Newer, and usable: a set replaced by one without an access token (an import of
+            // a file without an expiry) still needs this refresh.
+            Need::NewerThan(seen) => {
+                !current.same_tokens(seen) && current.access_valid_for(self.now(), self.margin_secs)
+            }
         };
         if done_elsewhere {
             tracing::debug!(profile = %self.profile.name, "token set already refreshed by another process");
@@ -422,9 +446,34 @@ impl Session {
         let app = self.app_credentials().await?;
         // Keep the earliest unsaved send: Xero's grace window runs from the token's first use.
         let unsaved_before = lock.unsaved_refresh_sent_at();
-        lock.note_refresh_sent(unsaved_before.unwrap_or_else(|| self.now()));
+        let first_sent = unsaved_before.unwrap_or_else(|| self.now());
+        lock.note_refresh_sent(first_sent);
+        let rotating = current.refresh_token.is_some();
         let response = match self.post_refresh(&app, &current).await {
             Ok(response) => response,
+            // A refresh that may have reached Xero leaves the stored refresh token usable only
+            // inside the grace window from its first use: the message says until when, rather
+            // than that the stored tokens "stay usable".
+            Err(Error::Unconfirmed { what, cause, .. }) if rotating => {
+                return Err(Error::Unconfirmed {
+                    what,
+                    cause,
+                    first_sent: Some(first_sent),
+                });
+            }
+            // This run's request certainly did nothing, but an earlier run's may have.
+            Err(Error::Temporary { what, cause, .. }) if rotating && unsaved_before.is_some() => {
+                return Err(Error::Unconfirmed {
+                    what,
+                    cause,
+                    first_sent: Some(first_sent),
+                });
+            }
+            Err(e @ Error::Temporary { .. }) => {
+                // Nothing reached Xero: there is no unsaved refresh to remember.
+                lock.note_saved();
+                return Err(e);
+            }
             // The stored refresh token was refused, and an earlier run had sent a refresh it
             // never saved: that run most likely spent the token, and the grace window in which
             // it could be retried is over. Say so, rather than guess.
@@ -620,13 +669,28 @@ impl Session {
         let endpoint = url.to_string();
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
+        // Whether any attempt may have been carried out: then the last failure cannot say
+        // that nothing happened at Xero.
+        let mut any_lost = false;
         loop {
             tracing::debug!(%endpoint, attempt, "{what}");
             match send(http).await {
                 Ok(answer) => return Ok(answer),
-                Err(TokenError::Temporary { cause, retry_after }) => {
+                Err(TokenError::Temporary {
+                    cause,
+                    retry_after,
+                    answer_lost,
+                }) => {
+                    any_lost |= answer_lost;
                     let wait = retry_after.unwrap_or(backoff);
                     if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
+                        if any_lost {
+                            return Err(Error::Unconfirmed {
+                                what: format!("{what} at {endpoint}"),
+                                cause: format!("{cause}; {attempt} attempts"),
+                                first_sent: None,
+                            });
+                        }
                         let hint = match retry_after {
                             Some(w) => format!("Xero asked to wait {} s", w.as_secs()),
                             None => "the stored tokens were kept and stay usable".into(),
@@ -704,18 +768,12 @@ impl Session {
     }
 }
 
-/// A URL for messages: without its query, which may carry data.
-fn redact_query(url: &url::Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.to_string()
-}
-
 /// What a refresh must achieve; decides whether the set found after taking the lock will do.
 enum Need {
     /// An access token valid for more than this many seconds.
     ValidFor(i64),
-    /// Tokens other than these (a forced refresh).
+    /// Tokens other than these, with an access token valid beyond the margin (a forced refresh,
+    /// or a 401).
     NewerThan(TokenSet),
 }
 
@@ -792,6 +850,91 @@ mod tests {
         );
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
+        assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    /// A listener that records whether anything connected to it.
+    fn stray_listener() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/steal", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    #[tokio::test]
+    async fn send_refuses_a_request_off_the_api_origin_whoever_built_it() {
+        let fake = FakeXero::start();
+        let (mut t, _) = with_expired_set(&fake).await;
+        let api = fake.api_url();
+        let base = fake.base_url();
+        let port = fake.port();
+        t.ctx.env = Box::new(move |k| match k {
+            "XERO_AUTH_API_URL" => Some(api.clone()),
+            "XERO_AUTH_CONNECTIONS_URL" => Some(format!("{base}/connections")),
+            "XERO_AUTH_TOKEN_URL" => Some(format!("{base}/connect/token")),
+            _ => None,
+        });
+        let session = t.ctx.session().unwrap();
+        let (stray, stray_url) = stray_listener();
+        // The caller's own client would follow redirects; the session's does not matter here:
+        // nothing may be sent at all.
+        let theirs = reqwest::Client::new();
+        for url in [
+            stray_url.clone(),
+            format!("https://127.0.0.1:{port}/api.xro/2.0/Organisation"),
+        ] {
+            let err = session.send(theirs.get(&url)).await.unwrap_err();
+            assert_eq!(err.exit_code() as u8, 1, "{url}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("the API origin http://127.0.0.1:{port}"))
+                    && !message.contains("pw"),
+                "{url}: {message}"
+            );
+        }
+        assert!(
+            matches!(stray.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "nothing connected to the other port"
+        );
+        assert_eq!(fake.count(Counter::TokenRequests), 0, "not even a refresh");
+        assert_eq!(fake.count(Counter::Api), 0);
+    }
+
+    /// `api` got a 401 while another process replaced the set with one that has no access
+    /// token (`import --force` of a file without an expiry): the set found under the lock is
+    /// newer, but has nothing to send, so it is refreshed rather than handed back (where
+    /// `send` used to `expect` an access token and panic).
+    #[tokio::test]
+    async fn a_newer_set_without_an_access_token_is_refreshed_not_handed_back() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        let seen = session.require_token_set().await.unwrap();
+        let imported = fake.issue_tokens("APP1", "openid offline_access");
+        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
+            .await
+            .unwrap();
+        session
+            .store_token_set(
+                &TokenSet {
+                    refresh_token: Some(secret_from_str(&imported.refresh_token)),
+                    access_token: None,
+                    expires_at: None,
+                    token_type: "Bearer".into(),
+                    scopes: vec![],
+                    obtained_at: NOW,
+                },
+                &lock,
+            )
+            .await
+            .unwrap();
+        drop(lock);
+
+        let refreshed = session.refresh_with(Need::NewerThan(seen)).await.unwrap();
+
+        assert!(refreshed.requested, "a refresh was made");
+        let token = refreshed.token_set.require_access_token("default").unwrap();
+        assert!(fake.access_token_valid(token.expose_secret()));
         assert_eq!(fake.count(Counter::Refresh), 1);
     }
 

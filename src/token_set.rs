@@ -150,6 +150,20 @@ impl TokenSet {
         self.obtained_at > now.saturating_add(CLOCK_SET_BACK_TOLERANCE_SECS)
     }
 
+    /// The access token, or an error when the set has none (a set imported without an expiry,
+    /// or whose cached token could not be used) — never a panic: callers that expect one after
+    /// a refresh still get an error with an exit code if that expectation is ever wrong.
+    pub fn require_access_token(&self, profile: &str) -> crate::error::Result<&AccessToken> {
+        self.access_token
+            .as_ref()
+            .ok_or_else(|| no_access_token(profile))
+    }
+
+    /// [`TokenSet::require_access_token`], taking the token out of the set.
+    pub fn into_access_token(self, profile: &str) -> crate::error::Result<AccessToken> {
+        self.access_token.ok_or_else(|| no_access_token(profile))
+    }
+
     /// When the refresh token lapses if it is not used (obtained + 60 days).
     pub fn refresh_lapses_at(&self) -> i64 {
         self.obtained_at.saturating_add(REFRESH_TOKEN_LIFETIME_SECS)
@@ -317,15 +331,41 @@ impl TokenSet {
                 "is damaged ({what}); log in again or import a token file"
             ));
         }
+        let refresh_token = stored.refresh_token.map(owned_secret);
+        if let Some(token) = &refresh_token {
+            crate::oauth::check_token_text(token.expose_secret(), "refresh_token").map_err(
+                |why| format!("is damaged ({why}); log in again or import a token file"),
+            )?;
+        }
+        // The access token is a 30-minute cache: one that cannot be sent as it is (a damaged or
+        // tampered entry) is dropped, and the next use refreshes.
+        let access_token = stored.access_token.map(owned_secret).filter(|token| {
+            let usable = crate::oauth::check_token_text(token.expose_secret(), "access_token");
+            if let Err(why) = &usable {
+                tracing::warn!("the stored {why}; it is not used, the next use refreshes");
+            }
+            usable.is_ok()
+        });
+        let expires_at = stored
+            .expires_at
+            .filter(|_| access_token.is_some() || split);
         let set = TokenSet {
-            refresh_token: stored.refresh_token.map(owned_secret),
-            access_token: stored.access_token.map(owned_secret),
-            expires_at: stored.expires_at,
+            refresh_token,
+            access_token,
+            expires_at,
             token_type: stored.token_type,
             scopes: stored.scope.split_whitespace().map(String::from).collect(),
             obtained_at: stored.obtained_at,
         };
         Ok((set, stored.access_token_parts))
+    }
+}
+
+fn no_access_token(profile: &str) -> crate::error::Error {
+    crate::error::Error::StoredFormat {
+        profile: profile.to_string(),
+        message: "has no usable access token; run `xero-auth refresh` (or `xero-auth login` if that fails)"
+            .into(),
     }
 }
 

@@ -4,6 +4,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::config::Endpoints;
 use crate::error::{Error, Result};
 use crate::http::{self, BodyError};
 use crate::secret::{Zeroizing, zeroizing_bytes};
@@ -24,15 +25,55 @@ pub struct Connection {
     pub tenant_name: String,
 }
 
-/// `Authorization: Bearer …` as a sensitive header value built in a zeroizing buffer.
-pub fn bearer(access_token: &str) -> HeaderValue {
+/// Checks that a request to `url` may carry the access token: once resolved, its origin (scheme,
+/// host and port) must be the origin of the profile's API base or of its connections endpoint,
+/// and it must carry no user name or password. Whatever the URL was built from — a path typed on
+/// the command line, a library caller's request — this is the one check every request that gets
+/// `Authorization: Bearer` passes. The error says where tokens may go; it never quotes user info.
+pub fn check_bearer_target(endpoints: &Endpoints, url: &Url) -> std::result::Result<(), String> {
+    let api = endpoints.api.origin();
+    let connections = endpoints.connections.origin();
+    let allowed = if connections == api {
+        format!("the API origin {}", api.ascii_serialization())
+    } else {
+        format!(
+            "the API origin {} or the connections endpoint's {}",
+            api.ascii_serialization(),
+            connections.ascii_serialization()
+        )
+    };
+    let shown = crate::config::shown(url);
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "is {shown}, with a user name or password in it; xero-auth sends the access token \
+             only to {allowed}, never with credentials in the URL"
+        ));
+    }
+    let origin = url.origin();
+    if origin != api && origin != connections {
+        return Err(format!(
+            "resolves to {shown}, which is not on {allowed}: xero-auth sends the access token only there"
+        ));
+    }
+    Ok(())
+}
+
+/// `Authorization: Bearer …` as a sensitive header value built in a zeroizing buffer. A token
+/// that is not a valid header value (a damaged or tampered store entry: token sets are checked
+/// when read, this is the last line) is an error, never a panic.
+pub fn bearer(access_token: &str) -> Result<HeaderValue> {
     let mut buf = Zeroizing::new(Vec::with_capacity(7 + access_token.len()));
     buf.extend_from_slice(b"Bearer ");
     buf.extend_from_slice(access_token.as_bytes());
-    let mut value = HeaderValue::from_maybe_shared(zeroizing_bytes(buf))
-        .expect("a checked token is a valid header value");
+    let mut value = HeaderValue::from_maybe_shared(zeroizing_bytes(buf)).map_err(|_| {
+        Error::InvalidInput(
+            "the stored access token is not a valid HTTP header value (a damaged entry?); \
+             run `xero-auth refresh`, or `xero-auth login` if that fails"
+                .into(),
+        )
+    })?;
     value.set_sensitive(true);
-    value
+    Ok(value)
 }
 
 /// `GET /connections`: the tenants this access token reaches.
@@ -48,7 +89,7 @@ pub async fn connections(
     };
     let response = http
         .get(url.clone())
-        .header(AUTHORIZATION, bearer(access_token))
+        .header(AUTHORIZATION, bearer(access_token)?)
         .header(ACCEPT, "application/json")
         .send()
         .await

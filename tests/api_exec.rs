@@ -112,6 +112,30 @@ fn api_retry_after_beyond_max_wait_is_exit_6_without_waiting() {
     assert_eq!(fake.count(Counter::Api), 1);
 }
 
+/// A `Retry-After` of 2^64-1 seconds (the server's number, not ours) used to overflow the wait
+/// arithmetic and panic; it is a wait beyond `--max-wait` like any other.
+#[test]
+fn api_retry_after_of_u64_max_is_exit_6_not_a_panic() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "api-429-max", FRESH);
+    // A --max-wait beyond any clock is a long wait, not an overflow.
+    env.cmd(&["api", ORGANISATION, "--max-wait", "18446744073709551615"])
+        .assert()
+        .success();
+    fake.push_fault(
+        Target::Api,
+        Fault::TooManyRequests {
+            retry_after_secs: u64::MAX,
+        },
+    );
+    env.cmd(&["api", ORGANISATION])
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains("429"))
+        .stderr(predicates::str::contains("--max-wait"));
+}
+
 #[test]
 fn api_without_a_tenant_fails_before_any_request() {
     require_keychain!();
@@ -243,8 +267,73 @@ fn api_refuses_a_full_url_on_another_host() {
     env.cmd(&["api", "https://elsewhere.example/api.xro/2.0/Organisation"])
         .assert()
         .code(1)
-        .stderr(predicates::str::contains("not on the configured API host"));
+        .stderr(predicates::str::contains("is not on the API origin"));
     assert_eq!(fake.count(Counter::Api), 0);
+}
+
+/// Every spelling that resolves off the API origin is refused before the token is read; a
+/// second listener on another port stands where the token must never go. `Url::join` turns the
+/// backslash, upper-case, leading-space and tab forms into URLs on another host, and userinfo,
+/// another port or another scheme change the origin too.
+#[test]
+fn api_never_sends_the_token_off_the_api_origin_whatever_the_spelling() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "api-origin", FRESH);
+    let trip = Tripwire::start();
+    let other = trip.authority();
+    let api = format!("http://127.0.0.1:{}", fake.port());
+    let api_port = fake.port();
+    let refused = [
+        format!("\\\\{other}/steal"),
+        format!("http:\\\\{other}/steal"),
+        format!("\\/{other}/steal"),
+        format!("HTTP://{other}/steal"),
+        format!("Http://{other}/steal"),
+        format!(" http://{other}/steal"),
+        format!("\thttp://{other}/steal"),
+        format!("ht\ttp://{other}/steal"),
+        format!("http://{other}/steal"),
+        format!("http://user@{other}/steal"),
+        format!("http://user:pw@{other}/steal"),
+        format!("http://user@127.0.0.1:{api_port}/{ORGANISATION}"),
+        format!("http://127.0.0.1:{api_port}@{other}/steal"),
+        format!("https://127.0.0.1:{api_port}/{ORGANISATION}"),
+        format!("http://localhost:{api_port}/{ORGANISATION}"),
+        format!("localhost:{}/steal", trip.port()),
+        format!("https:{other}/steal"),
+    ];
+    for shape in &refused {
+        let out = env.cmd(&["api", shape]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{shape:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the API origin {api}"))
+                && stderr.contains("sends the access token only"),
+            "{shape:?} must be refused naming the allowed origin: {stderr}"
+        );
+        assert!(!stderr.contains("user:pw"), "no password quoted: {stderr}");
+    }
+    // Spellings that stay on the API origin are paths there (the fake answers 404 to them).
+    for shape in [
+        format!("//{other}/steal"),
+        format!("/\\{other}/steal"),
+        format!("{other}/steal"),
+    ] {
+        let out = env.cmd(&["api", &shape]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("404"), "{shape:?}: {stderr}");
+    }
+    assert_eq!(
+        trip.seen(),
+        Vec::<String>::new(),
+        "nothing reached the other port"
+    );
+    assert_eq!(
+        fake.count(Counter::TokenRequests),
+        0,
+        "and nothing was refreshed"
+    );
 }
 
 #[test]
@@ -332,5 +421,51 @@ fn token_env_prints_export_lines_for_eval() {
             "export XERO_ACCESS_TOKEN='{}'\nexport XERO_TENANT_ID='{DEFAULT_TENANT_ID}'\n",
             tokens.access_token
         )
+    );
+}
+
+/// `api` sends, Xero answers 401, and meanwhile `import --force` replaced the stored set with
+/// one that has no access token (a file without `expires_in`): the refresh that follows must
+/// make a new access token, not hand back the imported set (which used to panic: exit 101).
+#[test]
+fn api_401_while_an_import_replaced_the_set_refreshes_instead_of_panicking() {
+    use support::processes::{Running, wait_until};
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = ready_profile(&fake, "api-401-import", FRESH);
+    env.set_env("XERO_AUTH_HTTP_TIMEOUT", "20");
+    fake.push_fault(Target::Api, Fault::Delay(Duration::from_secs(4)));
+    let api = Running::spawn(env.std_cmd(&["api", ORGANISATION]));
+    wait_until(Duration::from_secs(15), "the API request", || {
+        fake.count(Counter::Api) == 1
+    });
+
+    let issued = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.dir.path().join("no-expiry.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "access_token": issued.access_token,
+            "refresh_token": issued.refresh_token,
+            "token_type": "Bearer",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    env.ok(&["import", "--force", file.to_str().unwrap()]);
+    fake.expire_access_tokens();
+
+    let out = api.finish(Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(DEFAULT_TENANT_NAME),
+        "{stderr}"
+    );
+    assert_eq!(api_statuses(&fake), vec![401, 200]);
+    assert_eq!(
+        fake.refresh_token_status(&issued.refresh_token),
+        RefreshTokenStatus::UsedInGrace,
+        "the imported refresh token was the one refreshed"
     );
 }

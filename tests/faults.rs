@@ -194,3 +194,102 @@ fn one_temporary_failure_is_retried_within_the_command() {
     env.cmd(&["token"]).assert().success();
     assert_eq!(fake.count(Counter::Refresh), 3);
 }
+
+/// The time in "usable only until TIME" on `stderr`, in Unix seconds.
+fn usable_until(stderr: &str) -> Option<u64> {
+    let (_, rest) = stderr.split_once("usable only until ")?;
+    let time = humantime::parse_rfc3339(rest.get(..20)?).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Runs `token`, which must fail with exit 6 saying the stored refresh token is usable until 30
+/// minutes after `first_sent` (Unix seconds, give or take the run's own seconds); returns stderr.
+fn token_names_the_window_from(env: &TestEnv, first_sent: u64) -> String {
+    let out = env.cmd(&["token"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    let until = usable_until(&stderr).unwrap_or_else(|| panic!("no time in: {stderr}"));
+    assert!(
+        (first_sent + 1800..=first_sent + 1800 + 5).contains(&until),
+        "30 minutes after the first send ({first_sent}), not {until}: {stderr}"
+    );
+    stderr
+}
+
+/// Runs `token` with the token endpoint broken by `fault` after the request was sent: Xero may
+/// have rotated the refresh token, so the stored one is good for 30 minutes at most. The message
+/// must say until when (30 minutes after the first send), and tell cron users to retry within
+/// that window — not that the stored tokens "stay usable". Returns the test's environment.
+fn assert_lost_answer_names_the_window(name: &str, fault: Fault) -> (FakeXero, TestEnv) {
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, name, DAY);
+    let before = env.stored_raw();
+    fake.set_persistent_fault(Target::Token, Some(fault));
+
+    let started = unix_now();
+    let stderr = token_names_the_window_from(&env, started);
+    assert!(
+        stderr.contains("30 minutes") && stderr.contains("cron") && stderr.contains("again"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("kept and stay usable"), "{stderr}");
+    assert_eq!(env.stored_raw(), before, "stored set unchanged");
+    (fake, env)
+}
+
+#[test]
+fn a_timeout_after_sending_says_until_when_the_stored_token_is_usable() {
+    require_keychain!();
+    assert_lost_answer_names_the_window("w-timeout", Fault::Delay(Duration::from_secs(3)));
+}
+
+#[test]
+fn a_reset_before_the_answer_says_until_when_the_stored_token_is_usable() {
+    require_keychain!();
+    assert_lost_answer_names_the_window("w-reset", Fault::ResetAfterProcessing);
+}
+
+#[test]
+fn an_answer_cut_short_says_until_when_the_stored_token_is_usable() {
+    require_keychain!();
+    assert_lost_answer_names_the_window("w-truncated", Fault::TruncatedJson);
+}
+
+#[test]
+fn a_2xx_that_is_not_a_token_response_says_until_when_the_stored_token_is_usable() {
+    require_keychain!();
+    assert_lost_answer_names_the_window("w-html", Fault::Html);
+}
+
+/// After a run whose answer was lost, a later run that fails plainly (a 500) still names the
+/// window of the first send: the stored token may already be spent.
+#[test]
+fn a_later_plain_failure_still_names_the_window_of_an_unsaved_refresh() {
+    require_keychain!();
+    let started = unix_now();
+    let (fake, env) = assert_lost_answer_names_the_window("w-later", Fault::ResetAfterProcessing);
+    fake.set_persistent_fault(Target::Token, Some(Fault::ServerError));
+    token_names_the_window_from(&env, started);
+}
+
+/// Failures that say the request was not carried out (a 500, a refused connection) keep the
+/// plain message: the stored tokens stay usable, no window to race.
+#[test]
+fn a_failure_before_anything_was_carried_out_says_the_tokens_stay_usable() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "w-500", DAY);
+    fake.set_persistent_fault(Target::Token, Some(Fault::ServerError));
+    let out = env.cmd(&["token"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("kept and stay usable"), "{stderr}");
+    assert!(usable_until(&stderr).is_none(), "{stderr}");
+}

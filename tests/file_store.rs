@@ -383,6 +383,56 @@ fn crash_while_writing(name: &str, point: &str) {
     assert_eq!(leftovers(&env), 0, "the next write removed it");
 }
 
+/// `import --remove` deletes the plaintext file only once the store holds the tokens, checked
+/// by reading them back. That read-back used to be answered from the process's own cache of
+/// what it had just written, keyed by the file's inode, size and time, so a file damaged on disk
+/// in place (same inode, size and time) passed the check and the plaintext file was deleted,
+/// leaving the tokens nowhere. It now decrypts the file from disk.
+#[test]
+fn import_reads_the_file_back_from_disk_before_removing_the_token_file() {
+    require_failpoints!();
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-read-back");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let plain = env.write_token_file(&tokens, Duration::from_secs(60));
+    let stored = token_set_file(&env);
+
+    let mut cmd = env.std_cmd(&["import", "--remove", plain.to_str().unwrap()]);
+    // Hold the import between its write and its read-back.
+    cmd.env("FAILPOINTS", "import-stored=sleep(3000)");
+    let import = Running::spawn(cmd);
+    wait_until(Duration::from_secs(20), "the store file", || {
+        stored.exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Damage one byte in place, and give the file its time back: inode, size and time as they
+    // were, the contents not.
+    let modified = std::fs::metadata(&stored).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&stored)
+            .unwrap();
+        file.seek(SeekFrom::Start(last as u64)).unwrap();
+        file.write_all(&bytes[last..]).unwrap();
+        file.set_modified(modified).unwrap();
+    }
+
+    let out = import.finish(Duration::from_secs(30));
+    let stderr = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("damaged") && stderr.contains("was kept"),
+        "{stderr}"
+    );
+    assert!(plain.exists(), "the plaintext token file is kept");
+}
+
 #[test]
 fn a_crash_half_way_through_writing_the_file_leaves_the_old_one() {
     crash_while_writing("fs-crash-half", "file-store-writing");

@@ -67,6 +67,53 @@ fn import_remove_deletes_the_file_once_the_keychain_holds_the_tokens() {
     assert!(via_secret_tool.contains(&tokens.refresh_token));
 }
 
+/// `--remove` on a symbolic link used to delete the link, leave the plaintext file it pointed
+/// to, and say the tokens were "now only in the keychain". It is refused before anything is
+/// stored, naming the file the link points to; without `--remove` the link imports as before.
+#[test]
+fn import_remove_of_a_symbolic_link_is_refused_naming_the_target_and_changes_nothing() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-link");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let target = env.write_token_file(&tokens, Duration::from_secs(60));
+    let link = env.dir.path().join("tokens-link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    env.cmd(&["import", "--remove", link.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("symbolic link"))
+        .stderr(predicates::str::contains(target.to_str().unwrap()))
+        .stderr(predicates::str::contains("Nothing was stored or deleted"));
+    assert!(target.exists() && link.symlink_metadata().is_ok());
+    assert!(env.stored_raw().is_none(), "nothing stored");
+
+    env.ok(&["import", link.to_str().unwrap()]);
+    assert_eq!(env.stored_refresh_token(), tokens.refresh_token);
+}
+
+/// A file with a second name (a hard link) keeps its tokens under that name when one is
+/// deleted: `--remove` refuses rather than claim the tokens are gone from disk.
+#[test]
+fn import_remove_of_a_file_with_another_name_is_refused() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-hardlink");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+    let other = env.dir.path().join("backup-name.json");
+    std::fs::hard_link(&file, &other).unwrap();
+
+    env.cmd(&["import", "--remove", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("2 names"))
+        .stderr(predicates::str::contains("Nothing was stored or deleted"));
+    assert!(file.exists() && other.exists());
+    assert!(env.stored_raw().is_none(), "nothing stored");
+}
+
 #[test]
 fn import_refuses_to_replace_a_stored_token_set_without_force() {
     require_keychain!();
@@ -353,4 +400,43 @@ fn plain_http_endpoint_off_loopback_is_refused_before_any_request() {
         .code(1)
         .stderr(predicates::str::contains("XERO_AUTH_TOKEN_URL"))
         .stderr(predicates::str::contains("https://"));
+}
+
+/// With the environment's proxy variables set and one endpoint off loopback (the authorize URL
+/// stays Xero's), every loopback endpoint is still reached directly: the refresh (Basic
+/// credential, refresh token), the API call (bearer token) and the revocation never cross the
+/// proxy, where they would travel in cleartext. The proxy here is a listener that must see
+/// nothing.
+#[test]
+fn loopback_endpoints_never_go_through_the_environment_proxy() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = imported_profile(&fake, "proxy", DAY);
+    let proxy = Tripwire::start();
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.set_env(var, &format!("http://{}", proxy.authority()));
+    }
+    // Whatever the machine running the tests says: no exceptions.
+    env.set_env("NO_PROXY", "");
+    env.set_env("no_proxy", "");
+    env.set_env(
+        "XERO_AUTH_AUTHORIZE_URL",
+        "https://login.xero.com/identity/connect/authorize",
+    );
+
+    env.ok(&["token"]);
+    env.ok(&["api", "connections"]);
+    env.ok(&["tenants"]);
+    env.ok(&["logout"]);
+
+    assert_eq!(proxy.seen(), Vec::<String>::new(), "the proxy saw nothing");
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    assert_eq!(fake.count(Counter::Revocation), 1);
 }

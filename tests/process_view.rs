@@ -176,3 +176,101 @@ fn client_secret_from_the_environment_is_wiped_from_environ() {
     }
     finish(child);
 }
+
+/// The soft and hard core-size limits in a `/proc/PID/limits` text.
+fn core_limits(limits: &str) -> (libc::rlim_t, libc::rlim_t) {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("a core size line");
+    let value = |v: &str| match v {
+        "unlimited" => libc::RLIM_INFINITY,
+        n => n.parse().unwrap(),
+    };
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (value(fields[4]), value(fields[5]))
+}
+
+/// `cmd` as a caller with these core-size limits runs it.
+fn with_core_limits(
+    mut cmd: std::process::Command,
+    soft: libc::rlim_t,
+    hard: libc::rlim_t,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            let wanted = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &wanted) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+/// xero-auth refuses core dumps for itself (soft limit 0) but gives `exec`'s command the
+/// caller's limits back: it used to set the hard limit to 0 too, which the command inherited and
+/// could never raise again.
+#[test]
+fn exec_gives_the_command_the_callers_core_limits_and_keeps_none_for_itself() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "proc-core", Duration::from_secs(30));
+    let mut caller = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut caller) },
+        0
+    );
+    if caller.rlim_max == 0 {
+        eprintln!("skipped: this test's own hard core-size limit is 0; nothing to give back");
+        return;
+    }
+    // The caller: a soft limit of its own (1 MiB), its hard limit as it is.
+    let hard = caller.rlim_max;
+    let soft = hard.min(1 << 20);
+
+    let cmd = with_core_limits(
+        env.std_cmd(&["exec", "--", "cat", "/proc/self/limits"]),
+        soft,
+        hard,
+    );
+    let out = assert_cmd::Command::from_std(cmd)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_eq!(
+        core_limits(&String::from_utf8_lossy(&out.stdout)),
+        (soft, hard),
+        "the command runs with the caller's limits"
+    );
+
+    // While xero-auth itself runs (an API call held open), its soft limit is 0.
+    fake.push_fault(Target::Api, Fault::Delay(Duration::from_secs(2)));
+    let mut cmd = with_core_limits(
+        env.std_cmd(&["api", "api.xro/2.0/Organisation"]),
+        soft,
+        hard,
+    );
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_until("the API request", || fake.count(Counter::Api) == 1);
+    let limits = String::from_utf8(proc_file(pid, "limits").expect("readable")).unwrap();
+    assert_eq!(core_limits(&limits), (0, hard), "no core dump of xero-auth");
+    finish(child);
+}

@@ -130,6 +130,52 @@ fn no_secret_in_any_output_even_at_trace_level() {
     );
 }
 
+/// "Logs record only this tool's own events": at `-vvv`, and with `RUST_LOG=trace`, every log
+/// line's target is one of xero-auth's own modules. The HTTP client (hyper-util) and the D-Bus
+/// client (zbus) log through `tracing` too, and their events used to appear from `-vv` on.
+#[test]
+fn trace_output_holds_only_this_tools_own_events() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "own-events", Duration::from_secs(86_400));
+    fake.expire_access_tokens();
+    let mut events = 0;
+    for (args, rust_log) in [
+        (&["-vvv", "refresh"][..], None),
+        (&["-vvv", "api", "api.xro/2.0/Organisation"], None),
+        (&["-vvv", "tenants"], None),
+        (&["status"], Some("trace")),
+        (&["-vv", "token"], Some("trace,xero_auth=trace")),
+    ] {
+        let mut cmd = env.cmd(args);
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let mut words = line.split_whitespace();
+            if !matches!(
+                words.next(),
+                Some("TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+            ) {
+                continue;
+            }
+            events += 1;
+            let target = words.next().unwrap_or("");
+            assert!(
+                target.starts_with("xero_auth:") || target.starts_with("xero_auth::"),
+                "{args:?} logged another crate's event: {line}"
+            );
+        }
+    }
+    // The refresh logs what it does (the request, the stored result).
+    assert!(
+        events >= 2,
+        "the runs logged events of their own ({events})"
+    );
+}
+
 /// Each bad file gets exit 1 and a message naming the problem; the file and the keychain stay.
 #[test]
 fn bad_token_files_leave_file_and_keychain_untouched() {
@@ -218,4 +264,97 @@ fn unreadable_file_is_refused_when_permissions_apply() {
         .code(1)
         .stderr(predicates::str::contains("cannot be opened"));
     assert!(env.stored_raw().is_none());
+}
+
+/// Writes a token set straight into the profile's keychain entry, as a tampering process or a
+/// damaged keyring would leave it.
+fn store_raw_set(env: &TestEnv, set: &serde_json::Value) {
+    use xero_auth::store::{Keychain, SecretStore, token_set_account};
+    Keychain::new(xero_auth::config::StoreKind::SecretService)
+        .set(
+            &token_set_account(&env.profile),
+            "tampered",
+            &serde_json::to_vec(set).unwrap(),
+        )
+        .unwrap();
+}
+
+/// An entry whose access token holds a control character (which no header may carry) used to
+/// panic in `api` (exit 101). A stored access token is a cache: one that cannot be used is
+/// treated as absent, and the next use refreshes.
+#[test]
+fn a_stored_access_token_with_control_characters_is_refreshed_not_a_panic() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "tampered-at", Duration::from_secs(30));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    store_raw_set(
+        &env,
+        &serde_json::json!({
+            "version": 1,
+            "refresh_token": tokens.refresh_token,
+            "access_token": "eyJ\u{1}\r\ninjected: yes",
+            "expires_at": now + 1500,
+            "obtained_at": now,
+            "scope": SCOPE,
+        }),
+    );
+
+    env.cmd(&["api", "api.xro/2.0/Organisation"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(fake_xero::DEFAULT_TENANT_NAME));
+
+    assert_eq!(fake.count(Counter::Refresh), 1, "refreshed once");
+    let stored = env.stored().unwrap();
+    let access = stored["access_token"].as_str().unwrap();
+    assert!(fake.access_token_valid(access), "a clean token is stored");
+    // `token` prints it as it is now: a usable token.
+    let out = env.ok(&["token"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), access);
+}
+
+/// A refresh token with whitespace or control characters is refused when read, naming the
+/// field: nothing is sent to Xero with it, and the entry is left as it is.
+#[test]
+fn a_stored_refresh_token_with_control_characters_is_refused_when_read() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "tampered-rt", Duration::from_secs(86_400));
+    let set = serde_json::json!({
+        "version": 1,
+        "refresh_token": "rt\u{0}\nsecret-value",
+        "obtained_at": 1_800_000_000,
+    });
+    store_raw_set(&env, &set);
+    let before = env.stored_raw().unwrap();
+    let requests_before = fake.count(Counter::TokenRequests);
+
+    for args in [
+        &["token"][..],
+        &["refresh"],
+        &["api", "api.xro/2.0/Organisation"],
+    ] {
+        let out = env.cmd(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("damaged") && stderr.contains("refresh_token"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("secret-value"), "{stderr}");
+    }
+    assert_eq!(
+        fake.count(Counter::TokenRequests),
+        requests_before,
+        "nothing was sent with it"
+    );
+    assert_eq!(
+        env.stored_raw().unwrap(),
+        before,
+        "the entry is left as it is"
+    );
 }

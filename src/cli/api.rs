@@ -7,6 +7,7 @@ use reqwest::Method;
 use url::Url;
 
 use super::Context;
+use crate::config::Endpoints;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -42,7 +43,13 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     let (method, path) = match args.target.as_slice() {
         [path] => (None, path.as_str()),
         [method, path] => (Some(method.as_str()), path.as_str()),
-        _ => unreachable!("clap enforces 1 or 2 values"),
+        // clap allows only one or two; a library caller may build the arguments by hand.
+        _ => {
+            return Err(Error::InvalidInput(
+                "give the API path, optionally after an HTTP method: `xero-auth api [METHOD] PATH`"
+                    .into(),
+            ));
+        }
     };
     let method = match method {
         Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
@@ -54,7 +61,7 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         .session()?
         .with_tenant(args.tenant.clone())
         .with_max_wait(std::time::Duration::from_secs(args.max_wait));
-    let url = resolve(&session.profile().endpoints.api, path)?;
+    let url = resolve(&session.profile().endpoints, path)?;
     session.require_token_set_stored().await?;
     let needs_tenant = !url
         .path()
@@ -69,13 +76,14 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     let body = match args.data.as_deref() {
         None => None,
         Some("-") => Some(read_all(&mut std::io::stdin().lock(), "stdin")?),
-        Some(at) if at.starts_with('@') => {
-            let path = &at[1..];
-            let mut file = std::fs::File::open(path)
-                .map_err(|e| Error::io("cannot open the data file", path, e))?;
-            Some(read_all(&mut file, path)?)
-        }
-        Some(text) => Some(text.as_bytes().to_vec()),
+        Some(text) => match text.strip_prefix('@') {
+            Some(path) => {
+                let mut file = std::fs::File::open(path)
+                    .map_err(|e| Error::io("cannot open the data file", path, e))?;
+                Some(read_all(&mut file, path)?)
+            }
+            None => Some(text.as_bytes().to_vec()),
+        },
     };
 
     let http = session.http().await?;
@@ -185,31 +193,43 @@ fn read_all(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// `PATH` relative to the API base, or a full URL only when it is on the API's own origin
-/// (the access token must not be sent anywhere else).
-pub fn resolve(api: &Url, path: &str) -> Result<Url> {
-    if path.starts_with("http://") || path.starts_with("https://") {
-        let url = Url::parse(path)
-            .map_err(|e| Error::InvalidInput(format!("'{path}' is not a URL ({e})")))?;
-        if url.origin() != api.origin() {
-            return Err(Error::InvalidInput(format!(
-                "{path} is not on the configured API host {}: xero-auth sends the access token only there",
-                api.origin().ascii_serialization()
-            )));
-        }
-        return Ok(url);
-    }
-    api.join(path.trim_start_matches('/'))
-        .map_err(|e| Error::InvalidInput(format!("'{path}' is not a path ({e})")))
+/// `PATH` resolved against the API base: a path relative to it, or a full URL. Whatever the
+/// spelling (upper-case schemes, backslashes, leading blanks, `//host`), the check is made on the
+/// URL it resolves to: a URL that would take the access token off the API's origin is refused
+/// ([`crate::xero::check_bearer_target`]).
+pub fn resolve(endpoints: &Endpoints, path: &str) -> Result<Url> {
+    let url = endpoints
+        .api
+        .join(path.trim_start_matches('/'))
+        .map_err(|e| {
+            Error::InvalidInput(format!("'{}' is not a path ({e})", path.escape_debug()))
+        })?;
+    crate::xero::check_bearer_target(endpoints, &url).map_err(|why| {
+        Error::InvalidInput(format!(
+            "the target {why}; give a path relative to api_url (e.g. api.xro/2.0/Organisation)"
+        ))
+    })?;
+    Ok(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn xero() -> Endpoints {
+        let url = |s: &str| Url::parse(s).unwrap();
+        Endpoints {
+            authorize: url("https://login.xero.com/identity/connect/authorize"),
+            token: url("https://identity.xero.com/connect/token"),
+            revocation: url("https://identity.xero.com/connect/revocation"),
+            connections: url("https://api.xero.com/connections"),
+            api: url("https://api.xero.com/"),
+        }
+    }
+
     #[test]
     fn paths_resolve_against_the_api_base_and_full_urls_must_stay_on_it() {
-        let api = Url::parse("https://api.xero.com/").unwrap();
+        let api = xero();
         assert_eq!(
             resolve(&api, "api.xro/2.0/Organisation").unwrap().as_str(),
             "https://api.xero.com/api.xro/2.0/Organisation"
@@ -225,7 +245,54 @@ mod tests {
             Some("page=2")
         );
         assert!(resolve(&api, "https://api.xero.com/api.xro/2.0/Invoices").is_ok());
+        assert!(resolve(&api, "HTTPS://API.XERO.COM/api.xro/2.0/Invoices").is_ok());
         assert!(resolve(&api, "https://evil.example/api.xro/2.0/Invoices").is_err());
         assert!(resolve(&api, "http://api.xero.com/x").is_err());
+    }
+
+    /// The spellings `Url::join` turns into another host, and the other ways to change the
+    /// origin: each is refused, naming where the token may go.
+    #[test]
+    fn every_spelling_of_another_origin_is_refused_after_resolving() {
+        let api = xero();
+        for input in [
+            "\\\\evil.example/x",
+            "https:\\\\evil.example/x",
+            "\\/evil.example/x",
+            "HTTPS://evil.example/x",
+            "Https://evil.example/x",
+            " https://evil.example/x",
+            "\thttps://evil.example/x",
+            "ht\ttps://evil.example/x",
+            "http:evil.example/x",
+            "https://api.xero.com:8443/x",
+            "http://api.xero.com/x",
+            "https://user@api.xero.com/x",
+            "https://user:pw@api.xero.com/x",
+            "https://api.xero.com@evil.example/x",
+            "javascript:alert(1)",
+            "data:text/plain,x",
+            "file:///etc/passwd",
+        ] {
+            let err = resolve(&api, input).unwrap_err().to_string();
+            assert!(
+                err.contains("the API origin https://api.xero.com")
+                    && err.contains("sends the access token only"),
+                "{input:?}: {err}"
+            );
+            assert!(!err.contains("pw"), "{input:?}: {err}");
+        }
+        // Leading slashes are trimmed: `//host/x` and `/\\host/x` are paths on the API host, as
+        // is `https:host/x` (the API's own scheme, so a relative reference).
+        for input in [
+            "//evil.example/x",
+            "/\\evil.example/x",
+            "https:evil.example/x",
+        ] {
+            assert_eq!(
+                resolve(&api, input).unwrap().as_str(),
+                "https://api.xero.com/evil.example/x"
+            );
+        }
     }
 }

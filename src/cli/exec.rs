@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use clap::Args;
 
 use super::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
 
 #[derive(Debug, Args)]
@@ -45,14 +45,17 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         .with_tenant(args.tenant.clone())
         .with_margin(args.min_valid);
     let token = session.access_token().await?;
-    let (program, _) = args.command.split_first().expect("clap requires a command");
-    let mut command = command_with_token(&args.command, &token, session.tenant());
+    let mut command = command_with_token(&args.command, &token, session.tenant())?;
     drop(token);
-    let failed = |source: std::io::Error| crate::child::cannot_run(program, source);
+    let program = command.get_program().to_owned();
+    let failed = |source: std::io::Error| crate::child::cannot_run(&program, source);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        Err(failed(command.exec()))
+        let failed_exec = command.exec();
+        // Still this process: keep refusing core dumps while it reports the failure.
+        crate::hardening::reapply_after_failed_exec();
+        Err(failed(failed_exec))
     }
     #[cfg(not(unix))]
     {
@@ -63,13 +66,18 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
 
 /// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and
 /// `XERO_TENANT_ID` (removed when there is no tenant) in its environment, and none of our
-/// secrets.
+/// secrets, run with the caller's core-size limits ([`crate::child::with_callers_limits`]).
 pub fn command_with_token(
     command_line: &[OsString],
     token: &crate::secret::AccessToken,
     tenant: Option<&str>,
-) -> std::process::Command {
-    let (program, rest) = command_line.split_first().expect("clap requires a command");
+) -> Result<std::process::Command> {
+    // clap requires a command; a library caller may build the arguments by hand.
+    let Some((program, rest)) = command_line.split_first() else {
+        return Err(Error::InvalidInput(
+            "give the command to run: `xero-auth exec -- CMD [ARGS…]`".into(),
+        ));
+    };
     let mut command = std::process::Command::new(program);
     command
         .args(rest)
@@ -79,5 +87,6 @@ pub fn command_with_token(
         Some(tenant) => command.env("XERO_TENANT_ID", tenant),
         None => command.env_remove("XERO_TENANT_ID"),
     };
-    command
+    crate::child::with_callers_limits(&mut command);
+    Ok(command)
 }

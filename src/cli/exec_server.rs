@@ -49,7 +49,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let listener = LoopbackListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{}{PATH}", listener.local_addr());
 
-    let mut command = super::exec::command_with_token(&args.command, &token, session.tenant());
+    let mut command = super::exec::command_with_token(&args.command, &token, session.tenant())?;
     command.env(URL_ENV, &url).env(KEY_ENV, key.expose_secret());
     drop(token);
     let signals = StopSignals::install()?;
@@ -195,9 +195,7 @@ impl Endpoint {
             let _permit = permit;
             let set = self.session.valid_token_set(margin).await?;
             let token = set
-                .access_token
-                .as_ref()
-                .expect("a valid token set has an access token")
+                .require_access_token(&self.session.profile().name)?
                 .expose_secret();
             let expires_at = set.expires_at.unwrap_or(0);
             let doc = TokenJson {

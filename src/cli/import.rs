@@ -1,6 +1,6 @@
 //! `xero-auth import FILE [--remove]`: move a plaintext token file into the keychain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -28,6 +28,12 @@ pub struct ImportArgs {
 /// Reads the file, stores its token set, reads it back, and only then deletes the file.
 pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     let imported = read_token_file(&args.file)?;
+    // What `--remove` will delete is settled before anything is stored.
+    let to_remove = if args.remove {
+        Some(removable(&args.file)?)
+    } else {
+        None
+    };
     let session = ctx.session()?;
     let profile = session.profile().name.clone();
 
@@ -59,8 +65,18 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     lock.note_saved();
     crash_point("import-stored");
 
-    // Read back before touching the file: the keychain, not our memory, must hold the token.
-    let back = session.stored_token_set().await?;
+    // Read back before touching the file: the keychain, not our memory, must hold the token —
+    // nor a cache of what this process wrote (the file store keeps one).
+    session.store().forget_cached();
+    let kept = |e: Error| match e {
+        Error::StoreUnavailable { store, cause, fix } => Error::StoreUnavailable {
+            store,
+            cause: format!("reading the token set back failed: {cause}"),
+            fix: format!("{fix}; the token file {} was kept", args.file.display()),
+        },
+        other => other,
+    };
+    let back = session.stored_token_set().await.map_err(kept)?;
     let matches = back.as_ref().is_some_and(|b| {
         b.refresh_token.as_ref().map(|t| t.expose_secret())
             == imported.refresh_token.as_ref().map(|t| t.expose_secret())
@@ -90,13 +106,81 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         session.store().describe(),
         format_time(imported.refresh_lapses_at())
     );
-    if args.remove {
+    if let Some(checked) = to_remove {
+        // The name must still be the file that was read: one replaced meanwhile is not deleted.
+        if removable(&args.file).ok() != Some(checked) {
+            return Err(Error::InvalidInput(format!(
+                "imported, but {} changed while it was being imported (replaced, or turned into a \
+                 link); it was not deleted: check it, and delete it yourself",
+                args.file.display()
+            )));
+        }
         std::fs::remove_file(&args.file)
             .map_err(|e| Error::io("imported, but cannot delete the token file", &args.file, e))?;
         eprintln!(
-            "deleted {} (its tokens are now only in the keychain; backups or copies of it still hold them)",
-            args.file.display()
+            "deleted {} (its tokens are now only in {}; backups or copies of it still hold them)",
+            args.file.display(),
+            session.store().describe()
         );
     }
     Ok(())
+}
+
+/// Which file a name is: device and inode where the platform has them.
+#[derive(Debug, PartialEq, Eq)]
+struct FileIdentity {
+    #[cfg(unix)]
+    dev: u64,
+    #[cfg(unix)]
+    ino: u64,
+}
+
+/// Checks that deleting `path` deletes the token file: `path` must be the file itself, under its
+/// only name. A symbolic link is refused (deleting it leaves the file that holds the tokens,
+/// named in the message), and so is a file with other names (hard links), which keep its tokens
+/// when one name is deleted. Called before anything is stored, and again just before deleting.
+fn removable(path: &Path) -> Result<FileIdentity> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| Error::io("cannot examine the token file", path, e))?;
+    let refuse = |why: String, instead: &str| {
+        Error::InvalidInput(format!(
+            "{} {why}. Nothing was stored or deleted. {instead}",
+            path.display()
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path)
+            .or_else(|_| std::fs::read_link(path))
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "a file that cannot be resolved".into());
+        return Err(refuse(
+            format!(
+                "is a symbolic link to {target}: --remove would delete the link and leave the \
+                 tokens in {target}"
+            ),
+            &format!(
+                "Run `xero-auth import {target} --remove` to import and delete the file itself"
+            ),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.is_file() && meta.nlink() > 1 {
+            return Err(refuse(
+                format!(
+                    "has {} names (hard links): deleting this one would leave its tokens under \
+                     the others",
+                    meta.nlink()
+                ),
+                "Import it without --remove, then delete every name of the file yourself",
+            ));
+        }
+        Ok(FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(FileIdentity {})
 }

@@ -118,6 +118,10 @@ impl SecretStore for WarnOnWrite {
     fn max_secret_len(&self) -> Option<usize> {
         self.inner.max_secret_len()
     }
+
+    fn forget_cached(&self) {
+        self.inner.forget_cached();
+    }
 }
 
 #[cfg(test)]

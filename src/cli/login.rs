@@ -169,10 +169,7 @@ async fn choose_tenant(
     set: &TokenSet,
     can_prompt: bool,
 ) -> Result<()> {
-    let token = set
-        .access_token
-        .as_ref()
-        .expect("a new set has an access token");
+    let token = set.require_access_token(&session.profile().name)?;
     let http = session.http().await?;
     let connections = match crate::xero::connections(
         http,

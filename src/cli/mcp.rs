@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::Context;
 use crate::child::{self, StopSignals};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mcp::{self, Id, Message};
 use crate::secret::ExposeSecret;
 use crate::session::{DEFAULT_MARGIN_SECS, Session};
@@ -221,15 +221,13 @@ async fn read_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> Optio
 impl Bridge<'_> {
     /// Starts a server with `set`'s access token.
     fn start_child(&mut self, set: &TokenSet) -> Result<()> {
-        let token = set
-            .access_token
-            .as_ref()
-            .expect("a valid token set has an access token");
-        let (program, rest) = self
-            .args
-            .command
-            .split_first()
-            .expect("clap requires a command");
+        let token = set.require_access_token(&self.session.profile().name)?;
+        // clap requires a command; a library caller may build the arguments by hand.
+        let Some((program, rest)) = self.args.command.split_first() else {
+            return Err(Error::InvalidInput(
+                "give the MCP server's command: `xero-auth mcp -- CMD [ARGS…]`".into(),
+            ));
+        };
         let mut command = std::process::Command::new(program);
         command
             .args(rest)
@@ -539,13 +537,13 @@ impl Bridge<'_> {
                 return;
             }
         };
-        let token = set
-            .access_token
-            .as_ref()
-            .expect("a valid token set has an access token");
-        if let Some(running) = &self.child
-            && running.token_digest == digest(token.expose_secret())
-        {
+        // A set without an access token cannot be the running server's; `start_child` below
+        // turns it into an error.
+        let same_token = match (&self.child, set.access_token.as_ref()) {
+            (Some(running), Some(token)) => running.token_digest == digest(token.expose_secret()),
+            _ => false,
+        };
+        if same_token {
             // The token it has is still the best there is (another process's refresh came
             // between): nothing to do until it comes within the margin.
             self.restart = None;

@@ -32,10 +32,7 @@ pub enum TenantsAction {
 pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
-    let token = set
-        .access_token
-        .as_ref()
-        .expect("a valid set has an access token");
+    let token = set.require_access_token(&session.profile().name)?;
     let http = session.http().await?;
     let connections = crate::xero::connections(
         http,

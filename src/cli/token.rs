@@ -36,9 +36,7 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let set = session.valid_token_set(args.min_valid as i64).await?;
     let token = set
-        .access_token
-        .as_ref()
-        .expect("a valid token set has an access token")
+        .require_access_token(&session.profile().name)?
         .expose_secret();
 
     // One buffer, sized up front (no reallocation leaves a copy), written in one call.

@@ -18,6 +18,9 @@
 //! keeps what it decrypted, keyed by the file's identity (device, inode, size, modification
 //! time), so re-reading an unchanged file — the refresh protocol does it under the lock — costs
 //! nothing, while a file another process replaced (a rename makes a new inode) is read again.
+//! A file changed in place with its time put back would not be noticed, which is why `import`
+//! forgets the cache before its read-back ([`super::SecretStore::forget_cached`]): the check
+//! that allows deleting the plaintext token file decrypts what is on disk.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -444,6 +447,14 @@ impl SecretStore for FileStore {
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         // Existence only: no passphrase, no decryption.
         Ok(self.path_of(account)?.is_file())
+    }
+
+    fn forget_cached(&self) {
+        // The wiping buffers are dropped, so their plaintext goes with them.
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 

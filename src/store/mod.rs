@@ -64,6 +64,11 @@ pub trait SecretStore: Send + Sync {
     fn max_secret_len(&self) -> Option<usize> {
         None
     }
+    /// Forgets what this process keeps of the store's secrets, so that the next read asks the
+    /// store itself (the file store keeps what it decrypted and wrote; the keychains keep
+    /// nothing). Used where a read must prove what is at rest: `import`'s read-back before it
+    /// deletes the plaintext file. Wrappers pass it through.
+    fn forget_cached(&self) {}
 }
 
 /// The keychain account that holds a profile's token set.
@@ -176,6 +181,11 @@ impl Store {
     /// Asks no keychain.
     pub fn max_secret_len(&self) -> Option<usize> {
         self.inner.max_secret_len()
+    }
+
+    /// See [`SecretStore::forget_cached`].
+    pub fn forget_cached(&self) {
+        self.inner.forget_cached();
     }
 
     /// Reads the secret filed under `account`.

@@ -227,7 +227,12 @@ async fn read_access_token(
         );
         return Ok(None);
     }
-    Ok(std::str::from_utf8(&token).ok().map(secret_from_str))
+    // The digest matched, so these are the bytes written; checked like every stored token
+    // anyway (parts and core may both have been rewritten).
+    Ok(std::str::from_utf8(&token)
+        .ok()
+        .filter(|t| crate::oauth::check_token_text(t, "access_token").is_ok())
+        .map(secret_from_str))
 }
 
 /// Deletes the part entries from `from` up, highest first, so that what a failure leaves is
@@ -343,6 +348,10 @@ impl super::SecretStore for EntryLimit {
 
     fn max_secret_len(&self) -> Option<usize> {
         Some(self.limit)
+    }
+
+    fn forget_cached(&self) {
+        self.inner.forget_cached();
     }
 
     fn interactive(&self) -> bool {

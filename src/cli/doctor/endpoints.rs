@@ -6,7 +6,7 @@ use std::time::Instant;
 use url::Url;
 
 use super::{MAX_WAIT, ProfileCheck};
-use crate::config::{Profile, is_loopback};
+use crate::config::Profile;
 
 /// What an endpoint origin answered.
 pub enum Answer {
@@ -97,13 +97,7 @@ pub async fn probe_endpoints(
                 root.set_fragment(None);
                 root
             };
-            let proxy = if is_loopback(url) {
-                None
-            } else {
-                ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-                    .into_iter()
-                    .find(|v| env(v).is_some())
-            };
+            let proxy = crate::http::proxy_variable(url, env);
             probes.push((
                 EndpointProbe {
                     origin,
