@@ -5,6 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fake_xero::{DEFAULT_TENANT_ID, DEFAULT_TENANT_NAME};
+use predicates::prelude::PredicateBooleanExt;
 use support::*;
 
 const ORGANISATION: &str = "api.xro/2.0/Organisation";
@@ -468,4 +469,98 @@ fn api_401_while_an_import_replaced_the_set_refreshes_instead_of_panicking() {
         RefreshTokenStatus::UsedInGrace,
         "the imported refresh token was the one refreshed"
     );
+}
+
+/// `--tenant` takes an organisation's name (any case) as `tenants use` does, looked up in the
+/// connections; an id is used as it is, without a look-up.
+#[test]
+fn api_and_exec_take_a_tenant_by_name() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "api-tenant-name", FRESH);
+    let lower = DEFAULT_TENANT_NAME.to_lowercase();
+
+    env.cmd(&["api", ORGANISATION, "--tenant", &lower])
+        .assert()
+        .success();
+    let sent: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/Organisation"))
+        .map(|r| r.tenant)
+        .collect();
+    assert_eq!(sent, vec![Some(DEFAULT_TENANT_ID.to_string())]);
+
+    env.cmd(&[
+        "exec",
+        "--tenant",
+        DEFAULT_TENANT_NAME,
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$XERO_TENANT_ID\"",
+    ])
+    .assert()
+    .success()
+    .stdout(DEFAULT_TENANT_ID);
+
+    let before = fake.requests().len();
+    env.cmd(&["api", ORGANISATION, "--tenant", "Nobody Ltd"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "'Nobody Ltd' matches no connected tenant",
+        ))
+        .stderr(predicates::str::contains(DEFAULT_TENANT_NAME));
+    let after: Vec<_> = fake.requests().into_iter().skip(before).collect();
+    assert!(
+        after.iter().all(|r| !r.path.contains("api.xro")),
+        "no API call for an unknown name: {:?}",
+        after.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}
+
+/// curl's and gh's `-X METHOD`; a lone method word is a usage mistake, not a path; a 404 on a
+/// path without Xero's prefix says what the prefix is.
+#[test]
+fn api_method_flag_lone_method_and_404_hint() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "api-method", FRESH);
+
+    env.cmd(&["api", "-X", "POST", "api.xro/2.0/Contacts", "--data", "{}"])
+        .assert()
+        .success();
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/Contacts"))
+    );
+
+    let before = fake.requests().len();
+    env.cmd(&["api", "GET"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("'GET' is an HTTP method"))
+        .stderr(predicates::str::contains("xero-auth api GET PATH"));
+    env.cmd(&["api", "-X", "PUT", "POST", ORGANISATION])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("two methods"));
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "nothing sent for a usage mistake"
+    );
+
+    env.cmd(&["api", "Organisation"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("404"))
+        .stderr(predicates::str::contains("paths start with api.xro/2.0/"));
+    env.cmd(&["api", "payroll.xro/1.0/Nothing"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("404"))
+        .stderr(predicates::str::contains("paths start with").not());
 }

@@ -17,14 +17,17 @@ pub struct ApiArgs {
     /// `connections`), or a full URL on the same host. METHOD defaults to GET, or POST with --data.
     #[arg(value_name = "METHOD|PATH", num_args = 1..=2, required = true)]
     pub target: Vec<String>,
+    /// The HTTP method, as curl and gh take it (`-X POST`); the same as giving it before PATH.
+    #[arg(short = 'X', long = "method", value_name = "METHOD")]
+    pub method: Option<String>,
     /// The request body: `@FILE`, `-` for stdin, or the JSON text itself.
     #[arg(long, value_name = "@FILE|-|JSON")]
     pub data: Option<String>,
     /// An extra request header (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// The tenant to address (default: the profile's default tenant).
-    #[arg(long, value_name = "ID")]
+    /// The tenant to address, by id or by name (default: the profile's default tenant).
+    #[arg(long, value_name = "ID|NAME")]
     pub tenant: Option<String>,
     /// Print the status line and the response headers before the body.
     #[arg(short = 'i', long)]
@@ -40,9 +43,20 @@ const MAX_DATA: usize = 32 * 1024 * 1024;
 /// Sends the request through the session (401 → one refresh and one retry; bounded 429 waits)
 /// and prints the body. A non-2xx answer still prints the body, then exits non-zero.
 pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
-    let (method, path) = match args.target.as_slice() {
-        [path] => (None, path.as_str()),
-        [method, path] => (Some(method.as_str()), path.as_str()),
+    let (method, path) = match (args.target.as_slice(), args.method.as_deref()) {
+        ([only], None) if is_method_word(only) => {
+            return Err(Error::InvalidInput(format!(
+                "'{only}' is an HTTP method, and no API path follows it: `xero-auth api {only} \
+                 PATH` (e.g. `xero-auth api {only} api.xro/2.0/Organisation`)"
+            )));
+        }
+        ([path], method) => (method, path.as_str()),
+        ([method, path], None) => (Some(method.as_str()), path.as_str()),
+        ([method, _], Some(flag)) => {
+            return Err(Error::InvalidInput(format!(
+                "two methods: '{method}' before the path and '{flag}' in -X: give one"
+            )));
+        }
         // clap allows only one or two; a library caller may build the arguments by hand.
         _ => {
             return Err(Error::InvalidInput(
@@ -59,10 +73,10 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     };
     let session = ctx
         .session()?
-        .with_tenant(args.tenant.clone())
         .with_max_wait(std::time::Duration::from_secs(args.max_wait));
     let url = resolve(&session.profile().endpoints, path)?;
     session.require_token_set_stored().await?;
+    let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
     let needs_tenant = !url
         .path()
         .trim_start_matches('/')
@@ -166,6 +180,12 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
     if let Some(d) = &detail {
         summary.push_str(&format!(" ({d})"));
     }
+    if status.as_u16() == 404 && !path_looks_like_xeros(&url) {
+        summary.push_str(
+            "; Accounting API paths start with api.xro/2.0/ \
+             (e.g. `xero-auth api api.xro/2.0/Organisation`)",
+        );
+    }
     if status.as_u16() == 403 {
         summary.push_str(&format!(
             "; check the tenant id {} (`xero-auth tenants`) and the app's scopes",
@@ -191,6 +211,20 @@ fn read_all(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>> {
         )));
     }
     Ok(buf)
+}
+
+/// True for a word that can only be meant as an HTTP method (`GET`, `post`…), never a path.
+fn is_method_word(word: &str) -> bool {
+    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(word))
+}
+
+/// Whether `url`'s path starts the way Xero's API paths do (`api.xro/…`, `connections`,
+/// `payroll.xro/…`, `assets.xro/…`…): a 404 elsewhere gets a hint about the prefix.
+fn path_looks_like_xeros(url: &Url) -> bool {
+    let path = url.path().trim_start_matches('/');
+    path.starts_with("connections") || path.split('/').next().is_some_and(|p| p.ends_with(".xro"))
 }
 
 /// `PATH` resolved against the API base: a path relative to it, or a full URL. Whatever the

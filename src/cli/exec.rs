@@ -11,8 +11,8 @@ use crate::secret::ExposeSecret;
 #[derive(Debug, Args)]
 /// Arguments of `xero-auth exec`.
 pub struct ExecArgs {
-    /// The tenant for XERO_TENANT_ID (default: the profile's default tenant).
-    #[arg(long, value_name = "ID")]
+    /// The tenant for XERO_TENANT_ID, by id or by name (default: the profile's default tenant).
+    #[arg(long, value_name = "ID|NAME")]
     pub tenant: Option<String>,
     /// Refresh first when the token expires within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
@@ -40,10 +40,9 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     if args.server {
         return super::exec_server::run(args, ctx).await;
     }
-    let session = ctx
-        .session()?
-        .with_tenant(args.tenant.clone())
-        .with_margin(args.min_valid);
+    let session = ctx.session()?.with_margin(args.min_valid);
+    session.require_token_set_stored().await?;
+    let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
     let token = session.access_token().await?;
     let mut command = command_with_token(&args.command, &token, session.tenant())?;
     drop(token);

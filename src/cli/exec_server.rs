@@ -37,11 +37,10 @@ const FINISH_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs CMD with the endpoint, and ends with its status once it has ended.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
-    let session = Arc::new(
-        ctx.session()?
-            .with_tenant(args.tenant.clone())
-            .with_margin(args.min_valid),
-    );
+    let session = ctx.session()?.with_margin(args.min_valid);
+    session.require_token_set_stored().await?;
+    let session =
+        Arc::new(super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?);
     // Fail before anything starts when there is no usable token, as plain `exec` does.
     let token = session.access_token().await?;
     // 32 random bytes: 43 URL-safe characters.

@@ -7,7 +7,7 @@ use super::Context;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
-use crate::session::DEFAULT_MARGIN_SECS;
+use crate::session::{DEFAULT_MARGIN_SECS, Session};
 use crate::xero::Connection;
 
 #[derive(Debug, Args)]
@@ -78,6 +78,36 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `session` addressing the tenant `wanted` names — an id as it is, or a connected
+/// organisation's name (any case), looked up with one `/connections` request — or the profile's
+/// default tenant when `wanted` is `None`.
+pub async fn with_tenant_named(session: Session, wanted: Option<&str>) -> Result<Session> {
+    let Some(wanted) = wanted else {
+        return Ok(session);
+    };
+    if looks_like_id(wanted) {
+        return Ok(session.with_tenant(Some(wanted.to_string())));
+    }
+    let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
+    let token = set.require_access_token(&session.profile().name)?;
+    let connections = crate::xero::connections(
+        session.http().await?,
+        &session.profile().endpoints.connections,
+        token.expose_secret(),
+    )
+    .await?;
+    let id = find(&connections, wanted)?.tenant_id.clone();
+    Ok(session.with_tenant(Some(id)))
+}
+
+/// Xero's tenant ids are UUIDs: 36 characters of hex digits and four dashes.
+fn looks_like_id(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| {
+            matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+        })
 }
 
 fn find<'a>(connections: &'a [Connection], wanted: &str) -> Result<&'a Connection> {
