@@ -49,8 +49,8 @@ pub enum Error {
         profile: String,
         /// What is missing, or what was being done.
         what: &'static str,
-        /// What the user can do.
-        hint: &'static str,
+        /// What the user can do (its commands through [`crate::hint::command`]).
+        hint: String,
     },
 
     /// The selected profile is not in `config.toml`, and the command found something it needs
@@ -99,7 +99,8 @@ pub enum Error {
     #[error(
         "Xero issued new tokens for profile '{profile}' but they could not be saved to '{store}': {cause}\n  \
          the previous refresh token stays usable for 30 minutes (Xero's grace period): fix the store \
-         (see `xero-auth doctor`) and run `xero-auth refresh --profile {profile}` again within that time"
+         (see `xero-auth doctor`) and run {} again within that time",
+        crate::hint::command(.profile, "refresh")
     )]
     StoreWriteFailed {
         /// The profile concerned.
@@ -155,8 +156,9 @@ pub enum Error {
     /// The API refused the access token again after a refresh (exit 4).
     #[error(
         "{endpoint} refused the access token again after a refresh (HTTP 401{}): the app's authorisation \
-         is no longer accepted — authorise again with `xero-auth login --profile {profile}`",
-        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+         is no longer accepted — authorise again with {}",
+        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default(),
+        crate::hint::command(.profile, "login")
     )]
     AccessRefused {
         /// The profile concerned.
@@ -254,14 +256,11 @@ fn unknown_profile_message(
     known: &[String],
     suggestion: Option<&str>,
 ) -> String {
-    let flag = if profile == crate::config::DEFAULT_PROFILE {
-        String::new()
-    } else {
-        format!(" --profile {profile}")
-    };
     let create = format!(
-        "`xero-auth client set{flag} --client-id ID`, then `xero-auth login{flag}` \
-         (or `xero-auth import{flag} FILE`)"
+        "{}, then {} (or {})",
+        crate::hint::command(profile, "client set --client-id ID"),
+        crate::hint::command(profile, "login"),
+        crate::hint::command(profile, "import FILE"),
     );
     if known.is_empty() {
         return format!(
@@ -289,6 +288,8 @@ fn reauth_message(
     unsaved_refresh_at: Option<i64>,
 ) -> String {
     let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
+    let login = crate::hint::command(profile, "login");
+    let import = crate::hint::command(profile, "import FILE --force");
     match (rejection, unsaved_refresh_at) {
         (Rejection::Grant, Some(sent_at)) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}. \
@@ -296,19 +297,19 @@ fn reauth_message(
              (it was killed, or the keychain refused the write). That refresh most likely used up the \
              stored refresh token: Xero accepts it again only for 30 minutes after that first use, and \
              that time has passed (otherwise the token expired unused for 60 days or was revoked). \
-             Nothing was deleted. Authorise again: `xero-auth login --profile {profile}` \
-             (or `xero-auth import FILE --force`)",
+             Nothing was deleted. Authorise again: {login} (or {import})",
             crate::time::format_time(sent_at)
         ),
         (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \
              it expired (60 days unused), was revoked, or was already used elsewhere. Nothing was deleted. \
-             Authorise again: `xero-auth login --profile {profile}` (or `xero-auth import FILE --force`)"
+             Authorise again: {login} (or {import})"
         ),
         (Rejection::Client, _) => format!(
             "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
              the client id or secret is wrong. Nothing was deleted. Check the app at developer.xero.com \
-             and run `xero-auth client set --profile {profile} --client-id ID`"
+             and run {}",
+            crate::hint::command(profile, "client set --client-id ID")
         ),
     }
 }
@@ -385,7 +386,7 @@ mod tests {
         let nothing = Error::NothingStored {
             profile: "p".into(),
             what: "token set",
-            hint: "h",
+            hint: "h".into(),
         };
         assert_eq!(nothing.exit_code() as u8, 3);
         assert_eq!(Error::InvalidInput("x".into()).exit_code() as u8, 1);

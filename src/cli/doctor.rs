@@ -98,10 +98,10 @@ impl Problem {
         }
     }
 
-    fn nothing(profile: &str, what: &'static str, hint: &'static str) -> Self {
+    fn nothing(profile: &str, what: &'static str, hint: String) -> Self {
         Problem {
             what: format!("profile '{profile}' has no {what} stored"),
-            fix: hint.to_string(),
+            fix: hint.clone(),
             error: Error::NothingStored {
                 profile: profile.to_string(),
                 what,

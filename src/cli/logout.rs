@@ -62,8 +62,9 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
     }
     session.delete_token_set(&lock).await?;
     eprintln!(
-        "logged out: deleted the token set of profile '{name}' from {} (the client id and secret are kept; `xero-auth client remove` deletes them)",
-        session.store().describe()
+        "logged out: deleted the token set of profile '{name}' from {} (the client id and secret are kept; {} deletes them)",
+        session.store().describe(),
+        crate::hint::command(&name, "client remove")
     );
     Ok(())
 }

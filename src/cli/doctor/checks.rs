@@ -258,16 +258,23 @@ impl Report {
                 self.problems.push(Problem::nothing(
                     &p.name,
                     "client id",
-                    "run `xero-auth client set --client-id ID` with the id from developer.xero.com \
-                     (or pick another profile with --profile NAME)",
+                    format!(
+                        "run {} with the id from developer.xero.com \
+                         (or pick another profile with --profile NAME)",
+                        crate::hint::command(&p.name, "client set --client-id ID")
+                    ),
                 ));
             }
             if p.token_set == Presence::Missing {
                 self.problems.push(Problem::nothing(
                     &p.name,
                     "token set",
-                    "run `xero-auth login`, or `xero-auth import FILE` to move a token file into \
-                     the keychain (or pick another profile with --profile NAME)",
+                    format!(
+                        "run {}, or {} to move a token file into the keychain \
+                         (or pick another profile with --profile NAME)",
+                        crate::hint::command(&p.name, "login"),
+                        crate::hint::command(&p.name, "import FILE")
+                    ),
                 ));
             }
         }

@@ -206,10 +206,12 @@ impl Report {
             ));
             rows.push((
                 "client id".into(),
-                profile
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| "NONE: run `xero-auth client set --client-id ID`".into()),
+                profile.client_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "NONE: run {}",
+                        crate::hint::command(&p.name, "client set --client-id ID")
+                    )
+                }),
             ));
             rows.push((
                 "client secret".into(),
@@ -226,10 +228,17 @@ impl Report {
                 "token set".into(),
                 match &p.token_set {
                     Presence::Stored => {
-                        "stored (`xero-auth status` shows its lifetimes)".to_string()
+                        format!(
+                            "stored ({} shows its lifetimes)",
+                            crate::hint::command(&p.name, "status")
+                        )
                     }
                     Presence::Missing => {
-                        "NONE: run `xero-auth login` or `xero-auth import FILE`".into()
+                        format!(
+                            "NONE: run {} or {}",
+                            crate::hint::command(&p.name, "login"),
+                            crate::hint::command(&p.name, "import FILE")
+                        )
                     }
                     Presence::Unknown(why) => why.clone(),
                 },
