@@ -404,3 +404,58 @@ fn hints_for_the_default_profile_stay_short() {
     assert!(stderr.contains("`xero-auth login`"), "{stderr}");
     assert!(!stderr.contains("--profile default"), "{stderr}");
 }
+
+// ------------------------------------------------------------------ --store for one run
+
+#[test]
+fn a_store_given_for_one_run_says_it_is_not_remembered_and_how_to_keep_it() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, "store-once");
+    env.set_env("XERO_AUTH_PASSPHRASE", "tidy-Otter-41-lantern");
+    env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
+    let keep = format!(
+        "`xero-auth config set store file --profile {}`",
+        env.profile
+    );
+
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID, "--store", "file"])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--store file was for this run only") && stderr.contains(&keep),
+        "{stderr}"
+    );
+
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, std::time::Duration::from_secs(60));
+    let out = env
+        .cmd(&["import", file.to_str().unwrap(), "--store", "file"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&keep), "{stderr}");
+
+    // Following the advice: the profile now uses the file store, and says nothing more.
+    env.ok(&["config", "set", "store", "file"]);
+    let out = env.ok(&["status", "--store", "file"]);
+    assert!(stderr_of(&out).is_empty(), "{}", stderr_of(&out));
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID, "--store", "file"])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !stderr_of(&out).contains("this run only"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = env.ok(&["token"]);
+    assert_eq!(stdout_of(&out).trim(), tokens.access_token);
+}
