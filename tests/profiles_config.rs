@@ -47,6 +47,7 @@ fn a_profile_not_in_the_config_is_named_with_the_ones_that_are() {
         vec!["exec", "--", "true"],
         vec!["status"],
         vec!["status", "--json"],
+        vec!["logout"],
     ] {
         let out = env
             .cmd(&["--profile", &mistyped])
