@@ -90,6 +90,16 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         session.store().describe(),
         format_time(imported.refresh_lapses_at())
     );
+    // A token file carries no client id, yet every refresh needs one: said now, while the
+    // user is setting up, rather than by a `refresh` (exit 3) once the access token expires.
+    if session.profile().client_id.is_none() {
+        eprintln!(
+            "warning: profile '{profile}' has no client id, so `refresh` will fail (and `token` \
+             once this access token expires): run {} with the id of the app that issued these \
+             tokens",
+            crate::hint::command(&profile, "client set --client-id ID")
+        );
+    }
     if args.remove {
         std::fs::remove_file(&args.file)
             .map_err(|e| Error::io("imported, but cannot delete the token file", &args.file, e))?;
