@@ -35,8 +35,14 @@ pub enum ExitCode {
 pub enum Rejection {
     /// `invalid_grant`: the refresh token expired, was revoked, or was reused outside the grace window.
     Grant,
-    /// `invalid_client`: the client id or secret is wrong.
-    Client,
+    /// `invalid_client`: the client id or secret is wrong, or the app is not the kind (with
+    /// or without a secret) the profile's client was sent as.
+    Client {
+        /// Whether the request authenticated with a client secret. Xero says only
+        /// `invalid_client`, so this is what tells the two likely mistakes apart: a web app
+        /// asked without its secret, or a PKCE app sent one it does not have.
+        secret_sent: bool,
+    },
 }
 
 /// Everything that can go wrong, each with what the user can do about it.
@@ -305,10 +311,21 @@ fn reauth_message(
              it expired (60 days unused), was revoked, or was already used elsewhere. Nothing was deleted. \
              Authorise again: {login} (or {import})"
         ),
-        (Rejection::Client, _) => format!(
+        (Rejection::Client { secret_sent: true }, _) => format!(
             "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
-             the client id or secret is wrong. Nothing was deleted. Check the app at developer.xero.com \
-             and run {}",
+             the client id or secret is wrong, or the app is a PKCE app, which has no secret and \
+             is refused when sent one (a client secret is stored for this profile). Nothing was \
+             deleted. Check the app at developer.xero.com: for a web app or custom connection run \
+             {} with its current secret; for a PKCE app run {}",
+            crate::hint::command(profile, "client set --client-id ID"),
+            crate::hint::command(profile, "client set --client-id ID --public")
+        ),
+        (Rejection::Client { secret_sent: false }, _) => format!(
+            "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
+             the client id is wrong, or the app needs its secret — no client secret is stored for \
+             this profile, so it was sent as a PKCE app's (client id only). Nothing was deleted. \
+             Check the app at developer.xero.com: for a web app or custom connection run {} with \
+             the app's secret (asked for, or from XERO_CLIENT_SECRET or --secret-stdin)",
             crate::hint::command(profile, "client set --client-id ID")
         ),
     }
