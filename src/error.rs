@@ -35,8 +35,14 @@ pub enum ExitCode {
 pub enum Rejection {
     /// `invalid_grant`: the refresh token expired, was revoked, or was reused outside the grace window.
     Grant,
-    /// `invalid_client`: the client id or secret is wrong.
-    Client,
+    /// `invalid_client`: the client id or secret is wrong, or the app is not the kind (with
+    /// or without a secret) the profile's client was sent as.
+    Client {
+        /// Whether the request authenticated with a client secret. Xero says only
+        /// `invalid_client`, so this is what tells the two likely mistakes apart: a web app
+        /// asked without its secret, or a PKCE app sent one it does not have.
+        secret_sent: bool,
+    },
 }
 
 /// Everything that can go wrong, each with what the user can do about it.
@@ -49,8 +55,8 @@ pub enum Error {
         profile: String,
         /// What is missing, or what was being done.
         what: &'static str,
-        /// What the user can do.
-        hint: &'static str,
+        /// What the user can do (its commands through [`crate::hint::command`]).
+        hint: String,
     },
 
     /// The selected profile is not in `config.toml`, and the command found something it needs
@@ -99,7 +105,8 @@ pub enum Error {
     #[error(
         "Xero issued new tokens for profile '{profile}' but they could not be saved to '{store}': {cause}\n  \
          the previous refresh token stays usable for 30 minutes (Xero's grace period): fix the store \
-         (see `xero-auth doctor`) and run `xero-auth refresh --profile {profile}` again within that time"
+         (see `xero-auth doctor`) and run {} again within that time",
+        crate::hint::command(.profile, "refresh")
     )]
     StoreWriteFailed {
         /// The profile concerned.
@@ -171,8 +178,9 @@ pub enum Error {
     /// The API refused the access token again after a refresh (exit 4).
     #[error(
         "{endpoint} refused the access token again after a refresh (HTTP 401{}): the app's authorisation \
-         is no longer accepted — authorise again with `xero-auth login --profile {profile}`",
-        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+         is no longer accepted — authorise again with {}",
+        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default(),
+        crate::hint::command(.profile, "login")
     )]
     AccessRefused {
         /// The profile concerned.
@@ -270,14 +278,11 @@ fn unknown_profile_message(
     known: &[String],
     suggestion: Option<&str>,
 ) -> String {
-    let flag = if profile == crate::config::DEFAULT_PROFILE {
-        String::new()
-    } else {
-        format!(" --profile {profile}")
-    };
     let create = format!(
-        "`xero-auth client set{flag} --client-id ID`, then `xero-auth login{flag}` \
-         (or `xero-auth import{flag} FILE`)"
+        "{}, then {} (or {})",
+        crate::hint::command(profile, "client set --client-id ID"),
+        crate::hint::command(profile, "login"),
+        crate::hint::command(profile, "import FILE"),
     );
     if known.is_empty() {
         return format!(
@@ -305,6 +310,8 @@ fn reauth_message(
     unsaved_refresh_at: Option<i64>,
 ) -> String {
     let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
+    let login = crate::hint::command(profile, "login");
+    let import = crate::hint::command(profile, "import FILE --force");
     match (rejection, unsaved_refresh_at) {
         (Rejection::Grant, Some(sent_at)) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}. \
@@ -312,19 +319,30 @@ fn reauth_message(
              (it was killed, or the keychain refused the write). That refresh most likely used up the \
              stored refresh token: Xero accepts it again only for 30 minutes after that first use, and \
              that time has passed (otherwise the token expired unused for 60 days or was revoked). \
-             Nothing was deleted. Authorise again: `xero-auth login --profile {profile}` \
-             (or `xero-auth import FILE --force`)",
+             Nothing was deleted. Authorise again: {login} (or {import})",
             crate::time::format_time(sent_at)
         ),
         (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \
              it expired (60 days unused), was revoked, or was already used elsewhere. Nothing was deleted. \
-             Authorise again: `xero-auth login --profile {profile}` (or `xero-auth import FILE --force`)"
+             Authorise again: {login} (or {import})"
         ),
-        (Rejection::Client, _) => format!(
+        (Rejection::Client { secret_sent: true }, _) => format!(
             "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
-             the client id or secret is wrong. Nothing was deleted. Check the app at developer.xero.com \
-             and run `xero-auth client set --profile {profile} --client-id ID`"
+             the client id or secret is wrong, or the app is a PKCE app, which has no secret and \
+             is refused when sent one (a client secret is stored for this profile). Nothing was \
+             deleted. Check the app at developer.xero.com: for a web app or custom connection run \
+             {} with its current secret; for a PKCE app run {}",
+            crate::hint::command(profile, "client set --client-id ID"),
+            crate::hint::command(profile, "client set --client-id ID --public")
+        ),
+        (Rejection::Client { secret_sent: false }, _) => format!(
+            "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
+             the client id is wrong, or the app needs its secret — no client secret is stored for \
+             this profile, so it was sent as a PKCE app's (client id only). Nothing was deleted. \
+             Check the app at developer.xero.com: for a web app or custom connection run {} with \
+             the app's secret (asked for, or from XERO_CLIENT_SECRET or --secret-stdin)",
+            crate::hint::command(profile, "client set --client-id ID")
         ),
     }
 }
@@ -425,7 +443,7 @@ mod tests {
         let nothing = Error::NothingStored {
             profile: "p".into(),
             what: "token set",
-            hint: "h",
+            hint: "h".into(),
         };
         assert_eq!(nothing.exit_code() as u8, 3);
         assert_eq!(Error::InvalidInput("x".into()).exit_code() as u8, 1);

@@ -39,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod failpoints;
 pub mod hardening;
+pub mod hint;
 pub mod http;
 pub mod import;
 pub mod limits;

@@ -318,7 +318,7 @@ pub async fn request_tokens(
         return parse_token_response(&answer.body)
             .map_err(|why| answer_lost(format!("HTTP {}, but {why}", answer.status)));
     }
-    Err(classify_failure(&answer))
+    Err(classify_failure(&answer, app))
 }
 
 /// Revokes a refresh token (RFC 7009) with the same client authentication as the token
@@ -336,13 +336,15 @@ pub async fn revoke(
     if answer.status.is_success() {
         Ok(())
     } else {
-        Err(classify_failure(&answer))
+        Err(classify_failure(&answer, app))
     }
 }
 
 /// What a non-2xx answer means: temporary (429, 5xx, 408), a rejection of the grant or the
 /// client, another OAuth error, or something that is not OAuth at all.
-fn classify_failure(answer: &FormAnswer) -> TokenError {
+/// `app` is how the client authenticated: with `invalid_client`, whether a secret was sent is
+/// the best clue to what is wrong.
+fn classify_failure(answer: &FormAnswer, app: &AppCredentials) -> TokenError {
     let status = answer.status;
     if status.as_u16() == 429 {
         return TokenError::Temporary {
@@ -368,7 +370,9 @@ fn classify_failure(answer: &FormAnswer) -> TokenError {
                     description,
                 },
                 "invalid_client" => TokenError::Rejected {
-                    rejection: Rejection::Client,
+                    rejection: Rejection::Client {
+                        secret_sent: app.client_secret.is_some(),
+                    },
                     description,
                 },
                 code => TokenError::OAuth {

@@ -344,7 +344,11 @@ impl Session {
         Error::NothingStored {
             profile: self.profile.name.clone(),
             what: "token set",
-            hint: "run `xero-auth login`, or `xero-auth import FILE` to move a token file into the keychain",
+            hint: format!(
+                "run {}, or {} to move a token file into the keychain",
+                crate::hint::command(&self.profile.name, "login"),
+                crate::hint::command(&self.profile.name, "import FILE"),
+            ),
         }
     }
 
@@ -373,11 +377,18 @@ impl Session {
     /// The app's credentials: the client id from the config, the secret from the keychain
     /// (none for PKCE apps).
     pub async fn app_credentials(&self) -> Result<AppCredentials> {
-        let client_id = self.profile.client_id.clone().ok_or_else(|| Error::NothingStored {
-            profile: self.profile.name.clone(),
-            what: "client id",
-            hint: "run `xero-auth client set --client-id ID` with the id from developer.xero.com",
-        })?;
+        let client_id = self
+            .profile
+            .client_id
+            .clone()
+            .ok_or_else(|| Error::NothingStored {
+                profile: self.profile.name.clone(),
+                what: "client id",
+                hint: format!(
+                    "run {} with the id from developer.xero.com",
+                    crate::hint::command(&self.profile.name, "client set --client-id ID"),
+                ),
+            })?;
         let client_secret = match self
             .store
             .get(&client_secret_account(&self.profile.name))
@@ -545,7 +556,10 @@ impl Session {
             return Err(Error::NothingStored {
                 profile: self.profile.name.clone(),
                 what: "client secret",
-                hint: "custom connections need the app's secret: run `xero-auth client set --client-id ID`",
+                hint: format!(
+                    "custom connections need the app's secret: run {}",
+                    crate::hint::command(&self.profile.name, "client set --client-id ID"),
+                ),
             });
         }
         let url = &self.profile.endpoints.token;
@@ -602,7 +616,10 @@ impl Session {
                 endpoint,
                 code: "invalid_grant".into(),
                 description: Some(description.unwrap_or_else(|| {
-                    "the authorization code was refused (expired, already used, or the redirect URI or PKCE verifier did not match); run `xero-auth login` again".into()
+                    format!(
+                        "the authorization code was refused (expired, already used, or the redirect URI or PKCE verifier did not match); run {} again",
+                        crate::hint::command(&self.profile.name, "login")
+                    )
                 })),
             }),
             Err(TokenError::Rejected {

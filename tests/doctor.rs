@@ -75,6 +75,14 @@ fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, se
     )
 }
 
+/// Writes a `config.toml` with the test's profile, and `settings` (TOML lines) in its table:
+/// a profile set up, as against a fresh install.
+fn configure(env: &TestEnv, settings: &str) {
+    let path = env.dir.path().join("config/xero-auth/config.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("[profiles.{}]\n{settings}", env.profile)).unwrap();
+}
+
 /// The report's line for `label` (its first column) in the section of the test's profile.
 fn profile_line<'a>(stdout: &'a str, env: &TestEnv, label: &str) -> &'a str {
     let section = stdout
@@ -198,6 +206,7 @@ fn no_session_bus_is_exit_5_naming_the_bus_address_and_the_fix() {
     // Needs no keychain: the point is that there is none.
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-no-bus");
+    configure(&env, "");
 
     let (code, stdout, stderr, json) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
 
@@ -239,6 +248,7 @@ fn nothing_stored_is_exit_3_with_what_to_run() {
     require_keychain!();
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-nothing");
+    configure(&env, "");
 
     let (code, stdout, stderr, json) = doctor(&env, &[]);
 
@@ -495,6 +505,7 @@ fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-locked");
+    configure(&env, "");
 
     // Unlocked, the store is usable (the profile just has nothing stored yet: exit 3).
     let (code, stdout, ..) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", &keyring.address)]);
@@ -590,6 +601,7 @@ fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-bare-bus");
+    configure(&env, "");
 
     let (code, stdout, stderr, json) =
         doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
@@ -610,4 +622,79 @@ fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
         "{fix}"
     );
     assert_eq!(json["problems"][0]["exit_code"], 5, "{json:#}");
+}
+
+#[test]
+fn a_fresh_install_is_exit_0_saying_what_to_run_first() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-fresh");
+
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "nothing set up yet: run `xero-auth client set --client-id ID --profile {}`",
+            env.profile
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("problems\n"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(
+        json["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn a_fresh_install_without_its_keychain_is_exit_0_with_a_warning() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-fresh-no-bus");
+
+    let (code, stdout, stderr, _) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let warnings = stdout
+        .split_once("warnings\n")
+        .unwrap_or_else(|| panic!("a warnings section:\n{stdout}"))
+        .1;
+    assert!(
+        warnings.contains("secret-service")
+            && warnings.contains("dbus-run-session")
+            && warnings.contains("client set"),
+        "{warnings}"
+    );
+    assert!(stdout.contains("nothing set up yet"), "{stdout}");
+}
+
+#[test]
+fn an_unavailable_store_no_profile_uses_is_not_a_problem() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-unused-store");
+    configure(&env, "store = \"file\"\n");
+
+    let (code, stdout, stderr, json) = doctor(
+        &env,
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", NO_BUS),
+            ("XERO_AUTH_PASSPHRASE", "tidy-Otter-41-lantern"),
+        ],
+    );
+
+    // Nothing is stored for the profile (exit 3); the missing Secret Service is no problem of it.
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let problems = stdout.split_once("problems\n").expect("problems").1;
+    assert!(!problems.contains("secret-service"), "{problems}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("secret-service"))
+        .unwrap_or_else(|| panic!("no secret-service line:\n{stdout}"));
+    assert!(
+        line.contains("unavailable") && line.contains("not used by any profile"),
+        "{line}"
+    );
+    assert_eq!(store_report(&json, "secret-service")["usable"], false);
 }

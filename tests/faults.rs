@@ -161,6 +161,51 @@ fn invalid_client_is_exit_4_and_deletes_nothing() {
     assert_eq!(env.stored_raw(), before);
 }
 
+/// `refresh` on `env` (exit 4, nothing changed); its stderr.
+fn refused_client(env: &TestEnv) -> String {
+    let before = env.stored_raw();
+    let out = env.cmd(&["refresh"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert_eq!(env.stored_raw(), before);
+    stderr
+}
+
+#[test]
+fn invalid_client_says_which_kind_of_app_the_stored_client_was_sent_as() {
+    require_keychain!();
+    let fake = FakeXero::start();
+
+    // A secret is stored, but the app at Xero is a PKCE app (no secret).
+    let (env, _) = imported_profile(&fake, "f-client-public", DAY);
+    fake.add_client(CLIENT_ID, None);
+    let stderr = refused_client(&env);
+    assert!(
+        stderr.contains("a client secret is stored for this profile")
+            && stderr.contains(&format!(
+                "`xero-auth client set --client-id ID --public --profile {}`",
+                env.profile
+            )),
+        "{stderr}"
+    );
+
+    // No secret is stored, but the app at Xero has one (a web app).
+    let (env, _) = imported_profile(&fake, "f-client-secretless", DAY);
+    env.ok(&["client", "set", "--client-id", CLIENT_ID, "--public"]);
+    fake.add_client(CLIENT_ID, Some(CLIENT_SECRET));
+    let stderr = refused_client(&env);
+    assert!(
+        stderr.contains("no client secret is stored for this profile")
+            && stderr.contains(&format!(
+                "`xero-auth client set --client-id ID --profile {}`",
+                env.profile
+            ))
+            && stderr.contains("with the app's secret"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_lost_answer_is_recovered_through_the_grace_window() {
     require_keychain!();

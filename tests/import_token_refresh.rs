@@ -440,3 +440,39 @@ fn loopback_endpoints_never_go_through_the_environment_proxy() {
     assert_eq!(fake.count(Counter::Refresh), 1);
     assert_eq!(fake.count(Counter::Revocation), 1);
 }
+
+#[test]
+fn import_into_a_profile_without_a_client_id_warns_that_refresh_needs_one() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-no-client");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, Duration::from_secs(60));
+
+    let out = env.ok(&["import", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: profile '{}' has no client id, so `refresh` will fail",
+            env.profile
+        )) && stderr.contains(&format!(
+            "`xero-auth client set --client-id ID --profile {}`",
+            env.profile
+        )),
+        "{stderr}"
+    );
+    // The import itself stands: the token is served while it is valid.
+    let out = env.ok(&["token"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        tokens.access_token
+    );
+
+    // With a client id there is nothing to warn about.
+    let other = TestEnv::new(&fake, "import-with-client");
+    other.set_client(&fake);
+    let file = other.write_token_file(&fake.issue_tokens(CLIENT_ID, SCOPE), Duration::ZERO);
+    let out = other.ok(&["import", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -1072,6 +1072,16 @@ fn logout_revokes_the_refresh_token_and_deletes_the_token_set() {
     );
     env.cmd(&["token"]).assert().code(3);
 
+    // A second logout has nothing to do, and says so: exit 0, no request.
+    let out = env.ok(&["logout"]);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("profile '{}' is already logged out", env.profile)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("run `xero-auth login"), "{stderr}");
+    assert_eq!(fake.count(Counter::Revocation), 1);
+
     // Xero no longer honours the refresh token, wherever a copy of it lives.
     let copy = TestEnv::new(&fake, "logout-copy");
     copy.set_client(&fake);
@@ -1161,6 +1171,21 @@ fn logout_while_down(name: &str, down: Down, force: bool) {
     if force {
         assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
         assert!(env.stored().is_none(), "--force deletes the token set");
+        // What failed, and what --force does about it, each on a line of its own.
+        let anyway = stderr
+            .lines()
+            .find(|l| l.contains("anyway"))
+            .unwrap_or_else(|| panic!("no word of --force in:\n{stderr}"));
+        assert!(
+            anyway.starts_with("--force:") && !anyway.contains("Nothing was deleted"),
+            "{stderr}"
+        );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("warning: revocation failed")),
+            "{stderr}"
+        );
         env.cmd(&["token"]).assert().code(3);
     } else {
         assert_eq!(out.status.code(), Some(6), "stderr:\n{stderr}");

@@ -47,6 +47,7 @@ fn a_profile_not_in_the_config_is_named_with_the_ones_that_are() {
         vec!["exec", "--", "true"],
         vec!["status"],
         vec!["status", "--json"],
+        vec!["logout"],
     ] {
         let out = env
             .cmd(&["--profile", &mistyped])
@@ -93,7 +94,7 @@ fn a_near_miss_is_suggested_and_nothing_configured_says_how_to_start() {
     assert!(
         stderr.contains("no profiles are configured")
             && stderr.contains(&format!(
-                "xero-auth client set --profile {} --client-id ID",
+                "xero-auth client set --client-id ID --profile {}",
                 env.profile
             )),
         "{stderr}"
@@ -314,4 +315,148 @@ fn config_set_edits_the_file_in_place_and_validates_like_the_reader() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout_of(&out), "");
     assert!(stderr_of(&out).contains("not set"), "{}", stderr_of(&out));
+}
+
+// ------------------------------------------------------------------ hints name the profile
+
+/// The commands quoted in `text` (each "`xero-auth …`" span).
+fn quoted_commands(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.starts_with("xero-auth "))
+        .map(String::from)
+        .collect()
+}
+
+/// Asserts that `text` quotes at least one command, and that every command it quotes that acts
+/// on a profile names `profile`: copied as written, a hint must not act on the default profile.
+fn assert_hints_name(text: &str, profile: &str, situation: &str) {
+    let commands = quoted_commands(text);
+    assert!(
+        !commands.is_empty(),
+        "{situation}: no command hinted in {text}"
+    );
+    let flag = format!("--profile {profile}");
+    for command in commands {
+        let global = ["xero-auth doctor", "xero-auth profiles"]
+            .iter()
+            .any(|g| command.starts_with(g));
+        assert!(
+            global || command.ends_with(&flag),
+            "{situation}: `{command}` does not name the profile in {text}"
+        );
+    }
+}
+
+#[test]
+fn hints_name_a_profile_that_is_not_the_default() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "hints-profile");
+    let profile = env.profile.clone();
+    // Configured, so that what is missing is reported rather than a mistyped profile.
+    write_config(
+        &env,
+        &format!("[profiles.{profile}]\nstore = \"secret-service\"\n"),
+    );
+
+    let out = env.cmd(&["refresh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_hints_name(&stderr_of(&out), &profile, "refresh with nothing stored");
+
+    let out = env.cmd(&["status"]).output().unwrap();
+    let status = format!("{}{}", stdout_of(&out), stderr_of(&out));
+    assert_hints_name(&status, &profile, "status with nothing stored");
+
+    let out = env.cmd(&["doctor"]).output().unwrap();
+    let doctor = format!("{}{}", stdout_of(&out), stderr_of(&out));
+    assert!(doctor.contains(&format!("client set --client-id ID --profile {profile}`")));
+    assert_hints_name(&doctor, &profile, "doctor without a client id");
+
+    env.set_client(&fake);
+    let out = env.cmd(&["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_hints_name(&stderr_of(&out), &profile, "token without a token set");
+
+    let out = env.ok(&[
+        "client",
+        "set",
+        "--client-id",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "--public",
+    ]);
+    assert_hints_name(&stderr_of(&out), &profile, "client set with another id");
+
+    let out = env.ok(&["client", "remove"]);
+    assert_hints_name(&stderr_of(&out), &profile, "client remove");
+}
+
+#[test]
+fn hints_for_the_default_profile_stay_short() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, "hints-default");
+    env.set_env("XERO_AUTH_PROFILE", "default");
+    write_config(&env, "[profiles.default]\nstore = \"secret-service\"\n");
+    let out = env.cmd(&["refresh"]).output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("`xero-auth login`"), "{stderr}");
+    assert!(!stderr.contains("--profile default"), "{stderr}");
+}
+
+// ------------------------------------------------------------------ --store for one run
+
+#[test]
+fn a_store_given_for_one_run_says_it_is_not_remembered_and_how_to_keep_it() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, "store-once");
+    env.set_env("XERO_AUTH_PASSPHRASE", "tidy-Otter-41-lantern");
+    env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
+    let keep = format!(
+        "`xero-auth config set store file --profile {}`",
+        env.profile
+    );
+
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID, "--store", "file"])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--store file was for this run only") && stderr.contains(&keep),
+        "{stderr}"
+    );
+
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, std::time::Duration::from_secs(60));
+    let out = env
+        .cmd(&["import", file.to_str().unwrap(), "--store", "file"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&keep), "{stderr}");
+
+    // Following the advice: the profile now uses the file store, and says nothing more.
+    env.ok(&["config", "set", "store", "file"]);
+    let out = env.ok(&["status", "--store", "file"]);
+    assert!(stderr_of(&out).is_empty(), "{}", stderr_of(&out));
+    let out = env
+        .cmd(&["client", "set", "--client-id", CLIENT_ID, "--store", "file"])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !stderr_of(&out).contains("this run only"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = env.ok(&["token"]);
+    assert_eq!(stdout_of(&out).trim(), tokens.access_token);
 }

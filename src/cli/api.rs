@@ -83,8 +83,9 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         .starts_with("connections");
     if needs_tenant && session.tenant().is_none() {
         return Err(Error::InvalidInput(format!(
-            "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call. Pass --tenant ID, or set a default with `xero-auth tenants use ID|NAME --profile {}`",
-            session.profile().name
+            "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call. Pass --tenant \
+             ID|NAME, or set a default with {}",
+            crate::hint::command(&session.profile().name, "tenants use ID|NAME")
         )));
     }
     let body = match args.data.as_deref() {

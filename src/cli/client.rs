@@ -91,8 +91,9 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
         .filter(|old| *old != args.client_id)
     {
         eprintln!(
-            "note: profile '{}' used client id {old} before; tokens issued to that app will not refresh with this one — run `xero-auth login` again",
-            profile.name
+            "note: profile '{}' used client id {old} before; tokens issued to that app will not refresh with this one — run {} again",
+            profile.name,
+            crate::hint::command(&profile.name, "login")
         );
     }
     let mut config = Config::load(ctx.config.path())?;
@@ -164,9 +165,12 @@ async fn show(ctx: &Context) -> Result<()> {
         .await?;
     if profile.client_id.is_none() && !secret_stored {
         return Err(Error::NothingStored {
+            hint: format!(
+                "run {}",
+                crate::hint::command(&profile.name, "client set --client-id ID")
+            ),
             profile: profile.name,
             what: "client",
-            hint: "run `xero-auth client set --client-id ID`",
         });
     }
     if ctx.json {
@@ -210,7 +214,7 @@ async fn remove(ctx: &Context) -> Result<()> {
             profile.name
         ),
         _ => eprintln!(
-            "removed the client of profile '{}' ({}); its token set, if any, is kept (`xero-auth logout` removes it)",
+            "removed the client of profile '{}' ({}); its token set, if any, is kept ({} removes it)",
             profile.name,
             [
                 had_id.then_some("client id"),
@@ -219,7 +223,8 @@ async fn remove(ctx: &Context) -> Result<()> {
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
-            .join(" and ")
+            .join(" and "),
+            crate::hint::command(&profile.name, "logout")
         ),
     }
     Ok(())

@@ -94,12 +94,8 @@ pub async fn run(cmd: ConfigCommand, ctx: &Context) -> Result<()> {
             match value {
                 Some(value) => ctx.write_out(format!("{value}\n").as_bytes()),
                 None => Err(Error::InvalidInput(format!(
-                    "{key} is not set for profile '{profile}' (`xero-auth config set{} {key} VALUE` sets it)",
-                    if *profile == crate::config::DEFAULT_PROFILE {
-                        String::new()
-                    } else {
-                        format!(" --profile {profile}")
-                    }
+                    "{key} is not set for profile '{profile}' ({} sets it)",
+                    crate::hint::command(profile, &format!("config set {key} VALUE"))
                 ))),
             }
         }

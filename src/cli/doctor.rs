@@ -6,7 +6,8 @@
 //! entry no profile can have, and a profile's entries are looked up, not read. Endpoints get a
 //! plain `GET` without any credential (the token endpoint's origin gets its OpenID discovery
 //! document), bounded in time. The exit status is the first problem's (5 a store, 3 nothing
-//! stored, 6 an endpoint, 1 anything else), or 0 when every profile can be used.
+//! stored, 6 an endpoint, 1 anything else), or 0 when every profile can be used or nothing is
+//! set up yet (a fresh install: the report says what to run first).
 //!
 //! This file holds what a report is made of; `checks.rs` gathers it (each check in one place),
 //! `render.rs` shows it (text and JSON), `endpoints.rs` and `linux.rs` hold the probes.
@@ -28,8 +29,9 @@ use serde_json::{Value, json};
 stores are probed by reading an entry no profile has, a profile's entries are looked up, and each \
 endpoint's origin gets one plain GET (the token endpoint's its OpenID discovery document).
 
-Exit status: 0 when every configured profile, and the selected one, can be used; otherwise the \
-first problem's: 5 a secret store unavailable or locked, 3 nothing stored (client id or token \
+Exit status: 0 when every configured profile, and the selected one, can be used, and on a fresh \
+install (nothing configured or stored yet: it says what to run first); otherwise the first \
+problem's: 5 a secret store unavailable or locked, 3 nothing stored (client id or token \
 set), 6 an endpoint that does not answer, 1 anything else."
 )]
 /// Arguments of `xero-auth doctor` (`--json` is the global flag).
@@ -98,10 +100,10 @@ impl Problem {
         }
     }
 
-    fn nothing(profile: &str, what: &'static str, hint: &'static str) -> Self {
+    fn nothing(profile: &str, what: &'static str, hint: String) -> Self {
         Problem {
             what: format!("profile '{profile}' has no {what} stored"),
-            fix: hint.to_string(),
+            fix: hint.clone(),
             error: Error::NothingStored {
                 profile: profile.to_string(),
                 what,
@@ -214,11 +216,25 @@ struct Report {
     endpoints: Vec<EndpointProbe>,
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
+    /// No profile in `config.toml` and nothing stored for the selected one: a fresh install,
+    /// which is where everyone starts, not a problem. The report says what to run first.
+    fresh: bool,
 }
 
 impl Report {
     fn exit_code(&self) -> u8 {
         self.problems.first().map_or(0, Problem::code)
+    }
+
+    /// What a fresh install runs first, for the selected profile.
+    fn first_step(&self) -> Option<String> {
+        let selected = self.profiles.iter().find(|p| p.selected)?;
+        self.fresh.then(|| {
+            format!(
+                "nothing set up yet: run {} (docs/getting-started.md)",
+                crate::hint::command(&selected.name, "client set --client-id ID")
+            )
+        })
     }
 }
 

@@ -106,6 +106,16 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         session.store().describe(),
         format_time(imported.refresh_lapses_at())
     );
+    // A token file carries no client id, yet every refresh needs one: said now, while the
+    // user is setting up, rather than by a `refresh` (exit 3) once the access token expires.
+    if session.profile().client_id.is_none() {
+        eprintln!(
+            "warning: profile '{profile}' has no client id, so `refresh` will fail (and `token` \
+             once this access token expires): run {} with the id of the app that issued these \
+             tokens",
+            crate::hint::command(&profile, "client set --client-id ID")
+        );
+    }
     if let Some(checked) = to_remove {
         // The name must still be the file that was read: one replaced meanwhile is not deleted.
         if removable(&args.file).ok() != Some(checked) {

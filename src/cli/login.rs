@@ -181,7 +181,8 @@ async fn choose_tenant(
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "warning: could not list the connected organisations ({e}); run `xero-auth tenants` later"
+                "warning: could not list the connected organisations ({e}); run {} later",
+                crate::hint::command(&session.profile().name, "tenants")
             );
             return Ok(());
         }
@@ -211,8 +212,8 @@ async fn choose_tenant(
                 eprintln!("  {}  {}  {}", c.tenant_name, c.tenant_id, c.tenant_type);
             }
             eprintln!(
-                "choose one with `xero-auth tenants use ID|NAME --profile {}`",
-                session.profile().name
+                "choose one with {}",
+                crate::hint::command(&session.profile().name, "tenants use ID|NAME")
             );
             None
         }

@@ -24,7 +24,21 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let name = session.profile().name.clone();
     let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
-    let set = session.require_token_set().await?;
+    // Nothing stored is what logging out leads to: a second `logout` (or one after `client
+    // remove` and a fresh start) has reached its goal, so it says so and succeeds, and a
+    // script that logs out "to be sure" does not fail.
+    let Some(set) = session.stored_token_set().await? else {
+        // Unless the profile is not configured either: then it is most likely mistyped, and
+        // the error names the profiles there are.
+        if !ctx.config.has_profile(&name) {
+            return Err(session.no_token_set());
+        }
+        eprintln!(
+            "profile '{name}' is already logged out: no token set is stored in {}",
+            session.store().describe()
+        );
+        return Ok(());
+    };
 
     match (&set.refresh_token, args.keep_remote) {
         (Some(refresh_token), false) => {
@@ -44,8 +58,10 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
                 }) => {
                     eprintln!("the refresh token was already invalid at Xero")
                 }
+                // Two lines: the failure's own message says what it kept, which --force
+                // then overrides; on one line the two read as a contradiction.
                 Err(e) if args.force => eprintln!(
-                    "warning: revocation failed ({e}); deleting the local tokens anyway (--force)"
+                    "warning: revocation failed: {e}\n--force: deleting the local tokens of profile '{name}' anyway"
                 ),
                 Err(e) => {
                     eprintln!(
@@ -62,8 +78,9 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
     }
     session.delete_token_set(&lock).await?;
     eprintln!(
-        "logged out: deleted the token set of profile '{name}' from {} (the client id and secret are kept; `xero-auth client remove` deletes them)",
-        session.store().describe()
+        "logged out: deleted the token set of profile '{name}' from {} (the client id and secret are kept; {} deletes them)",
+        session.store().describe(),
+        crate::hint::command(&name, "client remove")
     );
     Ok(())
 }

@@ -213,6 +213,32 @@ impl Context {
         }
     }
 
+    /// The warning for a command that stored secrets in `store` given with `--store`, when the
+    /// profile's own `store` is another: `--store` is not remembered (a one-off, like every
+    /// global flag), so the next command without it would look in the other store and find
+    /// nothing (exit 3) or an unavailable store (exit 5). None when the stores agree.
+    pub fn store_for_this_run_only(&self, store: &str) -> Option<String> {
+        let without_flag = |key: &str| match key {
+            "XERO_AUTH_STORE" => None,
+            _ => (self.env)(key),
+        };
+        let configured = self
+            .config
+            .profile(&self.profile_name, &without_flag)
+            .ok()?;
+        let usual = configured.store.name();
+        (usual != store).then(|| {
+            format!(
+                "warning: --store {store} was for this run only: profile '{}' otherwise uses \
+                 {usual} (its `store` in config.toml), where commands without \
+                 --store will not find what was just stored. To keep {store} for this profile, \
+                 run {}",
+                self.profile_name,
+                crate::hint::command(&self.profile_name, &format!("config set store {store}"))
+            )
+        })
+    }
+
     /// Writes data to stdout in one call and flushes. A closed pipe (`| head`) is a normal end.
     pub fn write_out(&self, bytes: &[u8]) -> Result<()> {
         let mut out = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,6 +267,11 @@ impl Context {
 pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
     // `doctor` reports each profile's state itself; its exit is its first problem's.
     let doctor = matches!(cli.command, Command::Doctor(_));
+    // The commands that store something: what they stored is where later commands must look.
+    let stores = matches!(
+        cli.command,
+        Command::Client(client::ClientCommand::Set(_)) | Command::Login(_) | Command::Import(_)
+    );
     let result = match cli.command {
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
@@ -259,6 +290,11 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Completions(args) => completions::run(args, ctx).await,
         Command::Man(args) => man::run(args, ctx).await,
     };
+    if let (Ok(()), true, Some(store)) = (&result, stores, &cli.store)
+        && let Some(warning) = ctx.store_for_this_run_only(store)
+    {
+        eprintln!("{warning}");
+    }
     match result {
         Err(err) if !doctor => Err(ctx.unknown_profile_or(err)),
         other => other,

@@ -66,10 +66,12 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         line("profile:", profile.name.clone());
         line(
             "client id:",
-            profile
-                .client_id
-                .clone()
-                .unwrap_or_else(|| "(none: run `xero-auth client set`)".into()),
+            profile.client_id.clone().unwrap_or_else(|| {
+                format!(
+                    "(none: run {})",
+                    crate::hint::command(&profile.name, "client set --client-id ID")
+                )
+            }),
         );
         line(
             "client secret:",
@@ -132,7 +134,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                             format_time(lapses)
                         )
                     } else {
-                        format!("lapsed {}: run `xero-auth login`", format_time(lapses))
+                        format!(
+                            "lapsed {}: run {}",
+                            format_time(lapses),
+                            crate::hint::command(&profile.name, "login")
+                        )
                     },
                 );
                 line(
@@ -221,19 +227,20 @@ pub fn keep_alive_warning(profile: &str, set: &TokenSet, now: i64) -> Option<Str
     Some(if lapses > now {
         format!(
             "profile '{profile}': the refresh token is {} old and lapses {} (in {}) unless used: \
-             run `xero-auth refresh` now, and schedule `xero-auth refresh --if-older-than 7` \
-             (docs/keep-alive.md)",
+             run {} now, and schedule {} (docs/keep-alive.md)",
             format_span(age),
             format_time(lapses),
-            format_span(lapses - now)
+            format_span(lapses - now),
+            crate::hint::command(profile, "refresh"),
+            crate::hint::command(profile, "refresh --if-older-than 7"),
         )
     } else {
         format!(
             "profile '{profile}': the refresh token is {} old: Xero forgets a refresh token \
-             unused for 60 days, so it most likely lapsed {}; authorise again with \
-             `xero-auth login`",
+             unused for 60 days, so it most likely lapsed {}; authorise again with {}",
             format_span(age),
-            format_time(lapses)
+            format_time(lapses),
+            crate::hint::command(profile, "login")
         )
     })
 }

@@ -61,7 +61,8 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
             }
             if connections.is_empty() {
                 eprintln!(
-                    "no organisation is connected to the app: run `xero-auth login` and allow access to one"
+                    "no organisation is connected to the app: run {} and allow access to one",
+                    crate::hint::command(&ctx.profile_name, "login")
                 );
             }
             ctx.write_out(text.as_bytes())

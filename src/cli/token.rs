@@ -55,9 +55,10 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
         {
-            return Err(crate::error::Error::InvalidInput(
-                "the access token has characters that are unsafe in a shell line; use `xero-auth token` or `exec`".into(),
-            ));
+            return Err(crate::error::Error::InvalidInput(format!(
+                "the access token has characters that are unsafe in a shell line; use {} or `exec`",
+                crate::hint::command(&ctx.profile_name, "token")
+            )));
         }
         out.extend_from_slice(b"export XERO_ACCESS_TOKEN='");
         out.extend_from_slice(token.as_bytes());

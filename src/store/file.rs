@@ -733,11 +733,10 @@ fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {
     ))?;
     let again = read("The same passphrase again: ")?;
     if *first != *again {
-        return Err(StoreFailure {
-            cause: "the two passphrases differ".into(),
-            fix: "run the command again and type the same passphrase twice; nothing was written"
-                .into(),
-        });
+        return Err(StoreFailure::mistyped(
+            "the two passphrases differ; nothing was written: run the command again and type \
+             the same new passphrase twice",
+        ));
     }
     Ok(SecretString::from(first.as_str()))
 }

@@ -31,8 +31,20 @@ pub const SERVICE: &str = "xero-auth";
 pub struct StoreFailure {
     /// What went wrong, in the store's words.
     pub cause: String,
-    /// What the user can do about it.
+    /// What the user can do about it; empty for a typing mistake ([`StoreFailure::mistyped`]).
     pub fix: String,
+}
+
+impl StoreFailure {
+    /// What a person typed for the store could not be used (a new passphrase confirmed
+    /// differently): nothing is wrong with the store, so commands report `message` as it is,
+    /// as bad input (exit 1), not as an unavailable store (exit 5).
+    pub fn mistyped(message: impl Into<String>) -> Self {
+        StoreFailure {
+            cause: message.into(),
+            fix: String::new(),
+        }
+    }
 }
 
 /// A place that keeps named secrets. Calls block; use [`Store`] from async code.
@@ -245,6 +257,9 @@ impl Store {
 
     /// A store's failure as the error commands return (exit 5).
     fn unavailable(&self, failure: StoreFailure) -> Error {
+        if failure.fix.is_empty() {
+            return Error::InvalidInput(failure.cause);
+        }
         Error::StoreUnavailable {
             store: self.inner.describe(),
             cause: failure.cause,

@@ -16,6 +16,8 @@ impl Report {
             endpoints: Vec::new(),
             problems: Vec::new(),
             warnings: Vec::new(),
+            // Until the selected profile's entries are looked up (`check_contents`).
+            fresh: ctx.config.profile_names().is_empty(),
         };
         // In the order of the report: a problem found earlier explains later ones (no store, so
         // nothing could be looked up; a wrong clock, so tokens look expired).
@@ -89,9 +91,24 @@ impl Report {
         let overridden = ctx.store_override.is_some();
         if !overridden {
             for s in &self.stores {
-                if let Err(failure) = &s.outcome
-                    && !s.used_by.is_empty()
-                {
+                let Err(failure) = &s.outcome else { continue };
+                if s.used_by.is_empty() {
+                    // Information (the stores section shows it): no profile is stopped by it.
+                } else if self.fresh {
+                    // Only the selected profile, not set up yet, would use it: nothing is
+                    // unusable today, but `client set` will be.
+                    self.warnings.push(Warning {
+                        what: format!(
+                            "the secret store '{}' ({}), which {} would store the client in, is \
+                             unavailable: {}",
+                            s.kind.name(),
+                            s.description,
+                            crate::hint::command(&ctx.profile_name, "client set"),
+                            failure.cause
+                        ),
+                        fix: failure.fix.clone(),
+                    });
+                } else {
                     self.problems.push(Problem::store(
                         s.kind.name(),
                         &s.description,
@@ -254,20 +271,36 @@ impl Report {
                 ));
                 p.store_failure = Some(failure);
             }
+            if self.fresh && p.selected {
+                // A fresh install stays one only while nothing is stored for the selected
+                // profile either (a token set imported before `client set` is a profile).
+                self.fresh =
+                    p.client_secret == Presence::Missing && p.token_set == Presence::Missing;
+                if self.fresh {
+                    continue;
+                }
+            }
             if profile.client_id.is_none() {
                 self.problems.push(Problem::nothing(
                     &p.name,
                     "client id",
-                    "run `xero-auth client set --client-id ID` with the id from developer.xero.com \
-                     (or pick another profile with --profile NAME)",
+                    format!(
+                        "run {} with the id from developer.xero.com \
+                         (or pick another profile with --profile NAME)",
+                        crate::hint::command(&p.name, "client set --client-id ID")
+                    ),
                 ));
             }
             if p.token_set == Presence::Missing {
                 self.problems.push(Problem::nothing(
                     &p.name,
                     "token set",
-                    "run `xero-auth login`, or `xero-auth import FILE` to move a token file into \
-                     the keychain (or pick another profile with --profile NAME)",
+                    format!(
+                        "run {}, or {} to move a token file into the keychain \
+                         (or pick another profile with --profile NAME)",
+                        crate::hint::command(&p.name, "login"),
+                        crate::hint::command(&p.name, "import FILE")
+                    ),
                 ));
             }
         }

@@ -78,6 +78,7 @@ impl Report {
         let item = |what: &str, fix: &str| json!({"what": what, "fix": fix});
         json!({
             "ok": self.problems.is_empty(),
+            "nothing_set_up": self.first_step(),
             "exit_code": self.exit_code(),
             "os": self.os,
             "stores": stores,
@@ -114,6 +115,11 @@ impl Report {
                 Ok(note) => rows.push((
                     s.kind.name().to_string(),
                     format!("usable: {} — {note}; {users}", s.description),
+                )),
+                // Unused, it is information: no remedy for what nobody needs.
+                Err(f) if s.used_by.is_empty() => rows.push((
+                    s.kind.name().to_string(),
+                    format!("unavailable: {} — {}; {users}", s.description, f.cause),
                 )),
                 Err(f) => {
                     rows.push((
@@ -206,10 +212,12 @@ impl Report {
             ));
             rows.push((
                 "client id".into(),
-                profile
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| "NONE: run `xero-auth client set --client-id ID`".into()),
+                profile.client_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "NONE: run {}",
+                        crate::hint::command(&p.name, "client set --client-id ID")
+                    )
+                }),
             ));
             rows.push((
                 "client secret".into(),
@@ -226,10 +234,17 @@ impl Report {
                 "token set".into(),
                 match &p.token_set {
                     Presence::Stored => {
-                        "stored (`xero-auth status` shows its lifetimes)".to_string()
+                        format!(
+                            "stored ({} shows its lifetimes)",
+                            crate::hint::command(&p.name, "status")
+                        )
                     }
                     Presence::Missing => {
-                        "NONE: run `xero-auth login` or `xero-auth import FILE`".into()
+                        format!(
+                            "NONE: run {} or {}",
+                            crate::hint::command(&p.name, "login"),
+                            crate::hint::command(&p.name, "import FILE")
+                        )
                     }
                     Presence::Unknown(why) => why.clone(),
                 },
@@ -275,9 +290,10 @@ impl Report {
                 ));
             }
         }
-        out.push_str(&match self.problems.len() {
-            0 => "verdict: every profile can be used (exit 0)\n".to_string(),
-            n => format!(
+        out.push_str(&match (self.problems.len(), self.first_step()) {
+            (0, Some(first)) => format!("verdict: {first} (exit 0)\n"),
+            (0, None) => "verdict: every profile can be used (exit 0)\n".to_string(),
+            (n, _) => format!(
                 "verdict: {n} problem{} (exit {}, the first one's)\n",
                 if n == 1 { "" } else { "s" },
                 self.exit_code()
