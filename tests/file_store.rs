@@ -342,6 +342,69 @@ fn without_a_passphrase_or_a_terminal_it_says_what_to_set_and_writes_nothing() {
     env.cmd(&["token"]).assert().code(3);
 }
 
+/// Cron jobs and services give the passphrase in a file: `XERO_AUTH_PASSPHRASE_FILE`, or
+/// systemd's credential `xero-auth-passphrase` in `$CREDENTIALS_DIRECTORY`. A file other users
+/// can read is refused before anything is opened or written.
+#[test]
+fn the_passphrase_comes_from_a_file_or_a_systemd_credential_readable_by_the_user_alone() {
+    let fake = FakeXero::start();
+    let (mut env, tokens) = expired_profile(&fake, "fs-pfile");
+    env.set_env("XERO_AUTH_PASSPHRASE", "");
+    let before = std::fs::read(token_set_file(&env)).unwrap();
+
+    let file = env.dir.path().join("passphrase");
+    std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.set_env("XERO_AUTH_PASSPHRASE_FILE", file.to_str().unwrap());
+    let out = env.cmd(&["token"]).assert().code(5).get_output().clone();
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("can be read by other users (mode 0644)"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(
+        !err.contains(PASSPHRASE),
+        "the passphrase is never quoted: {err}"
+    );
+    assert_eq!(fake.count(Counter::Refresh), 0, "nothing sent");
+    assert_eq!(std::fs::read(token_set_file(&env)).unwrap(), before);
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.ok(&["token"]);
+    let first = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(
+        first, tokens.access_token,
+        "the expired token was refreshed"
+    );
+    assert!(fake.access_token_valid(&first));
+
+    // systemd: LoadCredential=xero-auth-passphrase:… puts a 0400 file in CREDENTIALS_DIRECTORY.
+    env.set_env("XERO_AUTH_PASSPHRASE_FILE", "");
+    let credentials = env.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let credential = credentials.join("xero-auth-passphrase");
+    std::fs::write(&credential, PASSPHRASE).unwrap();
+    std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o400)).unwrap();
+    env.set_env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    env.ok(&["refresh"]);
+    assert_stored_refresh_token_is_active(&env, &fake);
+    let doctor = env.cmd(&["doctor"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&doctor.stdout)
+            .contains("the passphrase in the systemd credential xero-auth-passphrase opens them"),
+        "{}",
+        String::from_utf8_lossy(&doctor.stdout)
+    );
+
+    // A wrong one in the file is a wrong passphrase like any other: exit 5, nothing written.
+    std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&credential, "not-the-passphrase\n").unwrap();
+    let stored = std::fs::read(token_set_file(&env)).unwrap();
+    env.cmd(&["refresh"]).assert().code(5);
+    assert_eq!(std::fs::read(token_set_file(&env)).unwrap(), stored);
+}
+
 /// Crashes `refresh` at `point` of writing the new token set: the old file stays whole and
 /// readable, and the next `token` recovers through Xero's grace window.
 fn crash_while_writing(name: &str, point: &str) {

@@ -36,6 +36,14 @@ use crate::secret::{ExposeSecret, Zeroizing};
 
 /// The environment variable that carries the passphrase.
 pub const PASSPHRASE_ENV: &str = "XERO_AUTH_PASSPHRASE";
+/// A file whose first line is the passphrase (a secret manager's mount, a root-owned `0400`
+/// file for a cron job); read when [`PASSPHRASE_ENV`] is not set.
+pub const PASSPHRASE_FILE_ENV: &str = "XERO_AUTH_PASSPHRASE_FILE";
+/// The name of the passphrase among systemd's credentials (`LoadCredential=xero-auth-passphrase:…`,
+/// found in `$CREDENTIALS_DIRECTORY`); read when neither variable above is set.
+pub const PASSPHRASE_CREDENTIAL: &str = "xero-auth-passphrase";
+/// The longest passphrase file read.
+const MAX_PASSPHRASE_FILE: usize = 4096;
 
 /// The largest file the store reads: a token set is a few kilobytes.
 const MAX_FILE_LEN: u64 = 1 << 20;
@@ -609,7 +617,7 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         1 => "1 file".to_string(),
         n => format!("{n} files"),
     };
-    let Some(passphrase) = given_passphrase()? else {
+    let Some((passphrase, source)) = given_passphrase()? else {
         use std::io::IsTerminal;
         if std::io::stderr().is_terminal() {
             return Ok(format!(
@@ -618,17 +626,19 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         }
         return Err(StoreFailure {
             cause: format!(
-                "{count}; no {PASSPHRASE_ENV} and no terminal to ask for the passphrase on"
+                "{count}; no {PASSPHRASE_ENV}, no {PASSPHRASE_FILE_ENV}, no systemd credential \
+                 and no terminal to ask for the passphrase on"
             ),
             fix: format!(
-                "set {PASSPHRASE_ENV} for the commands that use the file store (from a secret \
-                 manager or the CI's secret variables)"
+                "set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} for the commands that use the \
+                 file store (from a secret manager or the CI's secret variables), or give a \
+                 systemd unit LoadCredential={PASSPHRASE_CREDENTIAL}:FILE"
             ),
         });
     };
     let Some(first) = files.first() else {
         return Ok(format!(
-            "{count}; the passphrase in {PASSPHRASE_ENV} becomes the store's at the first write"
+            "{count}; the passphrase in {source} becomes the store's at the first write"
         ));
     };
     let with = FileStore::new(
@@ -637,7 +647,7 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         Box::new(move |_| Ok(passphrase.clone())),
     );
     with.open(first)
-        .map(|_| format!("{count}; the passphrase in {PASSPHRASE_ENV} opens them"))
+        .map(|_| format!("{count}; the passphrase in {source} opens them"))
         .map_err(|e| e.into_failure(first))
 }
 
@@ -675,7 +685,7 @@ pub fn forget_passphrase() {
 /// a terminal (asked twice for a new store), else an error that says what to set.
 pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
     Box::new(move |new_store| {
-        if let Some(given) = given_passphrase()? {
+        if let Some((given, _)) = given_passphrase()? {
             return Ok(given);
         }
         use std::io::IsTerminal;
@@ -687,7 +697,9 @@ pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
                 ),
                 fix: format!(
                     "set {PASSPHRASE_ENV} in the environment (from a secret manager or the CI's \
-                     secret variables, never on a command line), or run the command in a terminal"
+                     secret variables, never on a command line), or {PASSPHRASE_FILE_ENV} to a \
+                     file only you can read, or give a systemd unit \
+                     LoadCredential={PASSPHRASE_CREDENTIAL}:FILE; or run the command in a terminal"
                 ),
             });
         }
@@ -695,20 +707,107 @@ pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
     })
 }
 
-/// The passphrase given without asking anyone: what [`take_passphrase_from_env`] took, else
-/// `XERO_AUTH_PASSPHRASE`.
-fn given_passphrase() -> Result<Option<SecretString>, StoreFailure> {
+/// The passphrase given without asking anyone, and where it came from (for messages): what
+/// [`take_passphrase_from_env`] took, else `XERO_AUTH_PASSPHRASE` (a program linking the
+/// library), else the file `XERO_AUTH_PASSPHRASE_FILE` names, else systemd's credential
+/// `xero-auth-passphrase`.
+fn given_passphrase() -> Result<Option<(SecretString, String)>, StoreFailure> {
     if let Some(taken) = TAKEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        return Ok(Some(taken.clone()));
+        return Ok(Some((taken.clone(), PASSPHRASE_ENV.into())));
     }
-    let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) else {
-        return Ok(None);
+    if let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) {
+        let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
+            cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
+            fix: "give the passphrase as UTF-8 text".into(),
+        })?);
+        return Ok(Some((
+            SecretString::from(value.as_str()),
+            PASSPHRASE_ENV.into(),
+        )));
+    }
+    if let Some(path) = std::env::var_os(PASSPHRASE_FILE_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        let passphrase = passphrase_from_file(&path, PASSPHRASE_FILE_ENV)?;
+        return Ok(Some((
+            passphrase,
+            format!("{PASSPHRASE_FILE_ENV} ({})", path.display()),
+        )));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|v| !v.is_empty()) {
+        let path = Path::new(&dir).join(PASSPHRASE_CREDENTIAL);
+        if path.exists() {
+            let passphrase = passphrase_from_file(&path, "the systemd credential")?;
+            return Ok(Some((
+                passphrase,
+                format!("the systemd credential {PASSPHRASE_CREDENTIAL}"),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The first line of `path` (without its line ending), read into wiping memory. Refused when
+/// the file is not a regular file of the user's or others may read it (the passphrase would be
+/// theirs too), when it is empty, too long or not UTF-8; `what` names where the path came from.
+fn passphrase_from_file(path: &Path, what: &str) -> Result<SecretString, StoreFailure> {
+    let refuse = |cause: String, fix: &str| StoreFailure {
+        cause: format!("{what}: {} {cause}", path.display()),
+        fix: fix.into(),
     };
-    let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
-        cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
-        fix: "give the passphrase as UTF-8 text".into(),
-    })?);
-    Ok(Some(SecretString::from(value.as_str())))
+    let meta = std::fs::metadata(path).map_err(|e| {
+        refuse(
+            format!("cannot be read ({e})"),
+            "give the path of a file that holds the passphrase",
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "is not a file".into(),
+            "give the path of a file that holds the passphrase",
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.mode() & 0o077 != 0 {
+            return Err(refuse(
+                format!(
+                    "can be read by other users (mode {:04o}); it was not used",
+                    meta.mode() & 0o7777
+                ),
+                &format!("`chmod 600 {}` (or 400)", path.display()),
+            ));
+        }
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        refuse(
+            format!("cannot be read ({e})"),
+            "give the path of a file that holds the passphrase",
+        )
+    })?;
+    let bytes = crate::secret::read_bounded(&mut file, MAX_PASSPHRASE_FILE)
+        .map_err(|e| refuse(format!("cannot be read ({e})"), "check the file"))?
+        .ok_or_else(|| {
+            refuse(
+                format!("is longer than {MAX_PASSPHRASE_FILE} bytes"),
+                "put the passphrase alone on the file's first line",
+            )
+        })?;
+    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let text = std::str::from_utf8(first).map_err(|_| {
+        refuse(
+            "is not UTF-8 text".into(),
+            "give the passphrase as UTF-8 text",
+        )
+    })?;
+    if text.is_empty() {
+        return Err(refuse(
+            "has no passphrase on its first line".into(),
+            "put the passphrase alone on the file's first line",
+        ));
+    }
+    Ok(SecretString::from(text))
 }
 
 fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {
