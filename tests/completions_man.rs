@@ -244,3 +244,38 @@ fn completions_need_no_configuration_and_a_broken_one_does_not_stop_them() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"));
 }
+
+/// A command's help lists its own options first and the options every command takes under a
+/// heading of their own, and the main commands show examples.
+#[test]
+fn help_keeps_a_commands_own_options_apart_from_the_global_ones_and_shows_examples() {
+    for command in [
+        "login", "token", "api", "exec", "status", "refresh", "import", "tenants",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_xero-auth"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        let own = help.find("Options:").expect("a section of its own options");
+        let global = help
+            .find("Global options:")
+            .expect("a section of global options");
+        assert!(
+            own < global,
+            "{command}: its own options come first:\n{help}"
+        );
+        for flag in ["--profile", "--store", "--json", "--verbose"] {
+            let at = help.find(flag).unwrap();
+            assert!(
+                at > global,
+                "{command}: {flag} is under Global options:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("Examples:\n  xero-auth "),
+            "{command}: examples:\n{help}"
+        );
+    }
+}

@@ -11,6 +11,12 @@ use crate::config::Endpoints;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth api api.xro/2.0/Organisation
+  xero-auth api POST api.xro/2.0/Contacts --data @contact.json
+  xero-auth api -X PUT api.xro/2.0/Contacts --data -      # the body from stdin
+  xero-auth api connections                               # no tenant needed
+  xero-auth api api.xro/2.0/Invoices --tenant \"Demo Company (NZ)\"")]
 /// Arguments of `xero-auth api`.
 pub struct ApiArgs {
     /// `[METHOD] PATH`: PATH relative to the profile's api_url (e.g. `api.xro/2.0/Organisation`,

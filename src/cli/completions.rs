@@ -21,11 +21,20 @@ use crate::error::Result;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Install, for example:
-  bash        xero-auth completions bash > ~/.local/share/bash-completion/completions/xero-auth
-  zsh         xero-auth completions zsh > ~/.zfunc/_xero-auth   (with fpath+=~/.zfunc before compinit)
-  fish        xero-auth completions fish > ~/.config/fish/completions/xero-auth.fish
-  powershell  xero-auth completions powershell | Out-String | Invoke-Expression   (in $PROFILE)
-  elvish      eval (xero-auth completions elvish | slurp)   (in ~/.config/elvish/rc.elv)")]
+
+bash:
+  mkdir -p ~/.local/share/bash-completion/completions
+  xero-auth completions bash > ~/.local/share/bash-completion/completions/xero-auth
+zsh (and in ~/.zshrc, before compinit: fpath+=~/.zfunc):
+  mkdir -p ~/.zfunc
+  xero-auth completions zsh > ~/.zfunc/_xero-auth
+fish:
+  mkdir -p ~/.config/fish/completions
+  xero-auth completions fish > ~/.config/fish/completions/xero-auth.fish
+powershell (in $PROFILE):
+  xero-auth completions powershell | Out-String | Invoke-Expression
+elvish (in ~/.config/elvish/rc.elv):
+  eval (xero-auth completions elvish | slurp)")]
 /// Arguments of `xero-auth completions`.
 pub struct CompletionsArgs {
     /// The shell to complete for.

@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth exec -- python3 sync.py
+  xero-auth exec --tenant \"Demo Company (NZ)\" -- ./report.sh
+  xero-auth exec --server -- python3 long_sync.py   # fresh tokens for hours, from a loopback endpoint")]
 /// Arguments of `xero-auth exec`.
 pub struct ExecArgs {
     /// The tenant for XERO_TENANT_ID, by id or by name (default: the profile's default tenant).

@@ -13,6 +13,9 @@ use crate::secret::ExposeSecret;
 use crate::session::RefreshLock;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth import qa_data/tokens/xero-access-token.json --remove
+  xero-auth import tokens.json --force             # replace a stored set")]
 /// Arguments of `xero-auth import`.
 pub struct ImportArgs {
     /// The token file: the JSON token response Xero's example programs save, or an SDK token set.

@@ -17,6 +17,10 @@ use crate::token_set::TokenSet;
 use crate::xero::Connection;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth login --scope \"openid profile email accounting.invoices\"
+  xero-auth login --no-browser                     # over SSH: open the URL elsewhere, paste the redirect back
+  xero-auth login --client-credentials             # a Xero custom connection")]
 /// Arguments of `xero-auth login`.
 pub struct LoginArgs {
     /// Do not open a browser: print the URL on stderr, and accept the redirect URL pasted on

@@ -32,27 +32,32 @@ use crate::store::Store;
 // The commands format times through `super::`; the functions live below, in `crate::time`.
 pub use crate::time::{format_span, format_time};
 
+/// The heading the options every command takes are listed under, after the command's own.
+const GLOBAL: &str = "Global options";
+
 /// Keeps a Xero app's client secret and OAuth 2.0 tokens in the operating system's keychain,
 /// refreshes them safely, and hands valid access tokens to scripts and programs.
 #[derive(Debug, Parser)]
 #[command(name = "xero-auth", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
     /// Profile to use: one app and its tokens.
-    #[arg(long, global = true, env = "XERO_AUTH_PROFILE", default_value = DEFAULT_PROFILE)]
+    #[arg(long, global = true, env = "XERO_AUTH_PROFILE", default_value = DEFAULT_PROFILE,
+          help_heading = GLOBAL)]
     pub profile: String,
 
     /// Secret store for this run instead of the profile's `store` (also XERO_AUTH_STORE).
-    #[arg(long, global = true, value_name = "STORE", value_parser = [
+    #[arg(long, global = true, value_name = "STORE", help_heading = GLOBAL, value_parser = [
         "secret-service", "keychain", "credential-manager", "keyutils", "file",
     ])]
     pub store: Option<String>,
 
-    /// Print machine-readable JSON (read commands).
-    #[arg(long, global = true)]
+    /// Print data as JSON (status, token, refresh, tenants, profiles, client show, config get,
+    /// doctor; the other commands print no data and ignore it).
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Say more on stderr (-v info, -vv debug, -vvv trace). Secrets are never logged.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     #[command(subcommand)]

@@ -8,6 +8,9 @@ use crate::error::Result;
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth refresh                                # refresh now
+  xero-auth refresh --if-older-than 7              # weekly keep-alive job (docs/keep-alive.md)")]
 /// Arguments of `xero-auth refresh`.
 pub struct RefreshArgs {
     /// Refresh only when the stored refresh token is more than DAYS days old (0-59); otherwise

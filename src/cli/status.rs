@@ -10,6 +10,10 @@ use crate::store::client_secret_account;
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth status
+  xero-auth status --json | jq .tokens.refresh_token_lapses_at
+  xero-auth status --profile imp")]
 /// Arguments of `xero-auth status` (none besides the global ones).
 pub struct StatusArgs {}
 

@@ -11,6 +11,9 @@ use crate::session::{DEFAULT_MARGIN_SECS, Session};
 use crate::xero::Connection;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth tenants                                # the connected organisations; * is the default
+  xero-auth tenants use \"Demo Company (NZ)\"        # by name (any case) or id")]
 /// Arguments of `xero-auth tenants`.
 pub struct TenantsArgs {
     #[command(subcommand)]

@@ -8,6 +8,11 @@ use crate::secret::{ExposeSecret, Zeroizing};
 use crate::session::DEFAULT_MARGIN_SECS;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  xero-auth token                                  # the access token, on stdout
+  xero-auth token --header | curl -H @- https://api.xero.com/connections
+  xero-auth token --min-valid 900                  # valid for at least 15 more minutes
+  eval \"$(xero-auth token --env)\"                  # XERO_ACCESS_TOKEN and XERO_TENANT_ID")]
 /// Arguments of `xero-auth token`.
 pub struct TokenArgs {
     /// Print `Authorization: Bearer …`, ready for `curl -H`.
