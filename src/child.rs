@@ -49,7 +49,9 @@ pub fn spawn(command: Command) -> Result<tokio::process::Child> {
     let program = command.get_program().to_owned();
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    command.spawn().map_err(|e| cannot_run(&program, e))
+    let child = command.spawn().map_err(|e| cannot_run(&program, e))?;
+    crate::failpoints::crash_point("child-started");
+    Ok(child)
 }
 
 /// The status a parent ends with for a child that ended with `status`: its exit code, or
@@ -88,13 +90,20 @@ impl StopSignals {
         }
     }
 
-    /// Signals from now on go to process `pid` (the current child).
+    /// Signals from now on go to process `pid` (the current child). A signal that arrived while
+    /// there was no child to pass it on to (between catching and starting it: the child exists
+    /// from its fork on, but its id is known here only once it runs) is passed on now.
     pub fn supervise(&self, pid: Option<u32>) {
         #[cfg(unix)]
-        self.state.child.store(
-            pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0),
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        {
+            let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+            self.state
+                .child
+                .store(pid, std::sync::atomic::Ordering::SeqCst);
+            if pid > 0 {
+                self.state.pass_on_unsent(pid);
+            }
+        }
         #[cfg(not(unix))]
         let _ = pid;
     }
@@ -139,6 +148,21 @@ mod unix {
         pub child: AtomicI32,
         /// The last stop signal received; 0 for none.
         pub received: AtomicI32,
+        /// A stop signal sent by a process while there was no child to pass it on to; 0 for
+        /// none. Whoever takes it (the handler or `supervise`) passes it on: exactly one does.
+        pub unsent: AtomicI32,
+    }
+
+    impl State {
+        /// Passes a signal kept in `unsent` on to `child`, if one is there (async-signal-safe:
+        /// an atomic swap and kill(2)).
+        pub fn pass_on_unsent(&self, child: i32) {
+            let signal = self.unsent.swap(0, Ordering::SeqCst);
+            if signal != 0 {
+                // SAFETY: kill(2) with a process id and a signal number.
+                unsafe { libc::kill(child, signal) };
+            }
+        }
     }
 
     /// Whether a signal was sent by a process (`kill`, a service manager, an MCP client stopping
@@ -161,6 +185,7 @@ mod unix {
         let state = Arc::new(State {
             child: AtomicI32::new(0),
             received: AtomicI32::new(0),
+            unsent: AtomicI32::new(0),
         });
         let mut ids = Vec::new();
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -170,9 +195,19 @@ mod unix {
             let id = unsafe {
                 signal_hook_registry::register_sigaction(signal, move |info| {
                     state.received.store(signal, Ordering::SeqCst);
+                    if !sent_by_a_process(info) {
+                        return;
+                    }
                     let child = state.child.load(Ordering::SeqCst);
-                    if child > 0 && sent_by_a_process(info) {
+                    if child > 0 {
                         libc::kill(child, signal);
+                        return;
+                    }
+                    // No child known yet: kept for `supervise`, unless it stored one meanwhile.
+                    state.unsent.store(signal, Ordering::SeqCst);
+                    let child = state.child.load(Ordering::SeqCst);
+                    if child > 0 {
+                        state.pass_on_unsent(child);
                     }
                 })
             }

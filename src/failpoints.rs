@@ -26,6 +26,7 @@
 //! | `import-stored` | `cli::import` | the file's set is in the keychain; not read back, the file not removed |
 //! | `file-store-writing` | `store::file` (every write to the encrypted-file store) | half of the new file is in its temporary file; the old file is untouched |
 //! | `file-store-written` | `store::file` | the temporary file is complete and synced, not yet renamed over the old one |
+//! | `child-started` | `child::spawn` (`exec --server`, `mcp`) | the command runs; its parent does not yet pass stop signals on to it by its id (with `sleep(MS)`, the window a signal must not be lost in) |
 //!
 //! Two more points take the `fail` crate's actions as they are, not as crashes:
 //! `client-secret-stored` (`cli::client`, after the secret is written: `sleep` holds the process

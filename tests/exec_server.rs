@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fake_xero::DEFAULT_TENANT_ID;
 use serde_json::Value;
@@ -303,6 +303,33 @@ fn stop_signals_are_passed_on_and_the_childs_status_comes_back() {
         .unwrap();
     let (status, _, _) = server.finish(WAIT);
     assert_eq!(status.code(), Some(128 + 15));
+}
+
+/// A stop signal that reaches xero-auth after the command was started but before its id is
+/// known (held there by the `child-started` point) is passed on once it is, not lost: the
+/// command would otherwise run to its end and xero-auth report its success.
+#[test]
+fn a_stop_signal_while_the_command_starts_is_passed_on_not_lost() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-signal-start", FRESH);
+    let mut cmd = env.std_cmd(&["exec", "--server", "--", "sleep", "30"]);
+    cmd.env("FAILPOINTS", "child-started=sleep(1500)");
+    let server = Driven::spawn(cmd);
+    support::processes::wait_until(WAIT, "the child to start", || {
+        !children_of(server.pid()).is_empty()
+    });
+    Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let (status, _, stderr) = server.finish(WAIT);
+    assert_eq!(status.code(), Some(128 + 15), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the command did not run to its end"
+    );
 }
 
 /// Ctrl-C on a terminal reaches the whole foreground process group: the command gets it, and
