@@ -50,6 +50,9 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let token = session.access_token().await?;
     let mut command = command_with_token(&args.command, &token, session.tenant())?;
     drop(token);
+    // The command replaces this process: it gets the caller's limits back here, where
+    // `child::spawn` gives them to the commands of `exec --server` and `mcp`.
+    crate::child::with_callers_limits(&mut command);
     let program = command.get_program().to_owned();
     let failed = |source: std::io::Error| crate::child::cannot_run(&program, source);
     #[cfg(unix)]
@@ -69,7 +72,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
 
 /// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and
 /// `XERO_TENANT_ID` (removed when there is no tenant) in its environment, and none of our
-/// secrets, run with the caller's core-size limits ([`crate::child::with_callers_limits`]).
+/// secrets.
 pub fn command_with_token(
     command_line: &[OsString],
     token: &crate::secret::AccessToken,
@@ -90,6 +93,5 @@ pub fn command_with_token(
         Some(tenant) => command.env("XERO_TENANT_ID", tenant),
         None => command.env_remove("XERO_TENANT_ID"),
     };
-    crate::child::with_callers_limits(&mut command);
     Ok(command)
 }

@@ -34,15 +34,7 @@ pub enum TenantsAction {
 /// Lists the connections, or sets the default tenant.
 pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
-    let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
-    let token = set.require_access_token(&session.profile().name)?;
-    let http = session.http().await?;
-    let connections = crate::xero::connections(
-        http,
-        &session.profile().endpoints.connections,
-        token.expose_secret(),
-    )
-    .await?;
+    let connections = connections_of(&session).await?;
     let default = session.profile().default_tenant.as_deref();
 
     match args.action {
@@ -94,16 +86,21 @@ pub async fn with_tenant_named(session: Session, wanted: Option<&str>) -> Result
     if looks_like_id(wanted) {
         return Ok(session.with_tenant(Some(wanted.to_string())));
     }
+    let connections = connections_of(&session).await?;
+    let id = find(&connections, wanted)?.tenant_id.clone();
+    Ok(session.with_tenant(Some(id)))
+}
+
+/// The organisations connected to the profile's app, asked with a valid access token.
+async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
     let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
     let token = set.require_access_token(&session.profile().name)?;
-    let connections = crate::xero::connections(
+    crate::xero::connections(
         session.http().await?,
         &session.profile().endpoints.connections,
         token.expose_secret(),
     )
-    .await?;
-    let id = find(&connections, wanted)?.tenant_id.clone();
-    Ok(session.with_tenant(Some(id)))
+    .await
 }
 
 /// Xero's tenant ids are UUIDs: 36 characters of hex digits and four dashes.
