@@ -35,6 +35,8 @@ pub const FILE_WORK_FACTORS: (u8, u8) = (10, 22);
 /// does, because a measurement on a loaded machine or in an unoptimised build gives a weaker
 /// file for ever.
 pub const DEFAULT_FILE_WORK_FACTOR: u8 = 18;
+/// How long the file store's unlocked key is kept after its last use, by default: 15 minutes.
+pub const DEFAULT_FILE_UNLOCK_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Where the tool keeps its files. Only the encrypted-file store's folder holds secrets, and
 /// only encrypted.
@@ -213,13 +215,14 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 const LIMITS_TABLE: &str = "limits";
 
 /// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
-const SETTING_KEYS: [&str; 8] = [
+const SETTING_KEYS: [&str; 9] = [
     "client_id",
     "scopes",
     "redirect_uri",
     "default_tenant",
     "store",
     "file_work_factor",
+    "file_unlock_ttl",
     "http_timeout",
     "store_timeout",
 ];
@@ -270,6 +273,9 @@ pub struct Profile {
     /// The file store's scrypt work factor (log2 of N) for new files
     /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
     pub file_work_factor: u8,
+    /// How long the file store's unlocked key is kept in the kernel after its last use
+    /// (`file_unlock_ttl`, [`DEFAULT_FILE_UNLOCK_TTL`]); zero: never kept.
+    pub file_unlock_ttl: Duration,
     /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
     pub rate_limits: RateLimits,
 }
@@ -321,6 +327,7 @@ impl Profile {
             "default_tenant" => self.default_tenant.clone(),
             "store" => Some(self.store.name().to_string()),
             "file_work_factor" => Some(self.file_work_factor.to_string()),
+            "file_unlock_ttl" => Some(self.file_unlock_ttl.as_secs().to_string()),
             "http_timeout" => Some(secs(self.http_timeout)),
             "store_timeout" => Some(secs(self.store_timeout)),
             "authorize_url" => Some(e.authorize.to_string()),
@@ -531,6 +538,39 @@ impl Config {
                     &["profiles", name, "file_work_factor"],
                     &format!(
                         "`profiles.{name}.file_work_factor` must be a whole number from {lo} to {hi}"
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// `file_unlock_ttl` / `XERO_AUTH_FILE_UNLOCK_TTL`: whole seconds from 0 (never keep the
+    /// file store's unlocked key) to a week.
+    fn file_unlock_ttl(
+        &self,
+        name: &str,
+        table: Option<&Table>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Duration> {
+        const MAX: i64 = 7 * 86_400;
+        let valid = |n: i64| (0..=MAX).contains(&n);
+        if let Some(v) = env("XERO_AUTH_FILE_UNLOCK_TTL").filter(|v| !v.is_empty()) {
+            return match v.trim().parse::<i64>() {
+                Ok(n) if valid(n) => Ok(Duration::from_secs(n as u64)),
+                _ => Err(Error::InvalidInput(format!(
+                    "XERO_AUTH_FILE_UNLOCK_TTL={v} is not a whole number of seconds from 0 to {MAX}"
+                ))),
+            };
+        }
+        match table.and_then(|t| t.get("file_unlock_ttl")) {
+            None => Ok(DEFAULT_FILE_UNLOCK_TTL),
+            Some(item) => match item.as_integer() {
+                Some(n) if valid(n) => Ok(Duration::from_secs(n as u64)),
+                _ => Err(self.error(
+                    &["profiles", name, "file_unlock_ttl"],
+                    &format!(
+                        "`profiles.{name}.file_unlock_ttl` must be a whole number of seconds from \
+                         0 (never keep the key) to {MAX}"
                     ),
                 )),
             },
@@ -751,6 +791,7 @@ impl Config {
             http_timeout: get_secs("http_timeout", "XERO_AUTH_HTTP_TIMEOUT", 30)?,
             store_timeout: get_secs("store_timeout", "XERO_AUTH_STORE_TIMEOUT", 30)?,
             file_work_factor: self.file_work_factor(name, table, env)?,
+            file_unlock_ttl: self.file_unlock_ttl(name, table, env)?,
             rate_limits: self.rate_limits(name, table, env)?,
         })
     }
@@ -796,7 +837,7 @@ impl Config {
             )));
         }
         let value = match key {
-            "file_work_factor" => text.parse::<i64>().map(Value::from).ok(),
+            "file_work_factor" | "file_unlock_ttl" => text.parse::<i64>().map(Value::from).ok(),
             "http_timeout" | "store_timeout" => (text.parse::<i64>().map(Value::from).ok())
                 .or_else(|| text.parse::<f64>().ok().map(Value::from)),
             _ => None,

@@ -27,6 +27,13 @@ fn main() {
     // SAFETY: no other thread exists yet. The file store's passphrase leaves the environment
     // before anything could pass it on to a child process.
     unsafe { xero_auth::store::file::take_passphrase_from_env() };
+    // SAFETY: no other thread exists yet. A process the kernel lends the user-session keyring
+    // (cron, SSH without pam_keyinit) gets one of its own, through which it can keep the file
+    // store's unlocked key in the persistent keyring (store/unlock_cache.rs).
+    #[cfg(target_os = "linux")]
+    unsafe {
+        xero_auth::store::unlock_cache::ensure_own_session_keyring()
+    };
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let code = match run(cli) {

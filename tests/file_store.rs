@@ -26,6 +26,9 @@ fn file_env(fake: &FakeXero, name: &str) -> TestEnv {
     env.set_env("XERO_AUTH_STORE", "file");
     env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
     env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
+    // Each command unlocks the store itself, so that what these tests say of the passphrase is
+    // what happens; keeping the key between commands is tests/file_unlock.rs's.
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
     env
 }
 

@@ -19,6 +19,7 @@ pub mod refresh;
 pub mod status;
 pub mod tenants;
 pub mod token;
+pub mod unlock;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -103,6 +104,13 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print a man page (roff), list them, or write them all into a folder.
     Man(man::ManArgs),
+    /// Unlock the encrypted-file store once and keep its key in the kernel (Linux) for
+    /// file_unlock_ttl after its last use, so later commands need no passphrase.
+    Unlock(unlock::UnlockArgs),
+    /// Forget the file store's kept key now: the next command asks for the passphrase.
+    Lock(unlock::LockArgs),
+    /// Change the file store's passphrase (only its key file is encrypted again).
+    Passphrase(unlock::PassphraseArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -294,6 +302,9 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
         Command::Man(args) => man::run(args, ctx).await,
+        Command::Unlock(args) => unlock::run_unlock(args, ctx).await,
+        Command::Lock(args) => unlock::run_lock(args, ctx).await,
+        Command::Passphrase(args) => unlock::run_passphrase(args, ctx).await,
     };
     if let (Ok(()), true, Some(store)) = (&result, stores, &cli.store)
         && let Some(warning) = ctx.store_for_this_run_only(store)

@@ -1,26 +1,41 @@
 //! The encrypted-file store (`store = "file"`): for machines with no keychain — servers,
 //! containers, CI — and only when a profile names it. Never a fallback.
 //!
-//! Each secret is one [age](https://age-encryption.org) file encrypted to a passphrase (age's
-//! scrypt recipient), so the format and the cryptography are age's, not ours:
-//! `DATA/xero-auth/secrets/PROFILE/token-set.age` and `…/client-secret.age`, files `0600` in
-//! `0700` folders. The passphrase comes from `XERO_AUTH_PASSPHRASE` or a no-echo prompt on the
-//! terminal, once per process; one passphrase opens every file of the store.
+//! The format and the cryptography are [age](https://age-encryption.org)'s, not ours:
+//! - the store's **key** is an age X25519 identity, kept in `SECRETS/.store-identity.age`,
+//!   encrypted with the passphrase (age's scrypt recipient, at the profile's work factor); its
+//!   public recipient is beside it in `SECRETS/.store-recipient` (not secret);
+//! - each secret is one age file encrypted to that recipient:
+//!   `SECRETS/PROFILE/token-set.age` and `…/client-secret.age`, files `0600` in `0700` folders.
+//!
+//! So one passphrase opens the whole store at the cost of one scrypt run (a second and 256 MB at
+//! the default work factor), and every file after that costs an X25519 decryption. The unlocked
+//! key is kept in the kernel for `file_unlock_ttl` ([`super::unlock_cache`], Linux), so later
+//! commands need neither the passphrase nor the scrypt run; it is checked against the store's
+//! recipient before use. The passphrase comes from `XERO_AUTH_PASSPHRASE`, a file, a systemd
+//! credential or a no-echo prompt on the terminal, once per process.
+//!
+//! Stores written before the key existed have each file encrypted to the passphrase itself.
+//! They are read as they are; a write that has the passphrase creates the key (recipient first,
+//! then the key file, each written atomically) and re-encrypts the files of the profile it writes
+//! — that profile's writers hold its refresh lock, so nothing is rewritten under another
+//! process's refresh. A crash at any point leaves every file readable with the passphrase: old
+//! files as before, new ones through the key file.
 //!
 //! A write is a new temporary file in the same folder, written, flushed to disk (`fsync`), then
 //! renamed over the old file and the folder flushed: a crash at any point leaves either the old
 //! file or the new one, never half of one. Writers of a profile hold its refresh lock (see
-//! `session.rs`), so two processes never interleave their writes either. Before replacing a
-//! file, the passphrase is checked against it (or against another file of the store when it is
-//! new): a wrong passphrase overwrites nothing.
+//! `session.rs`), so two processes never interleave their writes either; the store-wide files
+//! (the key) are written under a lock of the store's own (`SECRETS/.store.lock`). A write needs
+//! the unlocked key, and a wrong passphrase unlocks nothing: it overwrites nothing.
 //!
-//! Decrypting costs one scrypt run (about a second at the default work factor): a process
-//! keeps what it decrypted, keyed by the file's identity (device, inode, size, modification
-//! time), so re-reading an unchanged file — the refresh protocol does it under the lock — costs
-//! nothing, while a file another process replaced (a rename makes a new inode) is read again.
-//! A file changed in place with its time put back would not be noticed, which is why `import`
-//! forgets the cache before its read-back ([`super::SecretStore::forget_cached`]): the check
-//! that allows deleting the plaintext token file decrypts what is on disk.
+//! Decrypting a file still costs something, so a process keeps what it decrypted, keyed by the
+//! file's identity (device, inode, size, modification time): re-reading an unchanged file — the
+//! refresh protocol does it under the lock — costs nothing, while a file another process replaced
+//! (a rename makes a new inode) is read again. A file changed in place with its time put back
+//! would not be noticed, which is why `import` forgets the cache before its read-back
+//! ([`super::SecretStore::forget_cached`]): the check that allows deleting the plaintext token
+//! file decrypts what is on disk.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -48,6 +63,14 @@ const MAX_PASSPHRASE_FILE: usize = 4096;
 /// The largest file the store reads: a token set is a few kilobytes.
 const MAX_FILE_LEN: u64 = 1 << 20;
 
+/// The store's key, encrypted with the passphrase. Profile names cannot begin with '.', so the
+/// store's own files never meet a profile's folder.
+pub const IDENTITY_FILE: &str = ".store-identity.age";
+/// The key's public recipient: what every file of the store is encrypted to.
+pub const RECIPIENT_FILE: &str = ".store-recipient";
+/// Held while the key files are created or re-encrypted.
+const STORE_LOCK_FILE: &str = ".store.lock";
+
 /// Where a passphrase comes from. `new_store` is true when the store has no file yet, so a
 /// prompt asks twice.
 pub type PassphraseSource = Box<dyn Fn(bool) -> Result<SecretString, StoreFailure> + Send + Sync>;
@@ -58,7 +81,45 @@ pub struct FileStore {
     work_factor: u8,
     source: PassphraseSource,
     passphrase: Mutex<Option<SecretString>>,
+    /// The store's key, once unlocked (from the kernel's cache or with the passphrase).
+    identity: Mutex<Option<age::x25519::Identity>>,
+    #[cfg(target_os = "linux")]
+    cache: Option<super::unlock_cache::KeyCache>,
     opened: Mutex<HashMap<PathBuf, Opened>>,
+}
+
+/// What `status` and `doctor` say about the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheState {
+    /// The key is cached, and forgotten after this long unused (the kernel's rounding).
+    Unlocked(Option<std::time::Duration>),
+    /// No key is cached for this store.
+    Locked,
+    /// `file_unlock_ttl = 0`: the key is never kept.
+    Off,
+    /// The platform or this process cannot keep it, and why.
+    Unavailable(String),
+}
+
+/// How a file of the store is encrypted: its age header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealed {
+    /// To the passphrase (scrypt): a file written before the store had a key.
+    Passphrase,
+    /// To the store's key.
+    Key,
+}
+
+impl Sealed {
+    fn of(sealed: &[u8]) -> Result<Self, OpenError> {
+        let decryptor =
+            age::Decryptor::new_buffered(sealed).map_err(|e| OpenError::Damaged(e.to_string()))?;
+        Ok(if decryptor.is_scrypt() {
+            Sealed::Passphrase
+        } else {
+            Sealed::Key
+        })
+    }
 }
 
 /// A file this process decrypted (or wrote), and which version of it.
@@ -143,13 +204,348 @@ impl FileStore {
             work_factor,
             source,
             passphrase: Mutex::new(None),
+            identity: Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            cache: None,
             opened: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the unlocked key in the kernel for `ttl` since its last use (zero: never), where the
+    /// platform can (Linux); see [`super::unlock_cache`].
+    pub fn with_unlock_cache(mut self, ttl: std::time::Duration) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            self.cache = Some(super::unlock_cache::KeyCache::new(&self.root, ttl));
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = ttl;
+        self
+    }
+
+    /// Whether the store's key is kept between commands, and for how long.
+    pub fn cache_state(&self) -> CacheState {
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = &self.cache {
+            return cache.state();
+        }
+        CacheState::Unavailable(
+            "this platform has no kernel key service xero-auth can keep the key in".into(),
+        )
+    }
+
+    /// Forgets the key the kernel keeps for this store (`xero-auth lock`); `false` when none was
+    /// kept. This process's own copy goes too.
+    pub fn lock(&self) -> Result<bool, StoreFailure> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = &self.cache {
+            return cache.forget().map_err(|cause| StoreFailure {
+                cause,
+                fix: "run `xero-auth lock` again; `keyctl purge user` removes every user key"
+                    .into(),
+            });
+        }
+        Ok(false)
+    }
+
+    /// Unlocks the store now (`xero-auth unlock`): asks for the passphrase unless the key is
+    /// already kept, and keeps it. A store without a key yet gets one first. Returns whether
+    /// the key was kept in the kernel.
+    pub fn unlock(&self) -> Result<bool, StoreFailure> {
+        if !self.identity_path().exists() {
+            if self.is_empty() {
+                return Err(StoreFailure::mistyped(format!(
+                    "the file store in {} holds nothing yet: there is nothing to unlock; its \
+                     first write (`xero-auth client set`, `login` or `import`) creates it",
+                    self.root.display()
+                )));
+            }
+            self.vouch_for_passphrase(&self.root.join(IDENTITY_FILE))?;
+            self.create_identity()?;
+        }
+        self.unlocked_identity()?;
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = &self.cache {
+            return Ok(matches!(cache.state(), CacheState::Unlocked(_)));
+        }
+        Ok(false)
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.root.join(IDENTITY_FILE)
+    }
+
+    fn recipient_path(&self) -> PathBuf {
+        self.root.join(RECIPIENT_FILE)
+    }
+
+    /// The recipient the store's files are encrypted to, as its file says.
+    fn stored_recipient(&self) -> Option<String> {
+        let bytes =
+            crate::secret::read_bounded(&mut std::fs::File::open(self.recipient_path()).ok()?, 256)
+                .ok()??;
+        Some(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
+    /// The store's key: this process's copy, else the kernel's (checked against the store's
+    /// recipient), else the key file decrypted with the passphrase (one scrypt run), then kept.
+    /// `None` for a store written before it had a key.
+    fn unlocked_identity(&self) -> Result<Option<age::x25519::Identity>, StoreFailure> {
+        self.unlock_identity(true, false)
+    }
+
+    /// [`FileStore::unlocked_identity`], with or without the kernel's copy; `writing` makes a
+    /// wrong passphrase's message say that nothing was written.
+    fn unlock_identity(
+        &self,
+        use_cache: bool,
+        writing: bool,
+    ) -> Result<Option<age::x25519::Identity>, StoreFailure> {
+        let mut held = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(identity) = held.as_ref() {
+            return Ok(Some(identity.clone()));
+        }
+        let path = self.identity_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let recipient = self.stored_recipient();
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = self.cache.as_ref().filter(|_| use_cache)
+            && let Some(payload) = cache.get()
+        {
+            match parse_identity(&payload) {
+                Some(identity)
+                    if recipient.as_deref() == Some(identity.to_public().to_string().as_str()) =>
+                {
+                    *held = Some(identity.clone());
+                    return Ok(Some(identity));
+                }
+                // Another store's key under this folder's name (the folder was made again with
+                // another passphrase), or a damaged one: never used, and forgotten.
+                _ => {
+                    tracing::warn!("the kept key does not belong to this file store; forgotten");
+                    let _ = cache.forget();
+                }
+            }
+        }
+        let sealed = read_sealed(&path).map_err(|e| e.into_failure(&path))?;
+        let passphrase = self.passphrase()?;
+        let plain = decrypt(&sealed, Key::Passphrase(passphrase)).map_err(|e| match e {
+            OpenError::WrongPassphrase => wrong_passphrase(&path, writing),
+            other => other.into_failure(&path),
+        })?;
+        let identity = parse_identity(&plain)
+            .ok_or_else(|| damaged(&path, "it opens, but does not hold an age identity"))?;
+        let public = identity.to_public().to_string();
+        if recipient.as_deref() != Some(public.as_str()) {
+            // The recipient is derived from the key: a missing or altered copy is written again.
+            tracing::warn!("{} was missing or altered; written again", RECIPIENT_FILE);
+            self.replace(&self.recipient_path(), format!("{public}\n").as_bytes())?;
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = &self.cache
+            && let Err(why) = cache.put(identity.to_string().expose_secret().as_bytes())
+        {
+            tracing::warn!("the unlocked key is not kept between commands: {why}");
+        }
+        *held = Some(identity.clone());
+        Ok(Some(identity))
+    }
+
+    /// Gives the store its key, under the store's lock: a new identity, its recipient written
+    /// first, then the key file encrypted with the passphrase. The caller has checked the
+    /// passphrase against the store (or the store is new). Another process that created the key
+    /// meanwhile wins: its key is unlocked instead.
+    fn create_identity(&self) -> Result<age::x25519::Identity, StoreFailure> {
+        self.prepare_folders(&self.root)?;
+        let _store_lock = self.lock_store()?;
+        if let Some(identity) = self.unlocked_identity()? {
+            return Ok(identity);
+        }
+        let identity = age::x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        self.replace(&self.recipient_path(), format!("{public}\n").as_bytes())?;
+        crash_point("file-store-recipient-written");
+        let secret = identity.to_string();
+        let sealed = self.encrypt_to_passphrase(secret.expose_secret().as_bytes())?;
+        self.replace(&self.identity_path(), &sealed)?;
+        crash_point("file-store-key-written");
+        #[cfg(target_os = "linux")]
+        if let Some(cache) = &self.cache
+            && let Err(why) = cache.put(secret.expose_secret().as_bytes())
+        {
+            tracing::warn!("the unlocked key is not kept between commands: {why}");
+        }
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity.clone());
+        Ok(identity)
+    }
+
+    /// The store's own lock (`SECRETS/.store.lock`), held while its key files change.
+    fn lock_store(&self) -> Result<std::fs::File, StoreFailure> {
+        let path = self.root.join(STORE_LOCK_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options
+            .open(&path)
+            .map_err(|e| io_failure("cannot open", &path, &e))?;
+        file.lock()
+            .map_err(|e| io_failure("cannot lock", &path, &e))?;
+        Ok(file)
+    }
+
+    /// The key a write encrypts to. A store that has one is unlocked (a wrong passphrase fails
+    /// here, before anything is written), and, when this process holds the passphrase, the
+    /// files of `path`'s profile still encrypted to it are re-encrypted to the key. A store
+    /// without one gets one: a new store takes the passphrase given now, an older store's
+    /// passphrase is first checked against its files.
+    fn key_for_writing(&self, path: &Path) -> Result<age::x25519::Recipient, StoreFailure> {
+        let identity = match self.unlock_identity(true, true)? {
+            Some(identity) => {
+                // The key vouches for the passphrase; a damaged file about to be replaced is
+                // still kept aside, not destroyed.
+                if let Some(why) = self.damage_of(path) {
+                    self.set_aside(path, &why)?;
+                }
+                identity
+            }
+            None => {
+                self.check_passphrase_before_writing(path)?;
+                self.create_identity()?
+            }
+        };
+        let recipient = identity.to_public();
+        let has_passphrase = self
+            .passphrase
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if has_passphrase && let Some(dir) = path.parent() {
+            self.upgrade_folder(dir, path, &recipient)?;
+        }
+        Ok(recipient)
+    }
+
+    /// Re-encrypts to the store's key every file in `dir` (one profile's) still encrypted to the
+    /// passphrase, but `except` (about to be written anyway). One at a time, each atomically: a
+    /// crash leaves each file in one format or the other, both readable. Damaged files are left
+    /// as they are, for their own write to set aside.
+    fn upgrade_folder(
+        &self,
+        dir: &Path,
+        except: &Path,
+        recipient: &age::x25519::Recipient,
+    ) -> Result<(), StoreFailure> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p != except
+                    && p.extension().is_some_and(|x| x == "age")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            let Ok(sealed) = read_sealed(&file) else {
+                continue;
+            };
+            if Sealed::of(&sealed).ok() != Some(Sealed::Passphrase) {
+                continue;
+            }
+            let plain = match self.open(&file) {
+                Ok(Some(plain)) => plain,
+                Ok(None) | Err(OpenError::Damaged(_)) => continue,
+                Err(e) => return Err(e.into_failure(&file)),
+            };
+            let resealed = encrypt(&plain, recipient)?;
+            self.replace(&file, &resealed)?;
+            self.remember(&file, &plain);
+            crash_point("file-store-file-upgraded");
+        }
+        Ok(())
+    }
+
+    /// Keeps what this process wrote to `path` as what it would read back.
+    fn remember(&self, path: &Path, plain: &[u8]) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            self.opened
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    path.to_path_buf(),
+                    (FileId::of(&meta), Zeroizing::new(plain.to_vec())),
+                );
+        }
+    }
+
+    /// Changes the passphrase (`xero-auth store passphrase`): the key file alone is encrypted
+    /// again, with `new`, in one atomic replacement; the files encrypted to the key are not
+    /// touched. The current passphrase must open the key file (a kept key is not enough: whoever
+    /// changes the passphrase must know it). A store without a key gets one first.
+    pub fn change_passphrase(&self, new: SecretString) -> Result<(), StoreFailure> {
+        if new.expose_secret().is_empty() {
+            return Err(StoreFailure::mistyped(
+                "the new passphrase is empty: an empty passphrase protects nothing",
+            ));
+        }
+        if self.is_empty() && !self.identity_path().exists() {
+            return Err(StoreFailure::mistyped(format!(
+                "the file store in {} holds nothing yet: its first write asks for the passphrase \
+                 it will have",
+                self.root.display()
+            )));
+        }
+        // Proven with the passphrase itself, not with a kept key.
+        self.identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if !self.identity_path().exists() {
+            self.vouch_for_passphrase(&self.identity_path())?;
+            self.create_identity()?;
+            self.identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+        let identity = self
+            .unlock_identity(false, true)?
+            .ok_or_else(|| StoreFailure {
+                cause: "the store has no key file".into(),
+                fix: "run the command again".into(),
+            })?;
+        let _store_lock = self.lock_store()?;
+        let mut recipient = age::scrypt::Recipient::new(new.clone());
+        recipient.set_work_factor(self.work_factor);
+        let sealed = seal(identity.to_string().expose_secret().as_bytes(), &recipient)?;
+        self.replace(&self.identity_path(), &sealed)?;
+        *self.passphrase.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+        Ok(())
     }
 
     /// The folder the store keeps its files in.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Which store this is, for messages.
+    pub fn describe_root(&self) -> String {
+        format!("encrypted files in {}", self.root.display())
     }
 
     /// The file that holds `account` (`PROFILE/token-set` → `PROFILE/token-set.age`).
@@ -179,9 +575,38 @@ impl FileStore {
             .join(format!("{}.age", kind.replace('/', "."))))
     }
 
-    /// Whether the store holds no file yet.
+    /// Whether the store holds no file yet (not even its key).
     pub fn is_empty(&self) -> bool {
-        store_files(&self.root).is_empty()
+        store_files(&self.root).is_empty() && !self.identity_path().exists()
+    }
+
+    /// Re-encrypts to the store's key the files of `profile` still encrypted to the passphrase
+    /// (`xero-auth unlock`, which holds the profile's refresh lock). Needs the key, and the
+    /// passphrase for those files.
+    pub fn upgrade_profile(&self, profile: &str) -> Result<(), StoreFailure> {
+        validate_profile_name(profile).map_err(|e| StoreFailure::mistyped(e.to_string()))?;
+        let Some(identity) = self.unlocked_identity()? else {
+            return Ok(());
+        };
+        self.upgrade_folder(
+            &self.root.join(profile),
+            Path::new(""),
+            &identity.to_public(),
+        )
+    }
+
+    /// The profiles that have a folder in the store.
+    pub fn profiles(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_profile_name(n).is_ok())
+            .collect();
+        names.sort();
+        names
     }
 
     /// The passphrase, asked for once per process.
@@ -205,45 +630,46 @@ impl FileStore {
 
     /// Reads and decrypts `path`; `None` when there is no such file.
     fn open(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, OpenError> {
-        let mut file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(OpenError::Other(io_failure("cannot open", path, &e))),
+        let (id, sealed) = match read_file(path, |id| self.kept(path, id))? {
+            Found::Missing => return Ok(None),
+            Found::Kept(plain) => return Ok(Some(plain)),
+            Found::Sealed(id, sealed) => (id, sealed),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
-        if !meta.is_file() {
-            return Err(OpenError::Damaged("it is not a file".into()));
-        }
-        let id = FileId::of(&meta);
-        if let Some((known, plain)) = self
-            .opened
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            && *known == id
-        {
-            return Ok(Some(plain.clone()));
-        }
-        if meta.len() > MAX_FILE_LEN {
-            return Err(OpenError::Damaged(format!(
-                "it is {} bytes long, far more than a secret of the store",
-                meta.len()
-            )));
-        }
-        let mut sealed = Vec::with_capacity(meta.len() as usize + 1);
-        (&mut file)
-            .take(MAX_FILE_LEN + 1)
-            .read_to_end(&mut sealed)
-            .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
-        let passphrase = self.passphrase().map_err(OpenError::Other)?;
-        let plain = decrypt(&sealed, passphrase)?;
+        let plain = match Sealed::of(&sealed)? {
+            Sealed::Passphrase => decrypt(
+                &sealed,
+                Key::Passphrase(self.passphrase().map_err(OpenError::Other)?),
+            )?,
+            Sealed::Key => {
+                let identity = self
+                    .unlocked_identity()
+                    .map_err(OpenError::Other)?
+                    .ok_or_else(|| {
+                        OpenError::Damaged(format!(
+                            "it is encrypted to a key, and the store has no key file \
+                             {IDENTITY_FILE}"
+                        ))
+                    })?;
+                decrypt(&sealed, Key::Identity(&identity)).map_err(|e| match e {
+                    OpenError::WrongPassphrase => OpenError::Damaged(
+                        "it is encrypted to another key than this store's".into(),
+                    ),
+                    other => other,
+                })?
+            }
+        };
         self.opened
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(path.to_path_buf(), (id, plain.clone()));
         Ok(Some(plain))
+    }
+
+    /// What this process already decrypted of `path`, if the file is still that version.
+    fn kept(&self, path: &Path, id: &FileId) -> Option<Zeroizing<Vec<u8>>> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let (known, plain) = opened.get(path)?;
+        (known == id).then(|| plain.clone())
     }
 
     /// Checks that the passphrase opens the store before `path` is written: one passphrase for
@@ -300,9 +726,38 @@ impl FileStore {
     /// Checks the passphrase before a write ([`FileStore::vouch_for_passphrase`]); a damaged file
     /// about to be replaced is then moved aside (`NAME.damaged-UNIXTIME`), not destroyed.
     fn check_passphrase_before_writing(&self, path: &Path) -> Result<(), StoreFailure> {
-        let Some(why) = self.vouch_for_passphrase(path)? else {
-            return Ok(());
+        match self.vouch_for_passphrase(path)? {
+            Some(why) => self.set_aside(path, &why),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `path` is damaged, if it is, as far as this process can tell without asking for
+    /// anything: a file still encrypted to the passphrase is only opened when the process holds
+    /// the passphrase.
+    fn damage_of(&self, path: &Path) -> Option<String> {
+        let sealed = match read_sealed(path) {
+            Ok(sealed) => sealed,
+            Err(OpenError::Damaged(why)) if path.exists() => return Some(why),
+            Err(_) => return None,
         };
+        let has_passphrase = self
+            .passphrase
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        match Sealed::of(&sealed) {
+            Err(OpenError::Damaged(why)) => Some(why),
+            Ok(Sealed::Passphrase) if !has_passphrase => None,
+            _ => match self.open(path) {
+                Err(OpenError::Damaged(why)) => Some(why),
+                _ => None,
+            },
+        }
+    }
+
+    /// Moves the damaged file `path` aside (`NAME.damaged-UNIXTIME`) before it is replaced.
+    fn set_aside(&self, path: &Path, why: &str) -> Result<(), StoreFailure> {
         let aside = path.with_extension(format!("age.damaged-{}", unix_now()));
         tracing::warn!(
             "{} is damaged ({why}); moved to {} and replaced",
@@ -312,23 +767,11 @@ impl FileStore {
         std::fs::rename(path, &aside).map_err(|e| io_failure("cannot move", path, &e))
     }
 
-    fn encrypt(&self, secret: &[u8]) -> Result<Vec<u8>, StoreFailure> {
+    /// `secret` encrypted to the passphrase at the store's work factor: the key file.
+    fn encrypt_to_passphrase(&self, secret: &[u8]) -> Result<Vec<u8>, StoreFailure> {
         let mut recipient = age::scrypt::Recipient::new(self.passphrase()?);
         recipient.set_work_factor(self.work_factor);
-        let failed = |e: &dyn std::fmt::Display| StoreFailure {
-            cause: format!("encrypting failed ({e})"),
-            fix: "run the command again; if it keeps failing, report it".into(),
-        };
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(|e| failed(&e))?;
-        // The ciphertext is not secret; age's own buffer for the plaintext chunk is freed
-        // through the wiping allocator.
-        let mut sealed = Vec::with_capacity(secret.len() + 256);
-        let mut writer = encryptor.wrap_output(&mut sealed).map_err(|e| failed(&e))?;
-        writer.write_all(secret).map_err(|e| failed(&e))?;
-        writer.finish().map_err(|e| failed(&e))?;
-        Ok(sealed)
+        seal(secret, &recipient)
     }
 
     /// Creates the store's folders `0700` (and tightens them if someone loosened them; refuses
@@ -392,7 +835,7 @@ impl FileStore {
 
 impl SecretStore for FileStore {
     fn describe(&self) -> String {
-        format!("encrypted files in {}", self.root.display())
+        self.describe_root()
     }
 
     fn interactive(&self) -> bool {
@@ -403,11 +846,23 @@ impl SecretStore for FileStore {
         let path = self.path_of(account)?;
         if write {
             // Checked now, not at the write: a wrong passphrase is found before a login
-            // exchanges its code. (The decryption is kept, so the write costs no more.)
-            self.passphrase()?;
-            self.vouch_for_passphrase(&path)?;
-        } else if path.exists() {
-            self.passphrase()?;
+            // exchanges its code. (The key or the decryption is kept, so the write costs no
+            // more.)
+            if self.unlock_identity(true, true)?.is_none() {
+                self.passphrase()?;
+                self.vouch_for_passphrase(&path)?;
+            }
+        } else if let Ok(sealed) = read_sealed(&path) {
+            match Sealed::of(&sealed) {
+                Ok(Sealed::Key) => {
+                    self.unlocked_identity()?;
+                }
+                Ok(Sealed::Passphrase) => {
+                    self.passphrase()?;
+                }
+                // Reported by the read itself.
+                Err(_) => {}
+            }
         }
         Ok(())
     }
@@ -421,16 +876,11 @@ impl SecretStore for FileStore {
         let path = self.path_of(account)?;
         let dir = path.parent().expect("store files live in a profile folder");
         self.prepare_folders(dir)?;
-        self.check_passphrase_before_writing(&path)?;
-        let sealed = self.encrypt(secret)?;
+        let recipient = self.key_for_writing(&path)?;
+        let sealed = encrypt(secret, &recipient)?;
         self.replace(&path, &sealed)?;
         // What this process wrote is what it would read back: keep it, keyed by the new file.
-        if let Ok(meta) = std::fs::metadata(&path) {
-            self.opened
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(path, (FileId::of(&meta), Zeroizing::new(secret.to_vec())));
-        }
+        self.remember(&path, secret);
         Ok(())
     }
 
@@ -466,18 +916,35 @@ impl SecretStore for FileStore {
     }
 }
 
-/// Decrypts an age passphrase file into a wiping buffer allocated once.
-fn decrypt(sealed: &[u8], passphrase: SecretString) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+/// What opens a file of the store.
+enum Key<'a> {
+    /// The passphrase (scrypt): the key file, and files written before the store had a key.
+    Passphrase(SecretString),
+    /// The store's key.
+    Identity(&'a age::x25519::Identity),
+}
+
+/// Decrypts an age file into a wiping buffer allocated once. A key that does not open it is
+/// [`OpenError::WrongPassphrase`].
+fn decrypt(sealed: &[u8], key: Key<'_>) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let damaged = |e: &dyn std::fmt::Display| OpenError::Damaged(e.to_string());
     let decryptor = age::Decryptor::new_buffered(sealed).map_err(|e| damaged(&e))?;
-    if !decryptor.is_scrypt() {
-        return Err(OpenError::Damaged(
-            "it is an age file, but not one encrypted to a passphrase".into(),
-        ));
-    }
-    let mut identity = age::scrypt::Identity::new(passphrase);
-    identity.set_max_work_factor(FILE_WORK_FACTORS.1);
-    let mut reader = match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+    let scrypt_identity;
+    let identity: &dyn age::Identity = match &key {
+        Key::Passphrase(passphrase) => {
+            if !decryptor.is_scrypt() {
+                return Err(OpenError::Damaged(
+                    "it is an age file, but not one encrypted to a passphrase".into(),
+                ));
+            }
+            let mut scrypt = age::scrypt::Identity::new(passphrase.clone());
+            scrypt.set_max_work_factor(FILE_WORK_FACTORS.1);
+            scrypt_identity = scrypt;
+            &scrypt_identity
+        }
+        Key::Identity(identity) => *identity,
+    };
+    let mut reader = match decryptor.decrypt(std::iter::once(identity)) {
         Ok(reader) => reader,
         Err(age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys) => {
             return Err(OpenError::WrongPassphrase);
@@ -499,6 +966,85 @@ fn decrypt(sealed: &[u8], passphrase: SecretString) -> Result<Zeroizing<Vec<u8>>
         .read_to_end(&mut plain)
         .map_err(|e| OpenError::Damaged(format!("its contents do not decrypt: {e}")))?;
     Ok(plain)
+}
+
+/// `secret` encrypted to the store's key.
+fn encrypt(secret: &[u8], recipient: &age::x25519::Recipient) -> Result<Vec<u8>, StoreFailure> {
+    seal(secret, recipient)
+}
+
+/// `secret` as an age file to `recipient`.
+fn seal(secret: &[u8], recipient: &dyn age::Recipient) -> Result<Vec<u8>, StoreFailure> {
+    let failed = |e: &dyn std::fmt::Display| StoreFailure {
+        cause: format!("encrypting failed ({e})"),
+        fix: "run the command again; if it keeps failing, report it".into(),
+    };
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient)).map_err(|e| failed(&e))?;
+    // The ciphertext is not secret; age's own buffer for the plaintext chunk is freed through
+    // the wiping allocator.
+    let mut sealed = Vec::with_capacity(secret.len() + 256);
+    let mut writer = encryptor.wrap_output(&mut sealed).map_err(|e| failed(&e))?;
+    writer.write_all(secret).map_err(|e| failed(&e))?;
+    writer.finish().map_err(|e| failed(&e))?;
+    Ok(sealed)
+}
+
+/// The store's key from what its key file (or the kernel) holds: `AGE-SECRET-KEY-1…`.
+fn parse_identity(plain: &[u8]) -> Option<age::x25519::Identity> {
+    let text = std::str::from_utf8(plain).ok()?;
+    text.trim().parse().ok()
+}
+
+/// What reading a file of the store found.
+enum Found {
+    Missing,
+    /// What the process already decrypted of this version of the file.
+    Kept(Zeroizing<Vec<u8>>),
+    /// The file's version and its bytes.
+    Sealed(FileId, Vec<u8>),
+}
+
+/// Reads `path` unless `kept` has it already, refusing what is not a file or far too long.
+fn read_file(
+    path: &Path,
+    kept: impl FnOnce(&FileId) -> Option<Zeroizing<Vec<u8>>>,
+) -> Result<Found, OpenError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+        Err(e) => return Err(OpenError::Other(io_failure("cannot open", path, &e))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
+    if !meta.is_file() {
+        return Err(OpenError::Damaged("it is not a file".into()));
+    }
+    let id = FileId::of(&meta);
+    if let Some(plain) = kept(&id) {
+        return Ok(Found::Kept(plain));
+    }
+    if meta.len() > MAX_FILE_LEN {
+        return Err(OpenError::Damaged(format!(
+            "it is {} bytes long, far more than a secret of the store",
+            meta.len()
+        )));
+    }
+    let mut sealed = Vec::with_capacity(meta.len() as usize + 1);
+    (&mut file)
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut sealed)
+        .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
+    Ok(Found::Sealed(id, sealed))
+}
+
+/// The bytes of `path` (not secret: age ciphertext).
+fn read_sealed(path: &Path) -> Result<Vec<u8>, OpenError> {
+    match read_file(path, |_| None)? {
+        Found::Sealed(_, sealed) => Ok(sealed),
+        _ => Err(OpenError::Damaged("it does not exist".into())),
+    }
 }
 
 fn wrong_passphrase(path: &Path, writing: bool) -> StoreFailure {
@@ -810,6 +1356,22 @@ fn passphrase_from_file(path: &Path, what: &str) -> Result<SecretString, StoreFa
     Ok(SecretString::from(text))
 }
 
+/// The new passphrase for `xero-auth passphrase`: the first line of `file` (checked as
+/// `XERO_AUTH_PASSPHRASE_FILE` is), else asked twice on the terminal.
+pub fn new_passphrase(root: &Path, file: Option<&Path>) -> Result<SecretString, StoreFailure> {
+    if let Some(file) = file {
+        return passphrase_from_file(file, "--new-passphrase-file");
+    }
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return Err(StoreFailure::mistyped(
+            "there is no terminal to ask for the new passphrase on: give it with \
+             --new-passphrase-file FILE (a file only you can read)",
+        ));
+    }
+    prompt(root, true)
+}
+
 fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {
     let read = |text: &str| {
         rpassword::prompt_password(text)
@@ -864,9 +1426,15 @@ mod tests {
         let path = dir.path().join("secrets/work/token-set.age");
         let sealed = std::fs::read(&path).unwrap();
         assert!(
-            sealed.starts_with(b"age-encryption.org/v1\n-> scrypt "),
-            "an age scrypt file"
+            sealed.starts_with(b"age-encryption.org/v1\n-> X25519 "),
+            "an age file to the store's key"
         );
+        let key_file = std::fs::read(dir.path().join("secrets").join(IDENTITY_FILE)).unwrap();
+        assert!(
+            key_file.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+            "the key is encrypted with the passphrase"
+        );
+        assert!(!key_file.windows(15).any(|w| w == b"AGE-SECRET-KEY-"));
         assert!(
             !sealed.windows(4).any(|w| w == b"rt-1"),
             "nothing in the clear"
@@ -984,12 +1552,25 @@ mod tests {
         assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"plain text");
     }
 
+    /// A file as stores wrote them before they had a key: encrypted to the passphrase.
+    fn write_legacy(dir: &Path, account: &str, passphrase: &str, plain: &[u8]) {
+        let path = dir.join("secrets").join(format!("{account}.age"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase));
+        recipient.set_work_factor(FILE_WORK_FACTORS.0);
+        std::fs::write(&path, seal(plain, &recipient).unwrap()).unwrap();
+    }
+
+    fn is_legacy(dir: &Path, account: &str) -> bool {
+        let sealed = std::fs::read(dir.join("secrets").join(format!("{account}.age"))).unwrap();
+        Sealed::of(&sealed).ok() == Some(Sealed::Passphrase)
+    }
+
     #[test]
     fn with_every_file_damaged_no_passphrase_is_taken_and_nothing_is_written() {
+        // An older store (no key file), its only file damaged: nothing vouches.
         let dir = tempfile::tempdir().unwrap();
-        store_in(dir.path(), "pw")
-            .set("work/token-set", "l", b"old")
-            .unwrap();
+        write_legacy(dir.path(), "work/token-set", "pw", b"old");
         let path = dir.path().join("secrets/work/token-set.age");
         std::fs::write(&path, b"plain text").unwrap();
         for passphrase in ["pw", "another"] {
@@ -1013,6 +1594,120 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["token-set.age"], "nothing set aside, nothing added");
+        assert!(!dir.path().join("secrets").join(IDENTITY_FILE).exists());
+    }
+
+    #[test]
+    fn with_the_key_file_damaged_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        store_in(dir.path(), "pw")
+            .set("work/token-set", "l", b"old")
+            .unwrap();
+        let key = dir.path().join("secrets").join(IDENTITY_FILE);
+        std::fs::write(&key, b"plain text").unwrap();
+        let path = dir.path().join("secrets/work/token-set.age");
+        let before = std::fs::read(&path).unwrap();
+        for passphrase in ["pw", "another"] {
+            let store = store_in(dir.path(), passphrase);
+            let err = store.set("work/token-set", "l", b"new").unwrap_err();
+            assert!(
+                err.cause.contains("damaged") && err.cause.contains(IDENTITY_FILE),
+                "{}",
+                err.cause
+            );
+            assert!(store.get("work/token-set").is_err());
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn an_older_store_is_read_as_it_is_and_a_write_upgrades_its_profile_only() {
+        let dir = tempfile::tempdir().unwrap();
+        write_legacy(dir.path(), "work/token-set", "pw", b"set");
+        write_legacy(dir.path(), "work/client-secret", "pw", b"cs");
+        write_legacy(dir.path(), "home/token-set", "pw", b"home");
+
+        // Read as it is: no key is made by a read.
+        let reader = store_in(dir.path(), "pw");
+        assert_eq!(&*reader.get("work/token-set").unwrap().unwrap(), b"set");
+        assert!(!dir.path().join("secrets").join(IDENTITY_FILE).exists());
+
+        // A wrong passphrase upgrades nothing and writes nothing.
+        let wrong = store_in(dir.path(), "nope");
+        assert!(wrong.set("work/token-set", "l", b"x").is_err());
+        assert!(!dir.path().join("secrets").join(IDENTITY_FILE).exists());
+        assert!(is_legacy(dir.path(), "work/client-secret"));
+
+        let writer = store_in(dir.path(), "pw");
+        writer.set("work/token-set", "l", b"set-2").unwrap();
+        assert!(dir.path().join("secrets").join(IDENTITY_FILE).exists());
+        assert!(!is_legacy(dir.path(), "work/token-set"));
+        assert!(
+            !is_legacy(dir.path(), "work/client-secret"),
+            "the profile's other file is upgraded with it"
+        );
+        assert!(
+            is_legacy(dir.path(), "home/token-set"),
+            "another profile's files wait for a write under that profile's lock"
+        );
+
+        let fresh = store_in(dir.path(), "pw");
+        assert_eq!(&*fresh.get("work/token-set").unwrap().unwrap(), b"set-2");
+        assert_eq!(&*fresh.get("work/client-secret").unwrap().unwrap(), b"cs");
+        assert_eq!(&*fresh.get("home/token-set").unwrap().unwrap(), b"home");
+        fresh.upgrade_profile("home").unwrap();
+        assert!(!is_legacy(dir.path(), "home/token-set"));
+        assert_eq!(
+            &*store_in(dir.path(), "pw")
+                .get("home/token-set")
+                .unwrap()
+                .unwrap(),
+            b"home"
+        );
+    }
+
+    #[test]
+    fn a_new_passphrase_rewrites_the_key_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), "old-pw");
+        store.set("work/token-set", "l", b"set").unwrap();
+        let path = dir.path().join("secrets/work/token-set.age");
+        let before = std::fs::read(&path).unwrap();
+
+        // The current passphrase must open the key: a wrong one changes nothing.
+        let wrong = store_in(dir.path(), "not-it");
+        let err = wrong
+            .change_passphrase(SecretString::from("new-pw"))
+            .unwrap_err();
+        assert!(
+            err.cause.contains("passphrase does not open"),
+            "{}",
+            err.cause
+        );
+        assert_eq!(
+            &*store_in(dir.path(), "old-pw")
+                .get("work/token-set")
+                .unwrap()
+                .unwrap(),
+            b"set"
+        );
+
+        store_in(dir.path(), "old-pw")
+            .change_passphrase(SecretString::from("new-pw"))
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), before, "secrets untouched");
+        assert!(
+            store_in(dir.path(), "old-pw")
+                .get("work/token-set")
+                .is_err()
+        );
+        assert_eq!(
+            &*store_in(dir.path(), "new-pw")
+                .get("work/token-set")
+                .unwrap()
+                .unwrap(),
+            b"set"
+        );
     }
 
     #[test]

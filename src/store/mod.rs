@@ -9,6 +9,8 @@ mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod split;
+#[cfg(target_os = "linux")]
+pub mod unlock_cache;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -257,14 +259,7 @@ impl Store {
 
     /// A store's failure as the error commands return (exit 5).
     fn unavailable(&self, failure: StoreFailure) -> Error {
-        if failure.fix.is_empty() {
-            return Error::InvalidInput(failure.cause);
-        }
-        Error::StoreUnavailable {
-            store: self.inner.describe(),
-            cause: failure.cause,
-            fix: failure.fix,
-        }
+        failure_to_error(self.inner.describe(), failure)
     }
 
     async fn run<T: Send + 'static>(
@@ -305,6 +300,19 @@ impl Store {
     }
 }
 
+/// A failure of the store described as `store`, as the error commands return: exit 5, or exit 1
+/// for what a person mistyped ([`StoreFailure::mistyped`]).
+pub fn failure_to_error(store: String, failure: StoreFailure) -> Error {
+    if failure.fix.is_empty() {
+        return Error::InvalidInput(failure.cause);
+    }
+    Error::StoreUnavailable {
+        store,
+        cause: failure.cause,
+        fix: failure.fix,
+    }
+}
+
 /// The encrypted-file store of `profile`, in `paths`' data folder.
 pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
     let root = paths.file_store_dir();
@@ -313,4 +321,5 @@ pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
         profile.file_work_factor,
         file::env_or_terminal(root),
     )
+    .with_unlock_cache(profile.file_unlock_ttl)
 }
