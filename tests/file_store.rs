@@ -40,6 +40,11 @@ fn token_set_file(env: &TestEnv) -> PathBuf {
     secrets_dir(env).join(&env.profile).join("token-set.age")
 }
 
+/// The store's key, encrypted with the passphrase.
+fn key_file(env: &TestEnv) -> PathBuf {
+    secrets_dir(env).join(".store-identity.age")
+}
+
 fn client_secret_file(env: &TestEnv) -> PathBuf {
     secrets_dir(env)
         .join(&env.profile)
@@ -93,16 +98,24 @@ fn round_trip_client_import_token_refresh_and_nothing_in_the_clear() {
     let fake = FakeXero::start();
     let (env, imported) = expired_profile(&fake, "fs-round");
 
-    // Both secrets are age files, 0600 in 0700 folders; the keychain got nothing.
+    // Both secrets are age files to the store's key, which is encrypted with the passphrase;
+    // all 0600 in 0700 folders; the keychain got nothing.
     for file in [token_set_file(&env), client_secret_file(&env)] {
         let bytes = std::fs::read(&file).unwrap();
         assert!(
-            bytes.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+            bytes.starts_with(b"age-encryption.org/v1\n-> X25519 "),
             "{}",
             file.display()
         );
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
+    let key_file = key_file(&env);
+    assert!(
+        std::fs::read(&key_file)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1\n-> scrypt ")
+    );
+    assert_eq!(mode(&key_file), 0o600);
     assert_eq!(mode(&secrets_dir(&env)), 0o700);
     assert_eq!(mode(&secrets_dir(&env).join(&env.profile)), 0o700);
     assert_eq!(
@@ -283,7 +296,7 @@ fn a_damaged_file_is_replaced_only_under_a_passphrase_another_file_confirms() {
         stderr_text(&out)
     };
 
-    // A passphrase that is not the store's: the token set's file says so.
+    // A passphrase that is not the store's: the store's key file says so.
     env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
     let err = client_set(&env, 5);
     assert!(
@@ -293,8 +306,9 @@ fn a_damaged_file_is_replaced_only_under_a_passphrase_another_file_confirms() {
     assert_eq!(std::fs::read(&damaged).unwrap(), b"not an age file");
     assert!(set_aside_files(&env).is_empty());
 
-    // With no other file to confirm any passphrase, nothing is written either.
-    let witness = token_set_file(&env);
+    // With no key file, and no other file to confirm any passphrase (the token set's needs
+    // the key), nothing is written either.
+    let witness = key_file(&env);
     let kept = std::fs::read(&witness).unwrap();
     std::fs::remove_file(&witness).unwrap();
     for passphrase in [PASSPHRASE, "not-the-passphrase"] {
@@ -310,7 +324,7 @@ fn a_damaged_file_is_replaced_only_under_a_passphrase_another_file_confirms() {
         assert!(set_aside_files(&env).is_empty());
     }
 
-    // The store's passphrase, confirmed by the token set's file: the damaged file is kept aside
+    // The store's passphrase, confirmed by the key file: the damaged file is kept aside
     // and replaced, and one passphrase opens the whole store.
     std::fs::write(&witness, kept).unwrap();
     env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
@@ -605,7 +619,8 @@ fn the_default_work_factor_is_2_to_the_18() {
     let mut env = file_env(&fake, "fs-default");
     env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "");
     env.set_client(&fake);
-    let sealed = std::fs::read(client_secret_file(&env)).unwrap();
+    // The passphrase guards the store's key: its file has the work factor.
+    let sealed = std::fs::read(key_file(&env)).unwrap();
     let header = String::from_utf8_lossy(&sealed[..80]).into_owned();
     // "-> scrypt SALT LOG_N" in age's header.
     let log_n: u8 = header

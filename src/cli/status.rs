@@ -7,6 +7,7 @@ use super::{Context, format_span, format_time};
 use crate::error::Result;
 use crate::limits::TenantBudget;
 use crate::store::client_secret_account;
+use crate::store::file::CacheState;
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
@@ -41,6 +42,10 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     }
 
     let budgets = crate::limits::Limiter::last_seen(session.paths(), profile);
+    // After the read above, which may have unlocked the store and kept its key.
+    let file_key = (profile.store == crate::config::StoreKind::File
+        && ctx.store_override.is_none())
+    .then(|| crate::store::file_store(profile, &ctx.paths).cache_state());
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
@@ -63,6 +68,14 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             "default_tenant": profile.default_tenant,
             "tokens": tokens,
             "api_budgets": budgets_json(&budgets),
+            "file_store_key": file_key.as_ref().map(|state| json!({
+                "kept": matches!(state, CacheState::Unlocked(_)),
+                "forgotten_in_secs": match state {
+                    CacheState::Unlocked(left) => left.map(|d| d.as_secs()),
+                    _ => None,
+                },
+                "state": state.describe(),
+            })),
         }))?;
     } else {
         let mut text = String::new();
@@ -86,6 +99,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             },
         );
         line("store:", store.describe());
+        if let Some(state) = &file_key {
+            line("file store:", state.describe());
+        }
         line("token endpoint:", profile.endpoints.token.to_string());
         match &set {
             None => line("tokens:", "none stored".into()),

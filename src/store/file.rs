@@ -101,6 +101,34 @@ pub enum CacheState {
     Unavailable(String),
 }
 
+impl CacheState {
+    /// The state in a few words, for `status` and `doctor`.
+    pub fn describe(&self) -> String {
+        match self {
+            CacheState::Unlocked(Some(left)) => format!(
+                "unlocked: its key is kept in the kernel, forgotten after about {} unused \
+                 (`xero-auth lock` forgets it now)",
+                crate::time::format_span(left.as_secs() as i64)
+            ),
+            CacheState::Unlocked(None) => {
+                "unlocked: its key is kept in the kernel (`xero-auth lock` forgets it now)".into()
+            }
+            CacheState::Locked => "locked: the next command that reads it needs the passphrase \
+                 (`xero-auth unlock` keeps the key for file_unlock_ttl)"
+                .into(),
+            CacheState::Off => {
+                "its key is never kept (file_unlock_ttl = 0): every command needs the passphrase"
+                    .into()
+            }
+            CacheState::Unavailable(why) => {
+                format!(
+                    "its key cannot be kept between commands here ({why}): every command needs the passphrase"
+                )
+            }
+        }
+    }
+}
+
 /// How a file of the store is encrypted: its age header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sealed {
@@ -1130,8 +1158,15 @@ fn rand_u32() -> u32 {
 /// What `xero-auth doctor` reports about the store in `root`: its files and their permissions,
 /// where the passphrase would come from, and — when `XERO_AUTH_PASSPHRASE` gives it — whether it
 /// opens the store. Never prompts, never writes.
-pub fn check(root: &Path) -> Result<String, StoreFailure> {
+pub fn check(root: &Path, unlock_ttl: std::time::Duration) -> Result<String, StoreFailure> {
     let files = store_files(root);
+    let cache = FileStore::new(
+        root.to_path_buf(),
+        FILE_WORK_FACTORS.0,
+        Box::new(|_| Err(StoreFailure::mistyped("not asked"))),
+    )
+    .with_unlock_cache(unlock_ttl)
+    .cache_state();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1163,6 +1198,10 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         1 => "1 file".to_string(),
         n => format!("{n} files"),
     };
+    let has_key = root.join(IDENTITY_FILE).exists();
+    if has_key && !files.is_empty() && matches!(cache, CacheState::Unlocked(_)) {
+        return Ok(format!("{count}; {}", cache.describe()));
+    }
     let Some((passphrase, source)) = given_passphrase()? else {
         use std::io::IsTerminal;
         if std::io::stderr().is_terminal() {
@@ -1193,7 +1232,12 @@ pub fn check(root: &Path) -> Result<String, StoreFailure> {
         Box::new(move |_| Ok(passphrase.clone())),
     );
     with.open(first)
-        .map(|_| format!("{count}; the passphrase in {source} opens them"))
+        .map(|_| {
+            format!(
+                "{count}; the passphrase in {source} opens them; {}",
+                cache.describe()
+            )
+        })
         .map_err(|e| e.into_failure(first))
 }
 

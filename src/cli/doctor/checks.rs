@@ -73,10 +73,14 @@ impl Report {
         // The encrypted-file store exists wherever there is a data folder.
         let root = ctx.paths.file_store_dir();
         let probe_root = root.clone();
+        let ttl = ctx
+            .profile()
+            .map(|p| p.file_unlock_ttl)
+            .unwrap_or(crate::config::DEFAULT_FILE_UNLOCK_TTL);
         let outcome = bounded_check(
             wait.max(MIN_FILE_WAIT),
             "the data folder may be on a network file system that hangs",
-            move || crate::store::file::check(&probe_root),
+            move || crate::store::file::check(&probe_root, ttl),
         )
         .await;
         self.stores.push(StoreCheck {
