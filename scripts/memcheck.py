@@ -15,6 +15,7 @@ Usage: scripts/memcheck.py [--bin-dir target/debug] [--fake PATH] [--report-only
 """
 
 import argparse
+import hashlib
 import base64
 import fcntl
 import json
@@ -271,6 +272,63 @@ def count(data, secrets):
     return rows
 
 
+def count_bytes(data, secrets):
+    """Like count, for secrets that are bytes (a derived key, a private key): raw and hex."""
+    rows = []
+    for name, value in secrets:
+        rows.append((name, "raw bytes", data.count(value)))
+        rows.append((name, "hex", data.count(value.hex().encode())))
+    return rows
+
+
+BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def bech32_bytes(text):
+    """The payload of a Bech32 string (an age identity, AGE-SECRET-KEY-1...) as bytes."""
+    text = text.lower()
+    data = [BECH32.index(c) for c in text[text.rindex("1") + 1:-6]]
+    acc, bits, out = 0, 0, bytearray()
+    for v in data:
+        acc, bits = (acc << 5) | v, bits + 5
+        while bits >= 8:
+            bits -= 8
+            out.append((acc >> bits) & 0xff)
+    return bytes(out)
+
+
+def kept_identity(root):
+    """The file store's key the kernel keeps for the store in ROOT (store/unlock_cache.rs), read
+    from a new session keyring that links the user's persistent keyring, as a cron job would."""
+    description = "xero-auth:file-store:" + hashlib.sha256(root.encode()).hexdigest()[:24]
+    script = ('keyctl get_persistent @s >/dev/null && '
+              'keyctl pipe "$(keyctl search @s user %s)"' % description)
+    got = subprocess.run(["keyctl", "session", "-", "sh", "-c", script],
+                         capture_output=True, text=True)
+    if got.returncode != 0 or not got.stdout.startswith("AGE-SECRET-KEY-1"):
+        raise SystemExit("the file store's key is not kept in the kernel: " + got.stderr)
+    return got.stdout.strip()
+
+
+def scrypt_key(path, passphrase):
+    """The key scrypt derives from PASSPHRASE for the age file at PATH (age's scrypt stanza:
+    salt 'age-encryption.org/v1/scrypt' + 16 bytes, N = 2^logN, r = 8, p = 1)."""
+    with open(path, "rb") as f:
+        lines = f.read(300).split(b"\n")
+    _, _, salt, log_n = lines[1].decode().split(" ")
+    unpad = lambda b64: base64.b64decode(b64 + "=" * (-len(b64) % 4))
+    key = hashlib.scrypt(passphrase.encode(), salt=b"age-encryption.org/v1/scrypt" + unpad(salt),
+                         n=1 << int(log_n), r=8, p=1, maxmem=1 << 30, dklen=32)
+    # That it is the key: it opens the stanza's wrapped file key (ChaCha20-Poly1305, zero
+    # nonce), where the cryptography package is there to check with.
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    except ImportError:
+        return key
+    ChaCha20Poly1305(key).decrypt(bytes(12), unpad(lines[2].decode()), None)
+    return key
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", default="target/debug")
@@ -358,32 +416,49 @@ def main():
                                                 ("new access token", new["access_token"]),
                                                 ("endpoint key", got["key"])])
 
-        # The encrypted-file store: the same commands, and the passphrase is a secret too.
+        # The encrypted-file store: the same commands, and the passphrase, the key scrypt
+        # derives from it and the store's key (an age identity, kept in the kernel between
+        # commands) are secrets too. The store's key is only known once the first command made
+        # it, so each core is counted at the end.
         passphrase = "memcheck-passphrase-" + os.urandom(12).hex()
         profile = run.env["XERO_AUTH_PROFILE"]
+        data_dir = os.path.join(work, "data")
+        store_root = os.path.join(data_dir, "secrets")
         run.env.update(XERO_AUTH_STORE="file", XERO_AUTH_PASSPHRASE=passphrase,
-                       XERO_AUTH_FILE_WORK_FACTOR="12",
-                       XERO_AUTH_DATA_DIR=os.path.join(work, "data"),
+                       XERO_AUTH_FILE_WORK_FACTOR="12", XERO_AUTH_FILE_UNLOCK_TTL="600",
+                       XERO_AUTH_DATA_DIR=data_dir,
                        XERO_AUTH_PROFILE=profile + "-file")
+        file_cores = []  # (command, core, its own secrets)
         with open(secret_file, "w") as f:
             f.write(run.secret + "\n")
         data, _ = run.under_gdb("file-client-set", ["client", "set", "--client-id", CLIENT_ID,
                                                     "--secret-stdin"], stdin_path=secret_file)
         os.remove(secret_file)
-        results["file: client set"] = count(data, [("client secret", run.secret),
-                                                   ("passphrase", passphrase)])
+        file_cores.append(("file: client set", data, [("client secret", run.secret)]))
+        identity = kept_identity(store_root)
+        derived = scrypt_key(os.path.join(store_root, ".store-identity.age"), passphrase)
         # The tokens login just stored for the keychain profile move to this one.
         fresh = run.issued()[-1]
         with open(run.token_file, "w") as f:
             json.dump(dict(fresh, token_type="Bearer"), f)
         data, _ = run.under_gdb("file-import", ["import", run.token_file])
-        results["file: import"] = count(data, [("refresh token", fresh["refresh_token"]),
-                                               ("access token", fresh["access_token"]),
-                                               ("passphrase", passphrase)])
+        file_cores.append(("file: import", data, [("refresh token", fresh["refresh_token"]),
+                                                  ("access token", fresh["access_token"])]))
         data, _ = run.under_gdb("file-token", ["token"])
-        results["file: token"] = count(data, [("refresh token", fresh["refresh_token"]),
-                                              ("access token", fresh["access_token"]),
-                                              ("passphrase", passphrase)])
+        file_cores.append(("file: token", data, [("refresh token", fresh["refresh_token"]),
+                                                 ("access token", fresh["access_token"])]))
+        # The store unlocked once: no passphrase anywhere, the key from the kernel.
+        unlocked = {k: v for k, v in run.env.items() if k != "XERO_AUTH_PASSPHRASE"}
+        data, _ = run.under_gdb("file-token-unlocked", ["token"], env=unlocked)
+        file_cores.append(("file: token, kept key", data,
+                           [("refresh token", fresh["refresh_token"]),
+                            ("access token", fresh["access_token"])]))
+        # The key never kept: the passphrase unlocks it in this process (one scrypt run).
+        data, _ = run.under_gdb("file-token-no-cache", ["token"],
+                                env=dict(run.env, XERO_AUTH_FILE_UNLOCK_TTL="0"))
+        file_cores.append(("file: token, no kept key", data,
+                           [("refresh token", fresh["refresh_token"]),
+                            ("access token", fresh["access_token"])]))
         data, out = run.under_gdb("file-refresh", ["refresh"])
         new = run.issued()[-1]
         printed = subprocess.run([run.bin, "token"], env=run.env, capture_output=True,
@@ -391,15 +466,19 @@ def main():
         if printed != new.get("access_token"):
             raise SystemExit("refresh under gdb did not store the new tokens in the file "
                              "store:\n" + out)
-        results["file: refresh"] = count(data, [("client secret", run.secret),
-                                                ("old refresh token", fresh["refresh_token"]),
-                                                ("new refresh token", new["refresh_token"]),
-                                                ("new access token", new["access_token"]),
-                                                ("passphrase", passphrase)])
+        file_cores.append(("file: refresh", data, [("client secret", run.secret),
+                                                   ("old refresh token", fresh["refresh_token"]),
+                                                   ("new refresh token", new["refresh_token"]),
+                                                   ("new access token", new["access_token"])]))
+        data, _ = run.under_gdb("file-lock", ["lock"])
+        file_cores.append(("file: lock", data, []))
+        data, _ = run.under_gdb("file-unlock", ["unlock"])
+        file_cores.append(("file: unlock", data, []))
 
         # `login --no-browser` with the passphrase typed on the terminal: the prompt comes
         # before the flow, and neither the typed passphrase nor the pasted-URL reader's input
         # may stay behind (the standard library's stdin buffer lives until exit).
+        subprocess.run([run.bin, "lock"], env=run.env, check=True, capture_output=True)
         port = free_port()
         typed = {k: v for k, v in run.env.items() if k != "XERO_AUTH_PASSPHRASE"}
         data, out = run.under_gdb(
@@ -413,11 +492,32 @@ def main():
         if printed != new.get("access_token"):
             raise SystemExit("login under gdb did not store the new tokens in the file "
                              "store:\n" + out)
-        results["file: login, typed"] = count(data, [("client secret", run.secret),
-                                                     ("new refresh token", new["refresh_token"]),
-                                                     ("new access token", new["access_token"]),
-                                                     ("new id token", new.get("id_token")),
-                                                     ("passphrase", passphrase)])
+        file_cores.append(("file: login, typed", data,
+                           [("client secret", run.secret),
+                            ("new refresh token", new["refresh_token"]),
+                            ("new access token", new["access_token"]),
+                            ("new id token", new.get("id_token"))]))
+
+        # A new passphrase, from a file: both passphrases are secrets of that command.
+        new_passphrase = "memcheck-new-passphrase-" + os.urandom(12).hex()
+        new_file = os.path.join(work, "new-passphrase")
+        with open(new_file, "w") as f:
+            f.write(new_passphrase + "\n")
+        os.chmod(new_file, 0o600)
+        data, _ = run.under_gdb("file-passphrase",
+                                ["passphrase", "--new-passphrase-file", new_file])
+        os.remove(new_file)
+        check = subprocess.run([run.bin, "token"], capture_output=True, text=True,
+                               env=dict(run.env, XERO_AUTH_PASSPHRASE=new_passphrase,
+                                        XERO_AUTH_FILE_UNLOCK_TTL="0"))
+        if check.returncode != 0:
+            raise SystemExit("the new passphrase does not open the store:\n" + check.stderr)
+        file_cores.append(("file: passphrase", data, [("new passphrase", new_passphrase)]))
+
+        key_secrets = [("passphrase", passphrase), ("store key", identity)]
+        key_bytes = [("store key", bech32_bytes(identity)), ("scrypt-derived key", derived)]
+        for command, data, own in file_cores:
+            results[command] = count(data, own + key_secrets) + count_bytes(data, key_bytes)
     finally:
         run.cleanup()
         shutil.rmtree(work, ignore_errors=True)

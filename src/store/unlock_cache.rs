@@ -39,8 +39,10 @@ impl KeyCache {
     pub fn new(root: &Path, ttl: Duration) -> Self {
         use std::os::unix::ffi::OsStrExt as _;
         let digest = ring::digest::digest(&ring::digest::SHA256, root.as_os_str().as_bytes());
-        let id: String = digest.as_ref()[..12]
+        let id: String = digest
+            .as_ref()
             .iter()
+            .take(12)
             .map(|b| format!("{b:02x}"))
             .collect();
         KeyCache {
