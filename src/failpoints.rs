@@ -26,6 +26,9 @@
 //! | `import-stored` | `cli::import` | the file's set is in the keychain; not read back, the file not removed |
 //! | `file-store-writing` | `store::file` (every write to the encrypted-file store) | half of the new file is in its temporary file; the old file is untouched |
 //! | `file-store-written` | `store::file` | the temporary file is complete and synced, not yet renamed over the old one |
+//! | `file-store-recipient-written` | `store::file` (a store's first key) | the recipient file is written; the key file not yet |
+//! | `file-store-key-written` | `store::file` (a store's first key) | the key file is written; no secret re-encrypted yet |
+//! | `file-store-file-upgraded` | `store::file` (an older store's write) | one more file of the profile re-encrypted to the key |
 //! | `child-started` | `child::spawn` (`exec --server`, `mcp`) | the command runs; its parent does not yet pass stop signals on to it by its id (with `sleep(MS)`, the window a signal must not be lost in) |
 //!
 //! Two more points take the `fail` crate's actions as they are, not as crashes:

@@ -236,7 +236,7 @@ fn the_key_is_in_the_kernel_for_its_possessor_alone_and_in_no_file() {
     keyring_or_skip!();
     if keyctl(&["--version"]).is_none() {
         assert!(
-            std::env::var_os("CI").is_none(),
+            std::env::var_os("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").is_none(),
             "keyctl (package keyutils) is missing; scripts/test installs it"
         );
         eprintln!("skipped: keyctl (package keyutils) is not installed");
@@ -369,4 +369,60 @@ fn an_older_store_is_upgraded_by_a_write_and_survives_a_crash_at_every_point() {
         );
         assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
     }
+}
+
+#[test]
+fn a_new_passphrase_from_a_file_rewrites_the_key_file_alone() {
+    keyring_or_skip!();
+    let fake = FakeXero::start();
+    let (mut env, _) = stored_profile(&fake, "unlock-pass", "0", Duration::from_secs(60));
+    let token_file = secrets_dir(&env).join(&env.profile).join("token-set.age");
+    let before = std::fs::read(&token_file).unwrap();
+
+    // No terminal and no file: says how to give it, changes nothing.
+    let err = stderr_text(
+        &env.cmd(&["passphrase"])
+            .assert()
+            .code(1)
+            .get_output()
+            .clone(),
+    );
+    assert!(err.contains("--new-passphrase-file"), "{err}");
+
+    let new_file = env.dir.path().join("new-passphrase");
+    std::fs::write(&new_file, "Brand-new-passphrase-62\n").unwrap();
+    std::fs::set_permissions(
+        &new_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // A wrong current passphrase changes nothing.
+    env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
+    let err = stderr_text(
+        &env.cmd(&[
+            "passphrase",
+            "--new-passphrase-file",
+            new_file.to_str().unwrap(),
+        ])
+        .assert()
+        .code(5)
+        .get_output()
+        .clone(),
+    );
+    assert!(err.contains("passphrase does not open"), "{err}");
+
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    env.ok(&[
+        "passphrase",
+        "--new-passphrase-file",
+        new_file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&token_file).unwrap(),
+        before,
+        "the secrets' files are untouched"
+    );
+    env.cmd(&["token"]).assert().code(5);
+    env.set_env("XERO_AUTH_PASSPHRASE", "Brand-new-passphrase-62");
+    assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
 }
