@@ -105,11 +105,19 @@ impl CacheState {
     /// The state in a few words, for `status` and `doctor`.
     pub fn describe(&self) -> String {
         match self {
-            CacheState::Unlocked(Some(left)) => format!(
-                "unlocked: its key is kept in the kernel, forgotten after about {} unused \
-                 (`xero-auth lock` forgets it now)",
-                crate::time::format_span(left.as_secs() as i64)
-            ),
+            CacheState::Unlocked(Some(left)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let left = left.as_secs() as i64;
+                format!(
+                    "unlocked until about {} (in {}; each use extends it): its key is kept in \
+                     the kernel (`xero-auth lock` forgets it now)",
+                    crate::time::format_time(now.saturating_add(left)),
+                    crate::time::format_span(left)
+                )
+            }
             CacheState::Unlocked(None) => {
                 "unlocked: its key is kept in the kernel (`xero-auth lock` forgets it now)".into()
             }
@@ -241,14 +249,17 @@ impl FileStore {
 
     /// Keeps the unlocked key in the kernel for `ttl` since its last use (zero: never), where the
     /// platform can (Linux); see [`super::unlock_cache`].
-    pub fn with_unlock_cache(mut self, ttl: std::time::Duration) -> Self {
+    pub fn with_unlock_cache(self, ttl: std::time::Duration) -> Self {
         #[cfg(target_os = "linux")]
-        {
-            self.cache = Some(super::unlock_cache::KeyCache::new(&self.root, ttl));
-        }
+        return FileStore {
+            cache: Some(super::unlock_cache::KeyCache::new(&self.root, ttl)),
+            ..self
+        };
         #[cfg(not(target_os = "linux"))]
-        let _ = ttl;
-        self
+        {
+            let _ = ttl;
+            self
+        }
     }
 
     /// Whether the store's key is kept between commands, and for how long.
@@ -342,6 +353,8 @@ impl FileStore {
             return Ok(None);
         }
         let recipient = self.stored_recipient();
+        #[cfg(not(target_os = "linux"))]
+        let _ = use_cache;
         #[cfg(target_os = "linux")]
         if let Some(cache) = self.cache.as_ref().filter(|_| use_cache)
             && let Some(payload) = cache.get()
@@ -1209,14 +1222,23 @@ pub fn check(root: &Path, unlock_ttl: std::time::Duration) -> Result<String, Sto
                 "{count}; the passphrase is asked for on the terminal"
             ));
         }
+        // Unlocking once would do where the key can be kept.
+        let unlock = match (&cache, has_key || files.is_empty()) {
+            (CacheState::Locked, true) => {
+                "run `xero-auth unlock` once on a terminal (it keeps the store's key in the \
+                 kernel for file_unlock_ttl, and commands then need no passphrase); or "
+            }
+            _ => "",
+        };
         return Err(StoreFailure {
             cause: format!(
                 "{count}; no {PASSPHRASE_ENV}, no {PASSPHRASE_FILE_ENV}, no systemd credential \
-                 and no terminal to ask for the passphrase on"
+                 and no terminal to ask for the passphrase on; {}",
+                cache.describe()
             ),
             fix: format!(
-                "set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} for the commands that use the \
-                 file store (from a secret manager or the CI's secret variables), or give a \
+                "{unlock}set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} for the commands that use \
+                 the file store (from a secret manager or the CI's secret variables), or give a \
                  systemd unit LoadCredential={PASSPHRASE_CREDENTIAL}:FILE"
             ),
         });
@@ -1270,6 +1292,13 @@ pub fn forget_passphrase() {
     TAKEN.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
+/// How to stop needing the passphrase, where the key can be kept.
+#[cfg(target_os = "linux")]
+const UNLOCK_HINT: &str = "; or unlock the store once with `xero-auth unlock` in a terminal, \
+    which keeps its key in the kernel for file_unlock_ttl";
+#[cfg(not(target_os = "linux"))]
+const UNLOCK_HINT: &str = "";
+
 /// Where the tool gets the passphrase: what [`take_passphrase_from_env`] took, else
 /// `XERO_AUTH_PASSPHRASE` (a program linking the library), else a no-echo prompt when stderr is
 /// a terminal (asked twice for a new store), else an error that says what to set.
@@ -1289,7 +1318,8 @@ pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
                     "set {PASSPHRASE_ENV} in the environment (from a secret manager or the CI's \
                      secret variables, never on a command line), or {PASSPHRASE_FILE_ENV} to a \
                      file only you can read, or give a systemd unit \
-                     LoadCredential={PASSPHRASE_CREDENTIAL}:FILE; or run the command in a terminal"
+                     LoadCredential={PASSPHRASE_CREDENTIAL}:FILE; or run the command in a \
+                     terminal{UNLOCK_HINT}"
                 ),
             });
         }
