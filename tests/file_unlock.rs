@@ -24,29 +24,9 @@ use xero_auth::store::{FileStore, SecretStore};
 const PASSPHRASE: &str = "Quiet-heron-73-ledger";
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Joins a new anonymous session keyring; `Err` when the kernel has no keyutils for us.
-fn own_session_keyring() -> Result<(), String> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointer but the null name.
-    let id = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    if id < 0 {
-        return Err(format!(
-            "keyctl(KEYCTL_JOIN_SESSION_KEYRING) failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 macro_rules! keyring_or_skip {
     () => {
-        if let Err(why) = own_session_keyring() {
+        if let Err(why) = join_new_session_keyring() {
             eprintln!("skipped: the kernel key retention service is not usable here: {why}");
             return;
         }

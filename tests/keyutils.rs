@@ -20,27 +20,6 @@ use xero_auth::store::{Keychain, SecretStore, client_secret_account, token_set_a
 
 const WARNING: &str = "kept in kernel memory, forgotten at reboot";
 
-/// Joins a new anonymous session keyring. Credentials belong to the calling thread, so this
-/// test's thread and the processes it starts use it; other tests' threads do not.
-fn join_new_session_keyring() -> Result<(), String> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointer but the null name.
-    let id = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    if id < 0 {
-        return Err(format!(
-            "keyctl(KEYCTL_JOIN_SESSION_KEYRING) failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 /// Whether keyutils can keep a secret here: a write, a read back and a delete of a throw-away
 /// entry, through the same store code the tool uses.
 fn keyutils_usable() -> Result<(), String> {

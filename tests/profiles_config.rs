@@ -339,9 +339,15 @@ fn assert_hints_name(text: &str, profile: &str, situation: &str) {
     );
     let flag = format!("--profile {profile}");
     for command in commands {
-        let global = ["xero-auth doctor", "xero-auth profiles"]
-            .iter()
-            .any(|g| command.starts_with(g));
+        // `unlock` and `lock` act on the data folder's file store, whichever profile is selected.
+        let global = [
+            "xero-auth doctor",
+            "xero-auth profiles",
+            "xero-auth unlock",
+            "xero-auth lock",
+        ]
+        .iter()
+        .any(|g| command.starts_with(g));
         assert!(
             global || command.ends_with(&flag),
             "{situation}: `{command}` does not name the profile in {text}"

@@ -350,3 +350,26 @@ impl Tripwire {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// Joins a new anonymous session keyring, as `keyctl session -` does. Credentials belong to the
+/// calling thread, so this test's thread and the processes it starts use it; other tests' threads
+/// do not. `Err` when the kernel refuses (no keyutils, a seccomp filter forbidding keyctl).
+#[cfg(target_os = "linux")]
+pub fn join_new_session_keyring() -> Result<(), String> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointer but the null name.
+    let id = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if id < 0 {
+        return Err(format!(
+            "keyctl(KEYCTL_JOIN_SESSION_KEYRING) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
