@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod profiles;
 pub mod refresh;
 pub mod status;
+pub mod store;
 pub mod tenants;
 pub mod token;
 
@@ -94,6 +95,9 @@ pub enum Command {
     Logout(logout::LogoutArgs),
     /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
     Doctor(doctor::DoctorArgs),
+    /// Move the profile's secrets to another store (crash-safe: run it again to finish).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// List the profiles in config.toml (names, one a line; --json for details).
     Profiles(profiles::ProfilesArgs),
     /// Set, show or remove a profile's settings in config.toml, or print its path.
@@ -290,6 +294,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Mcp(args) => mcp::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Store(cmd) => store::run(cmd, ctx).await,
         Command::Profiles(args) => profiles::run(args, ctx).await,
         Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
