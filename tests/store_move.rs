@@ -127,6 +127,7 @@ fn assert_moved(env: &TestEnv, fake: &FakeXero, from: &str, to: &str) {
     assert_eq!(configured_store(env), to);
     assert!(!note(env).exists(), "the note of the move is removed");
     let status = stdout_text(&env.ok(&["status"]));
+    assert!(!status.contains("unfinished"), "{status}");
     let shown = match to {
         FILE => "encrypted files in",
         _ => "Secret Service",
@@ -314,6 +315,20 @@ fn crash_and_finish(name: &str, from: &str, to: &str, point: &str) {
 
     assert_token_works(&env, &fake);
     assert_eq!(fake.count(Counter::Refresh), 1, "{point}");
+    // `status` says where the profile is now, and that the move is unfinished.
+    let status = stdout_text(&env.ok(&["status"]));
+    let now_in = match (POINTS.iter().position(|p| *p == point), to) {
+        (Some(step), FILE) if step >= 3 => "encrypted files in",
+        (Some(step), _) if step >= 3 => "Secret Service",
+        (_, FILE) => "Secret Service",
+        _ => "encrypted files in",
+    };
+    assert!(
+        status.contains(now_in)
+            && status.contains("was cut short")
+            && status.contains(&format!("store move --to {to}")),
+        "{point}: {status}"
+    );
 
     let out = env
         .cmd(&["store", "move", "--to", "keyutils"])

@@ -7,6 +7,7 @@ use super::{Context, format_span, format_time};
 use crate::error::Result;
 use crate::limits::TenantBudget;
 use crate::store::client_secret_account;
+use crate::store::moving::PendingMove;
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
@@ -41,6 +42,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     }
 
     let budgets = crate::limits::Limiter::last_seen(session.paths(), profile);
+    // A move cut short: the profile works, and the other store still holds a copy until the
+    // move is run again.
+    let unfinished_move = PendingMove::read(session.paths(), &profile.name)?;
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
@@ -63,6 +67,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             "default_tenant": profile.default_tenant,
             "tokens": tokens,
             "api_budgets": budgets_json(&budgets),
+            "unfinished_move": unfinished_move.as_ref().map(|m| json!({
+                "from": m.from,
+                "to": m.to,
+                "started_at": m.started_at,
+            })),
         }))?;
     } else {
         let mut text = String::new();
@@ -86,6 +95,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             },
         );
         line("store:", store.describe());
+        if let Some(note) = &unfinished_move {
+            line("unfinished:", note.finish_hint(&profile.name));
+        }
         line("token endpoint:", profile.endpoints.token.to_string());
         match &set {
             None => line("tokens:", "none stored".into()),

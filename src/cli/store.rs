@@ -93,9 +93,8 @@ async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
     let outcome = carry_out(&args, ctx, &plan, &source, &dest).await;
     dest.release_lease(dest_lease).await;
     source.release_lease(source_lease).await;
-    if outcome.is_ok() {
-        lock.note_saved();
-    }
+    // The lock file's note of an unsaved refresh stays: the moved set is the same set.
+    drop(lock);
     outcome
 }
 
@@ -108,12 +107,8 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
     let from = match &pending {
         Some(note) if note.to_kind() != Some(to) => {
             return Err(Error::InvalidInput(format!(
-                "a move of profile '{name}' from {} to {} was cut short ({}); nothing was done. \
-                 Finish it first with {}, then move the profile again",
-                note.from,
-                note.to,
-                format_time(note.started_at),
-                crate::hint::command(name, &format!("store move --to {}", note.to)),
+                "{}; nothing was done. Finish it first, then move the profile again",
+                note.finish_hint(name)
             )));
         }
         Some(note) => note.from_kind().unwrap_or(in_effect.store),

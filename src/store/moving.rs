@@ -169,6 +169,17 @@ impl PendingMove {
         }
     }
 
+    /// What the note means, and the command that finishes the move, for messages.
+    pub fn finish_hint(&self, profile: &str) -> String {
+        format!(
+            "a move of profile '{profile}' from {} to {} was cut short ({}): {} finishes it",
+            self.from,
+            self.to,
+            crate::time::format_time(self.started_at),
+            crate::hint::command(profile, &format!("store move --to {}", self.to)),
+        )
+    }
+
     /// The store moved from.
     pub fn from_kind(&self) -> Option<StoreKind> {
         StoreKind::parse(&self.from)
