@@ -249,6 +249,21 @@ fn a_move_is_refused_with_a_reason_when_there_is_nothing_to_move_or_it_would_los
         stderr_text(&out)
     );
 
+    // Into the store config.toml names already, from one named for this run only: a second
+    // run could not tell whether config.toml had been switched.
+    let out = env
+        .cmd(&["--store", FILE, "store", "move", "--to", KEYCHAIN])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_text(&out).contains("config set store file"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert!(!note(&env).exists());
+
     // The file store already holds another token set for the profile: kept, unless --force.
     let other = fake.issue_tokens(CLIENT_ID, SCOPE);
     let other_file = env.write_token_file(&other, Duration::from_secs(60));

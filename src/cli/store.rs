@@ -99,10 +99,14 @@ async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
 }
 
 /// Where the move goes from, and whether an earlier run of it is being finished.
+///
+/// Which half of a move a second run finishes is read from config.toml: the switch to the
+/// destination is the step between them. So a move starts only where that switch changes
+/// config.toml, and is finished only while config.toml names one of its two stores.
 fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
     let name = &ctx.profile_name;
     let pending = PendingMove::read(&ctx.paths, name)?;
-    // config.toml's own `store`, without --store or XERO_AUTH_STORE: what the switch writes.
+    // config.toml's own `store` (or the default), without --store or XERO_AUTH_STORE.
     let configured = profile_on(ctx, None)?.store;
     let from = match &pending {
         Some(note) if note.to_kind() != Some(to) => {
@@ -111,12 +115,36 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
                 note.finish_hint(name)
             )));
         }
-        Some(note) => note.from_kind().unwrap_or(in_effect.store),
+        Some(note) => {
+            let from = note.from_kind().unwrap_or(in_effect.store);
+            if configured != from && configured != to {
+                return Err(Error::InvalidInput(format!(
+                    "{}, but config.toml now sets the profile's store to {}, neither of the                      two; nothing was done. Put back the store that holds the profile's                      secrets ({} for {}, or {}), then run the move again",
+                    note.finish_hint(name),
+                    configured.name(),
+                    crate::hint::command(name, &format!("config set store {}", from.name())),
+                    from.name(),
+                    to.name(),
+                )));
+            }
+            from
+        }
         None if in_effect.store == to => {
             return Err(Error::InvalidInput(format!(
                 "profile '{name}' already keeps its secrets in {} ({}); nothing was done",
                 to.name(),
                 ctx.store(&in_effect).describe()
+            )));
+        }
+        None if configured == to => {
+            return Err(Error::InvalidInput(format!(
+                "profile '{name}' is set to {} in config.toml already, and to {} only by                  --store or XERO_AUTH_STORE: a move switches config.toml from the one to the                  other, and would not know after an interruption whether it had. Nothing was                  done; run {} first, then the move",
+                to.name(),
+                in_effect.store.name(),
+                crate::hint::command(
+                    name,
+                    &format!("config set store {}", in_effect.store.name())
+                ),
             )));
         }
         None => in_effect.store,
