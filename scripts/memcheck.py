@@ -74,6 +74,7 @@ class Run:
             XERO_AUTH_STATE_DIR=os.path.join(work, "state"),
             XERO_AUTH_PROFILE="memcheck-%d" % os.getpid(),
         )
+        self.profile = self.env["XERO_AUTH_PROFILE"]
         token_file = os.path.join(work, "xero-access-token.json")
         self.fake = subprocess.Popen(
             [fake_bin or os.path.join(bin_dir, "fake-xero"), "--client-id", CLIENT_ID,
@@ -236,9 +237,11 @@ class Run:
         return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
 
     def cleanup(self):
-        for account in ("token-set", "client-secret"):
-            subprocess.run(["secret-tool", "clear", "service", "xero-auth", "username",
-                            self.env["XERO_AUTH_PROFILE"] + "/" + account], env=self.env)
+        # The keychain profile, and the file-store one (`store move` brings it to the keychain).
+        for profile in (self.profile, self.profile + "-file"):
+            for account in ("token-set", "client-secret"):
+                subprocess.run(["secret-tool", "clear", "service", "xero-auth", "username",
+                                profile + "/" + account], env=self.env)
         self.fake.terminate()
 
 
@@ -418,6 +421,25 @@ def main():
                                                      ("new access token", new["access_token"]),
                                                      ("new id token", new.get("id_token")),
                                                      ("passphrase", passphrase)])
+        # `store move`: the file-store profile's secrets read from the files and written to the
+        # keychain in one process (config.toml names the file store, as a move requires).
+        latest = run.issued()[-1]
+        moving = {k: v for k, v in run.env.items() if k != "XERO_AUTH_STORE"}
+        subprocess.run([run.bin, "config", "set", "store", "file"], env=moving, check=True,
+                       stderr=subprocess.DEVNULL)
+        data, out = run.under_gdb("store-move", ["store", "move", "--to", "secret-service"],
+                                  env=moving)
+        moved = subprocess.run(
+            ["secret-tool", "lookup", "service", "xero-auth", "username",
+             moving["XERO_AUTH_PROFILE"] + "/token-set"], capture_output=True, text=True,
+            env=moving).stdout
+        if not moved or json.loads(moved).get("refresh_token") != latest.get("refresh_token"):
+            raise SystemExit("store move under gdb did not move the tokens to the keychain:\n"
+                             + out)
+        results["store move"] = count(data, [("client secret", run.secret),
+                                             ("refresh token", latest["refresh_token"]),
+                                             ("access token", latest["access_token"]),
+                                             ("passphrase", passphrase)])
     finally:
         run.cleanup()
         shutil.rmtree(work, ignore_errors=True)
