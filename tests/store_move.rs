@@ -33,6 +33,14 @@ const POINTS: [&str; 6] = [
     "store-move-source-deleted",
 ];
 
+/// Where `point` is in [`POINTS`]: from 3 on, config.toml names the destination.
+fn step(point: &str) -> usize {
+    POINTS
+        .iter()
+        .position(|p| *p == point)
+        .expect("a point of the move")
+}
+
 /// A test environment where the file store opens with `PASSPHRASE`; which store the profile
 /// uses is config.toml's `store`, as a move leaves it (no XERO_AUTH_STORE).
 fn move_env(fake: &FakeXero, name: &str) -> TestEnv {
@@ -138,6 +146,10 @@ fn assert_moved(env: &TestEnv, fake: &FakeXero, from: &str, to: &str) {
 /// Neither output holds any secret the test knows of.
 fn assert_no_secret_in(fake: &FakeXero, out: &std::process::Output) {
     let printed = format!("{}{}", stdout_text(out), stderr_text(out));
+    assert!(
+        !printed.contains("   "),
+        "a message with a run of spaces:\n{printed}"
+    );
     for secret in every_issued_secret(fake)
         .into_iter()
         .chain([CLIENT_SECRET.to_string(), PASSPHRASE.to_string()])
@@ -248,6 +260,7 @@ fn a_move_is_refused_with_a_reason_when_there_is_nothing_to_move_or_it_would_los
         "{}",
         stderr_text(&out)
     );
+    assert_no_secret_in(&fake, &out);
 
     // Into the store config.toml names already, from one named for this run only: a second
     // run could not tell whether config.toml had been switched.
@@ -262,6 +275,7 @@ fn a_move_is_refused_with_a_reason_when_there_is_nothing_to_move_or_it_would_los
         "{}",
         stderr_text(&out)
     );
+    assert_no_secret_in(&fake, &out);
     assert!(!note(&env).exists());
 
     // The file store already holds another token set for the profile: kept, unless --force.
@@ -332,11 +346,9 @@ fn crash_and_finish(name: &str, from: &str, to: &str, point: &str) {
     assert_eq!(fake.count(Counter::Refresh), 1, "{point}");
     // `status` says where the profile is now, and that the move is unfinished.
     let status = stdout_text(&env.ok(&["status"]));
-    let now_in = match (POINTS.iter().position(|p| *p == point), to) {
-        (Some(step), FILE) if step >= 3 => "encrypted files in",
-        (Some(step), _) if step >= 3 => "Secret Service",
-        (_, FILE) => "Secret Service",
-        _ => "encrypted files in",
+    let now_in = match (step(point) >= 3, to) {
+        (true, FILE) | (false, KEYCHAIN) => "encrypted files in",
+        _ => "Secret Service",
     };
     assert!(
         status.contains(now_in)
@@ -351,10 +363,14 @@ fn crash_and_finish(name: &str, from: &str, to: &str, point: &str) {
         .code(1)
         .get_output()
         .clone();
-    assert!(
-        stderr_text(&out).contains("was cut short"),
-        "{point}: {}",
-        stderr_text(&out)
+    assert_no_secret_in(&fake, &out);
+    let said = stderr_text(&out);
+    assert!(said.contains("was cut short"), "{point}: {said}");
+    // Before the switch the move may be given up by removing its note; after it, not.
+    assert_eq!(
+        said.contains("to give the move up"),
+        step(point) < 3,
+        "{point}: {said}"
     );
 
     let finished = env.ok(&["store", "move", "--to", to]);
@@ -380,4 +396,39 @@ fn a_move_to_the_keychain_crashed_at_any_step_keeps_working_and_a_rerun_finishes
     for (i, point) in POINTS.iter().enumerate() {
         crash_and_finish(&format!("sm-crash-fk{i}"), FILE, KEYCHAIN, point);
     }
+}
+
+#[test]
+fn a_move_cut_short_is_not_finished_after_config_toml_was_set_to_a_third_store() {
+    require_keychain!();
+    require_failpoints!();
+    let fake = FakeXero::start();
+    let (env, imported) = profile_on(&fake, "sm-third", KEYCHAIN);
+    run_to_crash(
+        env.std_cmd(&["store", "move", "--to", FILE]),
+        "store-move-copied",
+    );
+    env.ok(&["config", "set", "store", "keyutils"]);
+
+    let out = env
+        .cmd(&["store", "move", "--to", FILE])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_no_secret_in(&fake, &out);
+    let said = stderr_text(&out);
+    assert!(
+        said.contains("neither of the two") && said.contains("status --store secret-service"),
+        "{said}"
+    );
+    assert_eq!(
+        refresh_token_in(&env, KEYCHAIN).as_deref(),
+        Some(imported.refresh_token.as_str()),
+        "nothing was deleted"
+    );
+
+    env.ok(&["config", "set", "store", KEYCHAIN]);
+    env.ok(&["store", "move", "--to", FILE]);
+    assert_moved(&env, &fake, KEYCHAIN, FILE);
 }

@@ -110,8 +110,24 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
     let configured = profile_on(ctx, None)?.store;
     let from = match &pending {
         Some(note) if note.to_kind() != Some(to) => {
+            // Before the switch the profile is whole in the source, and a destination that
+            // cannot be used (the reason the move stopped, perhaps) must not keep it from
+            // moving elsewhere; what that destination may hold cannot be told from another
+            // machine's copy of the same set there, so it is not deleted unasked.
+            let give_up = match note.from_kind() {
+                Some(from) if configured == from => format!(
+                    ". If {} cannot be used, the profile is whole in {}: remove {} to give the \
+                     move up ({} shows whether {} holds a copy of its secrets)",
+                    note.to,
+                    note.from,
+                    PendingMove::path(&ctx.paths, name).display(),
+                    crate::hint::command(name, &format!("status --store {}", note.to)),
+                    note.to,
+                ),
+                _ => String::new(),
+            };
             return Err(Error::InvalidInput(format!(
-                "{}; nothing was done. Finish it first, then move the profile again",
+                "{}; nothing was done. Finish it first, then move the profile again{give_up}",
                 note.finish_hint(name)
             )));
         }
@@ -119,12 +135,14 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
             let from = note.from_kind().unwrap_or(in_effect.store);
             if configured != from && configured != to {
                 return Err(Error::InvalidInput(format!(
-                    "{}, but config.toml now sets the profile's store to {}, neither of the                      two; nothing was done. Put back the store that holds the profile's                      secrets ({} for {}, or {}), then run the move again",
+                    "{}, but config.toml now sets the profile's store to {}, neither of the \
+                     two; nothing was done. Set it back to {} or {}, whichever holds the \
+                     profile's secrets ({} shows what one holds), then run the move again",
                     note.finish_hint(name),
                     configured.name(),
-                    crate::hint::command(name, &format!("config set store {}", from.name())),
                     from.name(),
                     to.name(),
+                    crate::hint::command(name, &format!("status --store {}", from.name())),
                 )));
             }
             from
@@ -138,7 +156,10 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
         }
         None if configured == to => {
             return Err(Error::InvalidInput(format!(
-                "profile '{name}' is set to {} in config.toml already, and to {} only by                  --store or XERO_AUTH_STORE: a move switches config.toml from the one to the                  other, and would not know after an interruption whether it had. Nothing was                  done; run {} first, then the move",
+                "profile '{name}' is set to {} in config.toml already, and to {} only by \
+                 --store or XERO_AUTH_STORE: a move switches config.toml from the one to the \
+                 other, and would not know after an interruption whether it had. Nothing was \
+                 done; run {} first, then the move",
                 to.name(),
                 in_effect.store.name(),
                 crate::hint::command(
