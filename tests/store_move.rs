@@ -143,6 +143,13 @@ fn assert_moved(env: &TestEnv, fake: &FakeXero, from: &str, to: &str) {
     assert!(status.contains(shown), "{status}");
 }
 
+/// Runs `xero-auth ARGS`, which must end with `code` and print no secret; returns its stderr.
+fn refused(env: &TestEnv, fake: &FakeXero, args: &[&str], code: i32) -> String {
+    let out = env.cmd(args).assert().code(code).get_output().clone();
+    assert_no_secret_in(fake, &out);
+    stderr_text(&out)
+}
+
 /// Neither output holds any secret the test knows of.
 fn assert_no_secret_in(fake: &FakeXero, out: &std::process::Output) {
     let printed = format!("{}{}", stdout_text(out), stderr_text(out));
@@ -249,51 +256,32 @@ fn a_move_is_refused_with_a_reason_when_there_is_nothing_to_move_or_it_would_los
     let (env, imported) = profile_on(&fake, "sm-refuse", KEYCHAIN);
 
     // Already there.
-    let out = env
-        .cmd(&["store", "move", "--to", KEYCHAIN])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
+    let said = refused(&env, &fake, &["store", "move", "--to", KEYCHAIN], 1);
     assert!(
-        stderr_text(&out).contains("already keeps its secrets in secret-service"),
-        "{}",
-        stderr_text(&out)
+        said.contains("already keeps its secrets in secret-service"),
+        "{said}"
     );
-    assert_no_secret_in(&fake, &out);
 
     // Into the store config.toml names already, from one named for this run only: a second
     // run could not tell whether config.toml had been switched.
-    let out = env
-        .cmd(&["--store", FILE, "store", "move", "--to", KEYCHAIN])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert!(
-        stderr_text(&out).contains("config set store file"),
-        "{}",
-        stderr_text(&out)
+    let said = refused(
+        &env,
+        &fake,
+        &["--store", FILE, "store", "move", "--to", KEYCHAIN],
+        1,
     );
-    assert_no_secret_in(&fake, &out);
+    assert!(said.contains("config set store file"), "{said}");
     assert!(!note(&env).exists());
 
     // The file store already holds another token set for the profile: kept, unless --force.
     let other = fake.issue_tokens(CLIENT_ID, SCOPE);
     let other_file = env.write_token_file(&other, Duration::from_secs(60));
     env.ok(&["import", "--store", FILE, other_file.to_str().unwrap()]);
-    let out = env
-        .cmd(&["store", "move", "--to", FILE])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let said = stderr_text(&out);
+    let said = refused(&env, &fake, &["store", "move", "--to", FILE], 1);
     assert!(
         said.contains("already holds a token set") && said.contains("--force"),
         "{said}"
     );
-    assert_no_secret_in(&fake, &out);
     assert_eq!(
         refresh_token_in(&env, FILE).as_deref(),
         Some(other.refresh_token.as_str())
@@ -316,17 +304,8 @@ fn a_move_is_refused_with_a_reason_when_there_is_nothing_to_move_or_it_would_los
     // Nothing stored: exit 3, and nothing changes.
     env.ok(&["logout", "--keep-remote"]);
     env.ok(&["client", "remove"]);
-    let out = env
-        .cmd(&["store", "move", "--to", KEYCHAIN])
-        .assert()
-        .code(3)
-        .get_output()
-        .clone();
-    assert!(
-        stderr_text(&out).contains("holds nothing to move"),
-        "{}",
-        stderr_text(&out)
-    );
+    let said = refused(&env, &fake, &["store", "move", "--to", KEYCHAIN], 3);
+    assert!(said.contains("holds nothing to move"), "{said}");
     assert_eq!(configured_store(&env), FILE);
 }
 
@@ -357,14 +336,7 @@ fn crash_and_finish(name: &str, from: &str, to: &str, point: &str) {
         "{point}: {status}"
     );
 
-    let out = env
-        .cmd(&["store", "move", "--to", "keyutils"])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_no_secret_in(&fake, &out);
-    let said = stderr_text(&out);
+    let said = refused(&env, &fake, &["store", "move", "--to", "keyutils"], 1);
     assert!(said.contains("was cut short"), "{point}: {said}");
     // Before the switch the move may be given up by removing its note; after it, not.
     assert_eq!(
@@ -410,14 +382,7 @@ fn a_move_cut_short_is_not_finished_after_config_toml_was_set_to_a_third_store()
     );
     env.ok(&["config", "set", "store", "keyutils"]);
 
-    let out = env
-        .cmd(&["store", "move", "--to", FILE])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_no_secret_in(&fake, &out);
-    let said = stderr_text(&out);
+    let said = refused(&env, &fake, &["store", "move", "--to", FILE], 1);
     assert!(
         said.contains("neither of the two") && said.contains("status --store secret-service"),
         "{said}"
