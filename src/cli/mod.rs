@@ -128,6 +128,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// A store to use instead of the profile's keychain (unit tests).
     pub store_override: Option<Store>,
+    /// Stores to use instead of the keychain or file store of a kind (unit tests of a command
+    /// that uses two stores: `store move`); before `store_override`.
+    pub stores_by_kind: Vec<(crate::config::StoreKind, Store)>,
     /// Where data goes (stdout).
     pub stdout: Mutex<Box<dyn Write + Send>>,
     /// Whether stdin is a terminal (prompts are only offered there).
@@ -169,6 +172,7 @@ impl Context {
             env,
             clock: Arc::new(SystemClock),
             store_override: None,
+            stores_by_kind: Vec::new(),
             stdout: Mutex::new(Box::new(std::io::stdout())),
             stdin_is_terminal: std::io::stdin().is_terminal(),
             exit_status: Default::default(),
@@ -182,8 +186,13 @@ impl Context {
 
     /// The store of `profile`.
     pub fn store(&self, profile: &Profile) -> Store {
-        self.store_override
-            .clone()
+        let by_kind = self
+            .stores_by_kind
+            .iter()
+            .find(|(k, _)| *k == profile.store);
+        by_kind
+            .map(|(_, store)| store.clone())
+            .or_else(|| self.store_override.clone())
             .unwrap_or_else(|| keyutils_notice::profile_store(profile, &self.paths))
     }
 
@@ -379,6 +388,7 @@ pub(crate) mod testing {
             env: Box::new(move |k| env.get(k).cloned()),
             clock: Arc::new(FixedClock(now)),
             store_override: Some(Store::new(store.clone(), Duration::from_secs(5))),
+            stores_by_kind: Vec::new(),
             stdout: Mutex::new(Box::new(out.clone())),
             stdin_is_terminal: false,
             exit_status: Default::default(),

@@ -371,3 +371,82 @@ fn with_fix(err: Error, fix: &str) -> Error {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cli::testing::context;
+    use crate::secret::{Zeroizing, secret_from_str};
+    use crate::store::memory::MemoryStore;
+    use crate::store::token_set_account;
+    use crate::token_set::TokenSet;
+
+    #[tokio::test]
+    async fn every_call_of_a_move_is_made_under_both_stores_leases_and_they_are_released() {
+        let mut t = context(
+            1_700_000_000,
+            HashMap::new(),
+            "[profiles.default]\nstore = \"secret-service\"\n",
+        );
+        let shared = |memory: &Arc<MemoryStore>| Store::new(memory.clone(), Duration::from_secs(5));
+        let keychain = Arc::new(MemoryStore::with_leases());
+        let files = Arc::new(MemoryStore::with_leases());
+        t.ctx.stores_by_kind = vec![
+            (StoreKind::SecretService, shared(&keychain)),
+            (StoreKind::File, shared(&files)),
+        ];
+        let secrets = ProfileSecrets {
+            token_set: Some(TokenSet {
+                refresh_token: Some(secret_from_str("rt-1")),
+                access_token: Some(secret_from_str("at-1")),
+                expires_at: Some(1_700_001_800),
+                token_type: "Bearer".into(),
+                scopes: vec!["offline_access".into()],
+                obtained_at: 1_700_000_000,
+            }),
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        secrets.write(&shared(&keychain), "default").await.unwrap();
+        let before = keychain.calls();
+
+        let args = MoveArgs {
+            to: "file".into(),
+            force: false,
+        };
+        run(StoreCommand::Move(args), &t.ctx).await.unwrap();
+
+        assert!(keychain.accounts().is_empty(), "{:?}", keychain.accounts());
+        assert_eq!(
+            files.accounts(),
+            vec![
+                client_secret_account("default"),
+                token_set_account("default")
+            ]
+        );
+        assert!(files.calls() > 0 && keychain.calls() > before);
+        assert_eq!(files.calls_under_lease(), files.calls(), "destination");
+        assert_eq!(
+            keychain.calls_under_lease(),
+            keychain.calls() - before,
+            "source"
+        );
+        assert_eq!(keychain.leases_held() + files.leases_held(), 0, "released");
+        let config = Config::load(t.ctx.config.path()).unwrap();
+        assert_eq!(
+            config
+                .raw_value("default", "store")
+                .and_then(|v| v.as_str()),
+            Some("file")
+        );
+        assert_eq!(PendingMove::read(&t.ctx.paths, "default").unwrap(), None);
+        assert!(
+            ProfileSecrets::read(&shared(&files), "default")
+                .await
+                .unwrap()
+                .same_as(&secrets)
+        );
+    }
+}
