@@ -75,6 +75,7 @@ class Run:
             XERO_AUTH_STATE_DIR=os.path.join(work, "state"),
             XERO_AUTH_PROFILE="memcheck-%d" % os.getpid(),
         )
+        self.profile = self.env["XERO_AUTH_PROFILE"]
         token_file = os.path.join(work, "xero-access-token.json")
         self.fake = subprocess.Popen(
             [fake_bin or os.path.join(bin_dir, "fake-xero"), "--client-id", CLIENT_ID,
@@ -237,9 +238,11 @@ class Run:
         return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
 
     def cleanup(self):
-        for account in ("token-set", "client-secret"):
-            subprocess.run(["secret-tool", "clear", "service", "xero-auth", "username",
-                            self.env["XERO_AUTH_PROFILE"] + "/" + account], env=self.env)
+        # The keychain profile, and the file-store one (`store move` brings it to the keychain).
+        for profile in (self.profile, self.profile + "-file"):
+            for account in ("token-set", "client-secret"):
+                subprocess.run(["secret-tool", "clear", "service", "xero-auth", "username",
+                                profile + "/" + account], env=self.env)
         self.fake.terminate()
 
 
@@ -505,7 +508,7 @@ def main():
             f.write(new_passphrase + "\n")
         os.chmod(new_file, 0o600)
         data, _ = run.under_gdb("file-passphrase",
-                                ["passphrase", "--new-passphrase-file", new_file])
+                                ["store", "passphrase", "--new-passphrase-file", new_file])
         os.remove(new_file)
         check = subprocess.run([run.bin, "token"], capture_output=True, text=True,
                                env=dict(run.env, XERO_AUTH_PASSPHRASE=new_passphrase,
@@ -513,6 +516,27 @@ def main():
         if check.returncode != 0:
             raise SystemExit("the new passphrase does not open the store:\n" + check.stderr)
         file_cores.append(("file: passphrase", data, [("new passphrase", new_passphrase)]))
+
+        # `store move`: the file-store profile's secrets read from the files and written to the
+        # keychain in one process (config.toml names the file store, as a move requires).
+        latest = run.issued()[-1]
+        moving = {k: v for k, v in run.env.items() if k != "XERO_AUTH_STORE"}
+        moving["XERO_AUTH_PASSPHRASE"] = new_passphrase
+        subprocess.run([run.bin, "config", "set", "store", "file"], env=moving, check=True,
+                       stderr=subprocess.DEVNULL)
+        data, out = run.under_gdb("store-move", ["store", "move", "--to", "secret-service"],
+                                  env=moving)
+        moved = subprocess.run(
+            ["secret-tool", "lookup", "service", "xero-auth", "username",
+             moving["XERO_AUTH_PROFILE"] + "/token-set"], capture_output=True, text=True,
+            env=moving).stdout
+        if not moved or json.loads(moved).get("refresh_token") != latest.get("refresh_token"):
+            raise SystemExit("store move under gdb did not move the tokens to the keychain:\n"
+                             + out)
+        file_cores.append(("store move", data, [("client secret", run.secret),
+                                                ("refresh token", latest["refresh_token"]),
+                                                ("access token", latest["access_token"]),
+                                                ("new passphrase", new_passphrase)]))
 
         key_secrets = [("passphrase", passphrase), ("store key", identity)]
         key_bytes = [("store key", bech32_bytes(identity)), ("scrypt-derived key", derived)]

@@ -158,16 +158,18 @@ impl StoreKind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        [
-            StoreKind::SecretService,
-            StoreKind::Keychain,
-            StoreKind::CredentialManager,
-            StoreKind::Keyutils,
-            StoreKind::File,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+    /// Every store, in the order messages list them.
+    pub const ALL: [StoreKind; 5] = [
+        StoreKind::SecretService,
+        StoreKind::Keychain,
+        StoreKind::CredentialManager,
+        StoreKind::Keyutils,
+        StoreKind::File,
+    ];
+
+    /// The store named `s` (as in `config.toml`).
+    pub fn parse(s: &str) -> Option<Self> {
+        StoreKind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
@@ -879,32 +881,41 @@ impl Config {
             .unwrap_or(false))
     }
 
-    /// Writes the file atomically: a temporary file in the same folder, then a rename.
+    /// Writes the file atomically ([`replace_file`]).
     pub fn save(&self) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir)?;
-        let tmp = dir.join(format!(".config.toml.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            // The name is predictable: whatever is there (a crashed run's leftover, or a link
-            // someone planted) is removed, not written through, and the file is created anew.
-            match std::fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            f.write_all(self.doc.to_string().as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io("cannot write the configuration file", &self.path, e)
-        })
+        replace_file(&self.path, self.doc.to_string().as_bytes())
+            .map_err(|e| Error::io("cannot write the configuration file", &self.path, e))
     }
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file in the same folder, synced, then
+/// renamed over it, so that a process that dies at any point leaves the old file or the new one,
+/// never a part of either. The folder must exist.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        // The name is predictable: whatever is there (a crashed run's leftover, or a link
+        // someone planted) is removed, not written through, and the file is created anew.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

@@ -1,5 +1,6 @@
-//! Crash points for the crash tests (`tests/crash.rs`): one at every step of the refresh
-//! protocol, of login's code exchange and of import, where a process may die for real.
+//! Crash points for the crash tests (`tests/crash.rs`, `tests/store_move.rs`): one at every step
+//! of the refresh protocol, of login's code exchange, of import and of a move between stores,
+//! where a process may die for real.
 //!
 //! They exist only with the `failpoints` cargo feature (off by default, never in a release
 //! build); without it [`crash_point`] compiles to nothing. With it, the binary reads the
@@ -29,6 +30,12 @@
 //! | `file-store-recipient-written` | `store::file` (a store's first key) | the recipient file is written; the key file not yet |
 //! | `file-store-key-written` | `store::file` (a store's first key) | the key file is written; no secret re-encrypted yet |
 //! | `file-store-file-upgraded` | `store::file` (an older store's write) | one more file of the profile re-encrypted to the key |
+//! | `store-move-noted` | `cli::store` (`store move`) | the lock (and the stores' leases) taken, the destination checked, the note of the move written; nothing copied: the profile uses the source |
+//! | `store-move-copied` | `cli::store` | the token set and client secret are written to the destination, not yet read back; the profile still uses the source |
+//! | `store-move-verified` | `cli::store` | the destination's copy was read back and matches; config.toml still names the source |
+//! | `store-move-switched` | `cli::store` | config.toml names the destination, which the profile now uses; the source still holds its entries |
+//! | `store-move-token-set-deleted` | `cli::store` | the source's token set (every entry of it) is deleted, its client secret not yet |
+//! | `store-move-source-deleted` | `cli::store` | the source holds nothing of the profile; the note of the move is not yet removed |
 //! | `child-started` | `child::spawn` (`exec --server`, `mcp`) | the command runs; its parent does not yet pass stop signals on to it by its id (with `sleep(MS)`, the window a signal must not be lost in) |
 //!
 //! Two more points take the `fail` crate's actions as they are, not as crashes:

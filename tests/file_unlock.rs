@@ -361,7 +361,7 @@ fn a_new_passphrase_from_a_file_rewrites_the_key_file_alone() {
 
     // No terminal and no file: says how to give it, changes nothing.
     let err = stderr_text(
-        &env.cmd(&["passphrase"])
+        &env.cmd(&["store", "passphrase"])
             .assert()
             .code(1)
             .get_output()
@@ -380,6 +380,7 @@ fn a_new_passphrase_from_a_file_rewrites_the_key_file_alone() {
     env.set_env("XERO_AUTH_PASSPHRASE", "not-the-passphrase");
     let err = stderr_text(
         &env.cmd(&[
+            "store",
             "passphrase",
             "--new-passphrase-file",
             new_file.to_str().unwrap(),
@@ -393,6 +394,7 @@ fn a_new_passphrase_from_a_file_rewrites_the_key_file_alone() {
 
     env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
     env.ok(&[
+        "store",
         "passphrase",
         "--new-passphrase-file",
         new_file.to_str().unwrap(),

@@ -122,6 +122,14 @@ impl SecretStore for WarnOnWrite {
     fn forget_cached(&self) {
         self.inner.forget_cached();
     }
+
+    fn take_lease(
+        &self,
+        profile: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<crate::store::LeaseGuard>, StoreFailure> {
+        self.inner.take_lease(profile, ttl)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod profiles;
 pub mod refresh;
 pub mod status;
+pub mod store;
 pub mod tenants;
 pub mod token;
 pub mod unlock;
@@ -95,6 +96,9 @@ pub enum Command {
     Logout(logout::LogoutArgs),
     /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
     Doctor(doctor::DoctorArgs),
+    /// Move the profile's secrets to another store (crash-safe: run it again to finish).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// List the profiles in config.toml (names, one a line; --json for details).
     Profiles(profiles::ProfilesArgs),
     /// Set, show or remove a profile's settings in config.toml, or print its path.
@@ -109,8 +113,6 @@ pub enum Command {
     Unlock(unlock::UnlockArgs),
     /// Forget the file store's kept key now: the next command asks for the passphrase.
     Lock(unlock::LockArgs),
-    /// Change the file store's passphrase (only its key file is encrypted again).
-    Passphrase(unlock::PassphraseArgs),
 }
 
 /// Looks up an environment variable (the process's, or a test's map).
@@ -132,6 +134,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// A store to use instead of the profile's keychain (unit tests).
     pub store_override: Option<Store>,
+    /// Stores to use instead of the keychain or file store of a kind (unit tests of a command
+    /// that uses two stores: `store move`); before `store_override`.
+    pub stores_by_kind: Vec<(crate::config::StoreKind, Store)>,
     /// Where data goes (stdout).
     pub stdout: Mutex<Box<dyn Write + Send>>,
     /// Whether stdin is a terminal (prompts are only offered there).
@@ -173,6 +178,7 @@ impl Context {
             env,
             clock: Arc::new(SystemClock),
             store_override: None,
+            stores_by_kind: Vec::new(),
             stdout: Mutex::new(Box::new(std::io::stdout())),
             stdin_is_terminal: std::io::stdin().is_terminal(),
             exit_status: Default::default(),
@@ -186,8 +192,13 @@ impl Context {
 
     /// The store of `profile`.
     pub fn store(&self, profile: &Profile) -> Store {
-        self.store_override
-            .clone()
+        let by_kind = self
+            .stores_by_kind
+            .iter()
+            .find(|(k, _)| *k == profile.store);
+        by_kind
+            .map(|(_, store)| store.clone())
+            .or_else(|| self.store_override.clone())
             .unwrap_or_else(|| keyutils_notice::profile_store(profile, &self.paths))
     }
 
@@ -298,13 +309,13 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Mcp(args) => mcp::run(args, ctx).await,
         Command::Logout(args) => logout::run(args, ctx).await,
         Command::Doctor(args) => doctor::run(args, ctx).await,
+        Command::Store(cmd) => store::run(cmd, ctx).await,
         Command::Profiles(args) => profiles::run(args, ctx).await,
         Command::Config(cmd) => config::run(cmd, ctx).await,
         Command::Completions(args) => completions::run(args, ctx).await,
         Command::Man(args) => man::run(args, ctx).await,
         Command::Unlock(args) => unlock::run_unlock(args, ctx).await,
         Command::Lock(args) => unlock::run_lock(args, ctx).await,
-        Command::Passphrase(args) => unlock::run_passphrase(args, ctx).await,
     };
     if let (Ok(()), true, Some(store)) = (&result, stores, &cli.store)
         && let Some(warning) = ctx.store_for_this_run_only(store)
@@ -385,6 +396,7 @@ pub(crate) mod testing {
             env: Box::new(move |k| env.get(k).cloned()),
             clock: Arc::new(FixedClock(now)),
             store_override: Some(Store::new(store.clone(), Duration::from_secs(5))),
+            stores_by_kind: Vec::new(),
             stdout: Mutex::new(Box::new(out.clone())),
             stdin_is_terminal: false,
             exit_status: Default::default(),

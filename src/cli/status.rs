@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::limits::TenantBudget;
 use crate::store::client_secret_account;
 use crate::store::file::CacheState;
+use crate::store::moving::PendingMove;
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
@@ -46,6 +47,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     let file_key = (profile.store == crate::config::StoreKind::File
         && ctx.store_override.is_none())
     .then(|| crate::store::file_store(profile, &ctx.paths).cache_state());
+    // A move cut short: the profile works, and the other store still holds a copy until the
+    // move is run again.
+    let unfinished_move = PendingMove::read(session.paths(), &profile.name)?;
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
@@ -76,6 +80,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 },
                 "state": state.describe(),
             })),
+            "unfinished_move": unfinished_move.as_ref().map(|m| json!({
+                "from": m.from,
+                "to": m.to,
+                "started_at": m.started_at,
+            })),
         }))?;
     } else {
         let mut text = String::new();
@@ -101,6 +110,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         line("store:", store.describe());
         if let Some(state) = &file_key {
             line("file store:", state.describe());
+        }
+        if let Some(note) = &unfinished_move {
+            line("unfinished:", note.finish_hint(&profile.name));
         }
         line("token endpoint:", profile.endpoints.token.to_string());
         match &set {

@@ -1,4 +1,4 @@
-//! `xero-auth unlock`, `xero-auth lock` and `xero-auth passphrase`: the encrypted-file store's
+//! `xero-auth unlock`, `xero-auth lock` and `xero-auth store passphrase`: the encrypted-file store's
 //! key, kept in the kernel between commands (Linux), forgotten, and its passphrase changed.
 //!
 //! They act on the file store of the data folder, whichever store the selected profile uses:
@@ -24,7 +24,7 @@ pub struct UnlockArgs {}
 #[derive(Debug, Args)]
 pub struct LockArgs {}
 
-/// Arguments of `xero-auth passphrase`.
+/// Arguments of `xero-auth store passphrase`.
 #[derive(Debug, Args)]
 pub struct PassphraseArgs {
     /// Read the new passphrase from the first line of this file (yours alone, mode 0600 or

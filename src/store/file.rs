@@ -1430,7 +1430,7 @@ fn passphrase_from_file(path: &Path, what: &str) -> Result<SecretString, StoreFa
     Ok(SecretString::from(text))
 }
 
-/// The new passphrase for `xero-auth passphrase`: the first line of `file` (checked as
+/// The new passphrase for `xero-auth store passphrase`: the first line of `file` (checked as
 /// `XERO_AUTH_PASSPHRASE_FILE` is), else asked twice on the terminal.
 pub fn new_passphrase(root: &Path, file: Option<&Path>) -> Result<SecretString, StoreFailure> {
     if let Some(file) = file {

@@ -32,6 +32,10 @@ pub struct MemoryStore {
     /// While true, a write (once recorded in `writes`) waits until it is false again: a keychain
     /// stuck on an unlock prompt.
     writes_held: (Mutex<bool>, std::sync::Condvar),
+    /// With `Some`, the store has leases (as a store machines share does): how many are held.
+    leases: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// Calls answered while a lease was held.
+    calls_under_lease: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryStore {
@@ -41,6 +45,21 @@ impl MemoryStore {
             limit: Some(limit),
             ..MemoryStore::default()
         }
+    }
+
+    /// A store with leases, as a store machines share has: see [`MemoryStore::leases_held`].
+    pub fn with_leases() -> Self {
+        MemoryStore {
+            leases: Some(Arc::default()),
+            ..MemoryStore::default()
+        }
+    }
+
+    /// How many leases are held now.
+    pub fn leases_held(&self) -> usize {
+        self.leases
+            .as_ref()
+            .map_or(0, |l| l.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     pub fn fail_writes(&self, fail: bool) {
@@ -65,8 +84,18 @@ impl MemoryStore {
         self.calls.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many calls (get, set, delete) were made while a lease was held.
+    pub fn calls_under_lease(&self) -> usize {
+        self.calls_under_lease
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn call(&self, account: &str) -> Result<(), StoreFailure> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.leases_held() > 0 {
+            self.calls_under_lease
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         if self.fail_calls_to.lock().unwrap().as_deref() == Some(account) {
             return Err(StoreFailure {
                 cause: format!("calls on {account} switched off"),
@@ -140,5 +169,23 @@ impl SecretStore for MemoryStore {
 
     fn max_secret_len(&self) -> Option<usize> {
         self.limit
+    }
+
+    fn take_lease(
+        &self,
+        _profile: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<super::LeaseGuard>, StoreFailure> {
+        /// Counts itself out when dropped.
+        struct Held(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(self.leases.as_ref().map(|count| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(Held(count.clone())) as super::LeaseGuard
+        }))
     }
 }

@@ -8,6 +8,7 @@ pub mod file;
 mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
+pub mod moving;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod unlock_cache;
@@ -27,6 +28,10 @@ use crate::stack::scrubbed;
 
 /// The keychain service name every entry is filed under.
 pub const SERVICE: &str = "xero-auth";
+
+/// A store's own hold on a profile's entries ([`SecretStore::take_lease`]): it ends when this is
+/// dropped (or, for a holder that died, when its time runs out).
+pub type LeaseGuard = Box<dyn Any + Send + Sync>;
 
 /// What a store can report when it fails. Never holds a secret.
 #[derive(Debug, Clone)]
@@ -83,6 +88,19 @@ pub trait SecretStore: Send + Sync {
     /// nothing). Used where a read must prove what is at rest: `import`'s read-back before it
     /// deletes the plaintext file. Wrappers pass it through.
     fn forget_cached(&self) {}
+    /// Takes the store's own hold on `profile`'s entries for at most `ttl`, waiting (bounded)
+    /// while another holder has it. For a store that several machines share: the refresh lock
+    /// is a file on one machine and keeps no other machine out, so what must not be interleaved
+    /// with a refresh anywhere (a move of the profile between stores) takes this too. A store
+    /// only this machine reaches returns `None`, the default: the refresh lock is enough there.
+    /// Wrappers pass it through.
+    fn take_lease(
+        &self,
+        _profile: &str,
+        _ttl: Duration,
+    ) -> Result<Option<LeaseGuard>, StoreFailure> {
+        Ok(None)
+    }
 }
 
 /// The keychain account that holds a profile's token set.
@@ -200,6 +218,23 @@ impl Store {
     /// See [`SecretStore::forget_cached`].
     pub fn forget_cached(&self) {
         self.inner.forget_cached();
+    }
+
+    /// Takes the store's hold on `profile`'s entries (see [`SecretStore::take_lease`]); `None`
+    /// for a store without one. Drop the guard with [`Store::release_lease`], which does not
+    /// block the runtime while a shared store is told.
+    pub async fn take_lease(&self, profile: &str, ttl: Duration) -> Result<Option<LeaseGuard>> {
+        let profile = profile.to_string();
+        self.run("lease", move |s| s.take_lease(&profile, ttl))
+            .await
+    }
+
+    /// Ends a hold taken with [`Store::take_lease`], on a blocking thread: releasing a shared
+    /// store's lease is a call to it. Best effort: a lease that cannot be released runs out.
+    pub async fn release_lease(&self, lease: Option<LeaseGuard>) {
+        if let Some(lease) = lease {
+            let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+        }
     }
 
     /// Reads the secret filed under `account`.

@@ -354,6 +354,14 @@ impl super::SecretStore for EntryLimit {
         self.inner.forget_cached();
     }
 
+    fn take_lease(
+        &self,
+        profile: &str,
+        ttl: std::time::Duration,
+    ) -> std::result::Result<Option<super::LeaseGuard>, super::StoreFailure> {
+        self.inner.take_lease(profile, ttl)
+    }
+
     fn interactive(&self) -> bool {
         self.inner.interactive()
     }

@@ -1,0 +1,457 @@
+//! `xero-auth store move --to STORE`: move a profile's secrets to another store, crash-safe.
+//!
+//! The move copies the token set (every entry of it) and the client secret to the destination,
+//! reads them back from there, switches the profile's `store` in `config.toml`, and only then
+//! deletes them from the source — all under the profile's refresh lock and under both stores'
+//! own leases ([`crate::store::SecretStore::take_lease`]; a store shared between machines has
+//! one), so that no refresh anywhere rotates the set mid-move. Until the switch the profile works
+//! from the source, after it from the destination; a process that dies at any step leaves a note
+//! ([`PendingMove`]) from which running the same command again finishes the move.
+
+use std::time::Duration;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Subcommand};
+
+use super::{Context, format_time};
+use crate::config::{Config, Profile, StoreKind};
+use crate::error::{Error, Result};
+use crate::failpoints::crash_point;
+use crate::session::RefreshLock;
+use crate::store::moving::{PendingMove, ProfileSecrets};
+use crate::store::{Store, client_secret_account, split};
+
+/// How long a store shared between machines keeps its lease for a move that dies half-way: the
+/// move's own calls take seconds; a dead mover keeps other machines from refreshing no longer.
+const MOVE_LEASE: Duration = Duration::from_secs(120);
+
+/// How long a move waits for a refresh in progress (the refresh lock), as `import` does.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:
+  xero-auth store move --to file                    from the keychain to encrypted files
+  xero-auth store move --to secret-service --profile imp
+  xero-auth store passphrase                        asks for the current and the new passphrase")]
+/// What `xero-auth store` does.
+pub enum StoreCommand {
+    /// Move the profile's token set and client secret to another store: copy, read back, switch
+    /// `store` in config.toml, then delete them from the old store. Safe to run again after an
+    /// interruption: it finishes the move.
+    Move(MoveArgs),
+    /// Change the encrypted-file store's passphrase: the current one must open it; only the
+    /// store's key file is encrypted again, atomically.
+    Passphrase(super::unlock::PassphraseArgs),
+}
+
+/// Arguments of `xero-auth store move`.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// The store to move to.
+    #[arg(long, value_name = "STORE",
+          value_parser = PossibleValuesParser::new(StoreKind::ALL.map(StoreKind::name)))]
+    pub to: String,
+    /// Replace secrets the destination already holds for the profile that differ from the
+    /// source's (they are lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs `xero-auth store …` for the selected profile.
+pub async fn run(cmd: StoreCommand, ctx: &Context) -> Result<()> {
+    match cmd {
+        StoreCommand::Move(args) => move_profile(args, ctx).await,
+        StoreCommand::Passphrase(args) => super::unlock::run_passphrase(args, ctx).await,
+    }
+}
+
+/// The two ends of a move and the state it starts from.
+struct Plan {
+    from: Profile,
+    to: Profile,
+    /// A note of an earlier run of this move, cut short.
+    pending: Option<PendingMove>,
+    /// `config.toml` already names the destination: only the source's entries are left to delete.
+    switched: bool,
+}
+
+async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
+    let name = ctx.profile_name.clone();
+    let to = StoreKind::parse(&args.to)
+        .ok_or_else(|| Error::InvalidInput(format!("there is no store named '{}'", args.to)))?;
+    let in_effect = ctx.profile()?;
+    // No refresh of this machine rotates the set while it is being moved.
+    let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
+    let plan = plan(ctx, in_effect, to)?;
+    let source = lock.hold(&ctx.store(&plan.from));
+    let dest = lock.hold(&ctx.store(&plan.to));
+
+    // Nor a refresh of another machine, where a store is shared.
+    let source_lease = source.take_lease(&name, MOVE_LEASE).await?;
+    let dest_lease = match dest.take_lease(&name, MOVE_LEASE).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            source.release_lease(source_lease).await;
+            return Err(e);
+        }
+    };
+    let outcome = carry_out(&args, ctx, &plan, &source, &dest).await;
+    dest.release_lease(dest_lease).await;
+    source.release_lease(source_lease).await;
+    // The lock file's note of an unsaved refresh stays: the moved set is the same set.
+    drop(lock);
+    outcome
+}
+
+/// Where the move goes from, and whether an earlier run of it is being finished.
+///
+/// Which half of a move a second run finishes is read from config.toml: the switch to the
+/// destination is the step between them. So a move starts only where that switch changes
+/// config.toml, and is finished only while config.toml names one of its two stores.
+fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
+    let name = &ctx.profile_name;
+    let pending = PendingMove::read(&ctx.paths, name)?;
+    // config.toml's own `store` (or the default), without --store or XERO_AUTH_STORE.
+    let configured = profile_on(ctx, None)?.store;
+    let from = match &pending {
+        Some(note) if note.to_kind() != Some(to) => {
+            // Before the switch the profile is whole in the source, and a destination that
+            // cannot be used (the reason the move stopped, perhaps) must not keep it from
+            // moving elsewhere; what that destination may hold cannot be told from another
+            // machine's copy of the same set there, so it is not deleted unasked.
+            let give_up = match note.from_kind() {
+                Some(from) if configured == from => format!(
+                    ". If {} cannot be used, the profile is whole in {}: remove {} to give the \
+                     move up ({} shows whether {} holds a copy of its secrets)",
+                    note.to,
+                    note.from,
+                    PendingMove::path(&ctx.paths, name).display(),
+                    crate::hint::command(name, &format!("status --store {}", note.to)),
+                    note.to,
+                ),
+                _ => String::new(),
+            };
+            return Err(Error::InvalidInput(format!(
+                "{}; nothing was done. Finish it first, then move the profile again{give_up}",
+                note.finish_hint(name)
+            )));
+        }
+        Some(note) => {
+            let from = note.from_kind().unwrap_or(in_effect.store);
+            if configured != from && configured != to {
+                return Err(Error::InvalidInput(format!(
+                    "{}, but config.toml now sets the profile's store to {}, neither of the \
+                     two; nothing was done. Set it back to {} or {}, whichever holds the \
+                     profile's secrets ({} shows what one holds), then run the move again",
+                    note.finish_hint(name),
+                    configured.name(),
+                    from.name(),
+                    to.name(),
+                    crate::hint::command(name, &format!("status --store {}", from.name())),
+                )));
+            }
+            from
+        }
+        None if in_effect.store == to => {
+            return Err(Error::InvalidInput(format!(
+                "profile '{name}' already keeps its secrets in {} ({}); nothing was done",
+                to.name(),
+                ctx.store(&in_effect).describe()
+            )));
+        }
+        None if configured == to => {
+            return Err(Error::InvalidInput(format!(
+                "profile '{name}' is set to {} in config.toml already, and to {} only by \
+                 --store or XERO_AUTH_STORE: a move switches config.toml from the one to the \
+                 other, and would not know after an interruption whether it had. Nothing was \
+                 done; run {} first, then the move",
+                to.name(),
+                in_effect.store.name(),
+                crate::hint::command(
+                    name,
+                    &format!("config set store {}", in_effect.store.name())
+                ),
+            )));
+        }
+        None => in_effect.store,
+    };
+    Ok(Plan {
+        from: profile_on(ctx, Some(from))?,
+        to: profile_on(ctx, Some(to))?,
+        switched: pending.is_some() && configured == to,
+        pending,
+    })
+}
+
+/// The selected profile with its `store` as `store` says (config.toml's own when `None`),
+/// whatever --store or XERO_AUTH_STORE say.
+fn profile_on(ctx: &Context, store: Option<StoreKind>) -> Result<Profile> {
+    let env = |key: &str| match key {
+        "XERO_AUTH_STORE" => store.map(|s| s.name().to_string()),
+        _ => (ctx.env)(key),
+    };
+    ctx.config.profile(&ctx.profile_name, &env)
+}
+
+async fn carry_out(
+    args: &MoveArgs,
+    ctx: &Context,
+    plan: &Plan,
+    source: &Store,
+    dest: &Store,
+) -> Result<()> {
+    let name = &ctx.profile_name;
+    let (from, to) = (plan.from.store, plan.to.store);
+    let still_in_source = |e: Error| {
+        with_fix(
+            e,
+            &format!(
+                "profile '{name}' still uses {} and nothing was deleted there; run {} again",
+                from.name(),
+                crate::hint::command(name, &format!("store move --to {}", to.name()))
+            ),
+        )
+    };
+
+    let moved = if plan.switched {
+        // An earlier run switched config.toml and was cut short before the source was emptied.
+        let kept = ProfileSecrets::read(dest, name).await?;
+        let left = ProfileSecrets::read(source, name).await?;
+        if kept.is_empty() && !left.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "profile '{name}' is set to {} in config.toml, which holds none of its secrets, \
+                 while {} still does; nothing was deleted. Run {} to use them again",
+                to.name(),
+                from.name(),
+                crate::hint::command(name, &format!("config set store {}", from.name()))
+            )));
+        }
+        kept
+    } else {
+        let secrets = ProfileSecrets::read(source, name).await?;
+        if secrets.is_empty() {
+            // Nothing to finish either: the source was emptied since (a logout).
+            PendingMove::remove(&ctx.paths, name)?;
+            return Err(Error::NothingStored {
+                profile: name.clone(),
+                what: "token set or client secret",
+                hint: format!(
+                    "{} holds nothing to move; run {} or {}",
+                    source.describe(),
+                    crate::hint::command(name, "login"),
+                    crate::hint::command(name, "import FILE"),
+                ),
+            });
+        }
+        check_destination(args, plan, name, &secrets, dest).await?;
+        if plan.pending.is_none() {
+            PendingMove::new(from, to, ctx.clock.now()).write(&ctx.paths, name)?;
+        }
+        crash_point("store-move-noted");
+
+        secrets.write(dest, name).await.map_err(still_in_source)?;
+        crash_point("store-move-copied");
+        // Read back what the store holds, not what this process remembers writing (the file
+        // store keeps a copy), before anything is deleted.
+        dest.forget_cached();
+        let back = ProfileSecrets::read(dest, name)
+            .await
+            .map_err(still_in_source)?;
+        if !back.same_as(&secrets) {
+            return Err(still_in_source(Error::StoreUnavailable {
+                store: dest.describe(),
+                cause: "the secrets read back from it differ from those written".into(),
+                fix: "run `xero-auth doctor`".into(),
+            }));
+        }
+        crash_point("store-move-verified");
+
+        let mut config = Config::load(ctx.config.path())?;
+        config.set_checked(name, "store", to.name())?;
+        config.save()?;
+        crash_point("store-move-switched");
+        secrets
+    };
+
+    let still_in_source = |e: Error| {
+        with_fix(
+            e,
+            &format!(
+                "profile '{name}' now uses {}; its old entries are still in {}: run {} again \
+                 to delete them",
+                to.name(),
+                from.name(),
+                crate::hint::command(name, &format!("store move --to {}", to.name()))
+            ),
+        )
+    };
+    split::delete(source, name).await.map_err(still_in_source)?;
+    crash_point("store-move-token-set-deleted");
+    source
+        .delete(&client_secret_account(name))
+        .await
+        .map_err(still_in_source)?;
+    crash_point("store-move-source-deleted");
+    PendingMove::remove(&ctx.paths, name)?;
+
+    let what = match (moved.token_set.is_some(), moved.client_secret.is_some()) {
+        (true, true) => "token set and client secret",
+        (true, false) => "token set",
+        _ => "client secret",
+    };
+    eprintln!(
+        "moved the {what} of profile '{name}' from {} to {}, read back, and deleted from {}; \
+         config.toml now has store = \"{}\" for it",
+        source.describe(),
+        dest.describe(),
+        from.name(),
+        to.name()
+    );
+    if let Some(other) = (ctx.env)("XERO_AUTH_STORE").filter(|s| !s.is_empty() && s != to.name()) {
+        eprintln!(
+            "warning: XERO_AUTH_STORE (or --store) names {other}, which overrides config.toml: \
+             commands run with it look there, where nothing is left; unset it"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to replace secrets the destination holds for the profile that differ from the
+/// source's, unless `--force`, or unless they are an earlier run's copy.
+async fn check_destination(
+    args: &MoveArgs,
+    plan: &Plan,
+    name: &str,
+    secrets: &ProfileSecrets,
+    dest: &Store,
+) -> Result<()> {
+    // What an earlier run of this move wrote may be replaced: the source may have refreshed
+    // since, and the copy is then stale.
+    if args.force || plan.pending.is_some() {
+        return Ok(());
+    }
+    let held = match ProfileSecrets::read(dest, name).await {
+        Ok(held) => held,
+        Err(e @ Error::StoredFormat { .. }) => {
+            return Err(Error::InvalidInput(format!(
+                "{e} in {}; nothing was changed. Use --force to replace it with the moved one",
+                dest.describe()
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    if !held.would_lose_to(secrets) {
+        return Ok(());
+    }
+    let what = match &held.token_set {
+        Some(set) => format!(
+            "a token set (refresh token obtained {})",
+            format_time(set.obtained_at)
+        ),
+        None => "a client secret".into(),
+    };
+    Err(Error::InvalidInput(format!(
+        "{} already holds {what} for profile '{name}', other than the one in {}; moving would \
+         replace it. Nothing was changed. Use --force to replace it (it is lost then); {} \
+         shows what it holds",
+        dest.describe(),
+        plan.from.store.name(),
+        crate::hint::command(name, &format!("status --store {}", plan.to.store.name())),
+    )))
+}
+
+/// `err` with `fix` added to what it says to do, for the errors that say what to do.
+fn with_fix(err: Error, fix: &str) -> Error {
+    match err {
+        Error::StoreUnavailable {
+            store,
+            cause,
+            fix: own,
+        } => Error::StoreUnavailable {
+            store,
+            cause,
+            fix: format!("{own}; {fix}"),
+        },
+        Error::InvalidInput(message) => Error::InvalidInput(format!("{message}; {fix}")),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cli::testing::context;
+    use crate::secret::{Zeroizing, secret_from_str};
+    use crate::store::memory::MemoryStore;
+    use crate::store::token_set_account;
+    use crate::token_set::TokenSet;
+
+    #[tokio::test]
+    async fn every_call_of_a_move_is_made_under_both_stores_leases_and_they_are_released() {
+        let mut t = context(
+            1_700_000_000,
+            HashMap::new(),
+            "[profiles.default]\nstore = \"secret-service\"\n",
+        );
+        let shared = |memory: &Arc<MemoryStore>| Store::new(memory.clone(), Duration::from_secs(5));
+        let keychain = Arc::new(MemoryStore::with_leases());
+        let files = Arc::new(MemoryStore::with_leases());
+        t.ctx.stores_by_kind = vec![
+            (StoreKind::SecretService, shared(&keychain)),
+            (StoreKind::File, shared(&files)),
+        ];
+        let secrets = ProfileSecrets {
+            token_set: Some(TokenSet {
+                refresh_token: Some(secret_from_str("rt-1")),
+                access_token: Some(secret_from_str("at-1")),
+                expires_at: Some(1_700_001_800),
+                token_type: "Bearer".into(),
+                scopes: vec!["offline_access".into()],
+                obtained_at: 1_700_000_000,
+            }),
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        secrets.write(&shared(&keychain), "default").await.unwrap();
+        let before = keychain.calls();
+
+        let args = MoveArgs {
+            to: "file".into(),
+            force: false,
+        };
+        run(StoreCommand::Move(args), &t.ctx).await.unwrap();
+
+        assert!(keychain.accounts().is_empty(), "{:?}", keychain.accounts());
+        assert_eq!(
+            files.accounts(),
+            vec![
+                client_secret_account("default"),
+                token_set_account("default")
+            ]
+        );
+        assert!(files.calls() > 0 && keychain.calls() > before);
+        assert_eq!(files.calls_under_lease(), files.calls(), "destination");
+        assert_eq!(
+            keychain.calls_under_lease(),
+            keychain.calls() - before,
+            "source"
+        );
+        assert_eq!(keychain.leases_held() + files.leases_held(), 0, "released");
+        let config = Config::load(t.ctx.config.path()).unwrap();
+        assert_eq!(
+            config
+                .raw_value("default", "store")
+                .and_then(|v| v.as_str()),
+            Some("file")
+        );
+        assert_eq!(PendingMove::read(&t.ctx.paths, "default").unwrap(), None);
+        assert!(
+            ProfileSecrets::read(&shared(&files), "default")
+                .await
+                .unwrap()
+                .same_as(&secrets)
+        );
+    }
+}
