@@ -9,6 +9,7 @@ mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod split;
+pub mod vault;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use file::FileStore;
 pub use keychain::{CREDENTIAL_MANAGER_MAX_SECRET_LEN, Keychain};
+pub use vault::VaultStore;
 
 use crate::config::{Paths, Profile, StoreKind};
 use crate::error::{Error, Result};
@@ -81,6 +83,80 @@ pub trait SecretStore: Send + Sync {
     /// nothing). Used where a read must prove what is at rest: `import`'s read-back before it
     /// deletes the plaintext file. Wrappers pass it through.
     fn forget_cached(&self) {}
+
+    /// Files `secret` under `account` unless another writer changed it since this process read
+    /// it: [`Written::Changed`] then, and nothing written. Only a store shared by many machines
+    /// (the vault store, with check-and-set) can tell; the default writes as
+    /// [`SecretStore::set`] does. Wrappers pass it through.
+    fn set_unless_changed(
+        &self,
+        account: &str,
+        label: &str,
+        secret: &[u8],
+    ) -> Result<Written, StoreFailure> {
+        self.set(account, label, secret).map(|()| Written::Stored)
+    }
+
+    /// One attempt at `profile`'s refresh lease, which a store shared by many machines keeps so
+    /// that one of them refreshes at a time (`ttl`: how long it is held unless renewed; zero for
+    /// the store's own setting). The default, for a store on one machine (where the refresh lock
+    /// is enough), is [`LeaseAttempt::NotShared`]. Wrappers pass it through.
+    fn try_lease(&self, _profile: &str, _ttl: Duration) -> Result<LeaseAttempt, StoreFailure> {
+        Ok(LeaseAttempt::NotShared)
+    }
+
+    /// Writes `lease` again as it now is (renewing it, with its note), or frees it when
+    /// `release`; `None` when the lease was no longer this process's (it expired and another
+    /// machine took it). Wrappers pass it through.
+    fn update_lease(
+        &self,
+        lease: LeaseGuard,
+        _release: bool,
+    ) -> Result<Option<LeaseGuard>, StoreFailure> {
+        Ok(Some(lease))
+    }
+}
+
+/// What a conditional write did ([`SecretStore::set_unless_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The secret was written.
+    Stored,
+    /// Another writer changed the entry since it was read: nothing was written.
+    Changed,
+}
+
+/// A refresh lease this process holds in a shared store (see [`SecretStore::try_lease`]). It
+/// ends when freed, or at its expiry on the store's clock if its holder dies.
+#[derive(Debug, Clone)]
+pub struct LeaseGuard {
+    /// The profile whose refreshes it serialises.
+    pub profile: String,
+    /// Who holds it: host, process id and a random part.
+    pub holder: String,
+    /// The version of the lease entry this process last wrote (its check-and-set).
+    pub version: u64,
+    /// How long it is held after each write.
+    pub ttl: Duration,
+    /// When an earlier holder (on any machine) sent a refresh it never saved, if one did: the
+    /// shared counterpart of [`RefreshLock::unsaved_refresh_sent_at`](crate::lock::RefreshLock).
+    pub unsaved_refresh_sent_at: Option<i64>,
+}
+
+/// What one attempt at a refresh lease found.
+#[derive(Debug)]
+pub enum LeaseAttempt {
+    /// The store is not shared between machines: no lease is needed.
+    NotShared,
+    /// Taken.
+    Taken(LeaseGuard),
+    /// Another process holds it, for at most `left` more (on the store's clock).
+    Held {
+        /// Who, as the lease names them.
+        holder: String,
+        /// How long at most.
+        left: Duration,
+    },
 }
 
 /// The keychain account that holds a profile's token set.
@@ -180,6 +256,7 @@ impl Store {
             StoreKind::File => {
                 Store::new(Arc::new(file_store(profile, paths)), profile.store_timeout)
             }
+            StoreKind::Vault => Store::new(Arc::new(VaultStore::new(profile)), profile.store_timeout),
             kind => Store::keychain(kind, profile.store_timeout),
         }
     }
@@ -220,6 +297,34 @@ impl Store {
     /// [`SecretStore::prepare`]); a later write asks nothing more.
     pub async fn prepare_write(&self, account: &str) -> Result<()> {
         self.prepare(true, account).await
+    }
+
+    /// Files `secret` under `account` unless another writer changed it since this process read
+    /// it (see [`SecretStore::set_unless_changed`]).
+    pub async fn set_unless_changed(
+        &self,
+        account: &str,
+        label: &str,
+        secret: Zeroizing<Vec<u8>>,
+    ) -> Result<Written> {
+        self.prepare(true, account).await?;
+        let account = account.to_string();
+        let label = label.to_string();
+        self.run("write", move |s| s.set_unless_changed(&account, &label, &secret))
+            .await
+    }
+
+    /// One attempt at `profile`'s refresh lease (see [`SecretStore::try_lease`]).
+    pub async fn try_lease(&self, profile: &str) -> Result<LeaseAttempt> {
+        let profile = profile.to_string();
+        self.run("lease", move |s| s.try_lease(&profile, Duration::ZERO))
+            .await
+    }
+
+    /// Renews or frees `lease` (see [`SecretStore::update_lease`]).
+    pub async fn update_lease(&self, lease: LeaseGuard, release: bool) -> Result<Option<LeaseGuard>> {
+        self.run("lease", move |s| s.update_lease(lease, release))
+            .await
     }
 
     /// Deletes the secret filed under `account`.
