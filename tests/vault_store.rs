@@ -624,3 +624,83 @@ fn vault_settings_that_could_leave_the_profile_folder_are_refused() {
         assert!(stderr_text(&out).contains(key), "{key}={value}: {}", stderr_text(&out));
     }
 }
+
+#[test]
+fn status_and_doctor_show_the_server_the_sign_in_the_policy_and_the_lease() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    bao.write_policy("xero-auth", POLICY);
+    bao.write_policy("read-only", READ_ONLY);
+    let (mut machines, _) = three_machines(&fake, &bao, "doctor");
+    let m = &mut machines[0];
+    let profile = m.profile.clone();
+
+    let status = stdout_text(&m.ok(&["status"]));
+    for expected in [
+        format!("{} (mount secret, entries xero-auth/{profile}/)", bao.addr),
+        "token from VAULT_TOKEN".to_string(),
+        "refresh lease:  none held".to_string(),
+    ] {
+        assert!(status.contains(&expected), "status lacks {expected:?}:\n{status}");
+    }
+    // A lease someone holds is shown with its holder.
+    let lease = format!("xero-auth/{profile}/refresh-lease");
+    let fields = serde_json::json!({"holder": "ci-7/4242/x1", "state": "held", "ttl_secs": 60});
+    bao.kv_put_fields(&lease, fields, None);
+    let out = m.ok(&["status", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["vault"]["lease"]["holder"], "ci-7/4242/x1");
+    assert_eq!(json["vault"]["auth"], "token from VAULT_TOKEN");
+
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    let text = stdout_text(&out);
+    assert!(
+        text.contains("the token can read and write secret/xero-auth/")
+            && text.contains("refresh lease held by ci-7/4242/x1"),
+        "{text}"
+    );
+    assert!(!text.contains(ROOT_TOKEN));
+
+    // A token that can only read: doctor names the path and the missing capability.
+    let reader = bao.create_token(&["read-only"]);
+    m.set_env("VAULT_TOKEN", &reader);
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stdout_text(&out));
+    let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
+    assert!(
+        text.contains(&format!("lacks 'create' on secret/data/xero-auth/{profile}/token-set")),
+        "{text}"
+    );
+    assert!(!text.contains(&reader));
+
+    // Sealed: doctor says so and what to do.
+    bao.seal();
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("is sealed") && text.contains("operator unseal"), "{text}");
+    bao.unseal();
+}
+
+#[test]
+fn the_vault_token_and_secret_id_are_not_passed_to_a_child_process() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut machines, _) = three_machines(&fake, &bao, "child-env");
+    let m = &mut machines[1];
+    m.set_env("BAO_TOKEN", "bao-token-should-not-pass-9d1e");
+    m.set_env("VAULT_SECRET_ID", "secret-id-should-not-pass-4c2a");
+    m.cmd(&["tenants", "use", fake_xero::DEFAULT_TENANT_ID])
+        .assert()
+        .success();
+
+    let out = m.ok(&["exec", "--", "env"]);
+
+    let env = stdout_text(&out);
+    assert!(env.contains("XERO_ACCESS_TOKEN="), "the command ran with its token");
+    for secret in [ROOT_TOKEN, "bao-token-should-not-pass", "secret-id-should-not-pass"] {
+        assert!(!env.contains(secret), "{secret} reached the child:\n{env}");
+    }
+}

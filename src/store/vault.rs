@@ -323,16 +323,22 @@ impl VaultStore {
         Ok(url)
     }
 
-    /// Runs `fut` to its end from this blocking thread (see the module documentation).
-    fn block<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+    /// Runs a request to its end from this blocking thread (see the module documentation).
+    fn block<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreFailure>>,
+    ) -> Result<T, StoreFailure> {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.block_on(fut),
             // A program calling the store outside any runtime: one of its own for the call.
             Err(_) => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map(|rt| rt.block_on(fut))
-                .unwrap_or_else(|e| panic!("cannot start a runtime for the vault store: {e}")),
+                .map_err(|e| StoreFailure {
+                    cause: format!("cannot start an async runtime for the vault store ({e})"),
+                    fix: "run the command again".into(),
+                })?
+                .block_on(fut),
         }
     }
 
@@ -521,8 +527,7 @@ impl VaultStore {
         let lookup: Vec<String> = ["auth", "token", "lookup-self"].map(String::from).to_vec();
         let token_valid = self
             .block(self.send(reqwest::Method::GET, &lookup, None, Some(token)))
-            .map(|a| a.status == 200)
-            .unwrap_or(true);
+            .map_or(true, |a| a.status == 200);
         if !token_valid {
             return StoreFailure {
                 cause: format!(
@@ -665,10 +670,10 @@ impl VaultStore {
         cas: Option<u64>,
     ) -> Result<Option<Metadata>, StoreFailure> {
         let segments = self.entry_path("data", account)?;
-        let mut request = serde_json::json!({ "data": fields });
-        if let Some(cas) = cas {
-            request["options"] = serde_json::json!({ "cas": cas });
-        }
+        let request = match cas {
+            Some(cas) => serde_json::json!({ "data": fields, "options": { "cas": cas } }),
+            None => serde_json::json!({ "data": fields }),
+        };
         let body = json_body(&request);
         drop(request);
         let capability = match cas {
@@ -735,6 +740,111 @@ impl VaultStore {
             "ttl_secs": lease.ttl.as_secs().max(1),
             "unsaved_refresh_sent_at": lease.unsaved_refresh_sent_at,
         })
+    }
+
+    /// What `xero-auth doctor` reports of this store for `profile`: the server's seal status,
+    /// the sign-in, whether the token's policy grants what the tool needs on the profile's
+    /// entries (`sys/capabilities-self`), and the refresh lease. An error says what fails and
+    /// what to do.
+    pub fn check(&self, profile: &str) -> Result<String, StoreFailure> {
+        let seal: Vec<String> = ["sys", "seal-status"].map(String::from).to_vec();
+        let answer = self.block(self.send(reqwest::Method::GET, &seal, None, None))?;
+        #[derive(Deserialize)]
+        struct Seal {
+            sealed: bool,
+            #[serde(default)]
+            version: String,
+        }
+        let status: Seal = serde_json::from_slice(&answer.body).map_err(|_| StoreFailure {
+            cause: format!(
+                "{} did not answer sys/seal-status (HTTP {})",
+                self.where_(),
+                answer.status
+            ),
+            fix: "check that vault_addr names a Vault or OpenBao server".into(),
+        })?;
+        if status.sealed {
+            return Err(self.sealed_or_down(&Answer {
+                status: 503,
+                date: None,
+                body: Zeroizing::new(br#"{"errors":["Vault is sealed"]}"#.to_vec()),
+            }));
+        }
+        let token = self.token()?;
+        let needed: Vec<(Vec<String>, &[&str])> = vec![
+            (
+                self.entry_path("data", &super::token_set_account(profile))?,
+                &["read", "create", "update"],
+            ),
+            (
+                self.entry_path("data", &super::client_secret_account(profile))?,
+                &["read", "create", "update"],
+            ),
+            (
+                self.entry_path("data", &lease_account(profile))?,
+                &["read", "create", "update"],
+            ),
+            (
+                self.entry_path("metadata", &super::token_set_account(profile))?,
+                &["delete"],
+            ),
+        ];
+        let paths: Vec<String> = needed.iter().map(|(p, _)| Self::shown_path(p)).collect();
+        let body = json_body(&serde_json::json!({ "paths": paths }));
+        let caps: Vec<String> = ["sys", "capabilities-self"].map(String::from).to_vec();
+        let answer = self.block(self.send(reqwest::Method::POST, &caps, Some(body), Some(&token)))?;
+        if answer.status == 403 {
+            return Err(self.denied(&token, &caps, "update"));
+        }
+        if answer.status != 200 {
+            return Err(self.unexpected("capabilities check", &caps, &answer));
+        }
+        let granted: serde_json::Value =
+            serde_json::from_slice(&answer.body).unwrap_or_default();
+        for (path, wanted) in needed.iter().map(|(p, w)| (Self::shown_path(p), *w)) {
+            let has: Vec<&str> = granted
+                .get("data")
+                .and_then(|d| d.get(&path))
+                .or_else(|| granted.get(&path))
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            if has.contains(&"root") {
+                continue;
+            }
+            if let Some(missing) = wanted.iter().find(|c| !has.contains(c)) {
+                return Err(StoreFailure {
+                    cause: format!(
+                        "the token ({}) lacks '{missing}' on {path}{}",
+                        self.auth_method(),
+                        self.namespace_note()
+                    ),
+                    fix: format!(
+                        "grant it in the token's policy: `path \"{path}\" {{ capabilities = \
+                         [\"{}\"] }}` (docs/teams.md has the whole policy)",
+                        wanted.join("\", \"")
+                    ),
+                });
+            }
+        }
+        let lease = match self.lease_state(profile)? {
+            Some((holder, left)) => format!(
+                "refresh lease held by {holder} for {} s more",
+                left.as_secs()
+            ),
+            None => "no refresh lease held".into(),
+        };
+        Ok(format!(
+            "unsealed{}, signed in with {}, the token can read and write {}/{}/{profile}/*; {lease}",
+            if status.version.is_empty() {
+                String::new()
+            } else {
+                format!(" (version {})", status.version)
+            },
+            self.auth_method(),
+            self.settings.mount,
+            self.settings.prefix
+        ))
     }
 
     /// The lease entry of `profile` as it is now: who holds it and for how much longer (on the
@@ -929,8 +1039,8 @@ fn host_name() -> String {
         // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
         let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
         if ok {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            if let Ok(name) = std::str::from_utf8(&buf[..end])
+            let name = buf.split(|&b| b == 0).next().unwrap_or_default();
+            if let Ok(name) = std::str::from_utf8(name)
                 && !name.is_empty()
             {
                 return name.to_string();
