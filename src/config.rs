@@ -946,8 +946,10 @@ impl Config {
         }
         let value = match key {
             "file_work_factor" => text.parse::<i64>().map(Value::from).ok(),
-            "http_timeout" | "store_timeout" | "vault_lease_ttl" => (text.parse::<i64>().map(Value::from).ok())
-                .or_else(|| text.parse::<f64>().ok().map(Value::from)),
+            "http_timeout" | "store_timeout" | "vault_lease_ttl" => {
+                (text.parse::<i64>().map(Value::from).ok())
+                    .or_else(|| text.parse::<f64>().ok().map(Value::from))
+            }
             _ => None,
         }
         .unwrap_or_else(|| Value::from(text));

@@ -464,9 +464,13 @@ impl Session {
             lease.unsaved_refresh_sent_at = lock.unsaved_refresh_sent_at();
             match self.store.update_lease(lease, true).await {
                 Ok(Some(_)) => {}
-                Ok(None) => tracing::warn!(profile = %self.profile.name, "the refresh lease expired and was taken by another process before it was freed"),
+                Ok(None) => {
+                    tracing::warn!(profile = %self.profile.name, "the refresh lease expired and was taken by another process before it was freed")
+                }
                 // Expires on its own; the refresh's outcome is what the caller needs.
-                Err(e) => tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}"),
+                Err(e) => {
+                    tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}")
+                }
             }
         }
         result
@@ -555,8 +559,10 @@ impl Session {
             // The note goes into the lease before the request: a holder that dies from here on
             // leaves it for the next machine. Writing it renews the lease, too.
             held.unsaved_refresh_sent_at = Some(first_sent);
-            *lease = Some(self.store.update_lease(held, false).await?.ok_or_else(|| {
-                Error::StoreUnavailable {
+            *lease =
+                Some(
+                    self.store.update_lease(held, false).await?.ok_or_else(|| {
+                        Error::StoreUnavailable {
                     store: self.store.describe(),
                     cause: format!(
                         "profile '{}''s refresh lease expired and another process took it before \
@@ -566,7 +572,8 @@ impl Session {
                     fix: "run the command again; if it keeps happening, raise vault_lease_ttl"
                         .into(),
                 }
-            })?);
+                    })?,
+                );
         }
         let rotating = current.refresh_token.is_some();
         let response = match self.post_refresh(&app, &current).await {

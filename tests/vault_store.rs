@@ -239,7 +239,12 @@ fn approle_signs_in_and_the_token_file_is_used_without_vault_token() {
 
     // A secret id that is wrong: exit 5, says AppRole refused, never shows the id.
     server.set_env("VAULT_SECRET_ID", "00000000-0000-0000-0000-000000000000");
-    let out = server.cmd(&["refresh"]).assert().code(5).get_output().clone();
+    let out = server
+        .cmd(&["refresh"])
+        .assert()
+        .code(5)
+        .get_output()
+        .clone();
     let stderr = stderr_text(&out);
     assert!(stderr.contains("AppRole login"), "{stderr}");
     assert!(!stderr.contains(&secret_id) && !stderr.contains(&role_id));
@@ -343,7 +348,10 @@ fn crash_a_lease_holder(fake: &FakeXero, bao: &OpenBao, name: &str) -> Vec<TestE
         .kv_fields(&format!("xero-auth/{}/refresh-lease", machines[0].profile))
         .expect("the lease is left behind");
     assert_eq!(lease["state"], "held");
-    assert!(lease["unsaved_refresh_sent_at"].as_i64().is_some(), "{lease}");
+    assert!(
+        lease["unsaved_refresh_sent_at"].as_i64().is_some(),
+        "{lease}"
+    );
     machines
 }
 
@@ -381,7 +389,12 @@ fn past_the_grace_window_another_machine_says_what_happened() {
     let (before, _) = stored_set(&bao, &machines[0].profile);
     fake.advance_clock(PAST_GRACE);
 
-    let out = machines[2].cmd(&["token"]).assert().code(4).get_output().clone();
+    let out = machines[2]
+        .cmd(&["token"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
 
     let stderr = stderr_text(&out);
     for expected in [
@@ -390,7 +403,10 @@ fn past_the_grace_window_another_machine_says_what_happened() {
         "30 minutes",
         "xero-auth login",
     ] {
-        assert!(stderr.contains(expected), "stderr lacks {expected:?}:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "stderr lacks {expected:?}:\n{stderr}"
+        );
     }
     let (after, _) = stored_set(&bao, &machines[0].profile);
     assert_eq!(after, before, "nothing deleted");
@@ -423,9 +439,17 @@ fn a_stale_write_is_refused_and_the_newer_set_is_used() {
     let out = slow.finish(Duration::from_secs(60));
 
     assert!(out.status.success(), "{}", stderr_text(&out));
-    assert_eq!(stdout_text(&out).trim(), newer.access_token, "the newer set is used");
+    assert_eq!(
+        stdout_text(&out).trim(),
+        newer.access_token,
+        "the newer set is used"
+    );
     let (set, _) = stored_set(&bao, &profile);
-    assert_eq!(set["refresh_token"], newer.refresh_token.as_str(), "and kept");
+    assert_eq!(
+        set["refresh_token"],
+        newer.refresh_token.as_str(),
+        "and kept"
+    );
 
     // A forged write on the version that was read is refused too, and changes nothing.
     let (status, body) = bao.kv_put(
@@ -445,7 +469,10 @@ fn assert_store_failure(out: &Output, cause: &str, secrets: &[&str]) {
     let stderr = stderr_text(out);
     assert!(stderr.contains(cause), "stderr lacks {cause:?}:\n{stderr}");
     for secret in secrets {
-        assert!(!stderr.contains(secret), "a secret in the message:\n{stderr}");
+        assert!(
+            !stderr.contains(secret),
+            "a secret in the message:\n{stderr}"
+        );
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -489,7 +516,11 @@ fn a_sealed_server_a_revoked_token_and_a_policy_without_write_are_exit_5_and_cha
         "{stderr}"
     );
     assert!(!stderr.contains(&reader));
-    assert_eq!(stored_set(&bao, &profile).0, before, "the stored set is unchanged");
+    assert_eq!(
+        stored_set(&bao, &profile).0,
+        before,
+        "the stored set is unchanged"
+    );
 
     // A namespace that does not exist.
     machines[2].set_env("XERO_AUTH_VAULT_NAMESPACE", "no-such-team");
@@ -519,12 +550,19 @@ fn a_namespace_that_exists_holds_the_profile_apart() {
     bao.namespace("team-a");
     let out = bao.cli(&["secrets", "enable", "-ns=team-a", "-path=secret", "kv-v2"]);
     assert!(out.status.success(), "{}", stderr_text(&out));
-    let mut m = machine(&fake, &bao, &format!("v-ns-{}", std::process::id()), 0, ROOT_TOKEN);
+    let mut m = machine(
+        &fake,
+        &bao,
+        &format!("v-ns-{}", std::process::id()),
+        0,
+        ROOT_TOKEN,
+    );
     m.set_env("XERO_AUTH_VAULT_NAMESPACE", "team-a");
     m.set_client(&fake);
     m.import_fresh(&fake, Duration::from_secs(86_400));
     assert!(
-        bao.kv_get(&format!("xero-auth/{}/token-set", m.profile)).is_none(),
+        bao.kv_get(&format!("xero-auth/{}/token-set", m.profile))
+            .is_none(),
         "not in the root namespace"
     );
     let out = bao.cli(&[
@@ -574,8 +612,17 @@ fn a_server_certificate_from_another_ca_is_refused_before_the_token_is_sent() {
     let other_ca = dir.path().join("other-ca.pem");
     let made = std::process::Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=another CA",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another CA",
         ])
         .arg("-keyout")
         .arg(dir.path().join("key.pem"))
@@ -586,10 +633,19 @@ fn a_server_certificate_from_another_ca_is_refused_before_the_token_is_sent() {
         eprintln!("skipped: no openssl to make a second CA");
         return;
     };
-    let mut m = machine(&fake, &bao, &format!("v-tls-{}", std::process::id()), 0, ROOT_TOKEN);
+    let mut m = machine(
+        &fake,
+        &bao,
+        &format!("v-tls-{}", std::process::id()),
+        0,
+        ROOT_TOKEN,
+    );
 
     // The right CA: works.
-    m.set_env("XERO_AUTH_VAULT_CACERT", bao.ca_file.as_ref().unwrap().to_str().unwrap());
+    m.set_env(
+        "XERO_AUTH_VAULT_CACERT",
+        bao.ca_file.as_ref().unwrap().to_str().unwrap(),
+    );
     m.set_client(&fake);
     m.import_fresh(&fake, Duration::from_secs(86_400));
 
@@ -597,7 +653,11 @@ fn a_server_certificate_from_another_ca_is_refused_before_the_token_is_sent() {
     m.set_env("XERO_AUTH_VAULT_CACERT", other_ca.to_str().unwrap());
     let out = m.cmd(&["token"]).output().unwrap();
     assert_store_failure(&out, "cannot reach Vault", &[ROOT_TOKEN]);
-    assert!(stderr_text(&out).contains("vault_cacert"), "{}", stderr_text(&out));
+    assert!(
+        stderr_text(&out).contains("vault_cacert"),
+        "{}",
+        stderr_text(&out)
+    );
     assert_eq!(fake.count(Counter::Refresh), 0);
 }
 
@@ -621,7 +681,11 @@ fn vault_settings_that_could_leave_the_profile_folder_are_refused() {
             .code(1)
             .get_output()
             .clone();
-        assert!(stderr_text(&out).contains(key), "{key}={value}: {}", stderr_text(&out));
+        assert!(
+            stderr_text(&out).contains(key),
+            "{key}={value}: {}",
+            stderr_text(&out)
+        );
     }
 }
 
@@ -642,7 +706,10 @@ fn status_and_doctor_show_the_server_the_sign_in_the_policy_and_the_lease() {
         "token from VAULT_TOKEN".to_string(),
         "refresh lease:  none held".to_string(),
     ] {
-        assert!(status.contains(&expected), "status lacks {expected:?}:\n{status}");
+        assert!(
+            status.contains(&expected),
+            "status lacks {expected:?}:\n{status}"
+        );
     }
     // A lease someone holds is shown with its holder.
     let lease = format!("xero-auth/{profile}/refresh-lease");
@@ -669,7 +736,9 @@ fn status_and_doctor_show_the_server_the_sign_in_the_policy_and_the_lease() {
     assert_eq!(out.status.code(), Some(5), "{}", stdout_text(&out));
     let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
     assert!(
-        text.contains(&format!("lacks 'create' on secret/data/xero-auth/{profile}/token-set")),
+        text.contains(&format!(
+            "lacks 'create' on secret/data/xero-auth/{profile}/token-set"
+        )),
         "{text}"
     );
     assert!(!text.contains(&reader));
@@ -679,7 +748,10 @@ fn status_and_doctor_show_the_server_the_sign_in_the_policy_and_the_lease() {
     let out = m.cmd(&["doctor"]).output().unwrap();
     let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
     assert_eq!(out.status.code(), Some(5), "{text}");
-    assert!(text.contains("is sealed") && text.contains("operator unseal"), "{text}");
+    assert!(
+        text.contains("is sealed") && text.contains("operator unseal"),
+        "{text}"
+    );
     bao.unseal();
 }
 
@@ -699,8 +771,15 @@ fn the_vault_token_and_secret_id_are_not_passed_to_a_child_process() {
     let out = m.ok(&["exec", "--", "env"]);
 
     let env = stdout_text(&out);
-    assert!(env.contains("XERO_ACCESS_TOKEN="), "the command ran with its token");
-    for secret in [ROOT_TOKEN, "bao-token-should-not-pass", "secret-id-should-not-pass"] {
+    assert!(
+        env.contains("XERO_ACCESS_TOKEN="),
+        "the command ran with its token"
+    );
+    for secret in [
+        ROOT_TOKEN,
+        "bao-token-should-not-pass",
+        "secret-id-should-not-pass",
+    ] {
         assert!(!env.contains(secret), "{secret} reached the child:\n{env}");
     }
 }

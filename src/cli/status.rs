@@ -290,7 +290,10 @@ async fn vault_status(profile: &crate::config::Profile) -> Option<VaultStatus> {
             json!({ "error": failure.cause }),
         ),
     };
-    let addr = v.addr.as_ref().map(|a| a.as_str().trim_end_matches('/').to_string());
+    let addr = v
+        .addr
+        .as_ref()
+        .map(|a| a.as_str().trim_end_matches('/').to_string());
     Some(VaultStatus {
         json: json!({
             "addr": addr,

@@ -256,7 +256,9 @@ impl Store {
             StoreKind::File => {
                 Store::new(Arc::new(file_store(profile, paths)), profile.store_timeout)
             }
-            StoreKind::Vault => Store::new(Arc::new(VaultStore::new(profile)), profile.store_timeout),
+            StoreKind::Vault => {
+                Store::new(Arc::new(VaultStore::new(profile)), profile.store_timeout)
+            }
             kind => Store::keychain(kind, profile.store_timeout),
         }
     }
@@ -310,8 +312,10 @@ impl Store {
         self.prepare(true, account).await?;
         let account = account.to_string();
         let label = label.to_string();
-        self.run("write", move |s| s.set_unless_changed(&account, &label, &secret))
-            .await
+        self.run("write", move |s| {
+            s.set_unless_changed(&account, &label, &secret)
+        })
+        .await
     }
 
     /// One attempt at `profile`'s refresh lease (see [`SecretStore::try_lease`]).
@@ -322,7 +326,11 @@ impl Store {
     }
 
     /// Renews or frees `lease` (see [`SecretStore::update_lease`]).
-    pub async fn update_lease(&self, lease: LeaseGuard, release: bool) -> Result<Option<LeaseGuard>> {
+    pub async fn update_lease(
+        &self,
+        lease: LeaseGuard,
+        release: bool,
+    ) -> Result<Option<LeaseGuard>> {
         self.run("lease", move |s| s.update_lease(lease, release))
             .await
     }

@@ -150,7 +150,9 @@ pub async fn save_unless_changed(
     set: &TokenSet,
 ) -> Result<Written> {
     if store.max_secret_len().is_some() {
-        return save(store, profile, label, set).await.map(|()| Written::Stored);
+        return save(store, profile, label, set)
+            .await
+            .map(|()| Written::Stored);
     }
     store
         .set_unless_changed(&token_set_account(profile), label, set.to_json())

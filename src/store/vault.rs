@@ -292,7 +292,8 @@ impl VaultStore {
 
     /// `MOUNT/data/PREFIX/ACCOUNT` (or `metadata`) as path segments.
     fn entry_path(&self, kind: &str, account: &str) -> Result<Vec<String>, StoreFailure> {
-        let bad = || StoreFailure::mistyped(format!("'{account}' is not an entry name this store uses"));
+        let bad =
+            || StoreFailure::mistyped(format!("'{account}' is not an entry name this store uses"));
         let mut segments: Vec<String> = self.settings.mount.split('/').map(String::from).collect();
         segments.push(kind.into());
         segments.extend(self.settings.prefix.split('/').map(String::from));
@@ -382,7 +383,10 @@ impl VaultStore {
             .map_err(|e| match e {
                 crate::http::BodyError::Transport(e) => self.transport(&e),
                 crate::http::BodyError::TooLarge => StoreFailure {
-                    cause: format!("{} answered with more than {MAX_ANSWER} bytes", self.where_()),
+                    cause: format!(
+                        "{} answered with more than {MAX_ANSWER} bytes",
+                        self.where_()
+                    ),
                     fix: "check that vault_addr names a Vault or OpenBao server".into(),
                 },
             })?;
@@ -390,9 +394,16 @@ impl VaultStore {
     }
 
     fn transport(&self, e: &reqwest::Error) -> StoreFailure {
-        let cause = format!("cannot reach {} ({})", self.where_(), crate::http::describe_transport(e));
+        let cause = format!(
+            "cannot reach {} ({})",
+            self.where_(),
+            crate::http::describe_transport(e)
+        );
         let lower = cause.to_ascii_lowercase();
-        let fix = if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        let fix = if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+        {
             "the server's certificate is not trusted: set vault_cacert (or VAULT_CACERT) to the PEM \
              file of the CA that signed it, and check that vault_addr's host name is the one in it"
         } else if lower.contains("refused") || lower.contains("dns") || lower.contains("resolve") {
@@ -402,7 +413,10 @@ impl VaultStore {
             "check the network path to the server and run the command again; nothing stored was \
              changed"
         };
-        StoreFailure { cause, fix: fix.into() }
+        StoreFailure {
+            cause,
+            fix: fix.into(),
+        }
     }
 
     /// The token to send: signs in on first use.
@@ -423,7 +437,8 @@ impl VaultStore {
             AuthMethod::TokenFile(path) => {
                 let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| StoreFailure {
                     cause: format!("cannot read the Vault token file {} ({e})", path.display()),
-                    fix: "sign in again with `bao login` / `vault login`, or set VAULT_TOKEN".into(),
+                    fix:
+                        "sign in again with `bao login` / `vault login`, or set VAULT_TOKEN".into(),
                 })?);
                 let text = std::str::from_utf8(&bytes).map_err(|_| StoreFailure {
                     cause: format!("the Vault token file {} is not text", path.display()),
@@ -448,7 +463,10 @@ impl VaultStore {
             (Some(id), _) => id,
             (None, Some(path)) => {
                 let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| StoreFailure {
-                    cause: format!("cannot read the AppRole secret id file {} ({e})", path.display()),
+                    cause: format!(
+                        "cannot read the AppRole secret id file {} ({e})",
+                        path.display()
+                    ),
                     fix: "check vault_secret_id_file, or set VAULT_SECRET_ID".into(),
                 })?);
                 let text = std::str::from_utf8(&bytes).map_err(|_| StoreFailure {
@@ -496,7 +514,10 @@ impl VaultStore {
             client_token: String,
         }
         let login: Login = serde_json::from_slice(&answer.body).map_err(|_| StoreFailure {
-            cause: format!("{} answered the AppRole login without a token", self.where_()),
+            cause: format!(
+                "{} answered the AppRole login without a token",
+                self.where_()
+            ),
             fix: "check that vault_addr names a Vault or OpenBao server".into(),
         })?;
         // Into the wiped type at once; the parser's own buffers are wiped when freed (the
@@ -538,7 +559,8 @@ impl VaultStore {
                 fix: format!(
                     "sign in again ({}) and run the command again; nothing stored was changed",
                     match self.auth_method() {
-                        AuthMethod::AppRole(_) => "check the AppRole's token_ttl and secret id".into(),
+                        AuthMethod::AppRole(_) =>
+                            "check the AppRole's token_ttl and secret id".into(),
                         method => format!("the token came from {method}: replace it"),
                     }
                 ),
@@ -652,7 +674,8 @@ impl VaultStore {
             Some(data) => (data.data, data.metadata),
         };
         let version = metadata.as_ref().map_or(0, |m| m.version);
-        let live = answer.status == 200 && metadata.as_ref().is_none_or(|m| m.deletion_time.is_empty());
+        let live =
+            answer.status == 200 && metadata.as_ref().is_none_or(|m| m.deletion_time.is_empty());
         Ok(Entry {
             fields: if live { fields } else { None },
             version,
@@ -697,13 +720,7 @@ impl VaultStore {
                     })?;
                 Ok(Some(written.data))
             }
-            400 if answer
-                .errors()
-                .iter()
-                .any(|e| e.contains("check-and-set")) =>
-            {
-                Ok(None)
-            }
+            400 if answer.errors().iter().any(|e| e.contains("check-and-set")) => Ok(None),
             _ => Err(self.unexpected("write", &segments, &answer)),
         }
     }
@@ -792,15 +809,15 @@ impl VaultStore {
         let paths: Vec<String> = needed.iter().map(|(p, _)| Self::shown_path(p)).collect();
         let body = json_body(&serde_json::json!({ "paths": paths }));
         let caps: Vec<String> = ["sys", "capabilities-self"].map(String::from).to_vec();
-        let answer = self.block(self.send(reqwest::Method::POST, &caps, Some(body), Some(&token)))?;
+        let answer =
+            self.block(self.send(reqwest::Method::POST, &caps, Some(body), Some(&token)))?;
         if answer.status == 403 {
             return Err(self.denied(&token, &caps, "update"));
         }
         if answer.status != 200 {
             return Err(self.unexpected("capabilities check", &caps, &answer));
         }
-        let granted: serde_json::Value =
-            serde_json::from_slice(&answer.body).unwrap_or_default();
+        let granted: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
         for (path, wanted) in needed.iter().map(|(p, w)| (Self::shown_path(p), *w)) {
             let has: Vec<&str> = granted
                 .get("data")
@@ -998,10 +1015,18 @@ impl SecretStore for VaultStore {
             profile: profile.to_string(),
             holder: Self::holder(),
             version: entry.version,
-            ttl: if ttl.is_zero() { self.settings.lease_ttl } else { ttl },
+            ttl: if ttl.is_zero() {
+                self.settings.lease_ttl
+            } else {
+                ttl
+            },
             unsaved_refresh_sent_at: unsaved_note(&entry),
         };
-        match self.write_entry(&account, Self::lease_fields(&lease, "held"), Some(entry.version))? {
+        match self.write_entry(
+            &account,
+            Self::lease_fields(&lease, "held"),
+            Some(entry.version),
+        )? {
             Some(metadata) => {
                 lease.version = metadata.version;
                 Ok(LeaseAttempt::Taken(lease))
@@ -1021,7 +1046,11 @@ impl SecretStore for VaultStore {
     ) -> Result<Option<LeaseGuard>, StoreFailure> {
         let account = lease_account(&lease.profile);
         let state = if release { "free" } else { "held" };
-        match self.write_entry(&account, Self::lease_fields(&lease, state), Some(lease.version))? {
+        match self.write_entry(
+            &account,
+            Self::lease_fields(&lease, state),
+            Some(lease.version),
+        )? {
             Some(metadata) => {
                 lease.version = metadata.version;
                 Ok(Some(lease))

@@ -82,7 +82,10 @@ impl OpenBao {
     }
 
     fn start_with(bin: &Path, tls: bool) -> OpenBao {
-        let dir = tempfile::Builder::new().prefix("openbao").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("openbao")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let log = dir.path().join("server.log");
         let mut cmd = Command::new(bin);
@@ -192,12 +195,18 @@ impl OpenBao {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let payload = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(payload)
         } else {
             payload.to_string()
         };
-        Ok((status, serde_json::from_str(&payload).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_str(&payload).unwrap_or(Value::Null),
+        ))
     }
 
     /// [`OpenBao::try_api`] with the root token, which must answer.
@@ -252,7 +261,10 @@ impl OpenBao {
             &format!("sys/policies/acl/{name}"),
             Some(&json!({ "policy": hcl })),
         );
-        assert!(status == 204 || status == 200, "policy {name}: {status} {body}");
+        assert!(
+            status == 204 || status == 200,
+            "policy {name}: {status} {body}"
+        );
     }
 
     /// A new token with `policies` (and without the default policy's extras).
@@ -278,7 +290,11 @@ impl OpenBao {
     /// Enables AppRole and creates role `name` with `policies`; returns its role id and a new
     /// secret id.
     pub fn approle(&self, name: &str, policies: &[&str]) -> (String, String) {
-        let _ = self.api("POST", "sys/auth/approle", Some(&json!({ "type": "approle" })));
+        let _ = self.api(
+            "POST",
+            "sys/auth/approle",
+            Some(&json!({ "type": "approle" })),
+        );
         let (status, body) = self.api(
             "POST",
             &format!("auth/approle/role/{name}"),
@@ -316,13 +332,9 @@ impl OpenBao {
             .unwrap_or_else(|| panic!("no unseal key in the server's output:\n{log}"))
             .trim()
             .to_string();
-        let (status, body) = self.try_api(
-            "PUT",
-            "sys/unseal",
-            None,
-            Some(&json!({ "key": key })),
-        )
-        .unwrap();
+        let (status, body) = self
+            .try_api("PUT", "sys/unseal", None, Some(&json!({ "key": key })))
+            .unwrap();
         assert_eq!(status, 200, "unseal: {body}");
         assert_eq!(body["sealed"], false);
     }
