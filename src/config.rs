@@ -1462,4 +1462,57 @@ http_timeout = 5
             assert!(validate_profile_name(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn vault_paths_cannot_leave_their_folder() {
+        for good in ["secret", "teams/xero-auth", "kv-2", "a.b_c"] {
+            assert_eq!(vault_path("vault_prefix", good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "", "/", "a/", "/a", "a//b", "..", "a/../b", ".", "a/./b", "a b", "a%2Fb", "a?b",
+        ] {
+            let err = vault_path("vault_prefix", bad).unwrap_err();
+            assert!(err.contains("vault_prefix"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn vault_settings_take_ours_then_the_file_then_the_cli_variables() {
+        let (_dir, config) = load(
+            "[profiles.default]\nstore = \"vault\"\nvault_addr = \"https://vault.example.com:8200\"\nvault_prefix = \"team/xero\"\n",
+        );
+        let env = HashMap::from([
+            ("VAULT_ADDR", "https://other.example.com"),
+            ("VAULT_NAMESPACE", "finance/"),
+            ("XERO_AUTH_VAULT_MOUNT", "kv"),
+        ]);
+        let p = config
+            .profile("default", &|k| env.get(k).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(p.store, StoreKind::Vault);
+        assert_eq!(
+            p.vault.addr.as_ref().map(Url::as_str),
+            Some("https://vault.example.com:8200/")
+        );
+        assert_eq!(p.vault.mount, "kv");
+        assert_eq!(p.vault.prefix, "team/xero");
+        assert_eq!(p.vault.namespace.as_deref(), Some("finance"));
+        assert_eq!(p.vault.lease_ttl, Duration::from_secs(30));
+
+        let (_dir, config) = load("[profiles.default]\n");
+        let p = config
+            .profile("default", &|k| {
+                (k == "BAO_ADDR").then(|| "http://127.0.0.1:8200".into())
+            })
+            .unwrap();
+        assert_eq!(p.vault.mount, DEFAULT_VAULT_MOUNT);
+        assert_eq!(p.vault.addr_source, "environment variable BAO_ADDR");
+
+        let err = config
+            .profile("default", &|k| {
+                (k == "VAULT_ADDR").then(|| "http://vault.example.com:8200".into())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("VAULT_ADDR"), "{err}");
+    }
 }

@@ -432,7 +432,7 @@ impl VaultStore {
 
     fn sign_in(&self) -> Result<SecretString, StoreFailure> {
         match self.auth_method() {
-            AuthMethod::TokenVariable(var) => given(var).ok_or_else(|| unreachable_auth()),
+            AuthMethod::TokenVariable(var) => given(var).ok_or_else(unreachable_auth),
             AuthMethod::AppRole(_) => self.approle_login(),
             AuthMethod::TokenFile(path) => {
                 let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| StoreFailure {

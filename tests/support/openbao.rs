@@ -112,7 +112,7 @@ impl OpenBao {
             .spawn()
             .expect("bao starts");
         let scheme = if tls { "https" } else { "http" };
-        let mut bao = OpenBao {
+        let bao = OpenBao {
             bin: bin.to_path_buf(),
             child: Some(child),
             port,
