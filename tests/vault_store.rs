@@ -593,7 +593,7 @@ fn a_server_that_stops_answering_mid_storm_is_exit_5_and_keeps_the_set() {
     bao.thaw();
 
     for (_, out) in &outputs {
-        assert_store_failure(out, "vault store", &[ROOT_TOKEN]);
+        assert_store_failure(out, "does not answer", &[ROOT_TOKEN]);
     }
     let (after, after_version) = stored_set(&bao, &profile);
     assert_eq!(after, before, "the stored set is unchanged");

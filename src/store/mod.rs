@@ -84,6 +84,14 @@ pub trait SecretStore: Send + Sync {
     /// deletes the plaintext file. Wrappers pass it through.
     fn forget_cached(&self) {}
 
+    /// What to do when a call gets no answer within the store's timeout. The default speaks of
+    /// a keychain's unlock prompt or daemon.
+    fn hang_fix(&self) -> String {
+        "the keychain may be waiting for an unlock prompt nobody sees, or its daemon hangs: \
+         unlock it (or restart it) and run the command again; XERO_AUTH_STORE_TIMEOUT sets the wait"
+            .into()
+    }
+
     /// Files `secret` under `account` unless another writer changed it since this process read
     /// it: [`Written::Changed`] then, and nothing written. Only a store shared by many machines
     /// (the vault store, with check-and-set) can tell; the default writes as
@@ -408,10 +416,7 @@ impl Store {
                     "no answer to a {op} within {} s",
                     self.timeout.as_secs_f32()
                 ),
-                fix: "the keychain may be waiting for an unlock prompt nobody sees, or its daemon \
-                      hangs: unlock it (or restart it) and run the command again; \
-                      XERO_AUTH_STORE_TIMEOUT sets the wait"
-                    .into(),
+                fix: self.inner.hang_fix(),
             }),
         };
         outcome.map_err(|f| self.unavailable(f))

@@ -394,6 +394,16 @@ impl VaultStore {
     }
 
     fn transport(&self, e: &reqwest::Error) -> StoreFailure {
+        if e.is_timeout() {
+            return StoreFailure {
+                cause: format!(
+                    "{} does not answer ({})",
+                    self.where_(),
+                    crate::http::describe_transport(e)
+                ),
+                fix: self.hang_fix(),
+            };
+        }
         let cause = format!(
             "cannot reach {} ({})",
             self.where_(),
@@ -930,6 +940,15 @@ impl SecretStore for VaultStore {
             ),
             None => "vault store (no vault_addr)".into(),
         }
+    }
+
+    fn hang_fix(&self) -> String {
+        format!(
+            "{} does not answer: check that it runs and that the network path to it works, then \
+             run the command again; nothing stored was changed (XERO_AUTH_STORE_TIMEOUT sets the \
+             wait)",
+            self.where_()
+        )
     }
 
     fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
