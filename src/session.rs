@@ -8,6 +8,13 @@
 //! 4. write the new set to the keychain **before** anything sees the new access token;
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
 //! 6. release the lock.
+//!
+//! On a store shared by many machines (the vault store) the lock queues this machine's
+//! processes only; after it, a **lease** taken in the store queues the machines (others wait
+//! for the set to change or the lease to expire, judged on the store's clock), the set is read
+//! again under it, and step 4's write is conditional on the version read: a conflict means
+//! another machine stored a newer set, which is used. The lease carries the time of a refresh
+//! sent and never saved, as the lock file does on one machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -535,6 +542,19 @@ impl Session {
         }
     }
 
+    /// The refresh lease expired before this process sent anything, and another took it.
+    fn lease_lost(&self) -> Error {
+        Error::StoreUnavailable {
+            store: self.store.describe(),
+            cause: format!(
+                "profile '{}''s refresh lease expired and another process took it before this one \
+                 could refresh; nothing was sent",
+                self.profile.name
+            ),
+            fix: "run the command again; if it keeps happening, raise vault_lease_ttl".into(),
+        }
+    }
+
     /// Steps 3 to 5 of the protocol, under the lock (and the lease, on a shared store), for
     /// `current` as read there.
     async fn refresh_locked(
@@ -554,27 +574,15 @@ impl Session {
         .flatten()
         .min();
         let first_sent = unsaved_before.unwrap_or_else(|| self.now());
-        lock.note_refresh_sent(first_sent);
         if let Some(mut held) = lease.take() {
             // The note goes into the lease before the request: a holder that dies from here on
             // leaves it for the next machine. Writing it renews the lease, too.
             held.unsaved_refresh_sent_at = Some(first_sent);
-            *lease =
-                Some(
-                    self.store.update_lease(held, false).await?.ok_or_else(|| {
-                        Error::StoreUnavailable {
-                    store: self.store.describe(),
-                    cause: format!(
-                        "profile '{}''s refresh lease expired and another process took it before \
-                         this one could refresh; nothing was sent",
-                        self.profile.name
-                    ),
-                    fix: "run the command again; if it keeps happening, raise vault_lease_ttl"
-                        .into(),
-                }
-                    })?,
-                );
+            let renewed = self.store.update_lease(held, false).await?;
+            *lease = Some(renewed.ok_or_else(|| self.lease_lost())?);
         }
+        // After the lease's note: a lease that could not be written sent nothing.
+        lock.note_refresh_sent(first_sent);
         let rotating = current.refresh_token.is_some();
         let response = match self.post_refresh(&app, &current).await {
             Ok(response) => response,
