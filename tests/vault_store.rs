@@ -783,3 +783,37 @@ fn the_vault_token_and_secret_id_are_not_passed_to_a_child_process() {
         assert!(!env.contains(secret), "{secret} reached the child:\n{env}");
     }
 }
+
+#[test]
+fn a_redirect_from_the_server_is_not_followed_with_the_token() {
+    let fake = FakeXero::start();
+    // The "server" answers every request with a redirect to a second listener.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/v1/steal", elsewhere.local_addr().unwrap());
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", server.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in server.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let mut env = TestEnv::new(&fake, "vault-redirect");
+    env.set_env("XERO_AUTH_STORE", "vault");
+    env.set_env("XERO_AUTH_VAULT_ADDR", &addr);
+    env.set_env("VAULT_TOKEN", "redirected-token-must-stay-7c1e");
+
+    let out = env.cmd(&["token"]).output().unwrap();
+
+    assert_store_failure(&out, "HTTP 307", &["redirected-token-must-stay"]);
+    assert!(
+        matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect's target was contacted"
+    );
+}
