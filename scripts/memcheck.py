@@ -238,6 +238,10 @@ class Run:
         return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
 
     def cleanup(self):
+        vault = getattr(self, "vault", None)
+        if vault is not None:
+            vault["server"].terminate()
+            vault["server"].wait()
         # The keychain profile, and the file-store one (`store move` brings it to the keychain).
         for profile in (self.profile, self.profile + "-file"):
             for account in ("token-set", "client-secret"):
@@ -257,6 +261,57 @@ with urllib.request.urlopen(req, timeout=60) as r:
 with open(sys.argv[1], "w") as f:
     json.dump({"body": body, "key": os.environ["XERO_AUTH_TOKEN_KEY"]}, f)
 """
+
+
+def start_openbao(work):
+    """A `bao server -dev` on 127.0.0.1 with a random root token, an AppRole and a policy for the
+    vault-store cases; None (said on stderr) when OpenBao cannot be installed, unless
+    XERO_AUTH_REQUIRE_OPENBAO=1, where that ends the check."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-openbao")
+    got = subprocess.run([script], capture_output=True, text=True)
+    if got.returncode != 0:
+        if os.environ.get("XERO_AUTH_REQUIRE_OPENBAO") == "1":
+            raise SystemExit("OpenBao is required but could not be installed:\n" + got.stderr)
+        print("memcheck: no OpenBao, the vault-store cases are skipped:\n" + got.stderr,
+              file=sys.stderr)
+        return None
+    bao = got.stdout.strip()
+    port = free_port()
+    token = "memcheck-vault-token-" + os.urandom(12).hex()
+    addr = "http://127.0.0.1:%d" % port
+    server = subprocess.Popen(
+        [bao, "server", "-dev", "-dev-no-store-token", "-dev-listen-address=127.0.0.1:%d" % port,
+         "-dev-root-token-id=" + token],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=work))
+
+    def api(method, path, body=None):
+        req = urllib.request.Request(addr + "/v1/" + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-Vault-Token": token})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+            return json.loads(text) if text else None
+
+    for _ in range(300):
+        try:
+            api("GET", "sys/health")
+            break
+        except (ConnectionError, urllib.error.URLError):
+            time.sleep(0.1)
+    else:
+        raise SystemExit("OpenBao did not start")
+
+    def approle():
+        api("POST", "sys/auth/approle", {"type": "approle"})
+        api("PUT", "sys/policies/acl/xero-auth", {"policy": (
+            'path "secret/data/xero-auth/*" { capabilities = ["create", "read", "update"] }\n'
+            'path "secret/metadata/xero-auth/*" { capabilities = ["delete"] }\n')})
+        api("POST", "auth/approle/role/memcheck", {"token_policies": ["xero-auth"]})
+        role_id = api("GET", "auth/approle/role/memcheck/role-id")["data"]["role_id"]
+        secret_id = api("POST", "auth/approle/role/memcheck/secret-id", {})["data"]["secret_id"]
+        return role_id, secret_id
+
+    return {"server": server, "addr": addr, "token": token, "approle": approle}
 
 
 def count(data, secrets):
@@ -542,6 +597,58 @@ def main():
         key_bytes = [("store key", bech32_bytes(identity)), ("scrypt-derived key", derived)]
         for command, data, own in file_cores:
             results[command] = count(data, own + key_secrets) + count_bytes(data, key_bytes)
+
+        # The vault store (a real OpenBao dev server on 127.0.0.1): the same commands, and the
+        # Vault token -- and AppRole's secret id -- are secrets too.
+        bao = start_openbao(work)
+        if bao is not None:
+            run.vault = bao
+            vault_token = bao["token"]
+            run.env.pop("XERO_AUTH_PASSPHRASE", None)
+            run.env.update(XERO_AUTH_STORE="vault", XERO_AUTH_VAULT_ADDR=bao["addr"],
+                           VAULT_TOKEN=vault_token, XERO_AUTH_PROFILE=profile + "-vault")
+            with open(secret_file, "w") as f:
+                f.write(run.secret + "\n")
+            data, _ = run.under_gdb("vault-client-set", ["client", "set", "--client-id",
+                                                         CLIENT_ID, "--secret-stdin"],
+                                    stdin_path=secret_file)
+            os.remove(secret_file)
+            results["vault: client set"] = count(data, [("client secret", run.secret),
+                                                        ("vault token", vault_token)])
+            fresh = run.issued()[-1]
+            with open(run.token_file, "w") as f:
+                json.dump(dict(fresh, token_type="Bearer"), f)
+            data, _ = run.under_gdb("vault-import", ["import", run.token_file])
+            results["vault: import"] = count(data, [("refresh token", fresh["refresh_token"]),
+                                                    ("access token", fresh["access_token"]),
+                                                    ("vault token", vault_token)])
+            data, _ = run.under_gdb("vault-token", ["token"])
+            results["vault: token"] = count(data, [("refresh token", fresh["refresh_token"]),
+                                                   ("access token", fresh["access_token"]),
+                                                   ("vault token", vault_token)])
+            data, out = run.under_gdb("vault-refresh", ["refresh"])
+            new = run.issued()[-1]
+            printed = subprocess.run([run.bin, "token"], env=run.env, capture_output=True,
+                                     text=True).stdout.strip()
+            if printed != new.get("access_token"):
+                raise SystemExit("refresh under gdb did not store the new tokens in the vault "
+                                 "store:\n" + out)
+            results["vault: refresh"] = count(data, [("client secret", run.secret),
+                                                     ("old refresh token", fresh["refresh_token"]),
+                                                     ("new refresh token", new["refresh_token"]),
+                                                     ("new access token", new["access_token"]),
+                                                     ("vault token", vault_token)])
+            # AppRole: the secret id signs in; the token it gets is the process's own.
+            role_id, secret_id = bao["approle"]()
+            approle = {k: v for k, v in run.env.items() if k != "VAULT_TOKEN"}
+            approle.update(XERO_AUTH_VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
+            data, out = run.under_gdb("vault-approle-token", ["token"], env=approle)
+            if "AppRole" in out or "error" in out.lower():
+                raise SystemExit("token with AppRole under gdb failed:\n" + out)
+            results["vault: token, AppRole"] = count(data, [("refresh token", new["refresh_token"]),
+                                                            ("access token", new["access_token"]),
+                                                            ("secret id", secret_id),
+                                                            ("vault token", vault_token)])
     finally:
         run.cleanup()
         shutil.rmtree(work, ignore_errors=True)

@@ -133,6 +133,9 @@ pub enum StoreKind {
     /// Files encrypted with a passphrase (age, scrypt) in the data folder: for machines with no
     /// keychain (servers, containers, CI), only when named.
     File,
+    /// A KV version 2 engine of OpenBao or HashiCorp Vault that many machines share, only when
+    /// named (`[profiles.NAME]`'s `vault_*` keys say where).
+    Vault,
 }
 
 impl StoreKind {
@@ -155,16 +158,18 @@ impl StoreKind {
             StoreKind::CredentialManager => "credential-manager",
             StoreKind::Keyutils => "keyutils",
             StoreKind::File => "file",
+            StoreKind::Vault => "vault",
         }
     }
 
     /// Every store, in the order messages list them.
-    pub const ALL: [StoreKind; 5] = [
+    pub const ALL: [StoreKind; 6] = [
         StoreKind::SecretService,
         StoreKind::Keychain,
         StoreKind::CredentialManager,
         StoreKind::Keyutils,
         StoreKind::File,
+        StoreKind::Vault,
     ];
 
     /// The store named `s` (as in `config.toml`).
@@ -217,7 +222,7 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 const LIMITS_TABLE: &str = "limits";
 
 /// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
-const SETTING_KEYS: [&str; 9] = [
+const SETTING_KEYS: [&str; 17] = [
     "client_id",
     "scopes",
     "redirect_uri",
@@ -227,6 +232,14 @@ const SETTING_KEYS: [&str; 9] = [
     "file_unlock_ttl",
     "http_timeout",
     "store_timeout",
+    "vault_addr",
+    "vault_mount",
+    "vault_prefix",
+    "vault_namespace",
+    "vault_cacert",
+    "vault_role_id",
+    "vault_secret_id_file",
+    "vault_lease_ttl",
 ];
 
 /// Every key a `[profiles.NAME]` table may hold: what [`Config::profile`] reads, what
@@ -280,6 +293,61 @@ pub struct Profile {
     pub file_unlock_ttl: Duration,
     /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
     pub rate_limits: RateLimits,
+    /// Where the vault store is and how to sign in to it (`vault_*`; used by `store = "vault"`).
+    pub vault: VaultSettings,
+}
+
+/// The vault store's settings (`vault_*` keys, each overridden by `XERO_AUTH_VAULT_*`). No
+/// credential is among them: the Vault token and AppRole secret id come from the environment or
+/// files (see `store::vault`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultSettings {
+    /// The server (`vault_addr`, else `VAULT_ADDR`, else `BAO_ADDR`); `https://`, or `http://`
+    /// on loopback. The Vault token is sent to this origin only.
+    pub addr: Option<Url>,
+    /// Where the source of `addr` is named in messages.
+    pub addr_source: String,
+    /// The KV version 2 engine's mount path (`secret`), checked by [`vault_path`].
+    pub mount: String,
+    /// The folder of every profile's entries inside the mount (`xero-auth`).
+    pub prefix: String,
+    /// The Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`), else `VAULT_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// A PEM file of the CA certificates to trust instead of the system's (`VAULT_CACERT`).
+    pub cacert: Option<PathBuf>,
+    /// AppRole's role id (not a secret on its own).
+    pub role_id: Option<String>,
+    /// A file holding AppRole's secret id (when `VAULT_SECRET_ID` is not set).
+    pub secret_id_file: Option<PathBuf>,
+    /// How long a refresh lease is held before other machines may take it (30 s).
+    pub lease_ttl: Duration,
+}
+
+/// The defaults of the vault store's folders.
+pub const DEFAULT_VAULT_MOUNT: &str = "secret";
+/// See [`DEFAULT_VAULT_MOUNT`].
+pub const DEFAULT_VAULT_PREFIX: &str = "xero-auth";
+
+/// A `/`-separated path of Vault (a mount or a prefix) as it was configured, checked so that no
+/// value can reach outside of it: segments of letters, digits, `-`, `_` and `.`, none empty
+/// (no `//`, no leading or trailing `/`) and none `.` or `..`. `what` names the setting.
+pub fn vault_path(what: &str, value: &str) -> std::result::Result<String, String> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if value.len() <= 256 && value.split('/').all(segment_ok) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{what} '{}' is not a Vault path this tool uses: give '/'-separated names of letters, \
+             digits, '-', '_' or '.', without empty parts, '.' or '..' (e.g. 'secret' or 'teams/xero-auth')",
+            value.escape_debug()
+        ))
+    }
 }
 
 /// Xero's API limits for one app, which every request sent through a session keeps before
@@ -332,6 +400,18 @@ impl Profile {
             "file_unlock_ttl" => Some(self.file_unlock_ttl.as_secs().to_string()),
             "http_timeout" => Some(secs(self.http_timeout)),
             "store_timeout" => Some(secs(self.store_timeout)),
+            "vault_addr" => self.vault.addr.as_ref().map(Url::to_string),
+            "vault_mount" => Some(self.vault.mount.clone()),
+            "vault_prefix" => Some(self.vault.prefix.clone()),
+            "vault_namespace" => self.vault.namespace.clone(),
+            "vault_cacert" => self.vault.cacert.as_ref().map(|p| p.display().to_string()),
+            "vault_role_id" => self.vault.role_id.clone(),
+            "vault_secret_id_file" => self
+                .vault
+                .secret_id_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            "vault_lease_ttl" => Some(secs(self.vault.lease_ttl)),
             "authorize_url" => Some(e.authorize.to_string()),
             "token_url" => Some(e.token.to_string()),
             "revocation_url" => Some(e.revocation.to_string()),
@@ -770,7 +850,7 @@ impl Config {
             None => StoreKind::platform_default(),
             Some((v, source)) => StoreKind::parse(&v).ok_or_else(|| {
                 Error::InvalidInput(format!(
-                    "{source} names an unknown store '{v}': use secret-service, keychain, credential-manager, keyutils or file"
+                    "{source} names an unknown store '{v}': use secret-service, keychain, credential-manager, keyutils, file or vault"
                 ))
             })?,
         };
@@ -795,6 +875,75 @@ impl Config {
             file_work_factor: self.file_work_factor(name, table, env)?,
             file_unlock_ttl: self.file_unlock_ttl(name, table, env)?,
             rate_limits: self.rate_limits(name, table, env)?,
+            vault: self.vault_settings(name, &get_str, &get_secs, env)?,
+        })
+    }
+
+    /// The `vault_*` keys: `XERO_AUTH_VAULT_*` overrides the file, which overrides the Vault
+    /// CLI's own variables (`VAULT_ADDR`, `BAO_ADDR`, `VAULT_NAMESPACE`, `VAULT_CACERT`), so
+    /// that a machine already set up for the `vault` or `bao` command needs nothing more.
+    fn vault_settings(
+        &self,
+        name: &str,
+        get_str: &dyn Fn(&str) -> Result<Option<String>>,
+        get_secs: &dyn Fn(&str, &str, u64) -> Result<Duration>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<VaultSettings> {
+        // The first of: the XERO_AUTH_ variable, the file's key, the CLI's variables; with its
+        // source for messages.
+        let pick = |key: &str, cli_vars: &[&str]| -> Result<Option<(String, String)>> {
+            let ours = format!("XERO_AUTH_{}", key.to_ascii_uppercase());
+            if let Some(v) = env(&ours).filter(|v| !v.is_empty()) {
+                return Ok(Some((v, format!("environment variable {ours}"))));
+            }
+            if let Some(v) = get_str(key)?.filter(|v| !v.is_empty()) {
+                return Ok(Some((v, format!("`profiles.{name}.{key}`"))));
+            }
+            Ok(cli_vars.iter().find_map(|var| {
+                env(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (v, format!("environment variable {var}")))
+            }))
+        };
+        let (addr, addr_source) = match pick("vault_addr", &["VAULT_ADDR", "BAO_ADDR"])? {
+            None => (None, String::new()),
+            Some((v, source)) => {
+                let url = parse_endpoint(&v)
+                    .and_then(|url| match (url.path(), url.query(), url.fragment()) {
+                        ("/" | "", None, None) => Ok(url),
+                        _ => Err(format!(
+                            "'{}' has a path, query or fragment; give the server's address only, e.g. https://vault.example.com:8200",
+                            shown(&url)
+                        )),
+                    })
+                    .map_err(|why| Error::InvalidInput(format!("{source}: {why}")))?;
+                (Some(url), source)
+            }
+        };
+        let folder = |key: &str, default: &str| -> Result<String> {
+            let (value, source) = pick(key, &[])?.unwrap_or((default.into(), "default".into()));
+            vault_path(key, &value).map_err(|why| Error::InvalidInput(format!("{source}: {why}")))
+        };
+        let namespace = match pick("vault_namespace", &["VAULT_NAMESPACE", "BAO_NAMESPACE"])? {
+            None => None,
+            Some((v, source)) => Some(
+                vault_path("vault_namespace", v.trim_end_matches('/'))
+                    .map_err(|why| Error::InvalidInput(format!("{source}: {why}")))?,
+            ),
+        };
+        let path = |key: &str, cli_vars: &[&str]| -> Result<Option<PathBuf>> {
+            Ok(pick(key, cli_vars)?.map(|(v, _)| PathBuf::from(v)))
+        };
+        Ok(VaultSettings {
+            addr,
+            addr_source,
+            mount: folder("vault_mount", DEFAULT_VAULT_MOUNT)?,
+            prefix: folder("vault_prefix", DEFAULT_VAULT_PREFIX)?,
+            namespace,
+            cacert: path("vault_cacert", &["VAULT_CACERT", "BAO_CACERT"])?,
+            role_id: pick("vault_role_id", &[])?.map(|(v, _)| v),
+            secret_id_file: path("vault_secret_id_file", &[])?,
+            lease_ttl: get_secs("vault_lease_ttl", "XERO_AUTH_VAULT_LEASE_TTL", 30)?,
         })
     }
 
@@ -840,8 +989,10 @@ impl Config {
         }
         let value = match key {
             "file_work_factor" | "file_unlock_ttl" => text.parse::<i64>().map(Value::from).ok(),
-            "http_timeout" | "store_timeout" => (text.parse::<i64>().map(Value::from).ok())
-                .or_else(|| text.parse::<f64>().ok().map(Value::from)),
+            "http_timeout" | "store_timeout" | "vault_lease_ttl" => {
+                (text.parse::<i64>().map(Value::from).ok())
+                    .or_else(|| text.parse::<f64>().ok().map(Value::from))
+            }
             _ => None,
         }
         .unwrap_or_else(|| Value::from(text));
@@ -1362,5 +1513,58 @@ http_timeout = 5
         for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
             assert!(validate_profile_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn vault_paths_cannot_leave_their_folder() {
+        for good in ["secret", "teams/xero-auth", "kv-2", "a.b_c"] {
+            assert_eq!(vault_path("vault_prefix", good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "", "/", "a/", "/a", "a//b", "..", "a/../b", ".", "a/./b", "a b", "a%2Fb", "a?b",
+        ] {
+            let err = vault_path("vault_prefix", bad).unwrap_err();
+            assert!(err.contains("vault_prefix"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn vault_settings_take_ours_then_the_file_then_the_cli_variables() {
+        let (_dir, config) = load(
+            "[profiles.default]\nstore = \"vault\"\nvault_addr = \"https://vault.example.com:8200\"\nvault_prefix = \"team/xero\"\n",
+        );
+        let env = HashMap::from([
+            ("VAULT_ADDR", "https://other.example.com"),
+            ("VAULT_NAMESPACE", "finance/"),
+            ("XERO_AUTH_VAULT_MOUNT", "kv"),
+        ]);
+        let p = config
+            .profile("default", &|k| env.get(k).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(p.store, StoreKind::Vault);
+        assert_eq!(
+            p.vault.addr.as_ref().map(Url::as_str),
+            Some("https://vault.example.com:8200/")
+        );
+        assert_eq!(p.vault.mount, "kv");
+        assert_eq!(p.vault.prefix, "team/xero");
+        assert_eq!(p.vault.namespace.as_deref(), Some("finance"));
+        assert_eq!(p.vault.lease_ttl, Duration::from_secs(30));
+
+        let (_dir, config) = load("[profiles.default]\n");
+        let p = config
+            .profile("default", &|k| {
+                (k == "BAO_ADDR").then(|| "http://127.0.0.1:8200".into())
+            })
+            .unwrap();
+        assert_eq!(p.vault.mount, DEFAULT_VAULT_MOUNT);
+        assert_eq!(p.vault.addr_source, "environment variable BAO_ADDR");
+
+        let err = config
+            .profile("default", &|k| {
+                (k == "VAULT_ADDR").then(|| "http://vault.example.com:8200".into())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("VAULT_ADDR"), "{err}");
     }
 }

@@ -20,16 +20,22 @@ pub const MAX_BODY: usize = 1 << 20;
 /// only for loopback URLs ([`crate::config::parse_endpoint`]), so credentials never cross a
 /// network unencrypted.
 pub fn client(profile: &Profile) -> reqwest::Result<reqwest::Client> {
+    client_builder(profile.http_timeout).build()
+}
+
+/// What [`client`] builds, before it is built: for a client that adds its own trust (the vault
+/// store's CA file) to the same rules.
+pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider so that we choose ring (smaller and
     // faster to build than aws-lc); install it once. An error means one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = reqwest::Client::builder()
-        .timeout(profile.http_timeout)
-        .connect_timeout(profile.http_timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .user_agent(concat!("xero-auth/", env!("CARGO_PKG_VERSION")));
-    with_environment_proxies(builder, &|key| std::env::var(key).ok()).build()
+    with_environment_proxies(builder, &|key| std::env::var(key).ok())
 }
 
 /// `builder` with the environment's proxies instead of reqwest's own reading of them, which

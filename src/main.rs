@@ -27,6 +27,8 @@ fn main() {
     // SAFETY: no other thread exists yet. The file store's passphrase leaves the environment
     // before anything could pass it on to a child process.
     unsafe { xero_auth::store::file::take_passphrase_from_env() };
+    // SAFETY: as above. The vault store's token and AppRole secret id, likewise.
+    unsafe { xero_auth::store::vault::take_credentials_from_env() };
     // SAFETY: no other thread exists yet. A process the kernel lends the user-session keyring
     // (cron, SSH without pam_keyinit) gets one of its own, through which it can keep the file
     // store's unlocked key in the persistent keyring (store/unlock_cache.rs).
@@ -44,6 +46,7 @@ fn main() {
         }
     };
     xero_auth::store::file::forget_passphrase();
+    xero_auth::store::vault::forget_credentials();
     // The command ran in frames below this one (the runtime polls its futures on this thread):
     // whatever they left on the stack goes before the process image does.
     xero_auth::stack::wipe_unused();

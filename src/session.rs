@@ -8,6 +8,13 @@
 //! 4. write the new set to the keychain **before** anything sees the new access token;
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
 //! 6. release the lock.
+//!
+//! On a store shared by many machines (the vault store) the lock queues this machine's
+//! processes only; after it, a **lease** taken in the store queues the machines (others wait
+//! for the set to change or the lease to expire, judged on the store's clock), the set is read
+//! again under it, and step 4's write is conditional on the version read: a conflict means
+//! another machine stored a newer set, which is used. The lease carries the time of a refresh
+//! sent and never saved, as the lock file does on one machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +27,7 @@ use crate::failpoints::crash_point;
 use crate::limits::{Answer, Limiter};
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
-use crate::store::{Store, client_secret_account, split};
+use crate::store::{LeaseAttempt, LeaseGuard, Store, Written, client_secret_account, split};
 use crate::token_set::TokenSet;
 
 pub use crate::lock::RefreshLock;
@@ -438,26 +445,143 @@ impl Session {
 
         let current = self.require_token_set().await?;
         crash_point("refresh-set-read");
-        let done_elsewhere = match &need {
-            Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
-            // Newer, and usable: a set replaced by one without an access token (an import of
-            // a file without an expiry) still needs this refresh.
-            Need::NewerThan(seen) => {
-                !current.same_tokens(seen) && current.access_valid_for(self.now(), self.margin_secs)
-            }
-        };
-        if done_elsewhere {
+        if self.done_elsewhere(&need, &current) {
             tracing::debug!(profile = %self.profile.name, "token set already refreshed by another process");
             return Ok(Refreshed {
                 token_set: current,
                 requested: false,
             });
         }
+        // A store shared by many machines: the lock above queues this machine's processes, the
+        // lease queues the machines.
+        let (current, mut lease) = match self.take_lease(&need).await? {
+            Leased::NotShared => (current, None),
+            Leased::DoneElsewhere(set) => {
+                return Ok(Refreshed {
+                    token_set: set,
+                    requested: false,
+                });
+            }
+            Leased::Taken(lease, set) => (set, Some(lease)),
+        };
+        let result = self.refresh_locked(current, &lock, &mut lease).await;
+        if let Some(mut lease) = lease {
+            // Freed with the note of a refresh sent and never saved, if this one was: the next
+            // holder, on any machine, names it as the local lock's note does.
+            lease.unsaved_refresh_sent_at = lock.unsaved_refresh_sent_at();
+            match self.store.update_lease(lease, true).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(profile = %self.profile.name, "the refresh lease expired and was taken by another process before it was freed")
+                }
+                // Expires on its own; the refresh's outcome is what the caller needs.
+                Err(e) => {
+                    tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}")
+                }
+            }
+        }
+        result
+    }
 
+    /// Whether `current`, found under the lock, already meets `need`.
+    fn done_elsewhere(&self, need: &Need, current: &TokenSet) -> bool {
+        match need {
+            Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
+            // Newer, and usable: a set replaced by one without an access token (an import of
+            // a file without an expiry) still needs this refresh.
+            Need::NewerThan(seen) => {
+                !current.same_tokens(seen) && current.access_valid_for(self.now(), self.margin_secs)
+            }
+        }
+    }
+
+    /// Takes the profile's refresh lease when the store is shared by many machines, waiting
+    /// (with backoff, at most [`LOCK_WAIT`]) while another process holds it; the set is read
+    /// again under the lease, and while waiting, so that a refresh made elsewhere ends the wait.
+    async fn take_lease(&self, need: &Need) -> Result<Leased> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let (holder, left) = match self.store.try_lease(&self.profile.name).await? {
+                LeaseAttempt::NotShared => return Ok(Leased::NotShared),
+                LeaseAttempt::Taken(lease) => {
+                    crash_point("refresh-lease-taken");
+                    let current = self.require_token_set().await?;
+                    if self.done_elsewhere(need, &current) {
+                        if let Err(e) = self.store.update_lease(lease, true).await {
+                            tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}");
+                        }
+                        return Ok(Leased::DoneElsewhere(current));
+                    }
+                    return Ok(Leased::Taken(lease, current));
+                }
+                LeaseAttempt::Held { holder, left } => (holder, left),
+            };
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(Error::StoreUnavailable {
+                    store: self.store.describe(),
+                    cause: format!(
+                        "{holder} has held profile '{}''s refresh lease for more than {} s",
+                        self.profile.name,
+                        LOCK_WAIT.as_secs()
+                    ),
+                    fix: format!(
+                        "run the command again; a holder that stopped leaves the lease, which \
+                         expires within {} s",
+                        left.as_secs().max(1)
+                    ),
+                });
+            }
+            tracing::debug!(profile = %self.profile.name, %holder, "waiting for the refresh lease");
+            tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(1));
+            let current = self.require_token_set().await?;
+            if self.done_elsewhere(need, &current) {
+                return Ok(Leased::DoneElsewhere(current));
+            }
+        }
+    }
+
+    /// The refresh lease expired before this process sent anything, and another took it.
+    fn lease_lost(&self) -> Error {
+        Error::StoreUnavailable {
+            store: self.store.describe(),
+            cause: format!(
+                "profile '{}''s refresh lease expired and another process took it before this one \
+                 could refresh; nothing was sent",
+                self.profile.name
+            ),
+            fix: "run the command again; if it keeps happening, raise vault_lease_ttl".into(),
+        }
+    }
+
+    /// Steps 3 to 5 of the protocol, under the lock (and the lease, on a shared store), for
+    /// `current` as read there.
+    async fn refresh_locked(
+        &self,
+        current: TokenSet,
+        lock: &RefreshLock,
+        lease: &mut Option<LeaseGuard>,
+    ) -> Result<Refreshed> {
         let app = self.app_credentials().await?;
         // Keep the earliest unsaved send: Xero's grace window runs from the token's first use.
-        let unsaved_before = lock.unsaved_refresh_sent_at();
+        // On a shared store an earlier holder may have been another machine.
+        let unsaved_before = [
+            lock.unsaved_refresh_sent_at(),
+            lease.as_ref().and_then(|l| l.unsaved_refresh_sent_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let first_sent = unsaved_before.unwrap_or_else(|| self.now());
+        if let Some(mut held) = lease.take() {
+            // The note goes into the lease before the request: a holder that dies from here on
+            // leaves it for the next machine. Writing it renews the lease, too.
+            held.unsaved_refresh_sent_at = Some(first_sent);
+            let renewed = self.store.update_lease(held, false).await?;
+            *lease = Some(renewed.ok_or_else(|| self.lease_lost())?);
+        }
+        // After the lease's note: a lease that could not be written sent nothing.
         lock.note_refresh_sent(first_sent);
         let rotating = current.refresh_token.is_some();
         let response = match self.post_refresh(&app, &current).await {
@@ -508,12 +632,21 @@ impl Session {
         crash_point("refresh-response-parsed");
 
         let new_set = current.after_refresh(response, self.now());
-        self.store_refreshed(&new_set, &lock).await?;
+        let stored = self.store_refreshed(&new_set, lock).await?;
         lock.note_saved();
         crash_point("refresh-stored");
-        tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
+        let Written::Changed = stored else {
+            tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
+            return Ok(Refreshed {
+                token_set: new_set,
+                requested: true,
+            });
+        };
+        // Another machine wrote a newer set since this one read it (check-and-set refused this
+        // write): that set is the one kept, and the one used. Its refresh token is the store's.
+        tracing::warn!(profile = %self.profile.name, "the token set was replaced by another machine during this refresh; using the newer set");
         Ok(Refreshed {
-            token_set: new_set,
+            token_set: self.require_token_set().await?,
             requested: true,
         })
     }
@@ -756,12 +889,16 @@ impl Session {
     /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh
     /// token, so this write is what keeps the user logged in. A write that did not answer in
     /// time is not retried: it may still land, and holds `lock` until it has.
-    async fn store_refreshed(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
+    ///
+    /// On a store shared by many machines the write is conditional on the set being the one read
+    /// under the lock: [`Written::Changed`] when another machine wrote a newer one.
+    async fn store_refreshed(&self, set: &TokenSet, lock: &RefreshLock) -> Result<Written> {
         let held = lock.hold(&self.store);
+        let label = format!("xero-auth token set ({})", self.profile.name);
         let mut last = None;
         for attempt in 1..=3 {
-            match self.save_token_set(&held, set).await {
-                Ok(()) => return Ok(()),
+            match split::save_unless_changed(&held, &self.profile.name, &label, set).await {
+                Ok(written) => return Ok(written),
                 Err(e) => {
                     tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
                     last = Some(e);
@@ -783,6 +920,16 @@ impl Session {
             cause,
         })
     }
+}
+
+/// What taking the refresh lease came to.
+enum Leased {
+    /// The store is on this machine only: the lock is enough.
+    NotShared,
+    /// Another process refreshed meanwhile: this set meets the need.
+    DoneElsewhere(TokenSet),
+    /// Taken, with the set as read under it.
+    Taken(LeaseGuard, TokenSet),
 }
 
 /// What a refresh must achieve; decides whether the set found after taking the lock will do.

@@ -123,12 +123,20 @@ impl SecretStore for WarnOnWrite {
         self.inner.forget_cached();
     }
 
-    fn take_lease(
+    fn try_lease(
         &self,
         profile: &str,
         ttl: std::time::Duration,
-    ) -> Result<Option<crate::store::LeaseGuard>, StoreFailure> {
-        self.inner.take_lease(profile, ttl)
+    ) -> std::result::Result<crate::store::LeaseAttempt, crate::store::StoreFailure> {
+        self.inner.try_lease(profile, ttl)
+    }
+
+    fn update_lease(
+        &self,
+        lease: crate::store::LeaseGuard,
+        release: bool,
+    ) -> std::result::Result<Option<crate::store::LeaseGuard>, crate::store::StoreFailure> {
+        self.inner.update_lease(lease, release)
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Cli {
 
     /// Secret store for this run instead of the profile's `store` (also XERO_AUTH_STORE).
     #[arg(long, global = true, value_name = "STORE", help_heading = GLOBAL, value_parser = [
-        "secret-service", "keychain", "credential-manager", "keyutils", "file",
+        "secret-service", "keychain", "credential-manager", "keyutils", "file", "vault",
     ])]
     pub store: Option<String>,
 

@@ -42,6 +42,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         eprintln!("warning: {warning}");
     }
 
+    let vault = vault_status(profile).await;
     let budgets = crate::limits::Limiter::last_seen(session.paths(), profile);
     // After the read above, which may have unlocked the store and kept its key.
     let file_key = (profile.store == crate::config::StoreKind::File
@@ -85,6 +86,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 "to": m.to,
                 "started_at": m.started_at,
             })),
+            "vault": vault.as_ref().map(|v| &v.json),
         }))?;
     } else {
         let mut text = String::new();
@@ -113,6 +115,9 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         }
         if let Some(note) = &unfinished_move {
             line("unfinished:", note.finish_hint(&profile.name));
+        }
+        for (key, value) in vault.iter().flat_map(|v| &v.lines) {
+            line(key, value.clone());
         }
         line("token endpoint:", profile.endpoints.token.to_string());
         match &set {
@@ -274,5 +279,75 @@ pub fn keep_alive_warning(profile: &str, set: &TokenSet, now: i64) -> Option<Str
             format_time(lapses),
             crate::hint::command(profile, "login")
         )
+    })
+}
+
+/// What `status` shows of the vault store: where, how this process signs in, and the refresh
+/// lease (never the token).
+struct VaultStatus {
+    json: serde_json::Value,
+    lines: Vec<(&'static str, String)>,
+}
+
+/// The vault store's part of `status`, for a profile that uses it.
+async fn vault_status(profile: &crate::config::Profile) -> Option<VaultStatus> {
+    if profile.store != crate::config::StoreKind::Vault {
+        return None;
+    }
+    let store = crate::store::VaultStore::new(profile);
+    let name = profile.name.clone();
+    let wait = profile.store_timeout;
+    let (auth, lease) = tokio::time::timeout(
+        wait,
+        tokio::task::spawn_blocking(move || {
+            crate::stack::scrubbed(|| (store.auth_method(), store.lease_state(&name)))
+        }),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v = &profile.vault;
+    let (lease_text, lease_json) = match lease {
+        Ok(None) => ("none held".to_string(), json!(null)),
+        Ok(Some((holder, left))) => (
+            format!("held by {holder} for {} s more", left.as_secs()),
+            json!({ "holder": holder, "expires_in_secs": left.as_secs() }),
+        ),
+        Err(failure) => (
+            format!("unknown: {} ({})", failure.cause, failure.fix),
+            json!({ "error": failure.cause }),
+        ),
+    };
+    let addr = v
+        .addr
+        .as_ref()
+        .map(|a| a.as_str().trim_end_matches('/').to_string());
+    Some(VaultStatus {
+        json: json!({
+            "addr": addr,
+            "mount": v.mount,
+            "prefix": v.prefix,
+            "namespace": v.namespace,
+            "auth": auth.to_string(),
+            "lease": lease_json,
+        }),
+        lines: vec![
+            (
+                "vault:",
+                format!(
+                    "{} (mount {}, entries {}/{}/){}",
+                    addr.unwrap_or_else(|| "(no vault_addr)".into()),
+                    v.mount,
+                    v.prefix,
+                    profile.name,
+                    v.namespace
+                        .as_ref()
+                        .map(|n| format!(", namespace {n}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            ("vault auth:", auth.to_string()),
+            ("refresh lease:", lease_text),
+        ],
     })
 }

@@ -109,7 +109,9 @@ impl Keychain {
             StoreKind::Keyutils => {
                 "check that the session keyring belongs to this user (`keyctl show @s`)"
             }
-            StoreKind::File => "the file store is not a keychain: see `xero-auth doctor`",
+            StoreKind::File | StoreKind::Vault => {
+                "this store is not a keychain: see `xero-auth doctor`"
+            }
         }
     }
 
@@ -130,7 +132,9 @@ impl Keychain {
                  use store = \"secret-service\", or store = \"file\" (encrypted files, see \
                  docs/headless-linux.md)"
             }
-            StoreKind::File => "the file store is not a keychain: see `xero-auth doctor`",
+            StoreKind::File | StoreKind::Vault => {
+                "this store is not a keychain: see `xero-auth doctor`"
+            }
         }
     }
 }
@@ -143,6 +147,7 @@ impl SecretStore for Keychain {
             StoreKind::CredentialManager => "Windows Credential Manager".into(),
             StoreKind::Keyutils => "Linux kernel keyutils (forgotten at reboot)".into(),
             StoreKind::File => "encrypted files (not a keychain)".into(),
+            StoreKind::Vault => "OpenBao / Vault (not a keychain)".into(),
         }
     }
 

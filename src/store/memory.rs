@@ -171,21 +171,32 @@ impl SecretStore for MemoryStore {
         self.limit
     }
 
-    fn take_lease(
+    fn try_lease(
         &self,
-        _profile: &str,
-        _ttl: std::time::Duration,
-    ) -> Result<Option<super::LeaseGuard>, StoreFailure> {
-        /// Counts itself out when dropped.
-        struct Held(Arc<std::sync::atomic::AtomicUsize>);
-        impl Drop for Held {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        Ok(self.leases.as_ref().map(|count| {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Box::new(Held(count.clone())) as super::LeaseGuard
+        profile: &str,
+        ttl: std::time::Duration,
+    ) -> Result<super::LeaseAttempt, StoreFailure> {
+        let Some(count) = &self.leases else {
+            return Ok(super::LeaseAttempt::NotShared);
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(super::LeaseAttempt::Taken(super::LeaseGuard {
+            profile: profile.to_string(),
+            holder: "memory".into(),
+            version: 0,
+            ttl,
+            unsaved_refresh_sent_at: None,
         }))
+    }
+
+    fn update_lease(
+        &self,
+        lease: super::LeaseGuard,
+        release: bool,
+    ) -> Result<Option<super::LeaseGuard>, StoreFailure> {
+        if release && let Some(count) = &self.leases {
+            count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(Some(lease))
     }
 }

@@ -12,6 +12,7 @@ pub mod moving;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod unlock_cache;
+pub mod vault;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use file::FileStore;
 pub use keychain::{CREDENTIAL_MANAGER_MAX_SECRET_LEN, Keychain};
+pub use vault::VaultStore;
 
 use crate::config::{Paths, Profile, StoreKind};
 use crate::error::{Error, Result};
@@ -29,9 +31,8 @@ use crate::stack::scrubbed;
 /// The keychain service name every entry is filed under.
 pub const SERVICE: &str = "xero-auth";
 
-/// A store's own hold on a profile's entries ([`SecretStore::take_lease`]): it ends when this is
-/// dropped (or, for a holder that died, when its time runs out).
-pub type LeaseGuard = Box<dyn Any + Send + Sync>;
+/// How long [`Store::take_lease`] waits for another holder of a shared store's lease.
+pub const LEASE_WAIT: Duration = Duration::from_secs(60);
 
 /// What a store can report when it fails. Never holds a secret.
 #[derive(Debug, Clone)]
@@ -88,19 +89,88 @@ pub trait SecretStore: Send + Sync {
     /// nothing). Used where a read must prove what is at rest: `import`'s read-back before it
     /// deletes the plaintext file. Wrappers pass it through.
     fn forget_cached(&self) {}
-    /// Takes the store's own hold on `profile`'s entries for at most `ttl`, waiting (bounded)
-    /// while another holder has it. For a store that several machines share: the refresh lock
-    /// is a file on one machine and keeps no other machine out, so what must not be interleaved
-    /// with a refresh anywhere (a move of the profile between stores) takes this too. A store
-    /// only this machine reaches returns `None`, the default: the refresh lock is enough there.
-    /// Wrappers pass it through.
-    fn take_lease(
-        &self,
-        _profile: &str,
-        _ttl: Duration,
-    ) -> Result<Option<LeaseGuard>, StoreFailure> {
-        Ok(None)
+
+    /// What to do when a call gets no answer within the store's timeout. The default speaks of
+    /// a keychain's unlock prompt or daemon.
+    fn hang_fix(&self) -> String {
+        "the keychain may be waiting for an unlock prompt nobody sees, or its daemon hangs: \
+         unlock it (or restart it) and run the command again; XERO_AUTH_STORE_TIMEOUT sets the wait"
+            .into()
     }
+
+    /// Files `secret` under `account` unless another writer changed it since this process read
+    /// it: [`Written::Changed`] then, and nothing written. Only a store shared by many machines
+    /// (the vault store, with check-and-set) can tell; the default writes as
+    /// [`SecretStore::set`] does. Wrappers pass it through.
+    fn set_unless_changed(
+        &self,
+        account: &str,
+        label: &str,
+        secret: &[u8],
+    ) -> Result<Written, StoreFailure> {
+        self.set(account, label, secret).map(|()| Written::Stored)
+    }
+
+    /// One attempt at `profile`'s refresh lease, which a store shared by many machines keeps so
+    /// that one of them refreshes at a time (`ttl`: how long it is held unless renewed; zero for
+    /// the store's own setting). The default, for a store on one machine (where the refresh lock
+    /// is enough), is [`LeaseAttempt::NotShared`]. Wrappers pass it through.
+    fn try_lease(&self, _profile: &str, _ttl: Duration) -> Result<LeaseAttempt, StoreFailure> {
+        Ok(LeaseAttempt::NotShared)
+    }
+
+    /// Writes `lease` again as it now is (renewing it, with its note), or frees it when
+    /// `release`; `None` when the lease was no longer this process's (it expired and another
+    /// machine took it). Wrappers pass it through.
+    fn update_lease(
+        &self,
+        lease: LeaseGuard,
+        _release: bool,
+    ) -> Result<Option<LeaseGuard>, StoreFailure> {
+        Ok(Some(lease))
+    }
+}
+
+/// What a conditional write did ([`SecretStore::set_unless_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The secret was written.
+    Stored,
+    /// Another writer changed the entry since it was read: nothing was written.
+    Changed,
+}
+
+/// A refresh lease this process holds in a shared store (see [`SecretStore::try_lease`]). It
+/// ends when freed, or at its expiry on the store's clock if its holder dies.
+#[derive(Debug, Clone)]
+pub struct LeaseGuard {
+    /// The profile whose refreshes it serialises.
+    pub profile: String,
+    /// Who holds it: host, process id and a random part.
+    pub holder: String,
+    /// The version of the lease entry this process last wrote (its check-and-set).
+    pub version: u64,
+    /// How long it is held after each write.
+    pub ttl: Duration,
+    /// When an earlier holder (on any machine) sent a refresh it never saved, if one did: the
+    /// shared counterpart of [`RefreshLock::unsaved_refresh_sent_at`](crate::lock::RefreshLock).
+    pub unsaved_refresh_sent_at: Option<i64>,
+}
+
+/// What one attempt at a refresh lease found.
+#[derive(Debug)]
+pub enum LeaseAttempt {
+    /// The store is not shared between machines: no lease is needed.
+    NotShared,
+    /// Taken.
+    Taken(LeaseGuard),
+    /// Another process holds it, for at most `left` more (on the store's clock).
+    Held {
+        /// Who, as the lease names them.
+        holder: String,
+        /// How long at most.
+        left: Duration,
+    },
 }
 
 /// The keychain account that holds a profile's token set.
@@ -200,6 +270,9 @@ impl Store {
             StoreKind::File => {
                 Store::new(Arc::new(file_store(profile, paths)), profile.store_timeout)
             }
+            StoreKind::Vault => {
+                Store::new(Arc::new(VaultStore::new(profile)), profile.store_timeout)
+            }
             kind => Store::keychain(kind, profile.store_timeout),
         }
     }
@@ -220,20 +293,46 @@ impl Store {
         self.inner.forget_cached();
     }
 
-    /// Takes the store's hold on `profile`'s entries (see [`SecretStore::take_lease`]); `None`
-    /// for a store without one. Drop the guard with [`Store::release_lease`], which does not
-    /// block the runtime while a shared store is told.
+    /// Takes `profile`'s lease for `ttl` in a store that several machines share, waiting (at
+    /// most [`LEASE_WAIT`], with backoff) while another process holds it; `None` for a store on
+    /// one machine, where the refresh lock is enough. What must not be interleaved with a refresh
+    /// on any machine (a move of the profile between stores) holds it. Free it with
+    /// [`Store::release_lease`].
     pub async fn take_lease(&self, profile: &str, ttl: Duration) -> Result<Option<LeaseGuard>> {
-        let profile = profile.to_string();
-        self.run("lease", move |s| s.take_lease(&profile, ttl))
-            .await
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let name = profile.to_string();
+            match self.run("lease", move |s| s.try_lease(&name, ttl)).await? {
+                LeaseAttempt::NotShared => return Ok(None),
+                LeaseAttempt::Taken(lease) => return Ok(Some(lease)),
+                LeaseAttempt::Held { holder, left } => {
+                    if started.elapsed() >= LEASE_WAIT {
+                        return Err(Error::StoreUnavailable {
+                            store: self.describe(),
+                            cause: format!(
+                                "{holder} has held profile '{profile}''s lease for more than {} s",
+                                LEASE_WAIT.as_secs()
+                            ),
+                            fix: "run the command again; a holder that stopped leaves the lease, \
+                                  which expires on its own"
+                                .into(),
+                        });
+                    }
+                    tokio::time::sleep(pause.min(left.max(Duration::from_millis(10)))).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
-    /// Ends a hold taken with [`Store::take_lease`], on a blocking thread: releasing a shared
-    /// store's lease is a call to it. Best effort: a lease that cannot be released runs out.
+    /// Frees a lease taken with [`Store::take_lease`]. Best effort: a lease that cannot be
+    /// freed runs out on its own.
     pub async fn release_lease(&self, lease: Option<LeaseGuard>) {
-        if let Some(lease) = lease {
-            let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+        if let Some(lease) = lease
+            && let Err(e) = self.update_lease(lease, true).await
+        {
+            tracing::warn!("freeing a store's lease failed: {e}");
         }
     }
 
@@ -257,6 +356,40 @@ impl Store {
     /// [`SecretStore::prepare`]); a later write asks nothing more.
     pub async fn prepare_write(&self, account: &str) -> Result<()> {
         self.prepare(true, account).await
+    }
+
+    /// Files `secret` under `account` unless another writer changed it since this process read
+    /// it (see [`SecretStore::set_unless_changed`]).
+    pub async fn set_unless_changed(
+        &self,
+        account: &str,
+        label: &str,
+        secret: Zeroizing<Vec<u8>>,
+    ) -> Result<Written> {
+        self.prepare(true, account).await?;
+        let account = account.to_string();
+        let label = label.to_string();
+        self.run("write", move |s| {
+            s.set_unless_changed(&account, &label, &secret)
+        })
+        .await
+    }
+
+    /// One attempt at `profile`'s refresh lease (see [`SecretStore::try_lease`]).
+    pub async fn try_lease(&self, profile: &str) -> Result<LeaseAttempt> {
+        let profile = profile.to_string();
+        self.run("lease", move |s| s.try_lease(&profile, Duration::ZERO))
+            .await
+    }
+
+    /// Renews or frees `lease` (see [`SecretStore::update_lease`]).
+    pub async fn update_lease(
+        &self,
+        lease: LeaseGuard,
+        release: bool,
+    ) -> Result<Option<LeaseGuard>> {
+        self.run("lease", move |s| s.update_lease(lease, release))
+            .await
     }
 
     /// Deletes the secret filed under `account`.
@@ -325,10 +458,7 @@ impl Store {
                     "no answer to a {op} within {} s",
                     self.timeout.as_secs_f32()
                 ),
-                fix: "the keychain may be waiting for an unlock prompt nobody sees, or its daemon \
-                      hangs: unlock it (or restart it) and run the command again; \
-                      XERO_AUTH_STORE_TIMEOUT sets the wait"
-                    .into(),
+                fix: self.inner.hang_fix(),
             }),
         };
         outcome.map_err(|f| self.unavailable(f))

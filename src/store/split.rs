@@ -26,7 +26,7 @@
 
 use crate::error::{Error, Result};
 use crate::secret::{ExposeSecret, Zeroizing, secret_from_str};
-use crate::store::{Store, access_token_part_account, token_set_account};
+use crate::store::{Store, Written, access_token_part_account, token_set_account};
 use crate::token_set::{AccessTokenParts, TokenSet};
 
 /// The most parts one access token is cut into (some 160 KB on Credential Manager). A longer
@@ -138,6 +138,25 @@ pub async fn delete(store: &Store, profile: &str) -> Result<bool> {
         None => false,
     };
     Ok(store.delete(&token_set_account(profile)).await? || parts_deleted)
+}
+
+/// [`save`], on condition that the set was not changed since this process read it, where the
+/// store can tell ([`crate::store::SecretStore::set_unless_changed`]: a store with no per-entry
+/// limit, such as the vault store). A store that splits sets writes as [`save`] does.
+pub async fn save_unless_changed(
+    store: &Store,
+    profile: &str,
+    label: &str,
+    set: &TokenSet,
+) -> Result<Written> {
+    if store.max_secret_len().is_some() {
+        return save(store, profile, label, set)
+            .await
+            .map(|()| Written::Stored);
+    }
+    store
+        .set_unless_changed(&token_set_account(profile), label, set.to_json())
+        .await
 }
 
 /// How many parts a token of `token_len` bytes needs when each entry holds `limit` bytes, every
@@ -354,12 +373,20 @@ impl super::SecretStore for EntryLimit {
         self.inner.forget_cached();
     }
 
-    fn take_lease(
+    fn try_lease(
         &self,
         profile: &str,
         ttl: std::time::Duration,
+    ) -> std::result::Result<super::LeaseAttempt, super::StoreFailure> {
+        self.inner.try_lease(profile, ttl)
+    }
+
+    fn update_lease(
+        &self,
+        lease: super::LeaseGuard,
+        release: bool,
     ) -> std::result::Result<Option<super::LeaseGuard>, super::StoreFailure> {
-        self.inner.take_lease(profile, ttl)
+        self.inner.update_lease(lease, release)
     }
 
     fn interactive(&self) -> bool {

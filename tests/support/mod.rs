@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod driven;
+pub mod openbao;
 pub mod processes;
 
 use std::path::{Path, PathBuf};

@@ -92,6 +92,28 @@ impl Report {
                 .map(|p| p.name.clone())
                 .collect(),
         });
+        // A shared store is not of this machine: checked for each profile that uses one.
+        let vault_profiles: Vec<crate::config::Profile> = resolved()
+            .filter(|p| p.store == StoreKind::Vault)
+            .cloned()
+            .collect();
+        for profile in vault_profiles {
+            let store = crate::store::VaultStore::new(&profile);
+            let description = store.describe();
+            let name = profile.name.clone();
+            let outcome = bounded_check(
+                profile.store_timeout.min(MAX_WAIT).max(MIN_FILE_WAIT),
+                "the server does not answer: check vault_addr and the network path to it",
+                move || store.check(&name),
+            )
+            .await;
+            self.stores.push(StoreCheck {
+                kind: StoreKind::Vault,
+                description,
+                outcome,
+                used_by: vec![profile.name.clone()],
+            });
+        }
         let overridden = ctx.store_override.is_some();
         if !overridden {
             for s in &self.stores {

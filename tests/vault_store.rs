@@ -1,0 +1,819 @@
+//! The vault store against a real OpenBao server (`bao server -dev` on 127.0.0.1): the commands
+//! on it, three machines (three homes: separate configs, state folders and local locks) sharing
+//! one profile through it with one refresh per expiry, a lease holder crashing mid-refresh, the
+//! server's faults, and check-and-set refusing a stale write.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::openbao::{OpenBao, ROOT_TOKEN};
+use support::processes::*;
+use support::*;
+
+/// Processes per machine in a storm.
+const PER_MACHINE: usize = 16;
+/// Machines sharing the profile.
+const MACHINES: usize = 3;
+/// Xero's grace window for a used refresh token, and a little more.
+const PAST_GRACE: Duration = Duration::from_secs(31 * 60);
+
+/// The policy a person or runner needs: exactly the profile folder's entries (docs/teams.md).
+const POLICY: &str = r#"
+path "secret/data/xero-auth/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/xero-auth/*" { capabilities = ["delete"] }
+"#;
+
+/// A policy that can read but not write.
+const READ_ONLY: &str = r#"
+path "secret/data/xero-auth/*" { capabilities = ["read"] }
+"#;
+
+macro_rules! require_failpoints {
+    () => {
+        if !cfg!(feature = "failpoints") {
+            eprintln!("skipped: needs --features failpoints");
+            return;
+        }
+    };
+}
+
+/// One machine: its own home, config, state and locks, the vault store at `bao` with `token`,
+/// the shared profile `profile`.
+fn machine(fake: &FakeXero, bao: &OpenBao, profile: &str, index: usize, token: &str) -> TestEnv {
+    let mut env = TestEnv::new(fake, &format!("{profile}-m{index}"));
+    env.profile = profile.to_string();
+    env.set_env("XERO_AUTH_STORE", "vault");
+    env.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
+    env.set_env("VAULT_TOKEN", token);
+    env.set_env("XERO_AUTH_VAULT_LEASE_TTL", "3");
+    env
+}
+
+/// Three machines on one fresh server; the first has the app and an imported day-old token file
+/// (expired access token), which all three see.
+fn three_machines(fake: &FakeXero, bao: &OpenBao, name: &str) -> (Vec<TestEnv>, IssuedTokens) {
+    let profile = format!("v-{name}-{}", std::process::id());
+    let machines: Vec<TestEnv> = (0..MACHINES)
+        .map(|i| machine(fake, bao, &profile, i, ROOT_TOKEN))
+        .collect();
+    machines[0].set_client(fake);
+    let tokens = machines[0].import_fresh(fake, Duration::from_secs(86_400));
+    for m in &machines[1..] {
+        m.cmd(&["config", "set", "client_id", CLIENT_ID])
+            .assert()
+            .success();
+    }
+    (machines, tokens)
+}
+
+/// The token set as stored in OpenBao (read through its API as root), and its version.
+fn stored_set(bao: &OpenBao, profile: &str) -> (Value, u64) {
+    let (text, version) = bao
+        .kv_get(&format!("xero-auth/{profile}/token-set"))
+        .expect("a token set in OpenBao");
+    (serde_json::from_str(&text).unwrap(), version)
+}
+
+/// Rewrites the stored set's access-token expiry to a minute ago, straight in OpenBao, as time
+/// passing would.
+fn expire_stored(bao: &OpenBao, profile: &str) {
+    let (mut set, version) = stored_set(bao, profile);
+    set["expires_at"] = Value::from(now() - 60);
+    let (status, body) = bao.kv_put(
+        &format!("xero-auth/{profile}/token-set"),
+        &set.to_string(),
+        Some(version),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Runs `PER_MACHINE` processes of `kinds` (round robin) on every machine at once. With `gate`,
+/// the test holds the profile's refresh lease while they start, and frees it once they have had
+/// time to read the (expired) set and queue: all of them then race at the same moment, the worst
+/// case, independent of how the scheduler happened to start them.
+fn storm(
+    machines: &[TestEnv],
+    kinds: &[&[&str]],
+    gate: Option<&OpenBao>,
+) -> Vec<(&'static str, Output)> {
+    let lease = format!("xero-auth/{}/refresh-lease", machines[0].profile);
+    let hold = |state: &str| {
+        let bao = gate.unwrap();
+        let version = bao.kv_version(&lease);
+        let fields = serde_json::json!({"holder": "the test", "state": state, "ttl_secs": 120});
+        let (status, body) = bao.kv_put_fields(&lease, fields, Some(version));
+        assert_eq!(status, 200, "{body}");
+    };
+    if gate.is_some() {
+        hold("held");
+    }
+    let running: Vec<(&'static str, Running)> = machines
+        .iter()
+        .flat_map(|m| (0..PER_MACHINE).map(move |i| (m, i)))
+        .map(|(m, i)| {
+            let kind = kinds[i % kinds.len()];
+            (kind_name(kind), Running::spawn(m.std_cmd(kind)))
+        })
+        .collect();
+    if gate.is_some() {
+        std::thread::sleep(Duration::from_secs(5));
+        hold("free");
+    }
+    running
+        .into_iter()
+        .map(|(kind, r)| (kind, r.finish(Duration::from_secs(120))))
+        .collect()
+}
+
+/// The command of a storm's process.
+fn kind_name(args: &[&str]) -> &'static str {
+    match args[0] {
+        "token" => "token",
+        "refresh" => "refresh",
+        "api" => "api",
+        _ => "status",
+    }
+}
+
+#[test]
+fn the_commands_work_on_the_vault_store_and_nothing_is_kept_on_local_disk() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, imported) = three_machines(&fake, &bao, "basic");
+    let m = &machines[0];
+    let profile = &m.profile;
+
+    // The same format as a keychain entry, in field `value`.
+    let (set, version) = stored_set(&bao, profile);
+    assert_eq!(set["refresh_token"], imported.refresh_token.as_str());
+    let (secret, _) = bao
+        .kv_get(&format!("xero-auth/{profile}/client-secret"))
+        .expect("the client secret in OpenBao");
+    assert_eq!(secret, CLIENT_SECRET);
+
+    // Another machine gets a token: one refresh, written back with a new version.
+    let out = machines[1].ok(&["token"]);
+    let token = stdout_text(&out).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    let (set, after) = stored_set(&bao, profile);
+    assert_eq!(set["access_token"], token.as_str());
+    assert!(after > version);
+
+    // A third one sees the cached token: no request.
+    assert_eq!(stdout_text(&machines[2].ok(&["token"])).trim(), token);
+    let out = machines[2].ok(&["refresh", "--json"]);
+    let refreshed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(refreshed["by_this_process"], true);
+    assert_eq!(fake.count(Counter::Refresh), 2);
+
+    let status = stdout_text(&m.ok(&["status"]));
+    assert!(status.contains("vault"), "{status}");
+
+    // Nothing secret in any machine's folders.
+    let (set, _) = stored_set(&bao, profile);
+    for m in &machines {
+        for needle in [
+            set["refresh_token"].as_str().unwrap(),
+            set["access_token"].as_str().unwrap(),
+            CLIENT_SECRET,
+            ROOT_TOKEN,
+        ] {
+            assert!(
+                files_containing(m.dir.path(), needle).is_empty(),
+                "a secret on local disk"
+            );
+        }
+    }
+
+    // logout deletes the entry, every version of it.
+    machines[1].ok(&["logout"]);
+    assert!(
+        bao.kv_get(&format!("xero-auth/{profile}/token-set"))
+            .is_none()
+    );
+    let (status, _) = bao.api(
+        "GET",
+        &format!("secret/metadata/xero-auth/{profile}/token-set"),
+        None,
+    );
+    assert_eq!(status, 404, "no old version is left");
+    machines[2].cmd(&["token"]).assert().code(3);
+}
+
+#[test]
+fn approle_signs_in_and_the_token_file_is_used_without_vault_token() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    bao.write_policy("xero-auth", POLICY);
+    let (role_id, secret_id) = bao.approle("ci", &["xero-auth"]);
+    let (machines, _) = three_machines(&fake, &bao, "approle");
+
+    // A server: AppRole, the secret id from the environment, no VAULT_TOKEN.
+    let mut server = machine(&fake, &bao, &machines[0].profile, 7, ROOT_TOKEN);
+    server.set_env("VAULT_TOKEN", "");
+    server.set_env("XERO_AUTH_VAULT_ROLE_ID", &role_id);
+    server.set_env("VAULT_SECRET_ID", &secret_id);
+    server
+        .cmd(&["config", "set", "client_id", CLIENT_ID])
+        .assert()
+        .success();
+    let token = stdout_text(&server.ok(&["token"])).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+
+    // A person: the CLI's token file in their home.
+    let mut person = machine(&fake, &bao, &machines[0].profile, 8, "");
+    let personal = bao.create_token(&["xero-auth"]);
+    std::fs::write(person.home().join(".vault-token"), &personal).unwrap();
+    person
+        .cmd(&["config", "set", "client_id", CLIENT_ID])
+        .assert()
+        .success();
+    assert_eq!(stdout_text(&person.ok(&["token"])).trim(), token);
+    person.set_env("XERO_AUTH_VAULT_ROLE_ID", "");
+
+    // A secret id that is wrong: exit 5, says AppRole refused, never shows the id.
+    server.set_env("VAULT_SECRET_ID", "00000000-0000-0000-0000-000000000000");
+    let out = server
+        .cmd(&["refresh"])
+        .assert()
+        .code(5)
+        .get_output()
+        .clone();
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("AppRole login"), "{stderr}");
+    assert!(!stderr.contains(&secret_id) && !stderr.contains(&role_id));
+}
+
+/// 3 machines × 16 processes of `kinds` with the access token expired: one refresh at Xero,
+/// every process exits 0, every token printed is the one stored.
+fn one_refresh_across_machines(name: &str, kinds: &[&[&str]]) {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, _) = three_machines(&fake, &bao, name);
+    for m in &machines {
+        m.cmd(&["tenants", "use", fake_xero::DEFAULT_TENANT_ID])
+            .assert()
+            .success();
+    }
+    // `tenants use` refreshed: expire the access token again.
+    expire_stored(&bao, &machines[0].profile);
+    let refreshes_before = fake.count(Counter::Refresh);
+
+    let outputs = storm(&machines, kinds, Some(&bao));
+
+    for (_, out) in &outputs {
+        assert!(
+            out.status.success(),
+            "a process failed: {}",
+            stderr_text(out)
+        );
+    }
+    assert_eq!(
+        fake.count(Counter::Refresh) - refreshes_before,
+        1,
+        "one refresh for {} processes on {MACHINES} machines",
+        outputs.len()
+    );
+    let (set, _) = stored_set(&bao, &machines[0].profile);
+    let stored = set["access_token"].as_str().unwrap();
+    assert!(fake.access_token_valid(stored));
+    for (kind, out) in &outputs {
+        let text = stdout_text(out);
+        match *kind {
+            "token" => assert_eq!(text.trim(), stored, "every token printed is the stored one"),
+            "refresh" => {
+                let json: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(json["refreshed"], true, "{text}");
+            }
+            "api" => assert!(text.contains("Organisations"), "{text}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        fake.count(Counter::Api),
+        outputs.iter().filter(|(k, _)| *k == "api").count(),
+        "every API call was accepted at once (no 401)"
+    );
+}
+
+#[test]
+fn three_machines_of_token_processes_make_one_refresh() {
+    one_refresh_across_machines("storm-token", &[&["token"]]);
+}
+
+#[test]
+fn three_machines_of_refresh_processes_make_one_refresh() {
+    one_refresh_across_machines("storm-refresh", &[&["refresh", "--json"]]);
+}
+
+#[test]
+fn three_machines_of_api_calls_make_one_refresh() {
+    one_refresh_across_machines("storm-api", &[&["api", "api.xro/2.0/Organisation"]]);
+}
+
+#[test]
+fn three_machines_of_mixed_commands_make_one_refresh() {
+    one_refresh_across_machines(
+        "storm-mix",
+        &[
+            &["token"],
+            &["refresh", "--json"],
+            &["api", "api.xro/2.0/Organisation"],
+            &["status"],
+        ],
+    );
+}
+
+/// Machine 0 dies (abort) after Xero rotated the refresh token and before the write: the lease
+/// stays with the time of the unsaved refresh in it.
+fn crash_a_lease_holder(fake: &FakeXero, bao: &OpenBao, name: &str) -> Vec<TestEnv> {
+    let (machines, _) = three_machines(fake, bao, name);
+    let out = machines[0]
+        .cmd(&["token"])
+        .env("FAILPOINTS", "refresh-response-parsed=return")
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    assert!(out.stdout.is_empty());
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    let lease = bao
+        .kv_fields(&format!("xero-auth/{}/refresh-lease", machines[0].profile))
+        .expect("the lease is left behind");
+    assert_eq!(lease["state"], "held");
+    assert!(
+        lease["unsaved_refresh_sent_at"].as_i64().is_some(),
+        "{lease}"
+    );
+    machines
+}
+
+#[test]
+fn a_crashed_lease_holder_is_recovered_by_another_machine_through_the_grace_window() {
+    require_failpoints!();
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let machines = crash_a_lease_holder(&fake, &bao, "crash");
+    let (before, _) = stored_set(&bao, &machines[0].profile);
+
+    // Another machine waits for the lease to expire (3 s), takes it and refreshes with the
+    // stored refresh token, which Xero still accepts.
+    let out = machines[1].ok(&["token"]);
+    let token = stdout_text(&out).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(fake.count(Counter::Refresh), 2);
+    let (after, _) = stored_set(&bao, &machines[0].profile);
+    assert_ne!(after["refresh_token"], before["refresh_token"]);
+    let lease = bao
+        .kv_fields(&format!("xero-auth/{}/refresh-lease", machines[0].profile))
+        .unwrap();
+    assert_eq!(lease["state"], "free");
+    assert!(lease["unsaved_refresh_sent_at"].is_null(), "{lease}");
+}
+
+#[test]
+fn past_the_grace_window_another_machine_says_what_happened() {
+    require_failpoints!();
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let machines = crash_a_lease_holder(&fake, &bao, "grace");
+    let (before, _) = stored_set(&bao, &machines[0].profile);
+    fake.advance_clock(PAST_GRACE);
+
+    let out = machines[2]
+        .cmd(&["token"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+
+    let stderr = stderr_text(&out);
+    for expected in [
+        "invalid_grant",
+        "An earlier xero-auth run sent a refresh at",
+        "30 minutes",
+        "xero-auth login",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "stderr lacks {expected:?}:\n{stderr}"
+        );
+    }
+    let (after, _) = stored_set(&bao, &machines[0].profile);
+    assert_eq!(after, before, "nothing deleted");
+}
+
+#[test]
+fn a_stale_write_is_refused_and_the_newer_set_is_used() {
+    require_failpoints!();
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, _) = three_machines(&fake, &bao, "cas");
+    let profile = machines[0].profile.clone();
+    let (_, read_version) = stored_set(&bao, &profile);
+
+    // Machine 0 reads the set and sends its refresh; before it writes, machine 1 imports a
+    // newer set (an import takes no lease).
+    let slow = Running::spawn({
+        let mut cmd = machines[0].std_cmd(&["token"]);
+        cmd.env("FAILPOINTS", "token-request-sent=sleep(2500)");
+        cmd
+    });
+    wait_until(Duration::from_secs(20), "the refresh was sent", || {
+        fake.count(Counter::Refresh) == 1
+    });
+    let newer = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = machines[1].write_token_file(&newer, Duration::ZERO);
+    machines[1].ok(&["import", "--force", file.to_str().unwrap()]);
+
+    let out = slow.finish(Duration::from_secs(60));
+
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(
+        stdout_text(&out).trim(),
+        newer.access_token,
+        "the newer set is used"
+    );
+    let (set, _) = stored_set(&bao, &profile);
+    assert_eq!(
+        set["refresh_token"],
+        newer.refresh_token.as_str(),
+        "and kept"
+    );
+
+    // A forged write on the version that was read is refused too, and changes nothing.
+    let (status, body) = bao.kv_put(
+        &format!("xero-auth/{profile}/token-set"),
+        "{\"forged\":true}",
+        Some(read_version),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (again, _) = stored_set(&bao, &profile);
+    assert_eq!(again, set);
+}
+
+/// What every fault must leave: the documented exit code, a message naming the cause and a fix,
+/// no secret in it, and the stored set as it was.
+fn assert_store_failure(out: &Output, cause: &str, secrets: &[&str]) {
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_text(out));
+    let stderr = stderr_text(out);
+    assert!(stderr.contains(cause), "stderr lacks {cause:?}:\n{stderr}");
+    for secret in secrets {
+        assert!(
+            !stderr.contains(secret),
+            "a secret in the message:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_sealed_server_a_revoked_token_and_a_policy_without_write_are_exit_5_and_change_nothing() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    bao.write_policy("xero-auth", POLICY);
+    bao.write_policy("read-only", READ_ONLY);
+    let (mut machines, _) = three_machines(&fake, &bao, "faults");
+    let profile = machines[0].profile.clone();
+    let (before, _) = stored_set(&bao, &profile);
+
+    // Sealed.
+    bao.seal();
+    let out = machines[1].cmd(&["token"]).output().unwrap();
+    assert_store_failure(&out, "is sealed", &[ROOT_TOKEN]);
+    assert!(stderr_text(&out).contains("operator unseal"));
+    bao.unseal();
+    assert_eq!(stored_set(&bao, &profile).0, before);
+
+    // A token that was revoked.
+    let revoked = bao.create_token(&["xero-auth"]);
+    bao.revoke_token(&revoked);
+    machines[1].set_env("VAULT_TOKEN", &revoked);
+    let out = machines[1].cmd(&["token"]).output().unwrap();
+    assert_store_failure(&out, "expired, revoked", &[&revoked]);
+
+    // A policy that reads but cannot write: the refresh happens, the write is denied with the
+    // path and the capability named.
+    let reader = bao.create_token(&["read-only"]);
+    machines[1].set_env("VAULT_TOKEN", &reader);
+    let out = machines[1].cmd(&["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_text(&out));
+    let stderr = stderr_text(&out);
+    assert!(
+        stderr.contains("denied 'update' on secret/data/xero-auth/")
+            || stderr.contains("denied 'create' on secret/data/xero-auth/"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&reader));
+    assert_eq!(
+        stored_set(&bao, &profile).0,
+        before,
+        "the stored set is unchanged"
+    );
+
+    // A namespace that does not exist.
+    machines[2].set_env("XERO_AUTH_VAULT_NAMESPACE", "no-such-team");
+    let out = machines[2].cmd(&["token"]).output().unwrap();
+    assert_store_failure(&out, "no-such-team", &[ROOT_TOKEN]);
+    assert!(stderr_text(&out).contains("vault_namespace"));
+
+    // Nobody listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    machines[2].set_env("XERO_AUTH_VAULT_NAMESPACE", "");
+    machines[2].set_env("XERO_AUTH_VAULT_ADDR", &format!("http://127.0.0.1:{port}"));
+    let out = machines[2].cmd(&["token"]).output().unwrap();
+    assert_store_failure(&out, "cannot reach Vault", &[ROOT_TOKEN]);
+
+    assert_eq!(stored_set(&bao, &profile).0, before);
+}
+
+#[test]
+fn a_namespace_that_exists_holds_the_profile_apart() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    bao.namespace("team-a");
+    let out = bao.cli(&["secrets", "enable", "-ns=team-a", "-path=secret", "kv-v2"]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let mut m = machine(
+        &fake,
+        &bao,
+        &format!("v-ns-{}", std::process::id()),
+        0,
+        ROOT_TOKEN,
+    );
+    m.set_env("XERO_AUTH_VAULT_NAMESPACE", "team-a");
+    m.set_client(&fake);
+    m.import_fresh(&fake, Duration::from_secs(86_400));
+    assert!(
+        bao.kv_get(&format!("xero-auth/{}/token-set", m.profile))
+            .is_none(),
+        "not in the root namespace"
+    );
+    let out = bao.cli(&[
+        "kv",
+        "get",
+        "-ns=team-a",
+        "-field=value",
+        &format!("secret/xero-auth/{}/token-set", m.profile),
+    ]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(stdout_text(&out).contains("refresh_token"));
+}
+
+#[test]
+fn a_server_that_stops_answering_mid_storm_is_exit_5_and_keeps_the_set() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut machines, _) = three_machines(&fake, &bao, "frozen");
+    let profile = machines[0].profile.clone();
+    let (before, version) = stored_set(&bao, &profile);
+    for m in &mut machines {
+        m.set_env("XERO_AUTH_STORE_TIMEOUT", "3");
+    }
+
+    bao.freeze();
+    let outputs = storm(&machines, &[&["token"]], None);
+    bao.thaw();
+
+    for (_, out) in &outputs {
+        assert_store_failure(out, "does not answer", &[ROOT_TOKEN]);
+    }
+    let (after, after_version) = stored_set(&bao, &profile);
+    assert_eq!(after, before, "the stored set is unchanged");
+    assert_eq!(after_version, version);
+    assert_eq!(fake.count(Counter::Refresh), 0);
+    // Once it answers again, the machines go on.
+    assert!(fake.access_token_valid(stdout_text(&machines[1].ok(&["token"])).trim()));
+}
+
+#[test]
+fn a_server_certificate_from_another_ca_is_refused_before_the_token_is_sent() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start_tls(&bin);
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another CA",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output();
+    let Some(_) = made.ok().filter(|o| o.status.success()) else {
+        eprintln!("skipped: no openssl to make a second CA");
+        return;
+    };
+    let mut m = machine(
+        &fake,
+        &bao,
+        &format!("v-tls-{}", std::process::id()),
+        0,
+        ROOT_TOKEN,
+    );
+
+    // The right CA: works.
+    m.set_env(
+        "XERO_AUTH_VAULT_CACERT",
+        bao.ca_file.as_ref().unwrap().to_str().unwrap(),
+    );
+    m.set_client(&fake);
+    m.import_fresh(&fake, Duration::from_secs(86_400));
+
+    // Another CA: refused, saying what to set.
+    m.set_env("XERO_AUTH_VAULT_CACERT", other_ca.to_str().unwrap());
+    let out = m.cmd(&["token"]).output().unwrap();
+    assert_store_failure(&out, "cannot reach Vault", &[ROOT_TOKEN]);
+    assert!(
+        stderr_text(&out).contains("vault_cacert"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert_eq!(fake.count(Counter::Refresh), 0);
+}
+
+#[test]
+fn vault_settings_that_could_leave_the_profile_folder_are_refused() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "vault-paths");
+    for (key, value) in [
+        ("XERO_AUTH_VAULT_PREFIX", "../other-team"),
+        ("XERO_AUTH_VAULT_PREFIX", "a//b"),
+        ("XERO_AUTH_VAULT_MOUNT", "secret/"),
+        ("XERO_AUTH_VAULT_PREFIX", "x%2F..%2Fy"),
+        ("XERO_AUTH_VAULT_ADDR", "http://vault.example.com:8200"),
+        ("XERO_AUTH_VAULT_ADDR", "https://127.0.0.1:8200/v1/evil"),
+    ] {
+        let out = env
+            .cmd(&["token"])
+            .env("XERO_AUTH_STORE", "vault")
+            .env(key, value)
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        assert!(
+            stderr_text(&out).contains(key),
+            "{key}={value}: {}",
+            stderr_text(&out)
+        );
+    }
+}
+
+#[test]
+fn status_and_doctor_show_the_server_the_sign_in_the_policy_and_the_lease() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    bao.write_policy("xero-auth", POLICY);
+    bao.write_policy("read-only", READ_ONLY);
+    let (mut machines, _) = three_machines(&fake, &bao, "doctor");
+    let m = &mut machines[0];
+    let profile = m.profile.clone();
+
+    let status = stdout_text(&m.ok(&["status"]));
+    for expected in [
+        format!("{} (mount secret, entries xero-auth/{profile}/)", bao.addr),
+        "token from VAULT_TOKEN".to_string(),
+        "refresh lease:  none held".to_string(),
+    ] {
+        assert!(
+            status.contains(&expected),
+            "status lacks {expected:?}:\n{status}"
+        );
+    }
+    // A lease someone holds is shown with its holder.
+    let lease = format!("xero-auth/{profile}/refresh-lease");
+    let fields = serde_json::json!({"holder": "ci-7/4242/x1", "state": "held", "ttl_secs": 60});
+    bao.kv_put_fields(&lease, fields, None);
+    let out = m.ok(&["status", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["vault"]["lease"]["holder"], "ci-7/4242/x1");
+    assert_eq!(json["vault"]["auth"], "token from VAULT_TOKEN");
+
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    let text = stdout_text(&out);
+    assert!(
+        text.contains("the token can read and write secret/xero-auth/")
+            && text.contains("refresh lease held by ci-7/4242/x1"),
+        "{text}"
+    );
+    assert!(!text.contains(ROOT_TOKEN));
+
+    // A token that can only read: doctor names the path and the missing capability.
+    let reader = bao.create_token(&["read-only"]);
+    m.set_env("VAULT_TOKEN", &reader);
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stdout_text(&out));
+    let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
+    assert!(
+        text.contains(&format!(
+            "lacks 'create' on secret/data/xero-auth/{profile}/token-set"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(&reader));
+
+    // Sealed: doctor says so and what to do.
+    bao.seal();
+    let out = m.cmd(&["doctor"]).output().unwrap();
+    let text = format!("{}{}", stdout_text(&out), stderr_text(&out));
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("is sealed") && text.contains("operator unseal"),
+        "{text}"
+    );
+    bao.unseal();
+}
+
+#[test]
+fn the_vault_token_and_secret_id_are_not_passed_to_a_child_process() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut machines, _) = three_machines(&fake, &bao, "child-env");
+    let m = &mut machines[1];
+    m.set_env("BAO_TOKEN", "bao-token-should-not-pass-9d1e");
+    m.set_env("VAULT_SECRET_ID", "secret-id-should-not-pass-4c2a");
+    m.cmd(&["tenants", "use", fake_xero::DEFAULT_TENANT_ID])
+        .assert()
+        .success();
+
+    let out = m.ok(&["exec", "--", "env"]);
+
+    let env = stdout_text(&out);
+    assert!(
+        env.contains("XERO_ACCESS_TOKEN="),
+        "the command ran with its token"
+    );
+    for secret in [
+        ROOT_TOKEN,
+        "bao-token-should-not-pass",
+        "secret-id-should-not-pass",
+    ] {
+        assert!(!env.contains(secret), "{secret} reached the child:\n{env}");
+    }
+}
+
+#[test]
+fn a_redirect_from_the_server_is_not_followed_with_the_token() {
+    let fake = FakeXero::start();
+    // The "server" answers every request with a redirect to a second listener.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/v1/steal", elsewhere.local_addr().unwrap());
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", server.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in server.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let mut env = TestEnv::new(&fake, "vault-redirect");
+    env.set_env("XERO_AUTH_STORE", "vault");
+    env.set_env("XERO_AUTH_VAULT_ADDR", &addr);
+    env.set_env("VAULT_TOKEN", "redirected-token-must-stay-7c1e");
+
+    let out = env.cmd(&["token"]).output().unwrap();
+
+    assert_store_failure(&out, "HTTP 307", &["redirected-token-must-stay"]);
+    assert!(
+        matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect's target was contacted"
+    );
+}
