@@ -817,3 +817,63 @@ fn a_redirect_from_the_server_is_not_followed_with_the_token() {
         "the redirect's target was contacted"
     );
 }
+
+/// A person who logged in on a laptop moves the profile into the shared store in one command,
+/// and back: copied, read back, switched in config.toml, deleted from the source; a crash after
+/// the copy was read back is finished by running the command again.
+#[test]
+fn a_profile_moves_from_the_keychain_into_vault_and_back() {
+    require_failpoints!();
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut laptop, imported) = imported_profile(&fake, "vault-move", Duration::from_secs(60));
+    laptop.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
+    laptop.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    let profile = laptop.profile.clone();
+    let token_set = format!("xero-auth/{profile}/token-set");
+
+    // Cut short once the copy in OpenBao was read back; the second run finishes the move.
+    run_to_crash(
+        laptop.std_cmd(&["store", "move", "--to", "vault"]),
+        "store-move-verified",
+    );
+    assert!(laptop.stored_raw().is_some(), "the keychain still holds it");
+    let out = laptop.ok(&["store", "move", "--to", "vault"]);
+    for secret in [imported.refresh_token.as_str(), CLIENT_SECRET, ROOT_TOKEN] {
+        assert!(!stdout_text(&out).contains(secret) && !stderr_text(&out).contains(secret));
+    }
+    let (set, _) = stored_set(&bao, &profile);
+    assert_eq!(set["refresh_token"], imported.refresh_token.as_str());
+    assert_eq!(
+        bao.kv_get(&format!("xero-auth/{profile}/client-secret"))
+            .map(|(s, _)| s)
+            .as_deref(),
+        Some(CLIENT_SECRET)
+    );
+    assert!(laptop.stored_raw().is_none(), "deleted from the keychain");
+    assert_eq!(
+        stdout_text(&laptop.ok(&["config", "get", "store"])).trim(),
+        "vault"
+    );
+
+    // The laptop and another machine now share it.
+    let first = stdout_text(&laptop.ok(&["token"])).trim().to_string();
+    assert!(fake.access_token_valid(&first));
+    let server = machine(&fake, &bao, &profile, 9, ROOT_TOKEN);
+    server
+        .cmd(&["config", "set", "client_id", CLIENT_ID])
+        .assert()
+        .success();
+    assert_eq!(stdout_text(&server.ok(&["token"])).trim(), first);
+
+    // And back: the keychain holds it again, OpenBao nothing.
+    laptop.ok(&["store", "move", "--to", "secret-service"]);
+    assert!(bao.kv_get(&token_set).is_none(), "deleted from OpenBao");
+    assert_eq!(
+        laptop.stored().expect("the keychain holds it")["refresh_token"],
+        imported.refresh_token.as_str()
+    );
+    assert!(fake.access_token_valid(stdout_text(&laptop.ok(&["token"])).trim()));
+    assert_eq!(fake.count(Counter::Refresh), 0, "a move refreshes nothing");
+}

@@ -23,7 +23,7 @@ use crate::store::{Store, client_secret_account, split};
 
 /// How long a store shared between machines keeps its lease for a move that dies half-way: the
 /// move's own calls take seconds; a dead mover keeps other machines from refreshing no longer.
-const MOVE_LEASE: Duration = Duration::from_secs(120);
+const MOVE_LEASE: Duration = Duration::from_secs(60);
 
 /// How long a move waits for a refresh in progress (the refresh lock), as `import` does.
 const LOCK_WAIT: Duration = Duration::from_secs(60);

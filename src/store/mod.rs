@@ -301,18 +301,31 @@ impl Store {
     pub async fn take_lease(&self, profile: &str, ttl: Duration) -> Result<Option<LeaseGuard>> {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(50);
+        // A holder that died (a move cut short, then run again) leaves its lease until it
+        // expires: waiting that long, rather than giving up first, is what lets a second run
+        // finish the move.
+        let mut wait = LEASE_WAIT;
+        let mut first = true;
         loop {
             let name = profile.to_string();
             match self.run("lease", move |s| s.try_lease(&name, ttl)).await? {
                 LeaseAttempt::NotShared => return Ok(None),
                 LeaseAttempt::Taken(lease) => return Ok(Some(lease)),
                 LeaseAttempt::Held { holder, left } => {
-                    if started.elapsed() >= LEASE_WAIT {
+                    if std::mem::take(&mut first) {
+                        wait = wait.max(started.elapsed() + left + Duration::from_secs(1));
+                        tracing::warn!(
+                            "profile '{profile}''s lease in {} is held by {holder}: waiting up to {} s",
+                            self.describe(),
+                            wait.as_secs()
+                        );
+                    }
+                    if started.elapsed() >= wait {
                         return Err(Error::StoreUnavailable {
                             store: self.describe(),
                             cause: format!(
                                 "{holder} has held profile '{profile}''s lease for more than {} s",
-                                LEASE_WAIT.as_secs()
+                                wait.as_secs()
                             ),
                             fix: "run the command again; a holder that stopped leaves the lease, \
                                   which expires on its own"
