@@ -506,11 +506,17 @@ impl Session {
                 LeaseAttempt::NotShared => return Ok(Leased::NotShared),
                 LeaseAttempt::Taken(lease) => {
                     crash_point("refresh-lease-taken");
-                    let current = self.require_token_set().await?;
-                    if self.done_elsewhere(need, &current) {
-                        if let Err(e) = self.store.update_lease(lease, true).await {
-                            tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}");
+                    // Freed on every way out but the refresh's own: other machines need not
+                    // wait for it to expire.
+                    let current = match self.require_token_set().await {
+                        Ok(current) => current,
+                        Err(e) => {
+                            self.free_lease(lease).await;
+                            return Err(e);
                         }
+                    };
+                    if self.done_elsewhere(need, &current) {
+                        self.free_lease(lease).await;
                         return Ok(Leased::DoneElsewhere(current));
                     }
                     return Ok(Leased::Taken(lease, current));
@@ -518,18 +524,22 @@ impl Session {
                 LeaseAttempt::Held { holder, left } => (holder, left),
             };
             if started.elapsed() >= LOCK_WAIT {
-                return Err(Error::StoreUnavailable {
-                    store: self.store.describe(),
-                    cause: format!(
-                        "{holder} has held profile '{}''s refresh lease for more than {} s",
+                // Busy, not broken: exit 6 like the local lock's timeout, so that a script
+                // that retries on 6 retries this too.
+                return Err(Error::Temporary {
+                    what: format!(
+                        "waiting for profile '{}''s refresh lease in {}",
                         self.profile.name,
+                        self.store.describe()
+                    ),
+                    cause: format!(
+                        "{holder} has held it for more than {} s",
                         LOCK_WAIT.as_secs()
                     ),
-                    fix: format!(
-                        "run the command again; a holder that stopped leaves the lease, which \
-                         expires within {} s",
+                    hint: Some(format!(
+                        "a holder that stopped leaves the lease, which expires within {} s",
                         left.as_secs().max(1)
-                    ),
+                    )),
                 });
             }
             tracing::debug!(profile = %self.profile.name, %holder, "waiting for the refresh lease");
@@ -544,14 +554,19 @@ impl Session {
 
     /// The refresh lease expired before this process sent anything, and another took it.
     fn lease_lost(&self) -> Error {
-        Error::StoreUnavailable {
-            store: self.store.describe(),
-            cause: format!(
-                "profile '{}''s refresh lease expired and another process took it before this one \
-                 could refresh; nothing was sent",
-                self.profile.name
-            ),
-            fix: "run the command again; if it keeps happening, raise vault_lease_ttl".into(),
+        Error::Temporary {
+            what: format!("profile '{}''s refresh", self.profile.name),
+            cause: "its refresh lease expired and another process took it before this one \
+                    could refresh; nothing was sent"
+                .into(),
+            hint: Some("if it keeps happening, raise vault_lease_ttl".into()),
+        }
+    }
+
+    /// Frees `lease`. Best effort: a lease that cannot be freed expires on its own.
+    async fn free_lease(&self, lease: LeaseGuard) {
+        if let Err(e) = self.store.update_lease(lease, true).await {
+            tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}");
         }
     }
 

@@ -226,6 +226,9 @@ async fn carry_out(
                 crate::hint::command(name, &format!("config set store {}", from.name()))
             )));
         }
+        if !left.is_empty() && !left.same_as(&kept) {
+            return Err(source_changed(name, from, to));
+        }
         kept
     } else {
         let secrets = ProfileSecrets::read(source, name).await?;
@@ -265,6 +268,19 @@ async fn carry_out(
             }));
         }
         crash_point("store-move-verified");
+        // A store that several machines share may have been refreshed by another one since the
+        // copy (a lease that ran out under a slow move): then the source keeps the profile.
+        source.forget_cached();
+        if !ProfileSecrets::read(source, name)
+            .await
+            .map_err(still_in_source)?
+            .same_as(&secrets)
+        {
+            return Err(still_in_source(Error::InvalidInput(format!(
+                "{} changed while its secrets were being copied (another machine refreshed?)",
+                source.describe()
+            ))));
+        }
 
         let mut config = Config::load(ctx.config.path())?;
         config.set_checked(name, "store", to.name())?;
@@ -285,6 +301,14 @@ async fn carry_out(
             ),
         )
     };
+    // Deleted only while it holds what was moved: never a newer set another machine stored.
+    source.forget_cached();
+    let left = ProfileSecrets::read(source, name)
+        .await
+        .map_err(still_in_source)?;
+    if !left.is_empty() && !left.same_as(&moved) && left.token_set.is_some() {
+        return Err(source_changed(name, from, to));
+    }
     split::delete(source, name).await.map_err(still_in_source)?;
     crash_point("store-move-token-set-deleted");
     source
@@ -325,11 +349,11 @@ async fn check_destination(
     secrets: &ProfileSecrets,
     dest: &Store,
 ) -> Result<()> {
-    // What an earlier run of this move wrote may be replaced: the source may have refreshed
-    // since, and the copy is then stale.
-    if args.force || plan.pending.is_some() {
+    if args.force {
         return Ok(());
     }
+    // Read first in any case: a store shared by several machines then writes with
+    // check-and-set on what was read.
     let held = match ProfileSecrets::read(dest, name).await {
         Ok(held) => held,
         Err(e @ Error::StoredFormat { .. }) => {
@@ -341,6 +365,16 @@ async fn check_destination(
         Err(e) => return Err(e),
     };
     if !held.would_lose_to(secrets) {
+        return Ok(());
+    }
+    // What an earlier run of this move wrote may be replaced (the source may have refreshed
+    // since, and the copy is then stale) — unless it was refreshed where it is, by another
+    // machine sharing that store: then it is newer than the source's.
+    let newer_there = match (&held.token_set, &secrets.token_set) {
+        (Some(there), Some(here)) => there.obtained_at > here.obtained_at,
+        _ => false,
+    };
+    if plan.pending.is_some() && !newer_there {
         return Ok(());
     }
     let what = match &held.token_set {
@@ -358,6 +392,20 @@ async fn check_destination(
         plan.from.store.name(),
         crate::hint::command(name, &format!("status --store {}", plan.to.store.name())),
     )))
+}
+
+/// The source holds other secrets than the ones moved: most likely another machine sharing it
+/// refreshed the profile there. Nothing is deleted.
+fn source_changed(name: &str, from: StoreKind, to: StoreKind) -> Error {
+    Error::InvalidInput(format!(
+        "{} holds other secrets for profile '{name}' than the ones moved to {} — most likely \
+         another machine refreshed them there since — so nothing was deleted from it. To keep \
+         the newer ones, run {} and then {}",
+        from.name(),
+        to.name(),
+        crate::hint::command(name, &format!("config set store {}", from.name())),
+        crate::hint::command(name, &format!("store move --to {} --force", to.name())),
+    ))
 }
 
 /// `err` with `fix` added to what it says to do, for the errors that say what to do.

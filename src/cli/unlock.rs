@@ -39,12 +39,7 @@ pub struct PassphraseArgs {
 pub async fn run_unlock(_args: UnlockArgs, ctx: &Context) -> Result<()> {
     let store = file_store_of(ctx)?;
     let kept = blocking(&store, |s| s.unlock()).await?;
-    for profile in store.profiles() {
-        let lock = RefreshLock::acquire(&ctx.paths, &profile, LOCK_WAIT).await?;
-        let name = profile.clone();
-        blocking(&store, move |s| s.upgrade_profile(&name)).await?;
-        drop(lock);
-    }
+    upgrade_every_profile(&store, ctx).await?;
     let root = store.root().display().to_string();
     match store.cache_state() {
         CacheState::Unlocked(left) if kept => {
@@ -97,6 +92,11 @@ pub async fn run_lock(_args: LockArgs, ctx: &Context) -> Result<()> {
 /// alone is encrypted again, atomically.
 pub async fn run_passphrase(args: PassphraseArgs, ctx: &Context) -> Result<()> {
     let store = file_store_of(ctx)?;
+    // The current passphrase first; then every file still encrypted to it is re-encrypted to
+    // the store's key (each profile under its refresh lock), or it would open with neither
+    // passphrase afterwards.
+    blocking(&store, |s| s.prove_passphrase().map(drop)).await?;
+    upgrade_every_profile(&store, ctx).await?;
     let file = args.new_passphrase_file;
     blocking(&store, move |s| {
         let new = crate::store::file::new_passphrase(s.root(), file.as_deref())?;
@@ -108,6 +108,17 @@ pub async fn run_passphrase(args: PassphraseArgs, ctx: &Context) -> Result<()> {
          (XERO_AUTH_PASSPHRASE, XERO_AUTH_PASSPHRASE_FILE, the systemd credential, the terminal)",
         store.root().display()
     );
+    Ok(())
+}
+
+/// Re-encrypts to the store's key every profile's files still encrypted to the passphrase, each
+/// under that profile's refresh lock (so no refresh of it is overwritten by an older copy).
+async fn upgrade_every_profile(store: &Arc<FileStore>, ctx: &Context) -> Result<()> {
+    for profile in store.profiles() {
+        let lock = RefreshLock::acquire(&ctx.paths, &profile, LOCK_WAIT).await?;
+        blocking(store, move |s| s.upgrade_profile(&profile)).await?;
+        drop(lock);
+    }
     Ok(())
 }
 

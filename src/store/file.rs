@@ -470,8 +470,13 @@ impl FileStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if has_passphrase && let Some(dir) = path.parent() {
-            self.upgrade_folder(dir, path, &recipient)?;
+        // Best effort: re-encrypting the profile's other files must never stand in the way of
+        // this write (a freshly refreshed token set); they stay readable as they are.
+        if has_passphrase
+            && let Some(dir) = path.parent()
+            && let Err(e) = self.upgrade_folder(dir, path, &recipient)
+        {
+            tracing::warn!("re-encrypting {} to the store's key failed: {}", dir.display(), e.cause);
         }
         Ok(recipient)
     }
@@ -544,14 +549,51 @@ impl FileStore {
                 "the new passphrase is empty: an empty passphrase protects nothing",
             ));
         }
-        if self.is_empty() && !self.identity_path().exists() {
+        let identity = self.prove_passphrase()?;
+        // A file still encrypted to the current passphrase would open with no passphrase any
+        // more once it changes: every one must have been re-encrypted to the key first
+        // (`xero-auth store passphrase` does it, each profile under its lock).
+        if let Some(old) = self.legacy_files().first() {
+            return Err(StoreFailure {
+                cause: format!(
+                    "{} is still encrypted to the current passphrase; the passphrase was not \
+                     changed",
+                    old.display()
+                ),
+                fix: "run `xero-auth unlock` (it re-encrypts such files to the store's key), then \
+                      change the passphrase again"
+                    .into(),
+            });
+        }
+        let _store_lock = self.lock_store()?;
+        let mut recipient = age::scrypt::Recipient::new(new.clone());
+        recipient.set_work_factor(self.work_factor);
+        let sealed = seal(identity.to_string().expose_secret().as_bytes(), &recipient)?;
+        self.replace(&self.identity_path(), &sealed)?;
+        *self.passphrase.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+        Ok(())
+    }
+
+    /// Unlocks the store with the passphrase itself, not with a kept key (whoever changes the
+    /// passphrase must know it), giving an older store its key first; the passphrase is then
+    /// held, so the files still encrypted to it can be re-encrypted
+    /// ([`FileStore::upgrade_profile`]). Asks for the passphrase once per process.
+    pub fn prove_passphrase(&self) -> Result<age::x25519::Identity, StoreFailure> {
+        let held = self
+            .passphrase
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if held && let Some(identity) = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(identity);
+        }
+        if self.is_empty() {
             return Err(StoreFailure::mistyped(format!(
                 "the file store in {} holds nothing yet: its first write asks for the passphrase \
                  it will have",
                 self.root.display()
             )));
         }
-        // Proven with the passphrase itself, not with a kept key.
         self.identity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -564,19 +606,23 @@ impl FileStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
         }
-        let identity = self
-            .unlock_identity(false, true)?
-            .ok_or_else(|| StoreFailure {
-                cause: "the store has no key file".into(),
-                fix: "run the command again".into(),
-            })?;
-        let _store_lock = self.lock_store()?;
-        let mut recipient = age::scrypt::Recipient::new(new.clone());
-        recipient.set_work_factor(self.work_factor);
-        let sealed = seal(identity.to_string().expose_secret().as_bytes(), &recipient)?;
-        self.replace(&self.identity_path(), &sealed)?;
-        *self.passphrase.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
-        Ok(())
+        self.unlock_identity(false, true)?.ok_or_else(|| StoreFailure {
+            cause: "the store has no key file".into(),
+            fix: "run the command again".into(),
+        })
+    }
+
+    /// The store's files still encrypted to the passphrase (written before it had a key).
+    fn legacy_files(&self) -> Vec<PathBuf> {
+        store_files(&self.root)
+            .into_iter()
+            .filter(|f| {
+                read_sealed(f)
+                    .ok()
+                    .and_then(|sealed| Sealed::of(&sealed).ok())
+                    == Some(Sealed::Passphrase)
+            })
+            .collect()
     }
 
     /// The folder the store keeps its files in.

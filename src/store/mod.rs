@@ -321,15 +321,20 @@ impl Store {
                         );
                     }
                     if started.elapsed() >= wait {
-                        return Err(Error::StoreUnavailable {
-                            store: self.describe(),
+                        // Busy, not broken: exit 6, as for the local lock.
+                        return Err(Error::Temporary {
+                            what: format!(
+                                "waiting for profile '{profile}''s lease in {}",
+                                self.describe()
+                            ),
                             cause: format!(
-                                "{holder} has held profile '{profile}''s lease for more than {} s",
+                                "{holder} has held it for more than {} s",
                                 wait.as_secs()
                             ),
-                            fix: "run the command again; a holder that stopped leaves the lease, \
-                                  which expires on its own"
-                                .into(),
+                            hint: Some(
+                                "a holder that stopped leaves the lease, which expires on its own"
+                                    .into(),
+                            ),
                         });
                     }
                     tokio::time::sleep(pause.min(left.max(Duration::from_millis(10)))).await;

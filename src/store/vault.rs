@@ -543,23 +543,46 @@ impl VaultStore {
         body: Option<Zeroizing<Vec<u8>>>,
         capability: &str,
     ) -> Result<Answer, StoreFailure> {
-        let token = self.token()?;
-        let answer = self.block(self.send(method, segments, body, Some(&token)))?;
-        match answer.status {
-            403 => Err(self.denied(&token, segments, capability)),
-            503 | 501 => Err(self.sealed_or_down(&answer)),
-            _ => Ok(answer),
+        let mut signed_in_again = false;
+        loop {
+            let token = self.token()?;
+            let answer =
+                self.block(self.send(method.clone(), segments, body.clone(), Some(&token)))?;
+            match answer.status {
+                // A process that runs for hours (`mcp`, `exec --server`) outlives an AppRole
+                // token's `token_ttl`, or a `bao login` replaces the token file: a token that is
+                // no longer valid is dropped and the process signs in again, once. A 403 means
+                // nothing was done, so the call can be made again.
+                403 if !signed_in_again
+                    && matches!(
+                        self.auth_method(),
+                        AuthMethod::AppRole(_) | AuthMethod::TokenFile(_)
+                    )
+                    && !self.token_valid(&token) =>
+                {
+                    signed_in_again = true;
+                    self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    tracing::info!("the Vault token is no longer valid; signing in again");
+                }
+                403 => return Err(self.denied(&token, segments, capability)),
+                503 | 501 => return Err(self.sealed_or_down(&answer)),
+                _ => return Ok(answer),
+            }
         }
+    }
+
+    /// Whether the server still takes `token` (`auth/token/lookup-self`); a lookup that fails
+    /// for another reason counts as valid, so that only a refused token is replaced.
+    fn token_valid(&self, token: &SecretString) -> bool {
+        let lookup: Vec<String> = ["auth", "token", "lookup-self"].map(String::from).to_vec();
+        self.block(self.send(reqwest::Method::GET, &lookup, None, Some(token)))
+            .map_or(true, |a| a.status == 200)
     }
 
     /// A 403: the token is no longer valid, or the policy lacks `capability` on the path.
     fn denied(&self, token: &SecretString, segments: &[String], capability: &str) -> StoreFailure {
         let path = Self::shown_path(segments);
-        let lookup: Vec<String> = ["auth", "token", "lookup-self"].map(String::from).to_vec();
-        let token_valid = self
-            .block(self.send(reqwest::Method::GET, &lookup, None, Some(token)))
-            .map_or(true, |a| a.status == 200);
-        if !token_valid {
+        if !self.token_valid(token) {
             return StoreFailure {
                 cause: format!(
                     "{} refused the token: it is expired, revoked or from another server{}",
@@ -900,7 +923,16 @@ fn held_by(entry: &Entry) -> Option<(String, Duration)> {
         .and_then(|v| v.as_str())
         .unwrap_or("someone")
         .to_string();
-    let (created, now) = (entry.created?, entry.date?);
+    // Without the server's times (a proxy that drops `Date`), the lease is not taken to be free:
+    // this machine's clock stands in for the server's, and a missing creation time counts as
+    // just written.
+    let now = entry.date.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let created = entry.created.unwrap_or(now);
     let left = created.saturating_add(ttl).saturating_sub(now);
     (left > 0).then(|| (holder, Duration::from_secs(left as u64)))
 }
@@ -1171,6 +1203,14 @@ mod tests {
             Some(("ci-1/42/abc".to_string(), Duration::from_secs(20)))
         );
         assert_eq!(held_by(&entry("held", 1000, 1030)), None, "expired");
+        let mut undated = entry("held", 1000, 1010);
+        undated.date = None;
+        undated.created = None;
+        assert_eq!(
+            held_by(&undated).map(|(_, left)| left),
+            Some(Duration::from_secs(30)),
+            "no Date from the server: held, never free"
+        );
         assert_eq!(held_by(&entry("free", 1000, 1010)), None, "released");
     }
 }
