@@ -154,15 +154,16 @@ fn unlocked_once_token_needs_no_passphrase_until_lock() {
 fn the_key_is_forgotten_once_the_ttl_has_passed_unused() {
     keyring_or_skip!();
     let fake = FakeXero::start();
-    let (mut env, _) = stored_profile(&fake, "unlock-ttl", "2", Duration::from_secs(60));
+    let (mut env, _) = stored_profile(&fake, "unlock-ttl", "4", Duration::from_secs(60));
     without_passphrase(&mut env);
     env.ok(&["token"]);
-    // Each use restarts the timeout: used every second for three seconds, still kept.
-    for _ in 0..3 {
+    // Each use restarts the timeout: used every second for five seconds (longer than the TTL),
+    // still kept.
+    for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(1000));
         env.ok(&["token"]);
     }
-    std::thread::sleep(Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(6000));
     assert_asks_for_the_passphrase(&env, "after the ttl");
 }
 
@@ -407,4 +408,31 @@ fn a_new_passphrase_from_a_file_rewrites_the_key_file_alone() {
     env.cmd(&["token"]).assert().code(5);
     env.set_env("XERO_AUTH_PASSPHRASE", "Brand-new-passphrase-62");
     assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
+}
+
+/// Changing the passphrase of a store written by an earlier version re-encrypts its files to
+/// the store's key first: none is left that only the old passphrase opens.
+#[test]
+fn a_new_passphrase_for_an_older_store_leaves_no_file_on_the_old_one() {
+    keyring_or_skip!();
+    let fake = FakeXero::start();
+    let (mut env, _) = stored_profile(&fake, "unlock-pass-old", "0", Duration::from_secs(60));
+    make_legacy(&env);
+    let new_file = env.dir.path().join("new-passphrase");
+    std::fs::write(&new_file, "Another-new-passphrase-17\n").unwrap();
+    std::fs::set_permissions(
+        &new_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    env.ok(&[
+        "store",
+        "passphrase",
+        "--new-passphrase-file",
+        new_file.to_str().unwrap(),
+    ]);
+    assert!(!is_legacy(&env, "token-set") && !is_legacy(&env, "client-secret"));
+    env.set_env("XERO_AUTH_PASSPHRASE", "Another-new-passphrase-17");
+    assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
+    env.ok(&["refresh"]);
 }

@@ -397,3 +397,75 @@ fn a_move_cut_short_is_not_finished_after_config_toml_was_set_to_a_third_store()
     env.ok(&["store", "move", "--to", FILE]);
     assert_moved(&env, &fake, KEYCHAIN, FILE);
 }
+
+/// Writes into `store` a token set for the profile as another machine sharing that store would
+/// after a refresh: another refresh token, obtained a minute later than the one there.
+fn refreshed_elsewhere(env: &TestEnv, fake: &FakeXero, store: &str) -> String {
+    let mut set: serde_json::Value =
+        serde_json::from_slice(&raw(env, store, "token-set").unwrap()).unwrap();
+    let newer = fake.issue_tokens(CLIENT_ID, SCOPE);
+    set["refresh_token"] = serde_json::Value::from(newer.refresh_token.as_str());
+    set["obtained_at"] = serde_json::Value::from(set["obtained_at"].as_i64().unwrap() + 60);
+    let bytes = serde_json::to_vec(&set).unwrap();
+    let account = token_set_account(&env.profile);
+    match store {
+        FILE => file_store(env).set(&account, "t", &bytes),
+        _ => Keychain::new(StoreKind::SecretService).set(&account, "t", &bytes),
+    }
+    .unwrap();
+    newer.refresh_token
+}
+
+/// A move's second run deletes the source only while it holds what was moved (or older): a set
+/// refreshed there after the switch, by a machine still using it, is kept.
+#[test]
+fn a_source_refreshed_after_the_switch_is_not_deleted_by_a_second_run() {
+    require_keychain!();
+    require_failpoints!();
+    let fake = FakeXero::start();
+    let (env, _) = profile_on(&fake, "sm-newer-source", KEYCHAIN);
+    run_to_crash(
+        env.std_cmd(&["store", "move", "--to", FILE]),
+        "store-move-switched",
+    );
+    let newer = refreshed_elsewhere(&env, &fake, KEYCHAIN);
+    let said = refused(&env, &fake, &["store", "move", "--to", FILE], 1);
+    assert!(
+        said.contains("holds other secrets") && said.contains("nothing was deleted"),
+        "{said}"
+    );
+    assert_eq!(
+        refresh_token_in(&env, KEYCHAIN).as_deref(),
+        Some(newer.as_str())
+    );
+}
+
+/// A second run of a move cut short after the copy does not overwrite a set refreshed in the
+/// destination since (by a machine sharing it), unless told to with --force.
+#[test]
+fn a_copy_refreshed_in_the_destination_is_not_overwritten_by_a_second_run() {
+    require_keychain!();
+    require_failpoints!();
+    let fake = FakeXero::start();
+    let (env, imported) = profile_on(&fake, "sm-newer-dest", KEYCHAIN);
+    run_to_crash(
+        env.std_cmd(&["store", "move", "--to", FILE]),
+        "store-move-copied",
+    );
+    let newer = refreshed_elsewhere(&env, &fake, FILE);
+    let said = refused(&env, &fake, &["store", "move", "--to", FILE], 1);
+    assert!(said.contains("already holds"), "{said}");
+    assert_eq!(
+        refresh_token_in(&env, FILE).as_deref(),
+        Some(newer.as_str())
+    );
+    assert_eq!(
+        refresh_token_in(&env, KEYCHAIN).as_deref(),
+        Some(imported.refresh_token.as_str())
+    );
+    env.ok(&["store", "move", "--to", FILE, "--force"]);
+    assert_eq!(
+        refresh_token_in(&env, FILE).as_deref(),
+        Some(imported.refresh_token.as_str())
+    );
+}

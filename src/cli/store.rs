@@ -226,7 +226,10 @@ async fn carry_out(
                 crate::hint::command(name, &format!("config set store {}", from.name()))
             )));
         }
-        if !left.is_empty() && !left.same_as(&kept) {
+        // The profile has used the destination since the switch, where it may have been
+        // refreshed (so the source's copy is older): what is refused is a source refreshed
+        // after the switch, by a machine that still used it.
+        if newer_set(&left, &kept) {
             return Err(source_changed(name, from, to));
         }
         kept
@@ -306,7 +309,7 @@ async fn carry_out(
     let left = ProfileSecrets::read(source, name)
         .await
         .map_err(still_in_source)?;
-    if !left.is_empty() && !left.same_as(&moved) && left.token_set.is_some() {
+    if newer_set(&left, &moved) {
         return Err(source_changed(name, from, to));
     }
     split::delete(source, name).await.map_err(still_in_source)?;
@@ -370,11 +373,7 @@ async fn check_destination(
     // What an earlier run of this move wrote may be replaced (the source may have refreshed
     // since, and the copy is then stale) — unless it was refreshed where it is, by another
     // machine sharing that store: then it is newer than the source's.
-    let newer_there = match (&held.token_set, &secrets.token_set) {
-        (Some(there), Some(here)) => there.obtained_at > here.obtained_at,
-        _ => false,
-    };
-    if plan.pending.is_some() && !newer_there {
+    if plan.pending.is_some() && !newer_set(&held, secrets) {
         return Ok(());
     }
     let what = match &held.token_set {
@@ -392,6 +391,17 @@ async fn check_destination(
         plan.from.store.name(),
         crate::hint::command(name, &format!("status --store {}", plan.to.store.name())),
     )))
+}
+
+/// Whether `a` holds a token set obtained after `b`'s (another refresh token, newer).
+fn newer_set(a: &ProfileSecrets, b: &ProfileSecrets) -> bool {
+    match (&a.token_set, &b.token_set) {
+        (Some(a_set), Some(b_set)) => {
+            !a_set.same_tokens(b_set) && a_set.obtained_at > b_set.obtained_at
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// The source holds other secrets than the ones moved: most likely another machine sharing it

@@ -476,7 +476,11 @@ impl FileStore {
             && let Some(dir) = path.parent()
             && let Err(e) = self.upgrade_folder(dir, path, &recipient)
         {
-            tracing::warn!("re-encrypting {} to the store's key failed: {}", dir.display(), e.cause);
+            tracing::warn!(
+                "re-encrypting {} to the store's key failed: {}",
+                dir.display(),
+                e.cause
+            );
         }
         Ok(recipient)
     }
@@ -584,7 +588,13 @@ impl FileStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if held && let Some(identity) = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if held
+            && let Some(identity) = self
+                .identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        {
             return Ok(identity);
         }
         if self.is_empty() {
@@ -606,10 +616,11 @@ impl FileStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
         }
-        self.unlock_identity(false, true)?.ok_or_else(|| StoreFailure {
-            cause: "the store has no key file".into(),
-            fix: "run the command again".into(),
-        })
+        self.unlock_identity(false, true)?
+            .ok_or_else(|| StoreFailure {
+                cause: "the store has no key file".into(),
+                fix: "run the command again".into(),
+            })
     }
 
     /// The store's files still encrypted to the passphrase (written before it had a key).
