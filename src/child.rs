@@ -9,10 +9,18 @@ use crate::error::{Error, Result};
 
 /// Removes from `command`'s environment the secrets this process may have been given through
 /// its own (the client secret, the file store's passphrase), so that a child never inherits them.
-pub fn without_secrets(command: &mut Command) -> &mut Command {
+/// The Vault variables (`VAULT_TOKEN`, `BAO_TOKEN`, `VAULT_SECRET_ID`), taken out of this
+/// process's environment at start-up, are the profile's credentials only when it uses the vault
+/// store (`store`): otherwise they are the caller's own, for the programs it runs (a `terraform`
+/// under `exec`), and the child gets them back.
+pub fn without_secrets(command: &mut Command, store: crate::config::StoreKind) -> &mut Command {
     command
         .env_remove("XERO_CLIENT_SECRET")
-        .env_remove(crate::store::file::PASSPHRASE_ENV)
+        .env_remove(crate::store::file::PASSPHRASE_ENV);
+    if store != crate::config::StoreKind::Vault {
+        crate::store::vault::give_back_credentials(command);
+    }
+    command
 }
 
 /// Gives `command` the core-size limits the caller of xero-auth had, not the ones xero-auth set
@@ -236,7 +244,7 @@ mod tests {
     fn a_child_never_inherits_our_secrets() {
         let mut command = Command::new("true");
         command.env("XERO_CLIENT_SECRET", "x").env("KEEP", "y");
-        without_secrets(&mut command);
+        without_secrets(&mut command, crate::config::StoreKind::File);
         let envs: Vec<_> = command.get_envs().collect();
         assert!(envs.contains(&(OsStr::new("XERO_CLIENT_SECRET"), None)));
         assert!(envs.contains(&(OsStr::new(crate::store::file::PASSPHRASE_ENV), None)));

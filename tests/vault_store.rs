@@ -789,6 +789,20 @@ fn the_vault_token_and_secret_id_are_not_passed_to_a_child_process() {
     }
 }
 
+/// For a profile on another store the Vault variables are not xero-auth's credentials but the
+/// caller's own, for the programs it runs (a `terraform` under `exec`): its child gets them.
+#[test]
+fn a_profile_on_another_store_passes_the_callers_vault_variables_on() {
+    let fake = FakeXero::start();
+    let (mut env, _) = ready_profile(&fake, "vault-vars-kept", Duration::from_secs(60));
+    env.set_env("VAULT_TOKEN", "callers-own-vault-token-5b7e");
+    env.set_env("VAULT_SECRET_ID", "callers-own-secret-id-0c3d");
+    let out = stdout_text(&env.ok(&["exec", "--", "env"]));
+    assert!(out.contains("VAULT_TOKEN=callers-own-vault-token-5b7e"), "{out}");
+    assert!(out.contains("VAULT_SECRET_ID=callers-own-secret-id-0c3d"), "{out}");
+    assert!(!out.contains(CLIENT_SECRET));
+}
+
 #[test]
 fn a_redirect_from_the_server_is_not_followed_with_the_token() {
     let fake = FakeXero::start();

@@ -48,7 +48,12 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     session.require_token_set_stored().await?;
     let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
     let token = session.access_token().await?;
-    let mut command = command_with_token(&args.command, &token, session.tenant())?;
+    let mut command = command_with_token(
+        &args.command,
+        &token,
+        session.tenant(),
+        session.profile().store,
+    )?;
     drop(token);
     // The command replaces this process: it gets the caller's limits back here, where
     // `child::spawn` gives them to the commands of `exec --server` and `mcp`.
@@ -77,6 +82,7 @@ pub fn command_with_token(
     command_line: &[OsString],
     token: &crate::secret::AccessToken,
     tenant: Option<&str>,
+    store: crate::config::StoreKind,
 ) -> Result<std::process::Command> {
     // clap requires a command; a library caller may build the arguments by hand.
     let Some((program, rest)) = command_line.split_first() else {
@@ -88,7 +94,7 @@ pub fn command_with_token(
     command
         .args(rest)
         .env("XERO_ACCESS_TOKEN", token.expose_secret());
-    crate::child::without_secrets(&mut command);
+    crate::child::without_secrets(&mut command, store);
     match tenant {
         Some(tenant) => command.env("XERO_TENANT_ID", tenant),
         None => command.env_remove("XERO_TENANT_ID"),

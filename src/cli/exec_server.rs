@@ -48,7 +48,12 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let listener = LoopbackListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{}{PATH}", listener.local_addr());
 
-    let mut command = super::exec::command_with_token(&args.command, &token, session.tenant())?;
+    let mut command = super::exec::command_with_token(
+        &args.command,
+        &token,
+        session.tenant(),
+        session.profile().store,
+    )?;
     command.env(URL_ENV, &url).env(KEY_ENV, key.expose_secret());
     drop(token);
     let signals = StopSignals::install()?;

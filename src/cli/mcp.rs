@@ -238,7 +238,7 @@ impl Bridge<'_> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        child::without_secrets(&mut command);
+        child::without_secrets(&mut command, self.session.profile().store);
         let mut process = child::spawn(command)?;
         self.signals.supervise(process.id());
         self.generation += 1;

@@ -73,6 +73,14 @@ pub unsafe fn take_credentials_from_env() {
     }
 }
 
+/// Puts what [`take_credentials_from_env`] took into `command`'s environment: for the child of a
+/// profile that does not use the vault store, to which they are the caller's own variables.
+pub fn give_back_credentials(command: &mut std::process::Command) {
+    for (name, value) in TAKEN.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        command.env(name, value.expose_secret());
+    }
+}
+
 /// Wipes what [`take_credentials_from_env`] took: a static is never dropped, so the tool calls
 /// this before it exits.
 pub fn forget_credentials() {
