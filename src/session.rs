@@ -84,6 +84,10 @@ pub struct Session {
     max_wait: Duration,
     /// Xero's limits, kept before sending; `None` when the program keeps them itself.
     limiter: Option<Limiter>,
+    /// The refresh lease of a shared store while its refresh request is being sent: renewed
+    /// before each retry, so that a slow Xero cannot outlast it and let another machine spend the
+    /// same refresh token.
+    sending_under: std::sync::Mutex<Option<LeaseGuard>>,
 }
 
 impl Session {
@@ -101,6 +105,7 @@ impl Session {
             local: tokio::sync::Mutex::new(()),
             margin_secs: DEFAULT_MARGIN_SECS,
             max_wait: Duration::from_secs(60),
+            sending_under: std::sync::Mutex::new(None),
         }
     }
 
@@ -593,13 +598,25 @@ impl Session {
             // The note goes into the lease before the request: a holder that dies from here on
             // leaves it for the next machine. Writing it renews the lease, too.
             held.unsaved_refresh_sent_at = Some(first_sent);
+            // Long enough for one request to time out and be answered (it is renewed before
+            // each retry).
+            held.ttl = held
+                .ttl
+                .max(self.profile.http_timeout + Duration::from_secs(10));
             let renewed = self.store.update_lease(held, false).await?;
             *lease = Some(renewed.ok_or_else(|| self.lease_lost())?);
         }
         // After the lease's note: a lease that could not be written sent nothing.
         lock.note_refresh_sent(first_sent);
         let rotating = current.refresh_token.is_some();
-        let response = match self.post_refresh(&app, &current).await {
+        *self.sending_under.lock().unwrap_or_else(|p| p.into_inner()) = lease.take();
+        let posted = self.post_refresh(&app, &current).await;
+        *lease = self
+            .sending_under
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let response = match posted {
             Ok(response) => response,
             // A refresh that may have reached Xero leaves the stored refresh token usable only
             // inside the grace window from its first use: the message says until when, rather
@@ -868,6 +885,19 @@ impl Session {
                     }
                     tracing::warn!(%endpoint, attempt, %cause, "failed; retrying in {} ms", wait.as_millis());
                     tokio::time::sleep(wait).await;
+                    // Under a shared store's refresh lease, it is renewed before each retry; a
+                    // lease that can no longer be held stops the retries (another machine may
+                    // be about to refresh).
+                    if let Err(e) = self.renew_sending_lease().await {
+                        if any_lost {
+                            return Err(Error::Unconfirmed {
+                                what: format!("{what} at {endpoint}"),
+                                cause: format!("{cause}; then the refresh lease was lost: {e}"),
+                                first_sent: None,
+                            });
+                        }
+                        return Err(e);
+                    }
                     backoff *= 3;
                     attempt += 1;
                 }
@@ -899,6 +929,25 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Renews the refresh lease a request is being sent under, if there is one.
+    async fn renew_sending_lease(&self) -> Result<()> {
+        let held = self
+            .sending_under
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let renewed = self
+            .store
+            .update_lease(held, false)
+            .await?
+            .ok_or_else(|| self.lease_lost())?;
+        *self.sending_under.lock().unwrap_or_else(|p| p.into_inner()) = Some(renewed);
+        Ok(())
     }
 
     /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh

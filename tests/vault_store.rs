@@ -798,8 +798,14 @@ fn a_profile_on_another_store_passes_the_callers_vault_variables_on() {
     env.set_env("VAULT_TOKEN", "callers-own-vault-token-5b7e");
     env.set_env("VAULT_SECRET_ID", "callers-own-secret-id-0c3d");
     let out = stdout_text(&env.ok(&["exec", "--", "env"]));
-    assert!(out.contains("VAULT_TOKEN=callers-own-vault-token-5b7e"), "{out}");
-    assert!(out.contains("VAULT_SECRET_ID=callers-own-secret-id-0c3d"), "{out}");
+    assert!(
+        out.contains("VAULT_TOKEN=callers-own-vault-token-5b7e"),
+        "{out}"
+    );
+    assert!(
+        out.contains("VAULT_SECRET_ID=callers-own-secret-id-0c3d"),
+        "{out}"
+    );
     assert!(!out.contains(CLIENT_SECRET));
 }
 
@@ -895,4 +901,38 @@ fn a_profile_moves_from_the_keychain_into_vault_and_back() {
     );
     assert!(fake.access_token_valid(stdout_text(&laptop.ok(&["token"])).trim()));
     assert_eq!(fake.count(Counter::Refresh), 0, "a move refreshes nothing");
+}
+
+/// A holder whose refresh needs retries longer than the lease's TTL renews the lease before
+/// each retry: another machine waits for its set instead of taking the lease and spending the
+/// same refresh token again.
+#[test]
+fn a_slow_refresh_keeps_its_lease_and_other_machines_wait_for_its_set() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, _) = three_machines(&fake, &bao, "slow");
+    // Two refused attempts, then a slow answer: about 3.5 s in all, past the lease's 3 s.
+    fake.push_fault(Target::Token, Fault::ServerError);
+    fake.push_fault(Target::Token, Fault::ServerError);
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(1500)));
+    let first = Running::spawn(machines[0].std_cmd(&["token"]));
+    std::thread::sleep(Duration::from_millis(800));
+    let second = Running::spawn(machines[1].std_cmd(&["token"]));
+    let (first, second) = (
+        first.finish(Duration::from_secs(60)),
+        second.finish(Duration::from_secs(60)),
+    );
+    assert!(first.status.success(), "{}", stderr_text(&first));
+    assert!(second.status.success(), "{}", stderr_text(&second));
+    assert_eq!(
+        stdout_text(&first),
+        stdout_text(&second),
+        "one token for both"
+    );
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        3,
+        "the holder's three attempts, and no refresh by the other machine"
+    );
 }
