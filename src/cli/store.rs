@@ -3,7 +3,7 @@
 //! The move copies the token set (every entry of it) and the client secret to the destination,
 //! reads them back from there, switches the profile's `store` in `config.toml`, and only then
 //! deletes them from the source — all under the profile's refresh lock and under both stores'
-//! own leases ([`crate::store::SecretStore::take_lease`]; a store shared between machines has
+//! own leases ([`crate::store::Store::take_lease`]; a store shared between machines has
 //! one), so that no refresh anywhere rotates the set mid-move. Until the switch the profile works
 //! from the source, after it from the destination; a process that dies at any step leaves a note
 //! ([`PendingMove`]) from which running the same command again finishes the move.
