@@ -717,6 +717,25 @@ fn doctor_checks_the_file_store_and_whether_the_passphrase_opens_it() {
         "{store:#}"
     );
 
+    // doctor never writes: not even the store's public recipient file when it is missing
+    // (the next command that unlocks the store writes it again).
+    let recipient = secrets_dir(&env).join(".store-recipient");
+    std::fs::remove_file(&recipient).unwrap();
+    let (code, json) = doctor(PASSPHRASE);
+    assert!(
+        file_store(&json)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("opens them"),
+        "{code} {json:#}"
+    );
+    assert!(!recipient.exists(), "doctor wrote the recipient file");
+    env.ok(&["token"]);
+    assert!(
+        recipient.exists(),
+        "a command that unlocks the store writes it again"
+    );
+
     // Other users reading the folder is a problem too.
     std::fs::set_permissions(secrets_dir(&env), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (code, json) = doctor(PASSPHRASE);

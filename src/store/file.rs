@@ -85,6 +85,9 @@ pub struct FileStore {
     identity: Mutex<Option<age::x25519::Identity>>,
     #[cfg(target_os = "linux")]
     cache: Option<super::unlock_cache::KeyCache>,
+    /// Whether a missing or altered recipient file is written again when the key is unlocked
+    /// (not for `doctor`, which never writes).
+    repairs: bool,
     opened: Mutex<HashMap<PathBuf, Opened>>,
 }
 
@@ -243,6 +246,7 @@ impl FileStore {
             identity: Mutex::new(None),
             #[cfg(target_os = "linux")]
             cache: None,
+            repairs: true,
             opened: Mutex::new(HashMap::new()),
         }
     }
@@ -383,7 +387,7 @@ impl FileStore {
         let identity = parse_identity(&plain)
             .ok_or_else(|| damaged(&path, "it opens, but does not hold an age identity"))?;
         let public = identity.to_public().to_string();
-        if recipient.as_deref() != Some(public.as_str()) {
+        if self.repairs && recipient.as_deref() != Some(public.as_str()) {
             // The recipient is derived from the key: a missing or altered copy is written again.
             tracing::warn!("{} was missing or altered; written again", RECIPIENT_FILE);
             self.replace(&self.recipient_path(), format!("{public}\n").as_bytes())?;
@@ -1305,11 +1309,12 @@ pub fn check(root: &Path, unlock_ttl: std::time::Duration) -> Result<String, Sto
             "{count}; the passphrase in {source} becomes the store's at the first write"
         ));
     };
-    let with = FileStore::new(
+    let mut with = FileStore::new(
         root.to_path_buf(),
         FILE_WORK_FACTORS.0,
         Box::new(move |_| Ok(passphrase.clone())),
     );
+    with.repairs = false;
     with.open(first)
         .map(|_| {
             format!(
