@@ -507,7 +507,11 @@ impl Session {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            let (holder, left) = match self.store.try_lease(&self.profile.name).await? {
+            let (holder, left) = match self
+                .store
+                .try_lease(&self.profile.name, Duration::ZERO)
+                .await?
+            {
                 LeaseAttempt::NotShared => return Ok(Leased::NotShared),
                 LeaseAttempt::Taken(lease) => {
                     crash_point("refresh-lease-taken");
@@ -516,12 +520,12 @@ impl Session {
                     let current = match self.require_token_set().await {
                         Ok(current) => current,
                         Err(e) => {
-                            self.free_lease(lease).await;
+                            self.store.release_lease(Some(lease)).await;
                             return Err(e);
                         }
                     };
                     if self.done_elsewhere(need, &current) {
-                        self.free_lease(lease).await;
+                        self.store.release_lease(Some(lease)).await;
                         return Ok(Leased::DoneElsewhere(current));
                     }
                     return Ok(Leased::Taken(lease, current));
@@ -565,13 +569,6 @@ impl Session {
                     could refresh; nothing was sent"
                 .into(),
             hint: Some("if it keeps happening, raise vault_lease_ttl".into()),
-        }
-    }
-
-    /// Frees `lease`. Best effort: a lease that cannot be freed expires on its own.
-    async fn free_lease(&self, lease: LeaseGuard) {
-        if let Err(e) = self.store.update_lease(lease, true).await {
-            tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}");
         }
     }
 

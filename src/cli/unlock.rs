@@ -128,20 +128,12 @@ fn file_store_of(ctx: &Context) -> Result<Arc<FileStore>> {
     Ok(Arc::new(file_store(&profile, &ctx.paths)))
 }
 
-/// Runs `f` on a blocking thread whose stack is wiped afterwards (it handles the passphrase and
-/// the key), turning the store's failure into the command's error.
+/// Runs `f` on the file store, untimed, on a blocking thread whose stack is wiped afterwards
+/// (it handles the passphrase and the key).
 async fn blocking<T: Send + 'static>(
     store: &Arc<FileStore>,
     f: impl FnOnce(&FileStore) -> Result<T, StoreFailure> + Send + 'static,
 ) -> Result<T> {
     let inner = store.clone();
-    let outcome = tokio::task::spawn_blocking(move || crate::stack::scrubbed(|| f(&inner)))
-        .await
-        .unwrap_or_else(|join| {
-            Err(StoreFailure {
-                cause: format!("the file store call failed unexpectedly ({join})"),
-                fix: "run the command again".into(),
-            })
-        });
-    outcome.map_err(|f| crate::store::failure_to_error(store.describe_root(), f))
+    crate::store::untimed(store.describe_root(), move || f(&inner)).await
 }

@@ -109,10 +109,8 @@ impl CacheState {
     pub fn describe(&self) -> String {
         match self {
             CacheState::Unlocked(Some(left)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                use crate::session::Clock as _;
+                let now = crate::session::SystemClock.now();
                 let left = left.as_secs() as i64;
                 format!(
                     "unlocked until about {} (in {}; each use extends it): its key is kept in \
@@ -213,25 +211,40 @@ impl OpenError {
 
 /// Every `.age` file of the store in `root`, in a stable order.
 fn store_files(root: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(profiles) = std::fs::read_dir(root) else {
-        return files;
-    };
-    for profile in profiles.flatten() {
-        let Ok(entries) = std::fs::read_dir(profile.path()) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".age") && !name.starts_with('.') && path.is_file() {
-                files.push(path);
-            }
-        }
-    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|profile| profile_files(&profile.path()))
+        .collect();
     files.sort();
     files
+}
+
+/// The `.age` files of one profile's folder `dir` (not the temporary ones), in a stable order.
+fn profile_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".age") && !name.starts_with('.') && entry.path().is_file()
+        })
+        .map(|entry| entry.path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether `path` is a file still encrypted to the passphrase (written before the store had a
+/// key).
+fn is_legacy(path: &Path) -> bool {
+    read_sealed(path)
+        .ok()
+        .and_then(|sealed| Sealed::of(&sealed).ok())
+        == Some(Sealed::Passphrase)
 }
 
 impl FileStore {
@@ -299,23 +312,16 @@ impl FileStore {
     /// already kept, and keeps it. A store without a key yet gets one first. Returns whether
     /// the key was kept in the kernel.
     pub fn unlock(&self) -> Result<bool, StoreFailure> {
-        if !self.identity_path().exists() {
-            if self.is_empty() {
-                return Err(StoreFailure::mistyped(format!(
-                    "the file store in {} holds nothing yet: there is nothing to unlock; its \
-                     first write (`xero-auth client set`, `login` or `import`) creates it",
-                    self.root.display()
-                )));
-            }
-            self.vouch_for_passphrase(&self.root.join(IDENTITY_FILE))?;
-            self.create_identity()?;
+        if self.is_empty() {
+            return Err(StoreFailure::mistyped(format!(
+                "the file store in {} holds nothing yet: there is nothing to unlock; its \
+                 first write (`xero-auth client set`, `login` or `import`) creates it",
+                self.root.display()
+            )));
         }
+        self.give_key_if_missing()?;
         self.unlocked_identity()?;
-        #[cfg(target_os = "linux")]
-        if let Some(cache) = &self.cache {
-            return Ok(matches!(cache.state(), CacheState::Unlocked(_)));
-        }
-        Ok(false)
+        Ok(matches!(self.cache_state(), CacheState::Unlocked(_)))
     }
 
     fn identity_path(&self) -> PathBuf {
@@ -392,12 +398,7 @@ impl FileStore {
             tracing::warn!("{} was missing or altered; written again", RECIPIENT_FILE);
             self.replace(&self.recipient_path(), format!("{public}\n").as_bytes())?;
         }
-        #[cfg(target_os = "linux")]
-        if let Some(cache) = &self.cache
-            && let Err(why) = cache.put(identity.to_string().expose_secret().as_bytes())
-        {
-            tracing::warn!("the unlocked key is not kept between commands: {why}");
-        }
+        self.keep_in_kernel(&identity);
         *held = Some(identity.clone());
         Ok(Some(identity))
     }
@@ -420,14 +421,40 @@ impl FileStore {
         let sealed = self.encrypt_to_passphrase(secret.expose_secret().as_bytes())?;
         self.replace(&self.identity_path(), &sealed)?;
         crash_point("file-store-key-written");
+        self.keep_in_kernel(&identity);
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity.clone());
+        Ok(identity)
+    }
+
+    /// Whether this process holds the passphrase (it was given or typed, and used).
+    fn holds_passphrase(&self) -> bool {
+        self.passphrase
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Keeps the unlocked `identity` in the kernel, where the store keeps it at all. Best effort:
+    /// a key that cannot be kept only means the next command unlocks the store again.
+    fn keep_in_kernel(&self, identity: &age::x25519::Identity) {
         #[cfg(target_os = "linux")]
         if let Some(cache) = &self.cache
-            && let Err(why) = cache.put(secret.expose_secret().as_bytes())
+            && let Err(why) = cache.put(identity.to_string().expose_secret().as_bytes())
         {
             tracing::warn!("the unlocked key is not kept between commands: {why}");
         }
-        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity.clone());
-        Ok(identity)
+        #[cfg(not(target_os = "linux"))]
+        let _ = identity;
+    }
+
+    /// Gives an older store (files but no key file) its key, once the passphrase given opens one
+    /// of its files.
+    fn give_key_if_missing(&self) -> Result<(), StoreFailure> {
+        if !self.identity_path().exists() {
+            self.vouch_for_passphrase(&self.identity_path())?;
+            self.create_identity()?;
+        }
+        Ok(())
     }
 
     /// The store's own lock (`SECRETS/.store.lock`), held while its key files change.
@@ -469,14 +496,9 @@ impl FileStore {
             }
         };
         let recipient = identity.to_public();
-        let has_passphrase = self
-            .passphrase
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
         // Best effort: re-encrypting the profile's other files must never stand in the way of
         // this write (a freshly refreshed token set); they stay readable as they are.
-        if has_passphrase
+        if self.holds_passphrase()
             && let Some(dir) = path.parent()
             && let Err(e) = self.upgrade_folder(dir, path, &recipient)
         {
@@ -499,26 +521,8 @@ impl FileStore {
         except: &Path,
         recipient: &age::x25519::Recipient,
     ) -> Result<(), StoreFailure> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p != except
-                    && p.extension().is_some_and(|x| x == "age")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        files.sort();
-        for file in files {
-            let Ok(sealed) = read_sealed(&file) else {
-                continue;
-            };
-            if Sealed::of(&sealed).ok() != Some(Sealed::Passphrase) {
+        for file in profile_files(dir) {
+            if file == except || !is_legacy(&file) {
                 continue;
             }
             let plain = match self.open(&file) {
@@ -587,12 +591,7 @@ impl FileStore {
     /// held, so the files still encrypted to it can be re-encrypted
     /// ([`FileStore::upgrade_profile`]). Asks for the passphrase once per process.
     pub fn prove_passphrase(&self) -> Result<age::x25519::Identity, StoreFailure> {
-        let held = self
-            .passphrase
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if held
+        if self.holds_passphrase()
             && let Some(identity) = self
                 .identity
                 .lock()
@@ -608,18 +607,11 @@ impl FileStore {
                 self.root.display()
             )));
         }
+        self.give_key_if_missing()?;
         self.identity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if !self.identity_path().exists() {
-            self.vouch_for_passphrase(&self.identity_path())?;
-            self.create_identity()?;
-            self.identity
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-        }
         self.unlock_identity(false, true)?
             .ok_or_else(|| StoreFailure {
                 cause: "the store has no key file".into(),
@@ -631,12 +623,7 @@ impl FileStore {
     fn legacy_files(&self) -> Vec<PathBuf> {
         store_files(&self.root)
             .into_iter()
-            .filter(|f| {
-                read_sealed(f)
-                    .ok()
-                    .and_then(|sealed| Sealed::of(&sealed).ok())
-                    == Some(Sealed::Passphrase)
-            })
+            .filter(|f| is_legacy(f))
             .collect()
     }
 
@@ -843,14 +830,9 @@ impl FileStore {
             Err(OpenError::Damaged(why)) if path.exists() => return Some(why),
             Err(_) => return None,
         };
-        let has_passphrase = self
-            .passphrase
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
         match Sealed::of(&sealed) {
             Err(OpenError::Damaged(why)) => Some(why),
-            Ok(Sealed::Passphrase) if !has_passphrase => None,
+            Ok(Sealed::Passphrase) if !self.holds_passphrase() => None,
             _ => match self.open(path) {
                 Err(OpenError::Damaged(why)) => Some(why),
                 _ => None,

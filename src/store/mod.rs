@@ -307,8 +307,7 @@ impl Store {
         let mut wait = LEASE_WAIT;
         let mut first = true;
         loop {
-            let name = profile.to_string();
-            match self.run("lease", move |s| s.try_lease(&name, ttl)).await? {
+            match self.try_lease(profile, ttl).await? {
                 LeaseAttempt::NotShared => return Ok(None),
                 LeaseAttempt::Taken(lease) => return Ok(Some(lease)),
                 LeaseAttempt::Held { holder, left } => {
@@ -393,11 +392,11 @@ impl Store {
         .await
     }
 
-    /// One attempt at `profile`'s refresh lease (see [`SecretStore::try_lease`]).
-    pub async fn try_lease(&self, profile: &str) -> Result<LeaseAttempt> {
+    /// One attempt at `profile`'s lease for `ttl` (zero: the store's own setting; see
+    /// [`SecretStore::try_lease`]).
+    pub async fn try_lease(&self, profile: &str, ttl: Duration) -> Result<LeaseAttempt> {
         let profile = profile.to_string();
-        self.run("lease", move |s| s.try_lease(&profile, Duration::ZERO))
-            .await
+        self.run("lease", move |s| s.try_lease(&profile, ttl)).await
     }
 
     /// Renews or frees `lease` (see [`SecretStore::update_lease`]).
@@ -430,17 +429,10 @@ impl Store {
         }
         let inner = self.inner.clone();
         let account = account.to_string();
-        tokio::task::spawn_blocking(move || scrubbed(|| inner.prepare(write, &account)))
-            .await
-            .unwrap_or_else(|join| {
-                Err(StoreFailure {
-                    cause: format!(
-                        "asking for the store's passphrase failed unexpectedly ({join})"
-                    ),
-                    fix: "run the command again".into(),
-                })
-            })
-            .map_err(|f| self.unavailable(f))
+        untimed(self.inner.describe(), move || {
+            inner.prepare(write, &account)
+        })
+        .await
     }
 
     /// A store's failure as the error commands return (exit 5).
@@ -481,6 +473,24 @@ impl Store {
         };
         outcome.map_err(|f| self.unavailable(f))
     }
+}
+
+/// Runs `f`, a store call that may ask a person something (a passphrase prompt may take a minute,
+/// so it is not held to the store's timeout), on a blocking thread whose stack is wiped
+/// afterwards; its failure becomes the error commands return for the store described as `store`.
+pub async fn untimed<T: Send + 'static>(
+    store: String,
+    f: impl FnOnce() -> Result<T, StoreFailure> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || scrubbed(f))
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreFailure {
+                cause: format!("the store call failed unexpectedly ({join})"),
+                fix: "run the command again".into(),
+            })
+        })
+        .map_err(|f| failure_to_error(store, f))
 }
 
 /// A failure of the store described as `store`, as the error commands return: exit 5, or exit 1

@@ -163,13 +163,16 @@ fn remaining(id: i32) -> Option<Duration> {
     let hex = format!("{:08x}", id);
     let line = keys.lines().find(|l| l.starts_with(&hex))?;
     let timeout = line.split_whitespace().nth(3)?;
-    let (number, unit) = timeout.split_at(timeout.len().checked_sub(1)?);
+    // Split on the last character, whatever it is: `split_at` on a byte count would panic on
+    // a character that is not one byte.
+    let unit = timeout.chars().last()?;
+    let number = timeout.strip_suffix(unit)?;
     let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 604_800,
         _ => return None,
     };
     Some(Duration::from_secs(

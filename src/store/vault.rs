@@ -935,10 +935,8 @@ fn held_by(entry: &Entry) -> Option<(String, Duration)> {
     // this machine's clock stands in for the server's, and a missing creation time counts as
     // just written.
     let now = entry.date.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        use crate::session::Clock as _;
+        crate::session::SystemClock.now()
     });
     let created = entry.created.unwrap_or(now);
     let left = created.saturating_add(ttl).saturating_sub(now);
