@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::VecDeque;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ struct Client {
     bridge: Driven,
     /// Every message received, in order.
     seen: Vec<Value>,
+    /// Messages received while waiting for another one, not yet looked at.
+    unread: VecDeque<Value>,
 }
 
 impl Client {
@@ -37,6 +40,7 @@ impl Client {
         Client {
             bridge: Driven::spawn(cmd),
             seen: Vec::new(),
+            unread: VecDeque::new(),
         }
     }
 
@@ -44,17 +48,39 @@ impl Client {
         self.bridge.send_json(&message);
     }
 
-    /// The response to request `id` (messages before it are remembered too).
-    fn response(&mut self, id: &Value) -> Value {
-        let deadline = Instant::now() + WAIT;
+    /// The first message `wanted` that the client has not looked at yet, waiting for it up to
+    /// `within`; the others received meanwhile stay unread.
+    fn next(&mut self, what: &str, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        if let Some(at) = self.unread.iter().position(&wanted) {
+            return self.unread.remove(at).unwrap();
+        }
+        let deadline = Instant::now() + within;
         loop {
-            assert!(Instant::now() < deadline, "no response to {id}");
-            let message = self.bridge.recv(WAIT);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = self
+                .bridge
+                .try_recv(left)
+                .unwrap_or_else(|| panic!("no {what} within {within:?}; seen {:?}", self.seen));
             self.seen.push(message.clone());
-            if message.get("id") == Some(id) && message.get("method").is_none() {
+            if wanted(&message) {
                 return message;
             }
+            self.unread.push_back(message);
         }
+    }
+
+    /// The response to request `id` (messages before it are remembered too).
+    fn response(&mut self, id: &Value) -> Value {
+        self.next(&format!("response to {id}"), WAIT, |m| {
+            m.get("id") == Some(id) && m.get("method").is_none()
+        })
+    }
+
+    /// The server's next request to the client with this method.
+    fn server_request(&mut self, method: &str) -> Value {
+        self.next(&format!("`{method}` request"), WAIT, |m| {
+            m["method"] == method && m.get("id").is_some()
+        })
     }
 
     fn request(&mut self, id: Value, method: &str, params: Value) -> Value {
@@ -396,4 +422,158 @@ fn a_stop_signal_ends_server_and_bridge_without_a_restart() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the server is gone"
     );
+}
+
+/// The client's roots, as it answers the server's `roots/list`.
+fn roots_answer(question: &Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": question["id"],
+           "result": {"roots": [{"uri": "file:///books", "name": "books"}]}})
+}
+
+#[test]
+fn the_clients_answer_to_the_servers_question_reaches_it_while_a_restart_is_due() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "mcp-roots", FRESH);
+    let mut client = Client::start(&env, &["-v", "--check-every", "1"]);
+    client.initialize();
+    let first = client.whoami(1, "first");
+
+    // The server asks the client for its roots 4 s into the call, and answers the call only
+    // once it has them; the tokens rotate meanwhile.
+    client.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                       "params": {"name": "roots", "arguments": {"after": 4}}}));
+    env.ok(&["refresh"]);
+    client
+        .bridge
+        .wait_for_stderr("another process rotated the tokens", WAIT);
+    let due = Instant::now();
+    // The server's question reaches the client while the restart waits, and so does the
+    // client's answer the server.
+    let question = client.server_request("roots/list");
+    client.send(roots_answer(&question));
+    client.send(json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                       "params": {"name": "whoami", "arguments": {"tag": "held"}}}));
+
+    let call = client.response(&json!(10));
+    let call = tool_text(&call);
+    assert_eq!(
+        call["pid"], first["pid"],
+        "the old server answered its call"
+    );
+    assert_eq!(call["roots"]["roots"][0]["uri"], "file:///books");
+    assert!(
+        due.elapsed() < Duration::from_secs(20),
+        "the call waited for the restart's time limit: {:?}",
+        due.elapsed()
+    );
+    let held = tool_text(&client.response(&json!(11)));
+    assert_ne!(
+        held["pid"], first["pid"],
+        "the held call goes to the new server"
+    );
+    assert_eq!(held["token"], env.stored_access_token().as_str());
+    assert_eq!(
+        held["stray"],
+        json!([]),
+        "the new server got no answer it never asked for"
+    );
+    assert_eq!(client.initialize_results(), 1);
+    assert!(
+        client.seen.iter().all(|m| m.get("error").is_none()),
+        "{:?}",
+        client.seen
+    );
+    client.bridge.close_stdin();
+    client.bridge.finish(WAIT);
+}
+
+#[test]
+fn a_cancellation_reaches_the_server_running_the_request_while_a_restart_is_due() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "mcp-cancel", FRESH);
+    let mut client = Client::start(&env, &["-v", "--check-every", "1"]);
+    client.initialize();
+    let first = client.whoami(1, "first");
+
+    client.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"seconds": 15}}}));
+    env.ok(&["refresh"]);
+    client
+        .bridge
+        .wait_for_stderr("another process rotated the tokens", WAIT);
+    let due = Instant::now();
+    client.send(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 10, "reason": "the user gave up"}}),
+    );
+    client.send(json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                       "params": {"name": "whoami", "arguments": {"tag": "after"}}}));
+
+    let after = tool_text(&client.response(&json!(11)));
+    assert_ne!(after["pid"], first["pid"]);
+    assert_eq!(
+        after["cancelled"],
+        json!([]),
+        "the new server never had the request"
+    );
+    assert!(
+        due.elapsed() < Duration::from_secs(10),
+        "the restart waited for a withdrawn request: {:?}",
+        due.elapsed()
+    );
+    client.bridge.close_stdin();
+    let (_, rest, stderr) = client.bridge.finish(WAIT);
+    assert!(
+        stderr.contains(&format!(
+            "token-echo server {}: request 10 cancelled",
+            first["pid"]
+        )),
+        "the old server was told: {stderr}"
+    );
+    let rest: Vec<Value> = rest
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        client.seen.iter().chain(&rest).all(|m| m["id"] != 10),
+        "a withdrawn request gets no answer: {:?} {rest:?}",
+        client.seen
+    );
+}
+
+#[test]
+fn a_crashed_servers_question_is_withdrawn_and_a_late_answer_reaches_no_other_server() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "mcp-crash-question", FRESH);
+    let mut client = Client::start(&env, &[]);
+    client.initialize();
+    let first = client.whoami(1, "first");
+
+    client.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                       "params": {"name": "roots", "arguments": {"after": 0}}}));
+    let question = client.server_request("roots/list");
+    let crashed = client.request(json!(11), "tools/call", json!({"name": "crash"}));
+    assert!(crashed["error"].is_object(), "{crashed}");
+    let withdrawn = client.next("notifications/cancelled", Duration::from_secs(10), |m| {
+        m["method"] == "notifications/cancelled"
+    });
+    assert_eq!(withdrawn["params"]["requestId"], question["id"]);
+    let reason = withdrawn["params"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("ended (exit status 3)"), "{withdrawn}");
+    assert!(client.response(&json!(10))["error"].is_object());
+
+    // The client answers anyway, late; the next server never asked.
+    client.send(roots_answer(&question));
+    let after = client.whoami(12, "after");
+    assert_ne!(after["pid"], first["pid"]);
+    assert_eq!(
+        after["stray"],
+        json!([]),
+        "the answer reached a server that never asked"
+    );
+    client.bridge.close_stdin();
+    client.bridge.finish(WAIT);
 }
