@@ -15,6 +15,9 @@ pub const INITIALIZE: &str = "initialize";
 pub const INITIALIZED: &str = "notifications/initialized";
 /// The notification that withdraws a request (`params.requestId`).
 pub const CANCELLED: &str = "notifications/cancelled";
+/// The notification that reports progress on a request (from the client: on one of the
+/// server's requests, such as a long `sampling/createMessage`).
+pub const PROGRESS: &str = "notifications/progress";
 
 /// One JSON-RPC message, as far as the bridge cares.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,12 +88,26 @@ fn classify_value(value: &Value) -> Message {
 /// The code is in the range JSON-RPC leaves to implementations (-32000 to -32099).
 pub fn error_response(id: &str, message: &str) -> Vec<u8> {
     let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
-    serde_json::to_vec(&serde_json::json!({
+    to_line(&serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
         "error": {"code": -32000, "message": message},
     }))
-    .expect("JSON to memory")
+}
+
+/// A `notifications/cancelled` that withdraws request `id` (its JSON text), saying why, as one
+/// line without the newline.
+pub fn cancelled_notification(id: &str, reason: &str) -> Vec<u8> {
+    let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
+    to_line(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": CANCELLED,
+        "params": {"requestId": id, "reason": reason},
+    }))
+}
+
+fn to_line(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON to memory")
 }
 
 #[cfg(test)]
@@ -179,5 +196,20 @@ mod tests {
         assert_eq!(v["jsonrpc"], "2.0");
         let v: Value = serde_json::from_slice(&error_response("7", "gone")).unwrap();
         assert_eq!(v["id"], 7);
+    }
+
+    #[test]
+    fn a_cancellation_names_the_request_as_it_was_and_reads_back_as_one() {
+        let line = cancelled_notification("\"s-1\"", "replaced");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["params"]["requestId"], "s-1");
+        assert_eq!(v["params"]["reason"], "replaced");
+        assert_eq!(
+            classify(&line),
+            vec![Message::Notification {
+                method: CANCELLED.into(),
+                cancelled: Some("\"s-1\"".into())
+            }]
+        );
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Messages pass through unchanged. Before the server's token comes within the margin of its
 //! expiry, or when another process rotated the tokens, the bridge starts a new server with a
-//! fresh token at a quiet moment: it waits (bounded) until no request is in flight, holds the
-//! client's new messages, starts the new server, replays the client's `initialize` request and
+//! fresh token at a quiet moment: it waits (bounded) until no request is in flight either way,
+//! holds the client's new requests and notifications meanwhile (while its answers to the
+//! server's requests, and its cancellations of requests in flight, still reach the server that
+//! has them), starts the new server, replays the client's `initialize` request and
 //! `notifications/initialized`, swallows the replayed `initialize` result and releases what it
 //! held. A server that ends on its own is started again the same way, with backoff. Requests a
-//! server can no longer answer get a JSON-RPC error that says what happened.
+//! server can no longer answer get a JSON-RPC error that says what happened; requests of a
+//! server that went are withdrawn from the client with `notifications/cancelled`.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
@@ -100,8 +103,7 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
         generation: 0,
         init: None,
         initialized: None,
-        pending: HashSet::new(),
-        server_requests: HashSet::new(),
+        exchanges: Exchanges::default(),
         held: VecDeque::new(),
         restart: None,
         rotate_at: Instant::now(),
@@ -141,6 +143,110 @@ struct Running {
     token_digest: Vec<u8>,
 }
 
+/// The requests in flight between the client and the running server, both ways: when the
+/// server is quiet, and where a line of the client goes. No I/O.
+#[derive(Debug, Default)]
+struct Exchanges {
+    /// Ids of the client's requests the running server has not answered.
+    client_requests: HashSet<Id>,
+    /// Ids of the running server's requests the client has not answered.
+    server_requests: HashSet<Id>,
+}
+
+/// Where a line of the client goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// To the running server, now.
+    Forward,
+    /// Kept for the next server, in order.
+    Hold,
+    /// Nowhere: an answer to a request the running server never made (its server was replaced,
+    /// or ended).
+    Drop,
+}
+
+impl Exchanges {
+    /// Whether nothing is in flight either way.
+    fn is_quiet(&self) -> bool {
+        self.client_requests.is_empty() && self.server_requests.is_empty()
+    }
+
+    /// Where a client line holding `messages` goes, noting what it starts or ends. While
+    /// `holding` (a restart is due, or no server runs), new requests and notifications wait for
+    /// the next server, but a line that only carries on the running server's exchanges — answers
+    /// to its requests, cancellations of requests it has, progress on its requests — goes to it
+    /// now: the server may be waiting for exactly that before it answers, and the next server
+    /// never heard of them.
+    fn route_client(&mut self, messages: &[Message], holding: bool) -> Route {
+        if holding && !messages.iter().all(|m| self.carries_on(m)) {
+            return Route::Hold;
+        }
+        let mut forward = false;
+        for message in messages {
+            match message {
+                Message::Request { id, .. } => {
+                    self.client_requests.insert(id.clone());
+                    forward = true;
+                }
+                Message::Notification { cancelled, .. } => {
+                    if let Some(id) = cancelled {
+                        // A withdrawn request may never be answered: it no longer keeps the
+                        // server busy.
+                        self.client_requests.remove(id);
+                    }
+                    forward = true;
+                }
+                // An answer to a request the running server never made (one made by a server
+                // since replaced): the running one would take it for an answer of its own.
+                Message::Response { id } => forward |= self.server_requests.remove(id),
+                Message::Other => forward = true,
+            }
+        }
+        if forward { Route::Forward } else { Route::Drop }
+    }
+
+    /// Whether `message` belongs to an exchange the running server has open (an answer to a
+    /// request it never made counts too: it is dropped, not held).
+    fn carries_on(&self, message: &Message) -> bool {
+        match message {
+            Message::Response { .. } => true,
+            Message::Notification {
+                cancelled: Some(id),
+                ..
+            } => self.client_requests.contains(id),
+            Message::Notification { method, .. } => {
+                method == mcp::PROGRESS && !self.server_requests.is_empty()
+            }
+            Message::Request { .. } | Message::Other => false,
+        }
+    }
+
+    /// Notes what a line of the server starts or ends.
+    fn note_server_line(&mut self, messages: &[Message]) {
+        for message in messages {
+            match message {
+                Message::Response { id } => {
+                    self.client_requests.remove(id);
+                }
+                Message::Request { id, .. } => {
+                    self.server_requests.insert(id.clone());
+                }
+                Message::Notification { .. } | Message::Other => {}
+            }
+        }
+    }
+
+    /// Forgets everything in flight (the server goes): the client's requests left unanswered
+    /// and the server's, each in id order.
+    fn take_all(&mut self) -> (Vec<Id>, Vec<Id>) {
+        let mut client: Vec<Id> = self.client_requests.drain().collect();
+        let mut server: Vec<Id> = self.server_requests.drain().collect();
+        client.sort();
+        server.sort();
+        (client, server)
+    }
+}
+
 /// A restart that was asked for.
 struct Restart {
     why: String,
@@ -163,10 +269,8 @@ struct Bridge<'a> {
     init: Option<(Vec<u8>, Id)>,
     /// The client's `notifications/initialized` line.
     initialized: Option<Vec<u8>>,
-    /// Ids of the client's requests the running server has not answered.
-    pending: HashSet<Id>,
-    /// Ids of the running server's requests to the client not yet answered.
-    server_requests: HashSet<Id>,
+    /// What is in flight between the client and the running server.
+    exchanges: Exchanges,
     /// Client lines held while a restart is due.
     held: VecDeque<Vec<u8>>,
     restart: Option<Restart>,
@@ -316,7 +420,7 @@ impl Bridge<'_> {
                 continue;
             }
             let wake = self.restart.as_ref().map(|r| {
-                if self.pending.is_empty() {
+                if self.exchanges.is_quiet() {
                     r.not_before
                 } else {
                     r.quiet_by.max(r.not_before)
@@ -345,7 +449,7 @@ impl Bridge<'_> {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Client(Some(line)) => self.on_client(line).await,
+            Event::Client(Some(line)) => self.on_client(line),
             Event::Client(None) => {
                 tracing::debug!("the client closed stdin: stopping the server");
                 self.stop();
@@ -371,54 +475,35 @@ impl Bridge<'_> {
             .is_some_and(|c| c.generation == generation)
     }
 
-    /// A line from the client: to the server, or held while a restart is due.
-    async fn on_client(&mut self, line: Vec<u8>) {
-        if self.restart.is_some() || self.child.is_none() {
-            self.held.push_back(line);
-            return;
-        }
-        let mut forward = true;
-        for message in mcp::classify(&line) {
-            match message {
-                Message::Request { id, method } => {
-                    if method == mcp::INITIALIZE {
-                        self.init = Some((line.clone(), id.clone()));
-                    }
-                    self.pending.insert(id);
-                }
-                Message::Notification { method, cancelled } => {
-                    if method == mcp::INITIALIZED {
-                        self.initialized = Some(line.clone());
-                    }
-                    if let Some(id) = cancelled {
-                        // A withdrawn request may never be answered: it no longer keeps the
-                        // server busy.
-                        self.pending.remove(&id);
+    /// A line from the client: to the server, held while a restart is due (unless it carries
+    /// on the running server's exchanges), or dropped.
+    fn on_client(&mut self, line: Vec<u8>) {
+        let holding = self.restart.is_some() || self.child.is_none();
+        let messages = mcp::classify(&line);
+        match self.exchanges.route_client(&messages, holding) {
+            Route::Hold => self.held.push_back(line),
+            Route::Drop => tracing::debug!(
+                "dropped the client's answer to a request of a server no longer running"
+            ),
+            Route::Forward => {
+                for message in messages {
+                    match message {
+                        Message::Request { id, method } if method == mcp::INITIALIZE => {
+                            self.init = Some((line.clone(), id));
+                        }
+                        Message::Notification { method, .. } if method == mcp::INITIALIZED => {
+                            self.initialized = Some(line.clone());
+                        }
+                        _ => {}
                     }
                 }
-                // An answer to a request of a server that was replaced meanwhile: the new one
-                // never asked.
-                Message::Response { id } => forward = self.server_requests.remove(&id),
-                Message::Other => {}
+                self.send_to_server(line);
             }
-        }
-        if forward {
-            self.send_to_server(line);
         }
     }
 
     async fn on_child_line(&mut self, line: Vec<u8>) {
-        for message in mcp::classify(&line) {
-            match message {
-                Message::Response { id } => {
-                    self.pending.remove(&id);
-                }
-                Message::Request { id, .. } => {
-                    self.server_requests.insert(id);
-                }
-                Message::Notification { .. } | Message::Other => {}
-            }
-        }
+        self.exchanges.note_server_line(&mcp::classify(&line));
         self.send_to_client(&line).await;
     }
 
@@ -450,9 +535,12 @@ impl Bridge<'_> {
             return;
         }
         let what = format!("the MCP server ended (exit status {code})");
-        self.answer_pending(&format!(
-            "xero-auth mcp: {what} before answering; it is being started again — send the request again"
-        ))
+        self.end_exchanges(
+            &format!(
+                "xero-auth mcp: {what} before answering; it is being started again — send the request again"
+            ),
+            &format!("xero-auth mcp: {what} before this request was answered"),
+        )
         .await;
         self.after_server_end(what, lived, code);
     }
@@ -495,7 +583,7 @@ impl Bridge<'_> {
         let now = Instant::now();
         !self.stopping
             && self.restart.as_ref().is_some_and(|r| {
-                now >= r.not_before && (self.pending.is_empty() || now >= r.quiet_by)
+                now >= r.not_before && (self.exchanges.is_quiet() || now >= r.quiet_by)
             })
     }
 
@@ -522,7 +610,7 @@ impl Bridge<'_> {
                     // The server keeps the token it has; try again later.
                     self.restart = None;
                     self.rotate_at = Instant::now() + TOKEN_RETRY;
-                    self.release_held().await;
+                    self.release_held();
                 } else {
                     self.answer_held(&format!(
                         "xero-auth mcp: the MCP server is not running: no fresh token ({err})"
@@ -548,13 +636,19 @@ impl Bridge<'_> {
             // between): nothing to do until it comes within the margin.
             self.restart = None;
             self.schedule_rotation(&set);
-            self.release_held().await;
+            self.release_held();
             return;
         }
-        self.answer_pending(&format!(
-            "xero-auth mcp: the MCP server was restarted with a fresh Xero token ({why}) before it answered this request (it was still busy after {} s); send the request again",
-            QUIET_WAIT.as_secs()
-        ))
+        self.end_exchanges(
+            &format!(
+                "xero-auth mcp: the MCP server was restarted with a fresh Xero token ({why}) before it answered this request (it was still busy after {} s); send the request again",
+                QUIET_WAIT.as_secs()
+            ),
+            &format!(
+                "xero-auth mcp: the MCP server that asked was replaced by one with a fresh Xero token ({why}) before this request was answered (it was still open after {} s)",
+                QUIET_WAIT.as_secs()
+            ),
+        )
         .await;
         self.retire_child();
         if let Err(err) = self.start_child(&set) {
@@ -570,7 +664,7 @@ impl Bridge<'_> {
         }
         tracing::info!("started a new MCP server with a fresh token ({why})");
         self.restart = None;
-        self.release_held().await;
+        self.release_held();
     }
 
     /// Sends the client's `initialize` to the new server and swallows its result, then sends
@@ -598,7 +692,9 @@ impl Bridge<'_> {
                     }
                     self.on_child_line(line).await;
                 }
-                Some(Event::Client(Some(line))) => self.held.push_back(line),
+                // Held, unless it answers the new server (which may ask the client something,
+                // `ping`, before it answers `initialize`).
+                Some(Event::Client(Some(line))) => self.on_client(line),
                 Some(event @ Event::Client(None)) => {
                     self.on_event(event).await;
                     return false;
@@ -610,19 +706,18 @@ impl Bridge<'_> {
                 Some(_) => {}
                 None => {
                     // A failed start: that server goes (killed at once), a new one is due.
+                    let what = format!(
+                        "the new MCP server did not answer `initialize` within {} s",
+                        INIT_WAIT.as_secs()
+                    );
+                    let message = format!("xero-auth mcp: {what}");
+                    self.end_exchanges(&message, &message).await;
                     let lived = self.child.as_ref().map(|c| c.started.elapsed());
                     if let Some(kill) = self.child.take().and_then(|mut c| c.kill.take()) {
                         let _ = kill.send(());
                     }
                     self.signals.supervise(None);
-                    self.after_server_end(
-                        format!(
-                            "the new MCP server did not answer `initialize` within {} s",
-                            INIT_WAIT.as_secs()
-                        ),
-                        lived.unwrap_or_default(),
-                        1,
-                    );
+                    self.after_server_end(what, lived.unwrap_or_default(), 1);
                     return false;
                 }
             }
@@ -646,7 +741,6 @@ impl Bridge<'_> {
             }
         }
         self.signals.supervise(None);
-        self.server_requests.clear();
     }
 
     /// Starts no server again, and asks the running one to end (stdin closed, then killed).
@@ -664,9 +758,9 @@ impl Bridge<'_> {
         }
     }
 
-    async fn release_held(&mut self) {
+    fn release_held(&mut self) {
         while let Some(line) = self.held.pop_front() {
-            self.on_client(line).await;
+            self.on_client(line);
             if self.restart.is_some() || self.child.is_none() {
                 break;
             }
@@ -692,12 +786,18 @@ impl Bridge<'_> {
         }
     }
 
-    /// Answers every request the running server will not answer now.
-    async fn answer_pending(&mut self, message: &str) {
-        let mut ids: Vec<Id> = self.pending.drain().collect();
-        ids.sort();
-        for id in ids {
-            self.send_to_client(&mcp::error_response(&id, message))
+    /// Ends what is in flight with the server that goes: the client's requests it has not
+    /// answered get an error saying `answer`; its own requests the client has not answered are
+    /// withdrawn from the client with `notifications/cancelled` saying `reason`, so that the
+    /// client stops (an elicitation form, a sampling request) and does not answer a server that
+    /// is no longer there.
+    async fn end_exchanges(&mut self, answer: &str, reason: &str) {
+        let (client_requests, server_requests) = self.exchanges.take_all();
+        for id in client_requests {
+            self.send_to_client(&mcp::error_response(&id, answer)).await;
+        }
+        for id in server_requests {
+            self.send_to_client(&mcp::cancelled_notification(&id, reason))
                 .await;
         }
     }
@@ -717,7 +817,8 @@ impl Bridge<'_> {
 
     async fn answer_all_waiting(&mut self, why: &str) {
         let message = format!("xero-auth mcp: {why} before the MCP server answered");
-        self.answer_pending(&message).await;
+        self.end_exchanges(&message, &format!("xero-auth mcp: {why}"))
+            .await;
         self.answer_held(&message).await;
     }
 
@@ -745,4 +846,93 @@ fn digest(token: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(exchanges: &mut Exchanges, line: &str, holding: bool) -> Route {
+        exchanges.route_client(&mcp::classify(line.as_bytes()), holding)
+    }
+
+    /// The running server has the client's request 1 in flight and has asked the client
+    /// `roots/list` ("s-1") before it answers it.
+    fn asked_while_busy() -> Exchanges {
+        let mut exchanges = Exchanges::default();
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#;
+        assert_eq!(route(&mut exchanges, call, false), Route::Forward);
+        exchanges.note_server_line(&mcp::classify(
+            br#"{"jsonrpc":"2.0","id":"s-1","method":"roots/list"}"#,
+        ));
+        assert!(!exchanges.is_quiet());
+        exchanges
+    }
+
+    #[test]
+    fn while_holding_answers_and_cancellations_reach_the_running_server() {
+        let mut exchanges = asked_while_busy();
+        let answer = r#"{"jsonrpc":"2.0","id":"s-1","result":{"roots":[]}}"#;
+        assert_eq!(route(&mut exchanges, answer, true), Route::Forward);
+        let cancel =
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
+        assert_eq!(route(&mut exchanges, cancel, true), Route::Forward);
+        assert!(exchanges.is_quiet(), "{exchanges:?}");
+    }
+
+    #[test]
+    fn while_holding_new_requests_and_notifications_wait() {
+        let mut exchanges = asked_while_busy();
+        for line in [
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+            // A cancellation of a request the server does not have (one held, say).
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#,
+            // A batch with an answer and a new request: the answer waits with the request.
+            r#"[{"jsonrpc":"2.0","id":"s-1","result":{}},{"jsonrpc":"2.0","id":4,"method":"ping"}]"#,
+            "not json",
+        ] {
+            assert_eq!(route(&mut exchanges, line, true), Route::Hold, "{line}");
+        }
+        assert!(exchanges.server_requests.contains("\"s-1\""));
+        assert_eq!(
+            exchanges.client_requests.len(),
+            1,
+            "held requests are not in flight"
+        );
+    }
+
+    #[test]
+    fn progress_on_the_servers_request_goes_to_it_while_holding() {
+        let mut exchanges = asked_while_busy();
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#;
+        assert_eq!(route(&mut exchanges, progress, true), Route::Forward);
+        let mut idle = Exchanges::default();
+        assert_eq!(route(&mut idle, progress, true), Route::Hold);
+        assert_eq!(route(&mut idle, progress, false), Route::Forward);
+    }
+
+    #[test]
+    fn an_answer_to_a_request_of_a_server_that_went_is_dropped() {
+        let mut exchanges = asked_while_busy();
+        let (client, server) = exchanges.take_all();
+        assert_eq!(
+            (client, server),
+            (vec!["1".to_string()], vec!["\"s-1\"".to_string()])
+        );
+        let late = r#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#;
+        assert_eq!(route(&mut exchanges, late, true), Route::Drop);
+        assert_eq!(route(&mut exchanges, late, false), Route::Drop);
+    }
+
+    #[test]
+    fn the_server_is_quiet_once_both_ways_are_answered() {
+        let mut exchanges = asked_while_busy();
+        exchanges.note_server_line(&mcp::classify(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+        assert!(!exchanges.is_quiet(), "its own question is still open");
+        let answer = r#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#;
+        assert_eq!(route(&mut exchanges, answer, false), Route::Forward);
+        assert!(exchanges.is_quiet());
+    }
 }
