@@ -39,6 +39,11 @@
 //! | `store-move-source-deleted` | `cli::store` | the source holds nothing of the profile; the note of the move is not yet removed |
 //! | `child-started` | `child::spawn` (`exec --server`, `mcp`) | the command runs; its parent does not yet pass stop signals on to it by its id (with `sleep(MS)`, the window a signal must not be lost in) |
 //!
+//! `refresh-write-refused` ([`refused`], in `Session::store_refreshed`: each attempt at writing
+//! a refreshed set) is no crash either: `return` makes that attempt fail as a store that refuses
+//! the write would, e.g. `FAILPOINTS='refresh-write-refused=3*return'` for one refresh's three
+//! attempts.
+//!
 //! Two more points take the `fail` crate's actions as they are, not as crashes:
 //! `client-secret-stored` (`cli::client`, after the secret is written: `sleep` holds the process
 //! there) and `lock-filesystem` (`lock::untrusted_lock_filesystem`: `return(NFS)` makes the state
@@ -52,4 +57,21 @@ pub fn crash_point(name: &str) {
     fail::fail_point!(name, |_| std::process::abort());
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
+}
+
+/// Whether the failure point `name` refuses here (its action is `return`): the tests' stand-in
+/// for a store that refuses a write. Always false without the `failpoints` feature.
+pub fn refused(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        (|| {
+            fail::fail_point!(name, |_| true);
+            false
+        })()
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
 }

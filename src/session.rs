@@ -1035,7 +1035,16 @@ impl Session {
         let label = format!("xero-auth token set ({})", self.profile.name);
         let mut last = None;
         for attempt in 1..=STORE_WRITE_ATTEMPTS {
-            match split::save_unless_changed(held, &self.profile.name, &label, set).await {
+            let written = if crate::failpoints::refused("refresh-write-refused") {
+                Err(Error::StoreUnavailable {
+                    store: self.store.describe(),
+                    cause: "the write was refused (failure point)".into(),
+                    fix: "none: a test".into(),
+                })
+            } else {
+                split::save_unless_changed(held, &self.profile.name, &label, set).await
+            };
+            match written {
                 Ok(written) => return Ok(written),
                 Err(e) => {
                     tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
