@@ -99,6 +99,9 @@ impl RefreshGuard {
         }
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
+        // A holder that ended with a refresh out leaves its lease for as long as that refresh's
+        // write could take: waiting that long, rather than giving up first, is what recovers.
+        let mut wait = None;
         loop {
             let (holder, left) = match store.try_lease(profile, Duration::ZERO).await? {
                 LeaseAttempt::NotShared => return Ok(Acquired::Held(guard, read)),
@@ -114,7 +117,10 @@ impl RefreshGuard {
                 }
                 LeaseAttempt::Held { holder, left } => (holder, left),
             };
-            if started.elapsed() >= GUARD_WAIT {
+            let wait = *wait.get_or_insert_with(|| {
+                GUARD_WAIT.max(started.elapsed() + left + Duration::from_secs(1))
+            });
+            if started.elapsed() >= wait {
                 // Busy, not broken: exit 6 like the local lock's timeout, so that a script
                 // that retries on 6 retries this too.
                 return Err(Error::Temporary {
@@ -122,10 +128,7 @@ impl RefreshGuard {
                         "waiting for profile '{profile}''s refresh lease in {}",
                         store.describe()
                     ),
-                    cause: format!(
-                        "{holder} has held it for more than {} s",
-                        GUARD_WAIT.as_secs()
-                    ),
+                    cause: format!("{holder} has held it for more than {} s", wait.as_secs()),
                     hint: Some(format!(
                         "a holder that stopped leaves the lease, which expires within {} s",
                         left.as_secs().max(1)

@@ -49,6 +49,9 @@ fn machine(fake: &FakeXero, bao: &OpenBao, profile: &str, index: usize, token: &
     env.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
     env.set_env("VAULT_TOKEN", token);
     env.set_env("XERO_AUTH_VAULT_LEASE_TTL", "3");
+    // A lease left by a holder that ended with a refresh out lasts http_timeout + 3 ×
+    // store_timeout + 10 s: a short store timeout keeps the crash tests' wait short.
+    env.set_env("XERO_AUTH_STORE_TIMEOUT", "2");
     env
 }
 
@@ -332,7 +335,7 @@ fn three_machines_of_mixed_commands_make_one_refresh() {
 }
 
 /// Machine 0 dies (abort) after Xero rotated the refresh token and before the write: the lease
-/// stays with the time of the unsaved refresh in it.
+/// stays with the time of the unsaved refresh in it, until it expires (46 s, see `machine`).
 fn crash_a_lease_holder(fake: &FakeXero, bao: &OpenBao, name: &str) -> Vec<TestEnv> {
     let (machines, _) = three_machines(fake, bao, name);
     let out = machines[0]
@@ -364,7 +367,7 @@ fn a_crashed_lease_holder_is_recovered_by_another_machine_through_the_grace_wind
     let machines = crash_a_lease_holder(&fake, &bao, "crash");
     let (before, _) = stored_set(&bao, &machines[0].profile);
 
-    // Another machine waits for the lease to expire (3 s), takes it and refreshes with the
+    // Another machine waits for the lease to expire (46 s), takes it and refreshes with the
     // stored refresh token, which Xero still accepts.
     let out = machines[1].ok(&["token"]);
     let token = stdout_text(&out).trim().to_string();
