@@ -15,12 +15,12 @@
 //!
 //! | point | where | after it, what has happened |
 //! |---|---|---|
-//! | `refresh-lock-taken` | `Session::refresh_with` | the profile's lock is held; nothing read yet |
-//! | `refresh-set-read` | `Session::refresh_with` | the token set was re-read under the lock |
+//! | `refresh-lock-taken` | `RefreshGuard::acquire` (the refresh) | the profile's lock is held; nothing read yet |
+//! | `refresh-set-read` | `RefreshGuard::acquire` (the refresh) | the token set was re-read under the lock |
 //! | `token-request-sent` | `oauth::post_form` (every token-endpoint and revocation request) | the request was sent and answered, the body is not read yet: Xero may have rotated the refresh token |
 //! | `refresh-response-parsed` | `Session::refresh_with` | the new tokens are parsed, not yet written to the keychain |
 //! | `token-parts-stored` | `store::split::save` (a set too large for one entry of a limited store) | the access token's parts are written, the core entry with the refresh token is not: the previous set is still the stored one |
-//! | `refresh-lease-taken` | `Session::take_lease` (a store shared by many machines: the vault store) | the refresh lease is taken in the store; the set is not re-read under it yet |
+//! | `refresh-lease-taken` | `RefreshGuard::acquire` (a store shared by many machines: the vault store) | the refresh lease is taken in the store; the set is not re-read under it yet |
 //! | `refresh-stored` | `Session::refresh_with` | the new set is in the keychain; the lock is still held |
 //! | `login-code-exchanged` | `cli::login` | the code was exchanged and the answer parsed; nothing written yet |
 //! | `login-stored` | `cli::login` | the new set is in the keychain; the lock is still held |

@@ -7,7 +7,10 @@
 //!    stored set is untouched and the same refresh token is retried (Xero's 30-minute grace);
 //! 4. write the new set to the keychain **before** anything sees the new access token;
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
-//! 6. release the lock.
+//! 6. release the lock (and the lease) once every store call made under them has ended.
+//!
+//! Steps 1 and 6 are [`RefreshGuard`]'s: one guard for the lock, the lease and the
+//! unsaved-refresh notes.
 //!
 //! On a store shared by many machines (the vault store) the lock queues this machine's
 //! processes only; after it, a **lease** taken in the store queues the machines (others wait
