@@ -15,12 +15,12 @@
 //!
 //! | point | where | after it, what has happened |
 //! |---|---|---|
-//! | `refresh-lock-taken` | `Session::refresh_with` | the profile's lock is held; nothing read yet |
-//! | `refresh-set-read` | `Session::refresh_with` | the token set was re-read under the lock |
+//! | `refresh-lock-taken` | `RefreshGuard::acquire` (the refresh) | the profile's lock is held; nothing read yet |
+//! | `refresh-set-read` | `RefreshGuard::acquire` (the refresh) | the token set was re-read under the lock |
 //! | `token-request-sent` | `oauth::post_form` (every token-endpoint and revocation request) | the request was sent and answered, the body is not read yet: Xero may have rotated the refresh token |
 //! | `refresh-response-parsed` | `Session::refresh_with` | the new tokens are parsed, not yet written to the keychain |
 //! | `token-parts-stored` | `store::split::save` (a set too large for one entry of a limited store) | the access token's parts are written, the core entry with the refresh token is not: the previous set is still the stored one |
-//! | `refresh-lease-taken` | `Session::take_lease` (a store shared by many machines: the vault store) | the refresh lease is taken in the store; the set is not re-read under it yet |
+//! | `refresh-lease-taken` | `RefreshGuard::acquire` (a store shared by many machines: the vault store) | the refresh lease is taken in the store; the set is not re-read under it yet |
 //! | `refresh-stored` | `Session::refresh_with` | the new set is in the keychain; the lock is still held |
 //! | `login-code-exchanged` | `cli::login` | the code was exchanged and the answer parsed; nothing written yet |
 //! | `login-stored` | `cli::login` | the new set is in the keychain; the lock is still held |
@@ -39,6 +39,11 @@
 //! | `store-move-source-deleted` | `cli::store` | the source holds nothing of the profile; the note of the move is not yet removed |
 //! | `child-started` | `child::spawn` (`exec --server`, `mcp`) | the command runs; its parent does not yet pass stop signals on to it by its id (with `sleep(MS)`, the window a signal must not be lost in) |
 //!
+//! `refresh-write-refused` ([`refused`], in `Session::store_refreshed`: each attempt at writing
+//! a refreshed set) is no crash either: `return` makes that attempt fail as a store that refuses
+//! the write would, e.g. `FAILPOINTS='refresh-write-refused=3*return'` for one refresh's three
+//! attempts.
+//!
 //! Two more points take the `fail` crate's actions as they are, not as crashes:
 //! `client-secret-stored` (`cli::client`, after the secret is written: `sleep` holds the process
 //! there) and `lock-filesystem` (`lock::untrusted_lock_filesystem`: `return(NFS)` makes the state
@@ -52,4 +57,21 @@ pub fn crash_point(name: &str) {
     fail::fail_point!(name, |_| std::process::abort());
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
+}
+
+/// Whether the failure point `name` refuses here (its action is `return`): the tests' stand-in
+/// for a store that refuses a write. Always false without the `failpoints` feature.
+pub fn refused(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        (|| {
+            fail::fail_point!(name, |_| true);
+            false
+        })()
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
 }

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoints;
+pub mod guard;
 pub mod hardening;
 pub mod hint;
 pub mod http;

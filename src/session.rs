@@ -7,7 +7,10 @@
 //!    stored set is untouched and the same refresh token is retried (Xero's 30-minute grace);
 //! 4. write the new set to the keychain **before** anything sees the new access token;
 //! 5. a response without `refresh_token` keeps the old one; `invalid_grant` deletes nothing;
-//! 6. release the lock.
+//! 6. release the lock (and the lease) once every store call made under them has ended.
+//!
+//! Steps 1 and 6 are [`RefreshGuard`]'s: one guard for the lock, the lease and the
+//! unsaved-refresh notes.
 //!
 //! On a store shared by many machines (the vault store) the lock queues this machine's
 //! processes only; after it, a **lease** taken in the store queues the machines (others wait
@@ -24,10 +27,11 @@ use tokio::sync::OnceCell;
 use crate::config::{Paths, Profile};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
+use crate::guard::{Acquired, RefreshGuard};
 use crate::limits::{Answer, Limiter};
 use crate::oauth::{self, AppCredentials, TokenError, TokenResponse};
 use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
-use crate::store::{LeaseAttempt, LeaseGuard, Store, Written, client_secret_account, split};
+use crate::store::{Store, Written, client_secret_account, split};
 use crate::token_set::TokenSet;
 
 pub use crate::lock::RefreshLock;
@@ -37,6 +41,8 @@ pub const DEFAULT_MARGIN_SECS: i64 = 300;
 
 /// How many times one refresh is attempted before giving up with exit 6.
 const REFRESH_ATTEMPTS: u32 = 3;
+/// How many times a refreshed set's write is attempted before giving up with exit 5.
+const STORE_WRITE_ATTEMPTS: u32 = 3;
 /// The longest `Retry-After` honoured inside one command.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How long to wait for another process's refresh before giving up.
@@ -84,10 +90,14 @@ pub struct Session {
     max_wait: Duration,
     /// Xero's limits, kept before sending; `None` when the program keeps them itself.
     limiter: Option<Limiter>,
-    /// The refresh lease of a shared store while its refresh request is being sent: renewed
-    /// before each retry, so that a slow Xero cannot outlast it and let another machine spend the
-    /// same refresh token.
-    sending_under: std::sync::Mutex<Option<LeaseGuard>>,
+    /// A newer set Xero issued that the store would not take (see [`Session::serving_unsaved`]).
+    unsaved: std::sync::Mutex<Option<Unsaved>>,
+    /// Whether an unsaved set's access token is handed out.
+    serve_unsaved: bool,
+    /// Whether stderr was told of an unsaved set.
+    told_unsaved: std::sync::atomic::AtomicBool,
+    /// Whether stderr was told that the rate-limit ledger could not be written.
+    told_ledger: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -105,7 +115,10 @@ impl Session {
             local: tokio::sync::Mutex::new(()),
             margin_secs: DEFAULT_MARGIN_SECS,
             max_wait: Duration::from_secs(60),
-            sending_under: std::sync::Mutex::new(None),
+            unsaved: std::sync::Mutex::new(None),
+            serve_unsaved: false,
+            told_unsaved: std::sync::atomic::AtomicBool::new(false),
+            told_ledger: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,6 +153,23 @@ impl Session {
         // At most a year: the deadline is computed from it (`--max-wait` takes any number).
         self.max_wait = max_wait.min(Duration::from_secs(365 * 86_400));
         self
+    }
+
+    /// For a long-running command that hands tokens out (`exec --server`, `mcp`): when Xero
+    /// issued a new set and the store would not take it, the set is kept in this process's
+    /// memory and its access token handed out (Xero has already rotated the refresh token, so
+    /// the stored one is spent but for its 30-minute grace window); every later refresh or token
+    /// request starts from it and retries the write first. Without it, such a refresh fails with
+    /// exit 5 (the set is still kept for the next refresh in this process).
+    pub fn serving_unsaved(mut self) -> Self {
+        self.serve_unsaved = true;
+        self
+    }
+
+    /// Whether this process holds a newer token set that the store has not taken yet (see
+    /// [`Session::serving_unsaved`]).
+    pub fn has_unsaved_token_set(&self) -> bool {
+        self.unsaved_lock().is_some()
     }
 
     /// Sends without keeping Xero's limits (concurrency, per-minute budgets): for a program
@@ -243,8 +273,19 @@ impl Session {
                 hint: None,
             })?;
             let answer = Answer::new(response.status().as_u16(), response.headers());
-            if let Some(permit) = permit {
-                permit.answered(&answer)?;
+            // The call was made (it may have created something at Xero): a ledger that cannot
+            // be written only costs the next calls their pacing, and must not turn the answer
+            // into an error that a script would retry into a duplicate.
+            if let Some(permit) = permit
+                && let Err(e) = permit.answered(&answer)
+                && !self
+                    .told_ledger
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::warn!(
+                    "the answer to {method} {} came back, but the rate-limit ledger could not be updated ({e}); calls are paced without it until it can",
+                    crate::config::shown(&url)
+                );
             }
             match response.status().as_u16() {
                 401 if !refreshed => {
@@ -426,7 +467,8 @@ impl Session {
     /// through the protocol only when the stored one does not. Makes no request otherwise.
     pub async fn valid_token_set(&self, margin_secs: i64) -> Result<TokenSet> {
         let stored = self.require_token_set().await?;
-        if stored.access_valid_for(self.now(), margin_secs) {
+        // A set kept unsaved is newer than the stored one: the protocol retries its write.
+        if !self.has_unsaved_token_set() && stored.access_valid_for(self.now(), margin_secs) {
             return Ok(stored);
         }
         Ok(self
@@ -445,47 +487,101 @@ impl Session {
 
     async fn refresh_with(&self, need: Need) -> Result<Refreshed> {
         let _local = self.local.lock().await;
-        let lock = RefreshLock::acquire(&self.paths, &self.profile.name, LOCK_WAIT).await?;
-        crash_point("refresh-lock-taken");
-
-        let current = self.require_token_set().await?;
-        crash_point("refresh-set-read");
-        if self.done_elsewhere(&need, &current) {
-            tracing::debug!(profile = %self.profile.name, "token set already refreshed by another process");
-            return Ok(Refreshed {
-                token_set: current,
-                requested: false,
-            });
-        }
-        // A store shared by many machines: the lock above queues this machine's processes, the
-        // lease queues the machines.
-        let (current, mut lease) = match self.take_lease(&need).await? {
-            Leased::NotShared => (current, None),
-            Leased::DoneElsewhere(set) => {
+        let name = &self.profile.name;
+        let need = &need;
+        let acquired = RefreshGuard::acquire(&self.paths, name, &self.store, |store| {
+            Box::pin(async move {
+                let current = self.current_set(&store).await?;
+                let done = self.done_elsewhere(need, &current.set) && current.unsaved.is_none();
+                Ok((current, done))
+            })
+        })
+        .await?;
+        let (guard, current) = match acquired {
+            Acquired::Settled(current) => {
+                tracing::debug!(profile = %name, "token set already refreshed by another process");
                 return Ok(Refreshed {
-                    token_set: set,
+                    token_set: current.set,
                     requested: false,
                 });
             }
-            Leased::Taken(lease, set) => (set, Some(lease)),
+            Acquired::Held(guard, current) => (guard, current),
         };
-        let result = self.refresh_locked(current, &lock, &mut lease).await;
-        if let Some(mut lease) = lease {
-            // Freed with the note of a refresh sent and never saved, if this one was: the next
-            // holder, on any machine, names it as the local lock's note does.
-            lease.unsaved_refresh_sent_at = lock.unsaved_refresh_sent_at();
-            match self.store.update_lease(lease, true).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    tracing::warn!(profile = %self.profile.name, "the refresh lease expired and was taken by another process before it was freed")
+        let Current { set, unsaved } = current;
+        let Some(_from) = unsaved else {
+            return self.refresh_locked(set, guard).await;
+        };
+        // A newer set this process could not store: its write is retried first.
+        match self.store_refreshed(guard.store(), &set).await {
+            Ok(Written::Changed) => {
+                // Another machine stored a set since this one was read: it is newer, and used.
+                self.unsaved_lock().take();
+                tracing::warn!(profile = %name, "the refreshed token set this process kept in memory was replaced in the store by another machine; using the stored one");
+                guard.saved().await;
+                Ok(Refreshed {
+                    token_set: self.require_token_set().await?,
+                    requested: false,
+                })
+            }
+            Ok(Written::Stored) => {
+                self.unsaved_lock().take();
+                guard.lock().note_saved();
+                tracing::warn!(profile = %name, "the refreshed token set this process kept in memory is saved in {} now", self.store.describe());
+                if self.done_elsewhere(need, &set) {
+                    guard.saved().await;
+                    return Ok(Refreshed {
+                        token_set: set,
+                        requested: false,
+                    });
                 }
-                // Expires on its own; the refresh's outcome is what the caller needs.
-                Err(e) => {
-                    tracing::warn!(profile = %self.profile.name, "freeing the refresh lease failed: {e}")
+                self.refresh_locked(set, guard).await
+            }
+            Err(e) => {
+                tracing::debug!(profile = %name, "the token set is still unsaved: {e}");
+                if self.serve_unsaved && self.done_elsewhere(need, &set) {
+                    guard.end().await;
+                    return Ok(Refreshed {
+                        token_set: set,
+                        requested: false,
+                    });
                 }
+                // Its refresh token is the live one: the next refresh starts from it.
+                self.refresh_locked(set, guard).await
             }
         }
-        result
+    }
+
+    /// The set to refresh from, read through `store` under the lock: the stored one, or a newer
+    /// one this process could not store while the stored one is still the set it replaced.
+    async fn current_set(&self, store: &Store) -> Result<Current> {
+        let stored = split::load(store, &self.profile.name)
+            .await?
+            .ok_or_else(|| self.no_token_set())?;
+        let mut unsaved = self.unsaved_lock();
+        match unsaved.as_ref() {
+            Some(kept) if stored.same_tokens(&kept.from) => Ok(Current {
+                set: copy_set(&kept.set),
+                unsaved: Some(copy_set(&kept.from)),
+            }),
+            Some(_) => {
+                // Another process stored a set since: it was refreshed from the live refresh
+                // token (inside Xero's grace window) or replaced by a login; it wins.
+                unsaved.take();
+                tracing::warn!(profile = %self.profile.name, "the refreshed token set this process kept in memory was replaced in the store by another process; using the stored one");
+                Ok(Current {
+                    set: stored,
+                    unsaved: None,
+                })
+            }
+            None => Ok(Current {
+                set: stored,
+                unsaved: None,
+            }),
+        }
+    }
+
+    fn unsaved_lock(&self) -> std::sync::MutexGuard<'_, Option<Unsaved>> {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `current`, found under the lock, already meets `need`.
@@ -500,125 +596,47 @@ impl Session {
         }
     }
 
-    /// Takes the profile's refresh lease when the store is shared by many machines, waiting
-    /// (with backoff, at most [`LOCK_WAIT`]) while another process holds it; the set is read
-    /// again under the lease, and while waiting, so that a refresh made elsewhere ends the wait.
-    async fn take_lease(&self, need: &Need) -> Result<Leased> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let (holder, left) = match self
-                .store
-                .try_lease(&self.profile.name, Duration::ZERO)
-                .await?
-            {
-                LeaseAttempt::NotShared => return Ok(Leased::NotShared),
-                LeaseAttempt::Taken(lease) => {
-                    crash_point("refresh-lease-taken");
-                    // Freed on every way out but the refresh's own: other machines need not
-                    // wait for it to expire.
-                    let current = match self.require_token_set().await {
-                        Ok(current) => current,
-                        Err(e) => {
-                            self.store.release_lease(Some(lease)).await;
-                            return Err(e);
-                        }
-                    };
-                    if self.done_elsewhere(need, &current) {
-                        self.store.release_lease(Some(lease)).await;
-                        return Ok(Leased::DoneElsewhere(current));
-                    }
-                    return Ok(Leased::Taken(lease, current));
-                }
-                LeaseAttempt::Held { holder, left } => (holder, left),
-            };
-            if started.elapsed() >= LOCK_WAIT {
-                // Busy, not broken: exit 6 like the local lock's timeout, so that a script
-                // that retries on 6 retries this too.
-                return Err(Error::Temporary {
-                    what: format!(
-                        "waiting for profile '{}''s refresh lease in {}",
-                        self.profile.name,
-                        self.store.describe()
-                    ),
-                    cause: format!(
-                        "{holder} has held it for more than {} s",
-                        LOCK_WAIT.as_secs()
-                    ),
-                    hint: Some(format!(
-                        "a holder that stopped leaves the lease, which expires within {} s",
-                        left.as_secs().max(1)
-                    )),
-                });
-            }
-            tracing::debug!(profile = %self.profile.name, %holder, "waiting for the refresh lease");
-            tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
-            pause = (pause * 3 / 2).min(Duration::from_secs(1));
-            let current = self.require_token_set().await?;
-            if self.done_elsewhere(need, &current) {
-                return Ok(Leased::DoneElsewhere(current));
-            }
-        }
+    /// How long the refresh lease must last, from the moment a request is sent, if its holder
+    /// cannot renew it any more (it ended): one request to Xero and every attempt at the write
+    /// after it (a write that outlived its timeout may still be on its way), and a margin.
+    fn sending_lease_ttl(&self) -> Duration {
+        self.profile.http_timeout
+            + self.profile.store_timeout * STORE_WRITE_ATTEMPTS
+            + Duration::from_secs(10)
     }
 
-    /// The refresh lease expired before this process sent anything, and another took it.
-    fn lease_lost(&self) -> Error {
-        Error::Temporary {
-            what: format!("profile '{}''s refresh", self.profile.name),
-            cause: "its refresh lease expired and another process took it before this one \
-                    could refresh; nothing was sent"
-                .into(),
-            hint: Some("if it keeps happening, raise vault_lease_ttl".into()),
-        }
-    }
-
-    /// Steps 3 to 5 of the protocol, under the lock (and the lease, on a shared store), for
-    /// `current` as read there.
-    async fn refresh_locked(
-        &self,
-        current: TokenSet,
-        lock: &RefreshLock,
-        lease: &mut Option<LeaseGuard>,
-    ) -> Result<Refreshed> {
-        let app = self.app_credentials().await?;
+    /// Steps 3 to 5 of the protocol, under the guard (the lock, and the lease on a shared
+    /// store), for `current` as read there.
+    async fn refresh_locked(&self, current: TokenSet, guard: RefreshGuard) -> Result<Refreshed> {
+        let app = match self.app_credentials().await {
+            Ok(app) => app,
+            Err(e) => {
+                guard.end().await;
+                return Err(e);
+            }
+        };
         // Keep the earliest unsaved send: Xero's grace window runs from the token's first use.
         // On a shared store an earlier holder may have been another machine.
-        let unsaved_before = [
-            lock.unsaved_refresh_sent_at(),
-            lease.as_ref().and_then(|l| l.unsaved_refresh_sent_at),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let unsaved_before = guard.unsaved_refresh_sent_at().await;
         let first_sent = unsaved_before.unwrap_or_else(|| self.now());
-        if let Some(mut held) = lease.take() {
-            // The note goes into the lease before the request: a holder that dies from here on
-            // leaves it for the next machine. Writing it renews the lease, too.
-            held.unsaved_refresh_sent_at = Some(first_sent);
-            // Long enough for one request to time out and be answered (it is renewed before
-            // each retry).
-            held.ttl = held
-                .ttl
-                .max(self.profile.http_timeout + Duration::from_secs(10));
-            let renewed = self.store.update_lease(held, false).await?;
-            *lease = Some(renewed.ok_or_else(|| self.lease_lost())?);
+        // Into the lease first (renewing it for as long as the request and the writes may take),
+        // then the lock file: a lease that could not be written sent nothing.
+        if let Err(e) = guard
+            .note_refresh_sent(first_sent, self.sending_lease_ttl())
+            .await
+        {
+            guard.end().await;
+            return Err(e);
         }
-        // After the lease's note: a lease that could not be written sent nothing.
-        lock.note_refresh_sent(first_sent);
         let rotating = current.refresh_token.is_some();
-        *self.sending_under.lock().unwrap_or_else(|p| p.into_inner()) = lease.take();
-        let posted = self.post_refresh(&app, &current).await;
-        *lease = self
-            .sending_under
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let posted = self.post_refresh(&app, &current, &guard).await;
         let response = match posted {
             Ok(response) => response,
             // A refresh that may have reached Xero leaves the stored refresh token usable only
             // inside the grace window from its first use: the message says until when, rather
             // than that the stored tokens "stay usable".
             Err(Error::Unconfirmed { what, cause, .. }) if rotating => {
+                guard.end().await;
                 return Err(Error::Unconfirmed {
                     what,
                     cause,
@@ -627,6 +645,7 @@ impl Session {
             }
             // This run's request certainly did nothing, but an earlier run's may have.
             Err(Error::Temporary { what, cause, .. }) if rotating && unsaved_before.is_some() => {
+                guard.end().await;
                 return Err(Error::Unconfirmed {
                     what,
                     cause,
@@ -635,7 +654,7 @@ impl Session {
             }
             Err(e @ Error::Temporary { .. }) => {
                 // Nothing reached Xero: there is no unsaved refresh to remember.
-                lock.note_saved();
+                guard.saved().await;
                 return Err(e);
             }
             // The stored refresh token was refused, and an earlier run had sent a refresh it
@@ -648,6 +667,7 @@ impl Session {
                 description,
                 unsaved_refresh_at: None,
             }) => {
+                guard.end().await;
                 return Err(Error::ReauthRequired {
                     profile,
                     rejection,
@@ -656,13 +676,32 @@ impl Session {
                     unsaved_refresh_at: unsaved_before,
                 });
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                guard.end().await;
+                return Err(e);
+            }
         };
         crash_point("refresh-response-parsed");
+        // Xero answered: the lease is renewed before the write, for its whole time, so that a
+        // slow answer cannot leave the write without it. A lease lost here does not stop the
+        // write: it is conditional on the set read (check-and-set), so it cannot replace a set
+        // another machine stored meanwhile.
+        if let Err(e) = guard.renew().await {
+            tracing::warn!(profile = %self.profile.name, "renewing the refresh lease after Xero answered failed: {e}");
+        }
 
+        let from = copy_set(&current);
         let new_set = current.after_refresh(response, self.now());
-        let stored = self.store_refreshed(&new_set, lock).await?;
-        lock.note_saved();
+        let stored = match self.store_refreshed(guard.store(), &new_set).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // The note of the unsaved refresh stays, in the lock file and in the lease.
+                guard.end().await;
+                return self.keep_unsaved(from, new_set, e);
+            }
+        };
+        self.unsaved_lock().take();
+        guard.saved().await;
         crash_point("refresh-stored");
         let Written::Changed = stored else {
             tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
@@ -680,18 +719,47 @@ impl Session {
         })
     }
 
+    /// Xero issued `new_set` for `from`, and the store would not take it: it is kept in this
+    /// process's memory (its refresh token is the live one), the next refresh starts from it and
+    /// retries the write first. Said once on stderr. A long-running command that serves tokens
+    /// ([`Session::serving_unsaved`]) gets the set; others get the write's error (exit 5).
+    fn keep_unsaved(&self, from: TokenSet, new_set: TokenSet, error: Error) -> Result<Refreshed> {
+        let token_set = self.serve_unsaved.then(|| copy_set(&new_set));
+        *self.unsaved_lock() = Some(Unsaved { from, set: new_set });
+        if self.serve_unsaved
+            && !self
+                .told_unsaved
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!(
+                "profile '{}': Xero's new token set could not be saved in {} ({error}); it is kept in this process's memory only, its access token is used, and the write is retried at the next token request. If this process ends first, the stored refresh token stays usable for 30 minutes after the refresh",
+                self.profile.name,
+                self.store.describe()
+            );
+        }
+        match token_set {
+            Some(token_set) => Ok(Refreshed {
+                token_set,
+                requested: true,
+            }),
+            None => Err(error),
+        }
+    }
+
     /// Asks the token endpoint for new tokens for `current`: the refresh grant, or for a
     /// client-credentials connection (no refresh token) the client-credentials grant again.
     async fn post_refresh(
         &self,
         app: &AppCredentials,
         current: &TokenSet,
+        guard: &RefreshGuard,
     ) -> Result<TokenResponse> {
         let url = &self.profile.endpoints.token;
         match &current.refresh_token {
             Some(refresh_token) => {
                 let refresh_token = refresh_token.expose_secret();
-                self.with_retries(
+                self.with_retries_under(
+                    Some(guard),
                     &format!("refreshing profile '{}'", self.profile.name),
                     url,
                     |http| {
@@ -703,7 +771,10 @@ impl Session {
                 )
                 .await
             }
-            None => self.post_client_credentials(app, &current.scopes).await,
+            None => {
+                self.client_credentials(app, &current.scopes, Some(guard))
+                    .await
+            }
         }
     }
 
@@ -713,6 +784,15 @@ impl Session {
         &self,
         app: &AppCredentials,
         scopes: &[String],
+    ) -> Result<TokenResponse> {
+        self.client_credentials(app, scopes, None).await
+    }
+
+    async fn client_credentials(
+        &self,
+        app: &AppCredentials,
+        scopes: &[String],
+        guard: Option<&RefreshGuard>,
     ) -> Result<TokenResponse> {
         if app.client_secret.is_none() {
             return Err(Error::NothingStored {
@@ -726,7 +806,8 @@ impl Session {
         }
         let url = &self.profile.endpoints.token;
         let scope = scopes.join(" ");
-        self.with_retries(
+        self.with_retries_under(
+            guard,
             &format!(
                 "requesting a client-credentials token for profile '{}'",
                 self.profile.name
@@ -844,6 +925,21 @@ impl Session {
     where
         Fut: std::future::Future<Output = std::result::Result<T, TokenError>>,
     {
+        self.with_retries_under(None, what, url, send).await
+    }
+
+    /// [`Session::with_retries`], under `guard` when a refresh is sent: its lease is renewed
+    /// before each retry.
+    async fn with_retries_under<'a, T, Fut>(
+        &'a self,
+        guard: Option<&RefreshGuard>,
+        what: &str,
+        url: &url::Url,
+        send: impl Fn(&'a reqwest::Client) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, TokenError>>,
+    {
         let http = self.http().await?;
         let endpoint = url.to_string();
         let mut backoff = Duration::from_millis(500);
@@ -885,7 +981,11 @@ impl Session {
                     // Under a shared store's refresh lease, it is renewed before each retry; a
                     // lease that can no longer be held stops the retries (another machine may
                     // be about to refresh).
-                    if let Err(e) = self.renew_sending_lease().await {
+                    let renewed = match guard {
+                        Some(guard) => guard.renew().await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = renewed {
                         if any_lost {
                             return Err(Error::Unconfirmed {
                                 what: format!("{what} at {endpoint}"),
@@ -928,37 +1028,26 @@ impl Session {
         }
     }
 
-    /// Renews the refresh lease a request is being sent under, if there is one.
-    async fn renew_sending_lease(&self) -> Result<()> {
-        let held = self
-            .sending_under
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(held) = held else {
-            return Ok(());
-        };
-        let renewed = self
-            .store
-            .update_lease(held, false)
-            .await?
-            .ok_or_else(|| self.lease_lost())?;
-        *self.sending_under.lock().unwrap_or_else(|p| p.into_inner()) = Some(renewed);
-        Ok(())
-    }
-
     /// Writes a freshly issued set, retrying the write: Xero has already rotated the refresh
     /// token, so this write is what keeps the user logged in. A write that did not answer in
     /// time is not retried: it may still land, and holds `lock` until it has.
     ///
     /// On a store shared by many machines the write is conditional on the set being the one read
     /// under the lock: [`Written::Changed`] when another machine wrote a newer one.
-    async fn store_refreshed(&self, set: &TokenSet, lock: &RefreshLock) -> Result<Written> {
-        let held = lock.hold(&self.store);
+    async fn store_refreshed(&self, held: &Store, set: &TokenSet) -> Result<Written> {
         let label = format!("xero-auth token set ({})", self.profile.name);
         let mut last = None;
-        for attempt in 1..=3 {
-            match split::save_unless_changed(&held, &self.profile.name, &label, set).await {
+        for attempt in 1..=STORE_WRITE_ATTEMPTS {
+            let written = if crate::failpoints::refused("refresh-write-refused") {
+                Err(Error::StoreUnavailable {
+                    store: self.store.describe(),
+                    cause: "the write was refused (failure point)".into(),
+                    fix: "none: a test".into(),
+                })
+            } else {
+                split::save_unless_changed(held, &self.profile.name, &label, set).await
+            };
+            match written {
                 Ok(written) => return Ok(written),
                 Err(e) => {
                     tracing::warn!(attempt, "writing the refreshed token set failed: {e}");
@@ -966,7 +1055,7 @@ impl Session {
                     if held.has_unfinished_calls() {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
             }
         }
@@ -983,14 +1072,32 @@ impl Session {
     }
 }
 
-/// What taking the refresh lease came to.
-enum Leased {
-    /// The store is on this machine only: the lock is enough.
-    NotShared,
-    /// Another process refreshed meanwhile: this set meets the need.
-    DoneElsewhere(TokenSet),
-    /// Taken, with the set as read under it.
-    Taken(LeaseGuard, TokenSet),
+/// The set a refresh starts from, as read under the guard.
+struct Current {
+    /// The stored set, or the newer one this process keeps unsaved.
+    set: TokenSet,
+    /// With an unsaved set: the stored set it was refreshed from.
+    unsaved: Option<TokenSet>,
+}
+
+/// A set Xero issued that the store would not take, kept in memory until it does.
+struct Unsaved {
+    /// The stored set it was refreshed from: while the store still holds it, this one is newer.
+    from: TokenSet,
+    /// The new set; its refresh token is the live one.
+    set: TokenSet,
+}
+
+/// A copy of `set` (each token in a wiped buffer of its own).
+fn copy_set(set: &TokenSet) -> TokenSet {
+    TokenSet {
+        refresh_token: set.refresh_token.clone(),
+        access_token: set.access_token.clone(),
+        expires_at: set.expires_at,
+        token_type: set.token_type.clone(),
+        scopes: set.scopes.clone(),
+        obtained_at: set.obtained_at,
+    }
 }
 
 /// What a refresh must achieve; decides whether the set found after taking the lock will do.
@@ -1076,6 +1183,56 @@ mod tests {
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
         assert_eq!(fake.count(Counter::Refresh), 1);
+    }
+
+    /// A POST went out and Xero answered; then the rate-limit ledger could not be written (its
+    /// temporary file's name taken by a folder): the answer still comes back, so a script does
+    /// not retry the call into a duplicate.
+    #[tokio::test]
+    async fn an_answered_call_comes_back_when_the_rate_limit_ledger_cannot_be_written() {
+        let fake = FakeXero::start();
+        let (mut t, _) = with_expired_set(&fake).await;
+        let api = fake.api_url();
+        let token_url = fake.token_url();
+        t.ctx.env = Box::new(move |k| match k {
+            "XERO_AUTH_API_URL" => Some(api.clone()),
+            "XERO_AUTH_TOKEN_URL" => Some(token_url.clone()),
+            _ => None,
+        });
+        fake.add_tenant("tenant-1", "Org", "ORGANISATION");
+        let session = t
+            .ctx
+            .session()
+            .unwrap()
+            .with_tenant(Some("tenant-1".into()));
+        let url = session
+            .profile()
+            .endpoints
+            .api
+            .join("api.xro/2.0/Organisation")
+            .unwrap();
+        // Refreshed first, so that only the call is in flight below.
+        session.valid_token_set(300).await.unwrap();
+        fake.push_fault(
+            fake_xero::Target::Api,
+            fake_xero::Fault::Delay(Duration::from_millis(800)),
+        );
+        let limits = t.ctx.paths.state_dir.join("limits");
+        let request = session.http().await.unwrap().post(url).body("{}");
+        let call = session.send(request);
+        let spoil = async {
+            while fake.count(Counter::Api) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for app in std::fs::read_dir(&limits).unwrap() {
+                std::fs::create_dir(app.unwrap().path().join("ledger.json.tmp")).unwrap();
+            }
+        };
+        let (response, ()) = tokio::join!(call, spoil);
+
+        let response = response.expect("the answer, not an error");
+        assert!(response.status().is_success(), "{}", response.status());
+        assert_eq!(fake.count(Counter::Api), 1, "sent once");
     }
 
     /// A listener that records whether anything connected to it.
@@ -1177,10 +1334,17 @@ mod tests {
         assert_eq!(lock.unsaved_refresh_sent_at(), Some(NOW), "the note stays");
         drop(lock);
 
-        // The store is back, but only after Xero's grace window.
+        // The store is back, but only after Xero's grace window, and for another process (this
+        // one would start from the set it kept in memory).
         t.store.fail_writes(false);
         fake.advance_clock(Duration::from_secs(31 * 60));
-        let err = session.valid_token_set(300).await.unwrap_err();
+        let err = t
+            .ctx
+            .session()
+            .unwrap()
+            .valid_token_set(300)
+            .await
+            .unwrap_err();
         assert_eq!(err.exit_code() as u8, 4);
         let message = err.to_string();
         assert!(
@@ -1189,6 +1353,69 @@ mod tests {
                 && message.contains("xero-auth login"),
             "{message}"
         );
+    }
+
+    /// A long-running command's refresh whose write failed: the new set is served from memory,
+    /// the next request saves it first, and the spent refresh token is never sent again.
+    #[tokio::test]
+    async fn an_unsaved_set_is_served_and_saved_at_the_next_request_without_a_second_refresh() {
+        let fake = FakeXero::start();
+        let (t, old_rt) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap().serving_unsaved();
+        t.store.fail_writes(true);
+        let served = session.valid_token_set(300).await.unwrap();
+        let token = served.require_access_token("default").unwrap();
+        assert!(fake.access_token_valid(token.expose_secret()));
+        assert!(session.has_unsaved_token_set());
+        let stored = session.require_token_set().await.unwrap();
+        assert_eq!(stored.refresh_token.unwrap().expose_secret(), old_rt);
+
+        // Still failing: served again from memory, no request.
+        let again = session.valid_token_set(300).await.unwrap();
+        assert!(again.same_tokens(&served));
+        assert_eq!(fake.count(Counter::Refresh), 1);
+
+        t.store.fail_writes(false);
+        let saved = session.valid_token_set(300).await.unwrap();
+        assert!(saved.same_tokens(&served));
+        assert!(!session.has_unsaved_token_set());
+        let stored = session.require_token_set().await.unwrap();
+        assert!(stored.same_tokens(&served), "the newer set is stored");
+        assert_eq!(fake.count(Counter::Refresh), 1, "no second refresh");
+        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
+            .await
+            .unwrap();
+        assert_eq!(lock.unsaved_refresh_sent_at(), None, "the note is cleared");
+    }
+
+    /// Without serving (a one-shot command or a library caller), the failed write is exit 5, but
+    /// the next refresh in the same process starts from the set kept in memory: the spent refresh
+    /// token is not sent again.
+    #[tokio::test]
+    async fn the_next_refresh_starts_from_the_unsaved_set() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        t.store.fail_writes(true);
+        assert_eq!(
+            session.valid_token_set(300).await.unwrap_err().exit_code() as u8,
+            5
+        );
+        let issued = fake.issued();
+        let live = issued.last().unwrap()["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        t.store.fail_writes(false);
+        let set = session.valid_token_set(300).await.unwrap();
+        assert_eq!(
+            fake.count(Counter::Refresh),
+            1,
+            "saved, not refreshed again"
+        );
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), live);
+        let stored = session.require_token_set().await.unwrap();
+        assert_eq!(stored.refresh_token.unwrap().expose_secret(), live);
     }
 
     #[tokio::test]

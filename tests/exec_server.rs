@@ -494,3 +494,44 @@ fn a_xero_auth_run_by_the_child_refreshes_at_the_profiles_token_endpoint() {
     assert!(stdout.contains("refreshed"), "{stdout}");
     assert_eq!(fake.count(Counter::Refresh), 1);
 }
+
+/// The store refuses the refreshed set's writes: the endpoint serves the new token from memory
+/// and says so once; at the next fetch the write is retried and lands, and the spent refresh
+/// token never reaches Xero again.
+#[test]
+fn a_refreshed_set_the_store_refused_is_served_and_saved_at_the_next_fetch() {
+    require_keychain!();
+    if !cfg!(feature = "failpoints") {
+        eprintln!("skipped: needs --features failpoints");
+        return;
+    }
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-unsaved", FRESH);
+    let mut cmd = env.std_cmd(&["exec", "--server", "--", "python3", &client_script()]);
+    // The refresh's three write attempts are refused; later writes go through.
+    cmd.env("FAILPOINTS", "refresh-write-refused=3*return");
+    let mut server = Driven::spawn(cmd);
+
+    env.set_stored_expiry(now() - 60);
+    let (status, body) = fetch(&mut server, "");
+    assert_eq!(status, 200, "{body}");
+    let token = token_of(&body);
+    assert!(fake.access_token_valid(&token));
+    assert_ne!(env.stored_access_token(), token, "not stored yet");
+    server.wait_for_stderr("kept in this process's memory only", WAIT);
+
+    let (status, body) = fetch(&mut server, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(token_of(&body), token);
+    assert_eq!(env.stored_access_token(), token, "saved at the next fetch");
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "the spent token was not sent again"
+    );
+
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("is saved in"), "{stderr}");
+}

@@ -49,6 +49,9 @@ fn machine(fake: &FakeXero, bao: &OpenBao, profile: &str, index: usize, token: &
     env.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
     env.set_env("VAULT_TOKEN", token);
     env.set_env("XERO_AUTH_VAULT_LEASE_TTL", "3");
+    // A lease left by a holder that ended with a refresh out lasts http_timeout + 3 ×
+    // store_timeout + 10 s: a short store timeout keeps the crash tests' wait short.
+    env.set_env("XERO_AUTH_STORE_TIMEOUT", "2");
     env
 }
 
@@ -332,7 +335,7 @@ fn three_machines_of_mixed_commands_make_one_refresh() {
 }
 
 /// Machine 0 dies (abort) after Xero rotated the refresh token and before the write: the lease
-/// stays with the time of the unsaved refresh in it.
+/// stays with the time of the unsaved refresh in it, until it expires (46 s, see `machine`).
 fn crash_a_lease_holder(fake: &FakeXero, bao: &OpenBao, name: &str) -> Vec<TestEnv> {
     let (machines, _) = three_machines(fake, bao, name);
     let out = machines[0]
@@ -364,7 +367,7 @@ fn a_crashed_lease_holder_is_recovered_by_another_machine_through_the_grace_wind
     let machines = crash_a_lease_holder(&fake, &bao, "crash");
     let (before, _) = stored_set(&bao, &machines[0].profile);
 
-    // Another machine waits for the lease to expire (3 s), takes it and refreshes with the
+    // Another machine waits for the lease to expire (46 s), takes it and refreshes with the
     // stored refresh token, which Xero still accepts.
     let out = machines[1].ok(&["token"]);
     let token = stdout_text(&out).trim().to_string();
@@ -935,4 +938,116 @@ fn a_slow_refresh_keeps_its_lease_and_other_machines_wait_for_its_set() {
         3,
         "the holder's three attempts, and no refresh by the other machine"
     );
+}
+
+/// A loopback proxy in front of OpenBao that holds every write of a token set (`POST
+/// …/data/…/token-set`) for `hold` before passing it on, whether or not its sender is still
+/// waiting: a slow network path, or a server that answers late. Each connection carries one
+/// request. Counts the writes it held.
+struct HoldingProxy {
+    addr: String,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldingProxy {
+    fn start(upstream: u16, hold: Duration) -> HoldingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = held.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let head_end = loop {
+                        let Ok(n) = client.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).to_string();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    while request.len() < head_end + length {
+                        let Ok(n) = client.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let first = head.lines().next().unwrap_or_default().to_string();
+                    if first.starts_with("POST ") && first.contains("/token-set ") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(hold);
+                    }
+                    // One request per connection: the answer closes it.
+                    let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                    server.write_all(head.as_bytes()).unwrap();
+                    server.write_all(&request[head_end..]).unwrap();
+                    let mut answer = Vec::new();
+                    let _ = server.read_to_end(&mut answer);
+                    let _ = client.write_all(&answer);
+                });
+            }
+        });
+        HoldingProxy { addr, held }
+    }
+
+    fn writes_held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A refresh whose write outlives the store's timeout (held on its way to the server) keeps
+/// the lease until the write has ended, past the process's own end: a second machine asking
+/// meanwhile waits and gets that set, and Xero sees one refresh for the rotation.
+#[test]
+fn a_write_held_past_the_store_timeout_keeps_the_lease_and_xero_sees_one_refresh() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut machines, _) = three_machines(&fake, &bao, "held-write");
+    let profile = machines[0].profile.clone();
+    let proxy = HoldingProxy::start(bao.port, Duration::from_secs(4));
+    machines[0].set_env("XERO_AUTH_VAULT_ADDR", &proxy.addr);
+    machines[0].set_env("XERO_AUTH_STORE_TIMEOUT", "1");
+    // Xero is slow too: machine 1 starts while the request is out.
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_millis(1500)));
+
+    let first = Running::spawn(machines[0].std_cmd(&["token"]));
+    wait_until(Duration::from_secs(20), "the refresh was sent", || {
+        fake.count(Counter::Refresh) == 1
+    });
+    let second = Running::spawn(machines[1].std_cmd(&["token"]));
+    let first = first.finish(Duration::from_secs(60));
+    let second = second.finish(Duration::from_secs(90));
+
+    assert_eq!(proxy.writes_held(), 1, "{}", stderr_text(&first));
+    assert_eq!(first.status.code(), Some(5), "{}", stderr_text(&first));
+    assert!(second.status.success(), "{}", stderr_text(&second));
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "one refresh for the rotation: machine 1 used the set whose write was held"
+    );
+    let token = stdout_text(&second).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    let (set, _) = stored_set(&bao, &profile);
+    assert_eq!(set["access_token"], token.as_str());
 }

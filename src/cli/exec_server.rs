@@ -37,7 +37,9 @@ const FINISH_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs CMD with the endpoint, and ends with its status once it has ended.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
-    let session = ctx.session()?.with_margin(args.min_valid);
+    // A long-running command: a refreshed set the store would not take is kept and served
+    // (and its write retried), rather than thrown away with its live refresh token.
+    let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
     session.require_token_set_stored().await?;
     let session =
         Arc::new(super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?);

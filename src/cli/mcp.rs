@@ -89,7 +89,9 @@ fn parse_env_name(name: &str) -> std::result::Result<String, String> {
 /// Runs the bridge until the client goes or a stop signal ends the server; ends with the
 /// server's status.
 pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
-    let session = ctx.session()?.with_margin(args.min_valid);
+    // A long-running command: a refreshed set the store would not take is kept and served
+    // (and its write retried), rather than thrown away with its live refresh token.
+    let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
     // Fail before anything starts when there is no usable token.
     let set = session.valid_token_set(args.min_valid as i64).await?;
     let (events, mut inbox) = mpsc::unbounded_channel();
