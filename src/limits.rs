@@ -26,14 +26,15 @@ use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Paths, Profile, RateLimits};
-use crate::private_fs::{self, FileKind};
 use crate::error::{Error, Result};
+use crate::private_fs::{self, FileKind};
 
 /// Buckets the app's window is counted in: a bucket counts as a whole until its end has left
 /// the window, so a request may wait up to one bucket (1 s of Xero's minute) longer than it
@@ -160,6 +161,8 @@ pub struct Limiter {
     dir: PathBuf,
     /// The state folder `dir` is in (made private before anything is made in it).
     state_dir: PathBuf,
+    /// Whether the folders from `state_dir` down to `dir` passed the check in this process.
+    folders_checked: AtomicBool,
     limits: RateLimits,
     /// The ledger's lock file, opened once per process. A file lock is held by an open file,
     /// not a thread, so tasks of this process take turns through the mutex first.
@@ -189,6 +192,7 @@ impl Limiter {
         Limiter {
             dir: Self::dir(paths, app),
             state_dir: paths.state_dir.clone(),
+            folders_checked: AtomicBool::new(false),
             limits,
             ledger_lock: Mutex::new(None),
         }
@@ -463,7 +467,11 @@ impl Limiter {
                 }
                 Err(TryLockError::WouldBlock) => return Ok(None),
                 Err(TryLockError::Error(e)) => {
-                    return Err(Error::io("cannot lock the rate-limit ledger", &lock_path, e));
+                    return Err(Error::io(
+                        "cannot lock the rate-limit ledger",
+                        &lock_path,
+                        e,
+                    ));
                 }
             }
         }
@@ -483,8 +491,8 @@ impl Limiter {
     /// without it: Xero still enforces its limits (a 429 is waited out), only the sharing of
     /// budgets between processes is lost for this call.
     fn skip_ledger(&self) {
-        static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        static TOLD: AtomicBool = AtomicBool::new(false);
+        if !TOLD.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 path = %self.dir.join("ledger.lock").display(),
                 "the rate-limit ledger stayed locked by another process; going on without it (Xero's own limits still apply)"
@@ -495,10 +503,21 @@ impl Limiter {
     /// Opens (creating it, and its folders under the state folder, private) a file that is only
     /// ever locked.
     fn open_in_folder(&self, path: &Path) -> Result<File> {
-        if let Some(folder) = path.parent() {
-            private_fs::private_folder_in(&self.state_dir, folder)?;
+        // Once per limiter: the state folder down to the app's folder. A tenant's folder is
+        // made on first use, inside the app's (already checked) one.
+        if !self.folders_checked.load(Ordering::Relaxed) {
+            private_fs::private_folder_in(&self.state_dir, &self.dir)?;
+            self.folders_checked.store(true, Ordering::Relaxed);
         }
-        private_fs::open_lock_file(path)
+        match private_fs::open_lock_file(path) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(folder) = path.parent() {
+                    private_fs::private_folder_in(&self.dir, folder)?;
+                }
+                private_fs::open_lock_file(path)
+            }
+            opened => opened,
+        }
     }
 
     fn ledger_path(&self) -> PathBuf {

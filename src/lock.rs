@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Paths;
-use crate::private_fs;
 use crate::error::{Error, Result};
+use crate::private_fs;
 use crate::store::Store;
 
 /// The profile's cross-process refresh lock. The operating system releases it when the last

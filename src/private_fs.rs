@@ -29,7 +29,7 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::secret::Zeroizing;
@@ -187,6 +187,7 @@ fn check_above(path: &Path) -> std::result::Result<(), String> {
 #[cfg(unix)]
 fn check_above_at(path: &Path, links_left: u8) -> std::result::Result<(), String> {
     use std::os::unix::fs::MetadataExt;
+    use std::path::{Component, PathBuf};
     let parts: Vec<Component> = path.components().collect();
     let Some((_, above)) = parts.split_last() else {
         return Ok(());
@@ -654,7 +655,10 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = private_folder(&open.join("xero-auth")).unwrap_err();
         assert_eq!(err.exit_code(), crate::ExitCode::Failure);
-        assert!(err.to_string().contains("every user can write in it"), "{err}");
+        assert!(
+            err.to_string().contains("every user can write in it"),
+            "{err}"
+        );
         assert!(!open.join("xero-auth").exists());
         assert_eq!(mode(&open), 0o777);
         // A sticky one (like /tmp) is fine: others cannot rename what is the user's.
@@ -672,7 +676,12 @@ mod tests {
         replace_file(&path, b"{}").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
-        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(mode(&path), 0o600);
     }
 
@@ -695,7 +704,10 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
         let err = read_file(&path, FileKind::Named, 10, "fix it").unwrap_err();
-        assert!(err.to_string().contains("other users can change it"), "{err}");
+        assert!(
+            err.to_string().contains("other users can change it"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(
             &**read_file(&path, FileKind::Named, 10, "").unwrap().unwrap(),
@@ -704,8 +716,15 @@ mod tests {
         let err = read_file(&path, FileKind::Secret, 10, "").unwrap_err();
         assert!(err.to_string().contains("other users can read it"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_file(&path, FileKind::Secret, 10, "").unwrap().is_some());
-        assert!(read_file(&path, FileKind::Secret, 0, "").is_err(), "too long");
+        assert!(
+            read_file(&path, FileKind::Secret, 10, "")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            read_file(&path, FileKind::Secret, 0, "").is_err(),
+            "too long"
+        );
         assert!(
             read_file(&dir.path().join("none"), FileKind::Secret, 10, "")
                 .unwrap()

@@ -79,13 +79,20 @@ fn a_config_file_another_user_wrote_is_refused_before_anything_is_sent() {
     let out = env.cmd(&["refresh"]).assert().code(1).get_output().clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&file.display().to_string()), "{err}");
-    assert!(err.contains(&format!("belongs to user id {NOBODY}")), "{err}");
+    assert!(
+        err.contains(&format!("belongs to user id {NOBODY}")),
+        "{err}"
+    );
     assert!(tripwire.seen().is_empty(), "sent: {:?}", tripwire.seen());
     assert!(!err.contains(CLIENT_SECRET), "{err}");
     // The folder was the user's: it is tightened all the same.
     assert_eq!(mode(&dir), 0o700);
     // `token`, `api` and `status` refuse it too; nothing reaches the listener.
-    for args in [&["token"][..], &["api", "api.xro/2.0/Organisation"], &["status"]] {
+    for args in [
+        &["token"][..],
+        &["api", "api.xro/2.0/Organisation"],
+        &["status"],
+    ] {
         env.cmd(args).assert().code(1);
     }
     assert!(tripwire.seen().is_empty(), "sent: {:?}", tripwire.seen());
@@ -124,7 +131,10 @@ fn a_config_file_others_can_change_is_refused() {
     chmod(&file, 0o666);
     let out = env.cmd(&["refresh"]).assert().code(1).get_output().clone();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("other users can change it (mode 0666)"), "{err}");
+    assert!(
+        err.contains("other users can change it (mode 0666)"),
+        "{err}"
+    );
     assert!(err.contains("chmod go-w"), "{err}");
     assert!(tripwire.seen().is_empty(), "sent: {:?}", tripwire.seen());
 }
@@ -210,7 +220,10 @@ fn a_passphrase_file_of_another_user_is_refused() {
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&file.display().to_string()), "{err}");
-    assert!(err.contains(&format!("belongs to user id {NOBODY}")), "{err}");
+    assert!(
+        err.contains(&format!("belongs to user id {NOBODY}")),
+        "{err}"
+    );
     assert!(!err.contains("correct horse"), "{err}");
 }
 

@@ -336,8 +336,8 @@ impl FileStore {
 
     /// The recipient the store's files are encrypted to, as its file says.
     fn stored_recipient(&self) -> Option<String> {
-        let bytes = private_fs::read_file(&self.recipient_path(), FileKind::Own, 256, "")
-            .ok()??;
+        let bytes =
+            private_fs::read_file(&self.recipient_path(), FileKind::Own, 256, "").ok()??;
         Some(String::from_utf8_lossy(&bytes).trim().to_string())
     }
 
@@ -461,8 +461,8 @@ impl FileStore {
     /// The store's own lock (`SECRETS/.store.lock`), held while its key files change.
     fn lock_store(&self) -> Result<std::fs::File, StoreFailure> {
         let path = self.root.join(STORE_LOCK_FILE);
-        let file = private_fs::open_lock_file(&path)
-            .map_err(|e| StoreFailure::mistyped(e.to_string()))?;
+        let file =
+            private_fs::open_lock_file(&path).map_err(|e| StoreFailure::mistyped(e.to_string()))?;
         file.lock()
             .map_err(|e| io_failure("cannot lock", &path, &e))?;
         Ok(file)

@@ -65,7 +65,9 @@ fn read_named(
     match private_fs::read_file(path, kind, MAX_NAMED_FILE, fix) {
         Ok(Some(bytes)) => Ok(bytes),
         Ok(None) => Err(unreadable("it does not exist".into())),
-        Err(e @ crate::error::Error::Untrusted { .. }) => Err(StoreFailure::mistyped(e.to_string())),
+        Err(e @ crate::error::Error::Untrusted { .. }) => {
+            Err(StoreFailure::mistyped(e.to_string()))
+        }
         Err(e) => Err(unreadable(e.to_string())),
     }
 }
@@ -1248,5 +1250,33 @@ mod tests {
             "no Date from the server: held, never free"
         );
         assert_eq!(held_by(&entry("free", 1000, 1010)), None, "released");
+    }
+
+    /// Seen before the fix: `vault_secret_id_file` was read whatever its mode, while the
+    /// passphrase file was checked.
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_id_file_others_can_read_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret-id");
+        std::fs::write(&path, "s-1d\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let failure = read_named(&path, FileKind::Secret, "the AppRole secret id file", "fix")
+            .err()
+            .unwrap();
+        assert!(failure.fix.is_empty(), "exit 1, not an unusable store");
+        assert!(failure.cause.contains(&path.display().to_string()));
+        assert!(
+            failure
+                .cause
+                .contains("other users can read it (mode 0644)")
+        );
+        assert!(!failure.cause.contains("s-1d"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            &**read_named(&path, FileKind::Secret, "the file", "fix").unwrap(),
+            b"s-1d\n"
+        );
     }
 }

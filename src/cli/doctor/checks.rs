@@ -178,8 +178,18 @@ impl Report {
         let state = &ctx.paths.state_dir;
         let data = &ctx.paths.data_dir;
         self.files = vec![
-            check_folder("config folder", ctx.paths.config_dir.clone(), set_by("XERO_AUTH_CONFIG_DIR")),
-            check_file("config", ctx.paths.config_file(), set_by("XERO_AUTH_CONFIG_DIR"), FileKind::Own, true),
+            check_folder(
+                "config folder",
+                ctx.paths.config_dir.clone(),
+                set_by("XERO_AUTH_CONFIG_DIR"),
+            ),
+            check_file(
+                "config",
+                ctx.paths.config_file(),
+                set_by("XERO_AUTH_CONFIG_DIR"),
+                FileKind::Own,
+                true,
+            ),
             check_folder("state", state.clone(), set_by("XERO_AUTH_STATE_DIR")),
             check_folder("locks", RefreshLock::folder(&ctx.paths), None),
             check_folder("rate limits", state.join("limits"), None),
@@ -188,7 +198,8 @@ impl Report {
             check_folder("file store", ctx.paths.file_store_dir(), None),
         ];
         for (label, path, source, kind) in named_files(ctx, &self.profiles) {
-            self.files.push(check_file(label, path, source, kind, false));
+            self.files
+                .push(check_file(label, path, source, kind, false));
         }
         for f in &self.files {
             match &f.trust {
@@ -215,7 +226,9 @@ impl Report {
                 }),
                 _ => {}
             }
-            let Some(Err(why)) = &f.writable else { continue };
+            let Some(Err(why)) = &f.writable else {
+                continue;
+            };
             let what = format!("{} {}: {why}", f.label, f.path.display());
             if f.label == "state" {
                 self.problems.push(Problem::other(
