@@ -18,6 +18,7 @@ use toml_edit::{Document, DocumentMut, Item, Table, Value};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::private_fs::{self, FileKind};
 
 /// The name the tool uses for its folders and its keychain service.
 pub const APP_NAME: &str = "xero-auth";
@@ -35,6 +36,8 @@ pub const FILE_WORK_FACTORS: (u8, u8) = (10, 22);
 /// does, because a measurement on a loaded machine or in an unoptimised build gives a weaker
 /// file for ever.
 pub const DEFAULT_FILE_WORK_FACTOR: u8 = 18;
+/// The largest `config.toml` read: a configuration of hundreds of profiles is a few hundred KB.
+const MAX_CONFIG_FILE: usize = 16 << 20;
 /// How long the file store's unlocked key is kept after its last use, by default: 15 minutes.
 pub const DEFAULT_FILE_UNLOCK_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -435,11 +438,41 @@ pub struct Config {
 
 impl Config {
     /// Loads `config.toml`; a missing file is an empty configuration.
+    ///
+    /// The file decides where the client secret and the refresh token are sent (its endpoints),
+    /// so it passes [`private_fs`]'s check first: its folder the user's alone (a loose one is
+    /// tightened), no folder above it that another user can change, and the file itself the
+    /// user's, changed by no one else. Anything else is refused (exit 1), naming it.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("cannot read the configuration file", path, e)),
+        Config::load_as(path, FileKind::Own)
+    }
+
+    /// [`Config::load`] for `doctor`, which changes nothing: a loose folder is not tightened, and
+    /// a file the check refuses reads as an empty configuration (`doctor` reports the refusal
+    /// itself).
+    pub fn load_unchanged(path: &Path) -> Result<Self> {
+        match Config::load_as(path, FileKind::Named) {
+            Err(Error::Untrusted { .. }) => Config::from_str(path, ""),
+            other => other,
+        }
+    }
+
+    fn load_as(path: &Path, kind: FileKind) -> Result<Self> {
+        let bytes = private_fs::read_file(
+            path,
+            kind,
+            MAX_CONFIG_FILE,
+            "if you did not make it so, check that its endpoints are Xero's or yours, then \
+             `chmod go-w` it (and `chmod 700` its folder); a file another user owns is theirs, not \
+             yours: remove it",
+        )?;
+        let text = match bytes {
+            Some(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| Error::Config {
+                path: path.to_path_buf(),
+                at: None,
+                message: "not UTF-8 text".into(),
+            })?,
+            None => String::new(),
         };
         Config::from_str(path, &text)
     }
@@ -1032,41 +1065,14 @@ impl Config {
             .unwrap_or(false))
     }
 
-    /// Writes the file atomically ([`replace_file`]).
+    /// Writes the file atomically ([`private_fs::replace_file`]) in its folder, made the user's
+    /// alone first.
     pub fn save(&self) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        create_private_dir(dir)?;
-        replace_file(&self.path, self.doc.to_string().as_bytes())
+        private_fs::private_folder(dir)?;
+        private_fs::replace_file(&self.path, self.doc.to_string().as_bytes())
             .map_err(|e| Error::io("cannot write the configuration file", &self.path, e))
     }
-}
-
-/// Replaces `path` with `bytes` atomically: a temporary file in the same folder, synced, then
-/// renamed over it, so that a process that dies at any point leaves the old file or the new one,
-/// never a part of either. The folder must exist.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        // The name is predictable: whatever is there (a crashed run's leftover, or a link
-        // someone planted) is removed, not written through, and the file is created anew.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1082,93 +1088,6 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
         before.matches('\n').count() + 1,
         before[line_start..].chars().count() + 1,
     )
-}
-
-/// Creates a folder (and its parents) readable by the user alone; a folder that exists is made
-/// private too, or refused ([`secure_private_dir`]).
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .map_err(|e| Error::io("cannot create the folder", dir, e))?;
-    secure_private_dir(dir)
-}
-
-/// Who besides the user can change a folder the tool keeps its files in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FolderAccess {
-    /// The user's alone (`0700`; on Windows, whatever its ACL says: not checked).
-    Private,
-    /// The user's own, but others may read or change it (the mode is given): it is tightened to
-    /// `0700` before use.
-    Loose(u32),
-    /// Someone else owns it or can change what is in it, and it is not the user's to tighten:
-    /// refused. Says why.
-    Shared(String),
-}
-
-/// Checks `dir` (which exists) without changing it. Another user who can write a folder can put
-/// a link where a lock file or a temporary file is about to be opened, or hold a lock for ever.
-pub fn folder_access(dir: &Path) -> std::io::Result<FolderAccess> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir)?;
-        let mode = meta.mode() & 0o7777;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        Ok(if meta.uid() == me {
-            if mode & 0o077 == 0 {
-                FolderAccess::Private
-            } else {
-                FolderAccess::Loose(mode)
-            }
-        } else if meta.uid() != 0 {
-            FolderAccess::Shared(format!("it belongs to user id {}, not to you", meta.uid()))
-        } else if mode & 0o022 != 0 {
-            FolderAccess::Shared(format!(
-                "other users can write in it (mode {mode:04o}, owner root)"
-            ))
-        } else {
-            // root's and closed to others: root can change anything anyway.
-            FolderAccess::Private
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::metadata(dir)?;
-        Ok(FolderAccess::Private)
-    }
-}
-
-/// Makes `dir` (which exists) the user's alone: a loose folder of the user's is tightened to
-/// `0700` (docs/security.md promises it); a folder others own or can write is refused (exit 1),
-/// naming it and what to do.
-pub fn secure_private_dir(dir: &Path) -> Result<()> {
-    match folder_access(dir).map_err(|e| Error::io("cannot read the folder", dir, e))? {
-        FolderAccess::Private => Ok(()),
-        FolderAccess::Loose(_mode) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| Error::io("cannot restrict the permissions of", dir, e))?;
-            }
-            Ok(())
-        }
-        FolderAccess::Shared(why) => Err(Error::InvalidInput(format!(
-            "{} cannot hold xero-auth's files: {why}, so another user could replace or hold \
-             them. Nothing was done; use a folder only you can write \
-             (XERO_AUTH_CONFIG_DIR, XERO_AUTH_STATE_DIR and XERO_AUTH_DATA_DIR choose them)",
-            dir.display()
-        ))),
-    }
 }
 
 /// The candidate closest to `word` when it is close enough to be what was meant: a typo or two

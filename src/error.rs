@@ -270,6 +270,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A file or folder that decides where secrets go or what is stored, which another user
+    /// could change (exit 1): see `crate::private_fs`.
+    #[error("{} cannot be trusted: {why}, so another user could change what xero-auth reads or writes there (and where it sends your client secret and tokens). Nothing was done; {fix}", .path.display())]
+    Untrusted {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// Why it cannot be trusted.
+        why: String,
+        /// What the user can do.
+        fix: String,
+    },
 }
 
 fn unknown_profile_message(
@@ -391,6 +403,7 @@ impl Error {
             | Error::InvalidInput(_)
             | Error::TokenFile { .. }
             | Error::StoredFormat { .. }
+            | Error::Untrusted { .. }
             | Error::Io { .. } => ExitCode::Failure,
         }
     }

@@ -48,6 +48,7 @@ pub mod lock;
 pub mod login;
 pub mod mcp;
 pub mod oauth;
+pub mod private_fs;
 pub mod secret;
 pub mod serve;
 pub mod session;

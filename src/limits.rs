@@ -23,17 +23,18 @@
 //! Nothing here is a secret: the files hold tenant ids, times and counts.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Paths, Profile, RateLimits, create_private_dir};
+use crate::config::{Paths, Profile, RateLimits};
 use crate::error::{Error, Result};
+use crate::private_fs::{self, FileKind};
 
 /// Buckets the app's window is counted in: a bucket counts as a whole until its end has left
 /// the window, so a request may wait up to one bucket (1 s of Xero's minute) longer than it
@@ -42,6 +43,14 @@ const APP_BUCKETS: u64 = 60;
 /// What the ledger remembers of a tenant after its last request: `status` shows the last-seen
 /// budgets, a day-limit stop lasts at most a day.
 const FORGET_AFTER_SECS: i64 = 2 * 86_400;
+/// The largest ledger read: one of Xero's Advanced plan's 10,000 tenants each at its minute limit
+/// is a few MB.
+const MAX_LEDGER: usize = 64 << 20;
+/// How long recording an answer waits for the ledger: the request was sent; a busy ledger costs
+/// only the record.
+const ANSWER_LEDGER_WAIT: Duration = Duration::from_secs(1);
+/// The longest a request waits for the ledger before going on without it (within `--max-wait`).
+const ADMIT_LEDGER_WAIT: Duration = Duration::from_secs(5);
 
 /// What one answer of the API says about the limits (Xero sends these headers on every answer).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -150,6 +159,10 @@ pub struct TenantBudget {
 /// of the user.
 pub struct Limiter {
     dir: PathBuf,
+    /// The state folder `dir` is in (made private before anything is made in it).
+    state_dir: PathBuf,
+    /// Whether the folders from `state_dir` down to `dir` passed the check in this process.
+    folders_checked: AtomicBool,
     limits: RateLimits,
     /// The ledger's lock file, opened once per process. A file lock is held by an open file,
     /// not a thread, so tasks of this process take turns through the mutex first.
@@ -178,6 +191,8 @@ impl Limiter {
     pub fn new(paths: &Paths, app: &str, limits: RateLimits) -> Self {
         Limiter {
             dir: Self::dir(paths, app),
+            state_dir: paths.state_dir.clone(),
+            folders_checked: AtomicBool::new(false),
             limits,
             ledger_lock: Mutex::new(None),
         }
@@ -229,9 +244,18 @@ impl Limiter {
                     continue;
                 }
             }
-            match self
-                .with_ledger(|ledger, now_ms| self.reserve(ledger, tenant.as_deref(), now_ms))?
-            {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ADMIT_LEDGER_WAIT);
+            let reserved = self
+                .with_ledger(wait, |ledger, now_ms| {
+                    self.reserve(ledger, tenant.as_deref(), now_ms)
+                })?
+                .unwrap_or_else(|| {
+                    self.skip_ledger();
+                    Ok(now_ms())
+                });
+            match reserved {
                 Ok(reserved_ms) => {
                     return Ok(Permit {
                         limiter: self,
@@ -296,7 +320,7 @@ impl Limiter {
         let dir = self.dir.join(tenant);
         for i in 0..self.limits.concurrent {
             let path = dir.join(format!("slot-{i}"));
-            let file = open_or_create(&path)?;
+            let file = self.open_in_folder(&path)?;
             match file.try_lock() {
                 Ok(()) => return Ok(Some(file)),
                 Err(TryLockError::WouldBlock) => {}
@@ -414,26 +438,86 @@ impl Limiter {
         });
     }
 
-    /// Runs `f` on the ledger under its lock, pruned, and writes the result back.
-    fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger, u64) -> T) -> Result<T> {
+    /// Runs `f` on the ledger under its lock, pruned, and writes the result back; `Ok(None)` when
+    /// the lock was not free within `wait` (another process holds it: a stuck one, or a flood).
+    /// The wait is bounded so that no other process can hang a call: past it, the caller goes on
+    /// without the ledger ([`Limiter::skip_ledger`]).
+    fn with_ledger<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&mut Ledger, u64) -> T,
+    ) -> Result<Option<T>> {
         let lock_path = self.dir.join("ledger.lock");
         let mut guard = self.ledger_lock.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            *guard = Some(open_or_create(&lock_path)?);
+            *guard = Some(self.open_in_folder(&lock_path)?);
         }
-        let lock = guard.as_ref().expect("opened above");
-        lock.lock()
-            .map_err(|e| Error::io("cannot lock the rate-limit ledger", &lock_path, e))?;
+        let Some(lock) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    // Short and bounded: the ledger is held for microseconds by a live process.
+                    std::thread::sleep(pause.min(wait.saturating_sub(started.elapsed())));
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(
+                        "cannot lock the rate-limit ledger",
+                        &lock_path,
+                        e,
+                    ));
+                }
+            }
+        }
         let result = (|| {
             let mut ledger = self.read_ledger();
             let now_ms = now_ms();
             self.prune(&mut ledger, now_ms);
             let out = f(&mut ledger, now_ms);
             self.write_ledger(&ledger)?;
-            Ok(out)
+            Ok(Some(out))
         })();
         let _ = lock.unlock();
         result
+    }
+
+    /// Says once per process that the ledger was busy past its wait and this call goes on
+    /// without it: Xero still enforces its limits (a 429 is waited out), only the sharing of
+    /// budgets between processes is lost for this call.
+    fn skip_ledger(&self) {
+        static TOLD: AtomicBool = AtomicBool::new(false);
+        if !TOLD.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %self.dir.join("ledger.lock").display(),
+                "the rate-limit ledger stayed locked by another process; going on without it (Xero's own limits still apply)"
+            );
+        }
+    }
+
+    /// Opens (creating it, and its folders under the state folder, private) a file that is only
+    /// ever locked.
+    fn open_in_folder(&self, path: &Path) -> Result<File> {
+        // Once per limiter: the state folder down to the app's folder. A tenant's folder is
+        // made on first use, inside the app's (already checked) one.
+        if !self.folders_checked.load(Ordering::Relaxed) {
+            private_fs::private_folder_in(&self.state_dir, &self.dir)?;
+            self.folders_checked.store(true, Ordering::Relaxed);
+        }
+        match private_fs::open_lock_file(path) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(folder) = path.parent() {
+                    private_fs::private_folder_in(&self.dir, folder)?;
+                }
+                private_fs::open_lock_file(path)
+            }
+            opened => opened,
+        }
     }
 
     fn ledger_path(&self) -> PathBuf {
@@ -448,14 +532,9 @@ impl Limiter {
 
     fn write_ledger(&self, ledger: &Ledger) -> Result<()> {
         let path = self.ledger_path();
-        let tmp = self.dir.join("ledger.json.tmp");
         let bytes = serde_json::to_vec(ledger).expect("the ledger serialises");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e))
+        private_fs::replace_file(&path, &bytes)
+            .map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e))
     }
 
     /// The budgets last seen per tenant of the profile's app (for `status`); empty when none
@@ -483,7 +562,7 @@ impl Permit<'_> {
         let limiter = self.limiter;
         let limits = &limiter.limits;
         let window = limiter.window_ms();
-        limiter.with_ledger(|ledger, now_ms| {
+        let recorded = limiter.with_ledger(ANSWER_LEDGER_WAIT, |ledger, now_ms| {
             // The reservation becomes the answer's time.
             let bucket = self.reserved_ms / limiter.bucket_len();
             if let Some((_, n)) = ledger.app.iter_mut().find(|(b, _)| *b == bucket) {
@@ -538,7 +617,11 @@ impl Permit<'_> {
                     insert_sorted(&mut t.sent, learnt_at);
                 }
             }
-        })
+        })?;
+        if recorded.is_none() {
+            limiter.skip_ledger();
+        }
+        Ok(())
     }
 }
 
@@ -561,33 +644,19 @@ fn insert_sorted(times: &mut Vec<u64>, at: u64) {
     times.insert(pos, at);
 }
 
+/// The ledger at `path`, or an empty one when there is none or it cannot be used. A ledger that
+/// fails the file check (a link, another user's file) is not read, and said so.
 fn read_ledger_at(path: &Path) -> Ledger {
-    let mut bytes = Vec::new();
-    match File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+    match private_fs::read_file(path, FileKind::Own, MAX_LEDGER, "") {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             tracing::warn!(path = %path.display(), "the rate-limit ledger is unreadable ({e}); starting afresh");
             Ledger::default()
         }),
-        Err(_) => Ledger::default(),
-    }
-}
-
-/// Opens (creating it and its folder when missing) a file that is only ever locked.
-fn open_or_create(path: &Path) -> Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-    };
-    match open() {
-        Ok(f) => Ok(f),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            create_private_dir(path.parent().expect("a limits file has a folder"))?;
-            open().map_err(|e| Error::io("cannot open", path, e))
+        Ok(None) => Ledger::default(),
+        Err(e) => {
+            tracing::warn!("the rate-limit ledger was not read: {e}");
+            Ledger::default()
         }
-        Err(e) => Err(Error::io("cannot open", path, e)),
     }
 }
 
@@ -806,7 +875,68 @@ mod tests {
         let l = limiter(dir.path(), RateLimits::default());
         std::fs::create_dir_all(&l.dir).unwrap();
         std::fs::write(l.ledger_path(), b"{not json").unwrap();
-        let n = l.with_ledger(|ledger, _| ledger.tenants.len()).unwrap();
-        assert_eq!(n, 0);
+        let n = l
+            .with_ledger(Duration::ZERO, |ledger, _| ledger.tenants.len())
+            .unwrap();
+        assert_eq!(n, Some(0));
+    }
+
+    /// Seen before the fix: `ledger.json.tmp` was opened with `File::create`, which followed a
+    /// link planted at that name and truncated its target.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_link_planted_at_a_ledger_file_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(dir.path(), RateLimits::default());
+        std::fs::create_dir_all(&l.dir).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        for name in ["ledger.json.tmp", "ledger.json"] {
+            std::os::unix::fs::symlink(&victim, l.dir.join(name)).unwrap();
+        }
+        let permit = l.admit(Some("t"), far()).await.unwrap();
+        permit.answered(&Answer::default()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let ledger = l.dir.join("ledger.json");
+        assert!(!std::fs::symlink_metadata(&ledger).unwrap().is_symlink());
+        assert!(std::fs::read_to_string(&ledger).unwrap().contains("\"t\""));
+    }
+
+    /// Seen before the fix: another process holding the ledger's lock hung every call until it
+    /// was killed. Now the call goes on without the ledger after a bounded wait.
+    #[tokio::test]
+    async fn a_ledger_held_by_another_process_does_not_hang_a_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(dir.path(), RateLimits::default());
+        // Taken once so that the folder and the lock file exist.
+        l.admit(Some("t"), far()).await.unwrap();
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(l.dir.join("ledger.lock"))
+            .unwrap();
+        other.lock().unwrap();
+        let started = Instant::now();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let permit = l.admit(Some("t"), deadline).await.unwrap();
+        permit.answered(&Answer::default()).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_state_folder_is_tightened_before_limits_are_kept_in_it() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(dir.path(), RateLimits::default());
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        l.with_ledger(Duration::ZERO, |_, _| ()).unwrap();
+        assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&l.dir).unwrap().mode() & 0o777, 0o700);
     }
 }

@@ -1,12 +1,11 @@
 //! The profile's cross-process refresh lock: an exclusive lock on a file in the state folder.
 //!
 //! The lock is what makes N processes make one refresh, so what could make it stop excluding is
-//! refused rather than worked around:
+//! refused rather than worked around, by [`crate::private_fs`]'s one check:
 //! - the state folder and its `locks` folder must be the user's alone: a loose one of the user's
 //!   is tightened to `0700`, one that another user owns or can write is refused (another user
 //!   could hold the lock for ever, or put a link where the lock file is opened);
-//! - the lock file is opened without following a symbolic link (`O_NOFOLLOW`; on Windows
-//!   `FILE_FLAG_OPEN_REPARSE_POINT`, then refused when it is one), and must be a plain file of
+//! - the lock file is opened without following a symbolic link, and must be a plain file of
 //!   the user's: the in-flight note below is written into it;
 //! - a relative state folder is refused at start-up ([`crate::config::Paths::from_env`]).
 //!
@@ -17,13 +16,14 @@
 //! a keychain write that outlives its timeout, or a library caller that gives up on a refresh,
 //! must not let another process rotate the tokens while an older set may still land.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Paths, create_private_dir, secure_private_dir};
+use crate::config::Paths;
 use crate::error::{Error, Result};
+use crate::private_fs;
 use crate::store::Store;
 
 /// The profile's cross-process refresh lock. The operating system releases it when the last
@@ -54,9 +54,8 @@ impl RefreshLock {
     /// Waits at most `max_wait` for the lock.
     pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
         let path = Self::path(paths, profile);
-        create_private_dir(&Self::folder(paths))?;
-        secure_private_dir(&paths.state_dir)?;
-        let file = open_lock_file(&path)?;
+        private_fs::private_folder_in(&paths.state_dir, &Self::folder(paths))?;
+        let file = private_fs::open_lock_file(&path)?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -124,63 +123,6 @@ impl RefreshLock {
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(text.as_bytes()));
     }
-}
-
-/// Opens (creating) the lock file without following a link, and checks that it is a plain file
-/// of the user's: the in-flight note truncates and rewrites it.
-fn open_lock_file(path: &Path) -> Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(false).read(true).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW);
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::OpenOptionsExt;
-        /// Opens a link itself rather than what it points to (winbase.h).
-        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
-        options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
-    }
-    let not_plain = |what: &str| {
-        Error::InvalidInput(format!(
-            "the lock file {} {what}; xero-auth did not use it (it truncates and rewrites its \
-             lock file). Nothing was done; if you did not put it there, another program or user \
-             did: remove it and run the command again",
-            path.display()
-        ))
-    };
-    let file = match options.open(path) {
-        Ok(file) => file,
-        // ELOOP: the last part of the path is a symbolic link.
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(not_plain("is a symbolic link"));
-        }
-        Err(e) => return Err(Error::io("cannot open the lock file", path, e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("cannot read the lock file", path, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(not_plain("is a symbolic link"));
-    }
-    if !meta.is_file() {
-        return Err(not_plain("is not a plain file"));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if meta.uid() != unsafe { libc::geteuid() } {
-            return Err(not_plain(&format!(
-                "belongs to user id {}, not to you",
-                meta.uid()
-            )));
-        }
-    }
-    Ok(file)
 }
 
 /// Why the lock may not exclude other processes when its file is in `dir`, if it is on a file

@@ -123,7 +123,7 @@ fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
     let config = env.dir.path().join("config/xero-auth/config.toml");
     let config_line = stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("config"))
+        .find(|l| l.trim_start().starts_with("config ") && l.contains("config.toml"))
         .expect("a line for the config file");
     assert!(
         config_line.contains(config.to_str().unwrap()) && config_line.contains("exists, writable"),

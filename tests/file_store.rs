@@ -375,10 +375,7 @@ fn the_passphrase_comes_from_a_file_or_a_systemd_credential_readable_by_the_user
     env.set_env("XERO_AUTH_PASSPHRASE_FILE", file.to_str().unwrap());
     let out = env.cmd(&["token"]).assert().code(5).get_output().clone();
     let err = stderr_text(&out);
-    assert!(
-        err.contains("can be read by other users (mode 0644)"),
-        "{err}"
-    );
+    assert!(err.contains("other users can read it (mode 0644)"), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
     assert!(
         !err.contains(PASSPHRASE),

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Context, format_span, format_time};
-use crate::config::{FolderAccess, Profile, StoreKind, folder_access};
+use crate::config::{Profile, StoreKind};
 use crate::error::{Error, Result};
 use crate::lock::{RefreshLock, untrusted_lock_filesystem};
+use crate::private_fs::{Access, FileKind};
 use crate::store::{Keychain, SecretStore, StoreFailure, client_secret_account, token_set_account};
 use clap::Args;
 use serde_json::{Value, json};
@@ -157,8 +158,11 @@ struct PathCheck {
     source: Option<&'static str>,
     exists: bool,
     /// Whether the tool can create files where it needs to (in the folder, or in the nearest
-    /// existing parent when the folder is not there yet).
-    writable: std::result::Result<PathBuf, String>,
+    /// existing parent when the folder is not there yet); `None` for a file it only reads.
+    writable: Option<std::result::Result<PathBuf, String>>,
+    /// What the one file-and-folder check (`crate::private_fs`) says of it: whether another user
+    /// could change it; `None` for a file that is not there.
+    trust: Option<Access>,
 }
 
 /// Whether an entry is in a store.

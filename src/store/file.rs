@@ -46,7 +46,9 @@ use age::secrecy::SecretString;
 
 use super::{SecretStore, StoreFailure};
 use crate::config::{FILE_WORK_FACTORS, validate_profile_name};
+use crate::error::Error;
 use crate::failpoints::crash_point;
+use crate::private_fs::{self, FileKind};
 use crate::secret::{ExposeSecret, Zeroizing};
 
 /// The environment variable that carries the passphrase.
@@ -335,8 +337,7 @@ impl FileStore {
     /// The recipient the store's files are encrypted to, as its file says.
     fn stored_recipient(&self) -> Option<String> {
         let bytes =
-            crate::secret::read_bounded(&mut std::fs::File::open(self.recipient_path()).ok()?, 256)
-                .ok()??;
+            private_fs::read_file(&self.recipient_path(), FileKind::Own, 256, "").ok()??;
         Some(String::from_utf8_lossy(&bytes).trim().to_string())
     }
 
@@ -460,16 +461,8 @@ impl FileStore {
     /// The store's own lock (`SECRETS/.store.lock`), held while its key files change.
     fn lock_store(&self) -> Result<std::fs::File, StoreFailure> {
         let path = self.root.join(STORE_LOCK_FILE);
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = options
-            .open(&path)
-            .map_err(|e| io_failure("cannot open", &path, &e))?;
+        let file =
+            private_fs::open_lock_file(&path).map_err(|e| StoreFailure::mistyped(e.to_string()))?;
         file.lock()
             .map_err(|e| io_failure("cannot lock", &path, &e))?;
         Ok(file)
@@ -861,14 +854,18 @@ impl FileStore {
     /// Creates the store's folders `0700` (and tightens them if someone loosened them; refuses
     /// them when another user owns them or can write them).
     fn prepare_folders(&self, dir: &Path) -> Result<(), StoreFailure> {
-        crate::config::create_private_dir(dir)
-            .and_then(|()| crate::config::secure_private_dir(&self.root))
-            .map_err(|e| StoreFailure {
-                cause: e.to_string(),
+        let data = self.root.parent().unwrap_or(&self.root);
+        private_fs::private_folder_in(data, dir).map_err(|e| match e {
+            // Another user's, or open to them: refused as such (exit 1), not as a store that
+            // does not answer.
+            e @ Error::Untrusted { .. } => StoreFailure::mistyped(e.to_string()),
+            other => StoreFailure {
+                cause: other.to_string(),
                 fix: "make the data folder yours and writable, or point XERO_AUTH_DATA_DIR at \
                       one that is"
                     .into(),
-            })
+            },
+        })
     }
 
     /// Writes `sealed` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
@@ -1094,10 +1091,14 @@ fn read_file(
     path: &Path,
     kept: impl FnOnce(&FileId) -> Option<Zeroizing<Vec<u8>>>,
 ) -> Result<Found, OpenError> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
-        Err(e) => return Err(OpenError::Other(io_failure("cannot open", path, &e))),
+    // The folders first: a file in a folder another user can write may be theirs.
+    if let Some(dir) = path.parent() {
+        checked_folders(dir).map_err(OpenError::Other)?;
+    }
+    let mut file = match private_fs::open_file(path, FileKind::Own, STORE_FILE_FIX) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(Found::Missing),
+        Err(e) => return Err(OpenError::Other(StoreFailure::mistyped(e.to_string()))),
     };
     let meta = file
         .metadata()
@@ -1121,6 +1122,20 @@ fn read_file(
         .read_to_end(&mut sealed)
         .map_err(|e| OpenError::Other(io_failure("cannot read", path, &e)))?;
     Ok(Found::Sealed(id, sealed))
+}
+
+/// What to do about a file of the store that fails [`private_fs`]'s check.
+const STORE_FILE_FIX: &str = "if you did not make it so, another user may have put it there: \
+                              remove it (and log in again) or `chmod go-w` it";
+
+/// Checks `dir`, the folder of a file about to be read: the user's alone (a loose one is
+/// tightened), and no folder above it that another user can change (refused, not changed: the
+/// first write tightens the store's own folders, [`FileStore::prepare_folders`]). Refused folders
+/// are exit 1, naming them.
+fn checked_folders(dir: &Path) -> Result<(), StoreFailure> {
+    private_fs::existing_private_folder(dir)
+        .map(|_| ())
+        .map_err(|e| StoreFailure::mistyped(e.to_string()))
 }
 
 /// The bytes of `path` (not secret: age ciphertext).
@@ -1184,12 +1199,7 @@ fn remove_leftovers(dir: &Path, name: &str) {
 
 /// Flushes a folder's entries (the rename) to disk. Best effort: not every platform can.
 fn sync_folder(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(folder) = std::fs::File::open(dir) {
-        let _ = folder.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
+    private_fs::sync_folder(dir);
 }
 
 fn unix_now() -> u64 {
@@ -1418,45 +1428,37 @@ fn passphrase_from_file(path: &Path, what: &str) -> Result<SecretString, StoreFa
         cause: format!("{what}: {} {cause}", path.display()),
         fix: fix.into(),
     };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        refuse(
-            format!("cannot be read ({e})"),
-            "give the path of a file that holds the passphrase",
-        )
-    })?;
-    if !meta.is_file() {
-        return Err(refuse(
-            "is not a file".into(),
-            "give the path of a file that holds the passphrase",
-        ));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if meta.mode() & 0o077 != 0 {
+    // The one check of private_fs: a plain file (a link only when the user's), the user's, and
+    // no one else can read or change it. Refused here as an unusable store (exit 5, as for every
+    // problem with the passphrase), naming the file.
+    let read = private_fs::read_file(
+        path,
+        FileKind::Secret,
+        MAX_PASSPHRASE_FILE,
+        "give the path of a file that holds the passphrase",
+    );
+    let bytes = match read {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
             return Err(refuse(
-                format!(
-                    "can be read by other users (mode {:04o}); it was not used",
-                    meta.mode() & 0o7777
-                ),
-                &format!("`chmod 600 {}` (or 400)", path.display()),
+                "does not exist".into(),
+                "give the path of a file that holds the passphrase",
             ));
         }
-    }
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        refuse(
-            format!("cannot be read ({e})"),
-            "give the path of a file that holds the passphrase",
-        )
-    })?;
-    let bytes = crate::secret::read_bounded(&mut file, MAX_PASSPHRASE_FILE)
-        .map_err(|e| refuse(format!("cannot be read ({e})"), "check the file"))?
-        .ok_or_else(|| {
-            refuse(
+        Err(Error::Untrusted { why, .. }) => {
+            return Err(refuse(
+                format!("was not used: {why}"),
+                &format!("`chmod 600 {}` (or 400), as your own file", path.display()),
+            ));
+        }
+        Err(Error::InvalidInput(_)) => {
+            return Err(refuse(
                 format!("is longer than {MAX_PASSPHRASE_FILE} bytes"),
                 "put the passphrase alone on the file's first line",
-            )
-        })?;
+            ));
+        }
+        Err(e) => return Err(refuse(format!("cannot be read ({e})"), "check the file")),
+    };
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
     let first = first.strip_suffix(b"\r").unwrap_or(first);
     let text = std::str::from_utf8(first).map_err(|_| {

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{Paths, StoreKind, create_private_dir, replace_file};
+use crate::config::{Paths, StoreKind};
+use crate::private_fs::{self, FileKind};
+
+/// The largest note of a move read: a note is under 100 bytes.
+const MAX_NOTE: usize = 4096;
 use crate::error::{Error, Result};
 use crate::secret::{ExposeSecret, Zeroizing};
 use crate::store::{Store, client_secret_account, split};
@@ -132,10 +136,14 @@ impl PendingMove {
     /// The note of an unfinished move of `profile`, if there is one.
     pub fn read(paths: &Paths, profile: &str) -> Result<Option<Self>> {
         let path = Self::path(paths, profile);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("cannot read the note of a move", &path, e)),
+        let Some(bytes) = private_fs::read_file(
+            &path,
+            FileKind::Own,
+            MAX_NOTE,
+            "if you did not make it so, remove the note and run the move again",
+        )?
+        else {
+            return Ok(None);
         };
         let note: PendingMove = serde_json::from_slice(&bytes).map_err(|_| damaged(&path))?;
         if note.from_kind().is_none() || note.to_kind().is_none() {
@@ -147,14 +155,14 @@ impl PendingMove {
     /// Writes the note, atomically: a run that dies leaves the note whole or none.
     pub fn write(&self, paths: &Paths, profile: &str) -> Result<()> {
         let path = Self::path(paths, profile);
-        create_private_dir(&Self::folder(paths))?;
+        private_fs::private_folder_in(&paths.state_dir, &Self::folder(paths))?;
         let text = serde_json::json!({
             "from": self.from,
             "to": self.to,
             "started_at": self.started_at,
         })
         .to_string();
-        replace_file(&path, text.as_bytes())
+        private_fs::replace_file(&path, text.as_bytes())
             .map_err(|e| Error::io("cannot write the note of a move", &path, e))
     }
 

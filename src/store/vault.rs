@@ -34,6 +34,7 @@ use serde::Deserialize;
 
 use super::{LeaseAttempt, LeaseGuard, SecretStore, StoreFailure, Written};
 use crate::config::{Profile, VaultSettings};
+use crate::private_fs::{self, FileKind};
 use crate::secret::{ExposeSecret, SecretString, Zeroizing};
 
 /// The variables that may hold a Vault token, first found wins.
@@ -44,6 +45,32 @@ const SECRET_ID_VAR: &str = "VAULT_SECRET_ID";
 const FIELD: &str = "value";
 /// The largest answer read from Vault: entries are a few KB.
 const MAX_ANSWER: usize = 1 << 20;
+
+/// The largest file of a secret or certificates read for the store: a CA bundle is a few hundred KB.
+const MAX_NAMED_FILE: usize = 4 << 20;
+
+/// Reads `path` (`what`, for messages) through the one file check ([`private_fs`]): a file
+/// another user could change (or, for a secret, read) is refused (exit 1) naming it; a file that
+/// cannot be read is an unusable store (exit 5) with `fix`.
+fn read_named(
+    path: &Path,
+    kind: FileKind,
+    what: &str,
+    fix: &str,
+) -> Result<Zeroizing<Vec<u8>>, StoreFailure> {
+    let unreadable = |why: String| StoreFailure {
+        cause: format!("cannot read {what} {} ({why})", path.display()),
+        fix: fix.into(),
+    };
+    match private_fs::read_file(path, kind, MAX_NAMED_FILE, fix) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(unreadable("it does not exist".into())),
+        Err(e @ crate::error::Error::Untrusted { .. }) => {
+            Err(StoreFailure::mistyped(e.to_string()))
+        }
+        Err(e) => Err(unreadable(e.to_string())),
+    }
+}
 
 /// The credentials [`take_credentials_from_env`] took at start-up, by variable name.
 static TAKEN: Mutex<Vec<(&'static str, SecretString)>> = Mutex::new(Vec::new());
@@ -267,12 +294,13 @@ impl VaultStore {
             .get_or_init(|| {
                 let mut builder = crate::http::client_builder(self.http_timeout);
                 if let Some(path) = &self.settings.cacert {
-                    let pem = std::fs::read(path).map_err(|e| StoreFailure {
-                        cause: format!("cannot read the CA file {} ({e})", path.display()),
-                        fix: "point vault_cacert / VAULT_CACERT at a PEM file of the CA \
-                              certificates that signed the server's certificate"
-                            .into(),
-                    })?;
+                    let pem = read_named(
+                        path,
+                        FileKind::Named,
+                        "the CA file",
+                        "point vault_cacert / VAULT_CACERT at a PEM file of the CA certificates \
+                         that signed the server's certificate",
+                    )?;
                     let certs = reqwest::Certificate::from_pem_bundle(&pem)
                         .ok()
                         .filter(|c| !c.is_empty())
@@ -453,11 +481,15 @@ impl VaultStore {
             AuthMethod::TokenVariable(var) => given(var).ok_or_else(unreachable_auth),
             AuthMethod::AppRole(_) => self.approle_login(),
             AuthMethod::TokenFile(path) => {
-                let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| StoreFailure {
-                    cause: format!("cannot read the Vault token file {} ({e})", path.display()),
-                    fix:
-                        "sign in again with `bao login` / `vault login`, or set VAULT_TOKEN".into(),
-                })?);
+                // Written by the Vault CLI (0600); whether others may read it is the CLI's
+                // business, but no one else may change it: a token of theirs would send this
+                // profile's secrets to their Vault.
+                let bytes = read_named(
+                    &path,
+                    FileKind::Named,
+                    "the Vault token file",
+                    "sign in again with `bao login` / `vault login`, or set VAULT_TOKEN",
+                )?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| StoreFailure {
                     cause: format!("the Vault token file {} is not text", path.display()),
                     fix: "sign in again with `bao login` / `vault login`".into(),
@@ -480,13 +512,13 @@ impl VaultStore {
         let secret_id = match (given(SECRET_ID_VAR), &self.settings.secret_id_file) {
             (Some(id), _) => id,
             (None, Some(path)) => {
-                let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| StoreFailure {
-                    cause: format!(
-                        "cannot read the AppRole secret id file {} ({e})",
-                        path.display()
-                    ),
-                    fix: "check vault_secret_id_file, or set VAULT_SECRET_ID".into(),
-                })?);
+                let bytes = read_named(
+                    path,
+                    FileKind::Secret,
+                    "the AppRole secret id file",
+                    "check vault_secret_id_file (a file only you can read: `chmod 600`), or set \
+                     VAULT_SECRET_ID",
+                )?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| StoreFailure {
                     cause: format!("the AppRole secret id file {} is not text", path.display()),
                     fix: "write the secret id as Vault printed it".into(),
@@ -1218,5 +1250,33 @@ mod tests {
             "no Date from the server: held, never free"
         );
         assert_eq!(held_by(&entry("free", 1000, 1010)), None, "released");
+    }
+
+    /// Seen before the fix: `vault_secret_id_file` was read whatever its mode, while the
+    /// passphrase file was checked.
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_id_file_others_can_read_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret-id");
+        std::fs::write(&path, "s-1d\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let failure = read_named(&path, FileKind::Secret, "the AppRole secret id file", "fix")
+            .err()
+            .unwrap();
+        assert!(failure.fix.is_empty(), "exit 1, not an unusable store");
+        assert!(failure.cause.contains(&path.display().to_string()));
+        assert!(
+            failure
+                .cause
+                .contains("other users can read it (mode 0644)")
+        );
+        assert!(!failure.cause.contains("s-1d"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            &**read_named(&path, FileKind::Secret, "the file", "fix").unwrap(),
+            b"s-1d\n"
+        );
     }
 }

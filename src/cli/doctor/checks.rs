@@ -24,7 +24,6 @@ impl Report {
         report.check_profile_configs();
         report.check_stores(ctx).await;
         report.check_files(ctx);
-        report.check_lock_folder(ctx);
         report.check_clock();
         report.check_contents(ctx).await;
         report.check_endpoints(ctx).await;
@@ -168,23 +167,68 @@ impl Report {
         }
     }
 
-    /// The configuration file and the state folder: there, or creatable.
+    /// Every file and folder that decides where secrets go or what is stored, each through the
+    /// one check the commands make (`crate::private_fs`): the configuration file and its folder,
+    /// the state folder and its folders (refresh locks, rate limits, moves), the data folder and
+    /// the file store's folder, and the files the profiles name (the passphrase file, AppRole's
+    /// secret id file, Vault's CA certificate, the Vault CLI's token file). Then whether the
+    /// refresh lock's file system can be trusted. Nothing is changed.
     fn check_files(&mut self, ctx: &Context) {
         let set_by = |key: &'static str| (ctx.env)(key).filter(|v| !v.is_empty()).map(|_| key);
+        let state = &ctx.paths.state_dir;
+        let data = &ctx.paths.data_dir;
         self.files = vec![
-            check_path(
+            check_folder(
+                "config folder",
+                ctx.paths.config_dir.clone(),
+                set_by("XERO_AUTH_CONFIG_DIR"),
+            ),
+            check_file(
                 "config",
                 ctx.paths.config_file(),
                 set_by("XERO_AUTH_CONFIG_DIR"),
+                FileKind::Own,
+                true,
             ),
-            check_path(
-                "state",
-                ctx.paths.state_dir.clone(),
-                set_by("XERO_AUTH_STATE_DIR"),
-            ),
+            check_folder("state", state.clone(), set_by("XERO_AUTH_STATE_DIR")),
+            check_folder("locks", RefreshLock::folder(&ctx.paths), None),
+            check_folder("rate limits", state.join("limits"), None),
+            check_folder("moves", state.join("moves"), None),
+            check_folder("data", data.clone(), set_by("XERO_AUTH_DATA_DIR")),
+            check_folder("file store", ctx.paths.file_store_dir(), None),
         ];
+        for (label, path, source, kind) in named_files(ctx, &self.profiles) {
+            self.files
+                .push(check_file(label, path, source, kind, false));
+        }
         for f in &self.files {
-            let Err(why) = &f.writable else { continue };
+            match &f.trust {
+                Some(Access::Refused(why)) => self.problems.push(Problem::other(
+                    format!(
+                        "the {} {} cannot be trusted: {why}; another user could change where \
+                         xero-auth sends your secrets or what it stores, so commands refuse it",
+                        f.label,
+                        f.path.display()
+                    ),
+                    "make it yours and closed to others (`chmod go-w`, and `chmod 700` on a \
+                     folder of xero-auth's), or choose other folders with XERO_AUTH_CONFIG_DIR, \
+                     XERO_AUTH_STATE_DIR and XERO_AUTH_DATA_DIR",
+                )),
+                Some(Access::Loose(mode)) => self.warnings.push(Warning {
+                    what: format!(
+                        "the {} folder {} is open to other users (mode {mode:04o})",
+                        f.label,
+                        f.path.display()
+                    ),
+                    fix: "the next command that uses it makes it 0700 (or run `chmod 700` on it \
+                          now)"
+                        .into(),
+                }),
+                _ => {}
+            }
+            let Some(Err(why)) = &f.writable else {
+                continue;
+            };
             let what = format!("{} {}: {why}", f.label, f.path.display());
             if f.label == "state" {
                 self.problems.push(Problem::other(
@@ -192,40 +236,13 @@ impl Report {
                     "the refresh lock lives there: make the folder writable, or point \
                      XERO_AUTH_STATE_DIR at one that is",
                 ));
-            } else {
+            } else if f.label == "config" {
                 self.warnings.push(Warning {
                     what,
                     fix: "`client set` and `tenants use` write the configuration: make the \
                           folder writable, or point XERO_AUTH_CONFIG_DIR at one that is"
                         .into(),
                 });
-            }
-        }
-    }
-
-    /// Whether the refresh lock can be trusted where it lives: the state folder and its lock
-    /// folder the user's alone (commands tighten a loose one of the user's, and refuse one that
-    /// another user owns or can write), on a file system whose locks exclude.
-    fn check_lock_folder(&mut self, ctx: &Context) {
-        let state = &ctx.paths.state_dir;
-        for folder in [state.clone(), RefreshLock::folder(&ctx.paths)] {
-            match folder_access(&folder) {
-                Ok(FolderAccess::Private) | Err(_) => {}
-                Ok(FolderAccess::Loose(mode)) => self.warnings.push(Warning {
-                    what: format!(
-                        "the refresh lock's folder {} is open to other users (mode {mode:04o})",
-                        folder.display()
-                    ),
-                    fix: "the next command that takes the lock makes it 0700 (or run                           `chmod 700` on it now)"
-                        .into(),
-                }),
-                Ok(FolderAccess::Shared(why)) => self.problems.push(Problem::other(
-                    format!(
-                        "the refresh lock's folder {} cannot be used: {why}; another user could                          hold the lock for ever or plant a link in it",
-                        folder.display()
-                    ),
-                    "point XERO_AUTH_STATE_DIR at a folder only you can write",
-                )),
             }
         }
         if let Some(filesystem) = untrusted_lock_filesystem(nearest_existing(state)) {
@@ -498,26 +515,93 @@ fn probe_store_blocking(
     }
 }
 
-/// Checks that files can be created where the tool needs them: a probe file is created and
-/// removed at once in the folder, or in its nearest existing parent when it is not there yet.
-fn check_path(label: &'static str, path: PathBuf, source: Option<&'static str>) -> PathCheck {
-    let exists = path.exists();
-    let folder = if label == "config" {
-        path.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else {
-        path.clone()
-    };
-    let at = nearest_existing(&folder);
+/// One of xero-auth's own folders: whether files can be created in it (a probe file is created
+/// and removed at once in the folder, or in its nearest existing parent when it is not there yet),
+/// and what the file-and-folder check says of it.
+fn check_folder(label: &'static str, path: PathBuf, source: Option<&'static str>) -> PathCheck {
+    let at = nearest_existing(&path);
     let writable = probe_writable(at)
         .map(|()| at.to_path_buf())
         .map_err(|e| format!("cannot create a file in {}: {e}", at.display()));
     PathCheck {
         label,
+        exists: path.exists(),
+        trust: Some(crate::private_fs::inspect_folder(&path)),
         path,
         source,
-        exists,
+        writable: Some(writable),
+    }
+}
+
+/// A file read as `kind`: what the check says of it (nothing when it is not there), and, for one
+/// the tool writes (`writable`), whether its folder takes new files.
+fn check_file(
+    label: &'static str,
+    path: PathBuf,
+    source: Option<&'static str>,
+    kind: FileKind,
+    writable: bool,
+) -> PathCheck {
+    let writable = writable.then(|| {
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let at = nearest_existing(&folder);
+        probe_writable(at)
+            .map(|()| at.to_path_buf())
+            .map_err(|e| format!("cannot create a file in {}: {e}", at.display()))
+    });
+    PathCheck {
+        label,
+        exists: path.exists(),
+        trust: crate::private_fs::inspect_file(&path, kind),
+        path,
+        source,
         writable,
     }
+}
+
+/// The files the profiles and the environment name that hold a secret or decide whom to trust,
+/// once each: the file store's passphrase file, and for the vault store AppRole's secret id file,
+/// the CA certificate and the Vault CLI's token file (`~/.vault-token`).
+fn named_files(
+    ctx: &Context,
+    profiles: &[ProfileCheck],
+) -> Vec<(&'static str, PathBuf, Option<&'static str>, FileKind)> {
+    let mut files = Vec::new();
+    let mut add = |label, path: PathBuf, source, kind| {
+        if !files.iter().any(|(_, p, _, _)| *p == path) {
+            files.push((label, path, source, kind));
+        }
+    };
+    if let Some(path) = (ctx.env)(crate::store::file::PASSPHRASE_FILE_ENV).filter(|v| !v.is_empty())
+    {
+        add(
+            "passphrase file",
+            PathBuf::from(path),
+            Some(crate::store::file::PASSPHRASE_FILE_ENV),
+            FileKind::Secret,
+        );
+    }
+    for profile in profiles.iter().filter_map(|p| p.resolved.as_ref().ok()) {
+        if profile.store != StoreKind::Vault {
+            continue;
+        }
+        let vault = &profile.vault;
+        if let Some(path) = &vault.secret_id_file {
+            add("vault secret id file", path.clone(), None, FileKind::Secret);
+        }
+        if let Some(path) = &vault.cacert {
+            add("vault CA certificate", path.clone(), None, FileKind::Named);
+        }
+        if let Some(home) = (ctx.env)("HOME").filter(|v| !v.is_empty()) {
+            add(
+                "vault token file",
+                Path::new(&home).join(".vault-token"),
+                None,
+                FileKind::Named,
+            );
+        }
+    }
+    files
 }
 
 /// `folder`, or its nearest parent that exists.
@@ -548,9 +632,9 @@ mod tests {
     #[test]
     fn a_folder_that_is_not_there_is_checked_at_its_nearest_parent() {
         let dir = tempfile::tempdir().unwrap();
-        let check = check_path("state", dir.path().join("a/b"), None);
+        let check = check_folder("state", dir.path().join("a/b"), None);
         assert!(!check.exists);
-        assert_eq!(check.writable.unwrap(), dir.path());
+        assert_eq!(check.writable.unwrap().unwrap(), dir.path());
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,

@@ -27,8 +27,15 @@ impl Report {
                     "path": f.path.display().to_string(),
                     "set_by": f.source,
                     "exists": f.exists,
-                    "writable": f.writable.is_ok(),
-                    "detail": match &f.writable { Ok(at) => at.display().to_string(), Err(why) => why.clone() },
+                    "writable": f.writable.as_ref().map(Result::is_ok),
+                    "detail": match &f.writable { Some(Ok(at)) => at.display().to_string(), Some(Err(why)) => why.clone(), None => String::new() },
+                    "trust": match &f.trust {
+                        Some(Access::Private) => "private",
+                        Some(Access::Loose(_)) => "open to others",
+                        Some(Access::Refused(_)) => "refused",
+                        None => "absent",
+                    },
+                    "trust_detail": match &f.trust { Some(Access::Refused(why)) => Some(why.clone()), Some(Access::Loose(mode)) => Some(format!("mode {mode:04o}")), _ => None },
                 })
             })
             .collect();
@@ -141,14 +148,24 @@ impl Report {
         let mut rows = Vec::new();
         for f in &self.files {
             let by = f.source.map(|v| format!(" (from {v})")).unwrap_or_default();
-            let state = match (&f.writable, f.exists) {
-                (Ok(_), true) => "exists, writable".to_string(),
-                (Ok(at), false) => format!(
+            let mut state = match (&f.writable, f.exists) {
+                (Some(Ok(_)), true) => "exists, writable".to_string(),
+                (Some(Ok(at)), false) => format!(
                     "not there yet (created on first use; {} is writable)",
                     at.display()
                 ),
-                (Err(why), _) => format!("NOT WRITABLE: {why}"),
+                (Some(Err(why)), _) => format!("NOT WRITABLE: {why}"),
+                (None, true) => "exists".to_string(),
+                (None, false) => "NOT THERE".to_string(),
             };
+            match &f.trust {
+                Some(Access::Private) if f.exists => state.push_str(", yours alone"),
+                Some(Access::Loose(mode)) => state.push_str(&format!(
+                    ", OPEN TO OTHERS (mode {mode:04o}; made 0700 on next use)"
+                )),
+                Some(Access::Refused(why)) => state.push_str(&format!(", REFUSED: {why}")),
+                _ => {}
+            }
             rows.push((
                 f.label.to_string(),
                 format!("{}{by}: {state}", f.path.display()),
