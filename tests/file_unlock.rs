@@ -436,3 +436,56 @@ fn a_new_passphrase_for_an_older_store_leaves_no_file_on_the_old_one() {
     assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
     env.ok(&["refresh"]);
 }
+
+/// The timeout column of `/proc/keys` for the key whose decimal id `keyctl` printed: `perm`
+/// for a key that never expires.
+fn proc_keys_timeout(id: &str) -> String {
+    let hex = format!("{:08x}", id.parse::<u32>().expect("a key id"));
+    let keys = std::fs::read_to_string("/proc/keys").expect("/proc/keys");
+    let line = keys
+        .lines()
+        .find(|l| l.starts_with(&hex))
+        .unwrap_or_else(|| panic!("key {hex} is not in /proc/keys:\n{keys}"));
+    line.split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A process killed while it gives the key to the kernel leaves no key in the user's keyrings
+/// without its timeout and permissions: the key is built in a keyring of that process alone,
+/// which dies with it, and linked where other commands find it only once it is settled.
+#[test]
+fn a_crash_while_keeping_the_key_leaves_no_key_without_its_timeout() {
+    keyring_or_skip!();
+    require_failpoints!();
+    if keyctl(&["--version"]).is_none() {
+        assert!(
+            std::env::var_os("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").is_none(),
+            "keyctl (package keyutils) is missing; scripts/test installs it"
+        );
+        eprintln!("skipped: keyctl (package keyutils) is not installed");
+        return;
+    }
+    let fake = FakeXero::start();
+    let (env, _) = stored_profile(&fake, "unlock-crash", "900", Duration::from_secs(60));
+    for point in ["kernel-key-added", "kernel-key-settled"] {
+        env.ok(&["lock"]);
+        assert_eq!(kept_key_id(&env), None, "{point}: locked first");
+        run_to_crash(env.std_cmd(&["unlock"]), point);
+        if let Some(id) = kept_key_id(&env) {
+            let timeout = proc_keys_timeout(&id);
+            assert_ne!(timeout, "perm", "{point}: a key is kept with no expiry");
+            let described = keyctl(&["rdescribe", &id]).unwrap_or_default();
+            assert_eq!(
+                described.split(';').nth(3),
+                Some("3f010000"),
+                "{point}: {described}"
+            );
+        }
+    }
+    // Nothing was lost: unlocking again keeps the key, with its timeout.
+    env.ok(&["unlock"]);
+    let id = kept_key_id(&env).expect("the key is kept");
+    assert_ne!(proc_keys_timeout(&id), "perm");
+}

@@ -79,28 +79,43 @@ impl KeyCache {
     }
 
     /// Keeps `payload` (replacing an older key of this store). An error says why it could not.
+    ///
+    /// The key is built where no other process can reach it, in this thread's own keyring: there
+    /// it gets its permissions and its timeout, and only then is it linked into the keyring the
+    /// other commands search (which displaces an older key of the same name). A process killed
+    /// on the way leaves nothing behind: the thread's keyring, and the key with it, die with it.
     pub fn put(&self, payload: &[u8]) -> Result<(), String> {
-        use linux_keyutils::{KeyPermissionsBuilder, Permission};
+        use linux_keyutils::{KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
         if !self.enabled() {
             return Ok(());
         }
         let ring = keyring()?;
-        let key = ring
+        let private = KeyRing::from_special_id(KeyRingIdentifier::Thread, true)
+            .map_err(|e| format!("the kernel gives this thread no keyring of its own ({e:?})"))?;
+        let key = private
             .add_key(&self.description, payload)
             .map_err(|e| format!("the kernel refused to keep the key ({e:?})"))?;
+        crate::failpoints::crash_point("kernel-key-added");
         let perms = KeyPermissionsBuilder::builder()
             .posessor(Permission::ALL)
             .user(Permission::VIEW)
             .build();
-        let kept = key
+        let shared = key
             .set_perms(perms)
-            .and_then(|()| key.set_timeout(self.ttl_secs()));
-        if let Err(e) = kept {
-            // A key without its timeout or its permissions is not kept at all.
+            .and_then(|()| key.set_timeout(self.ttl_secs()))
+            .map_err(|e| format!("the kernel refused the key's settings ({e:?})"))
+            .and_then(|()| {
+                crate::failpoints::crash_point("kernel-key-settled");
+                ring.link_key(key)
+                    .map_err(|e| format!("the kernel refused to share the key ({e:?})"))
+            });
+        // Linked or not, the thread's keyring lets go of it: kept, it lives on in the shared
+        // keyring alone; not kept, it is gone.
+        let _ = private.unlink_key(key);
+        if shared.is_err() {
             let _ = key.invalidate();
-            return Err(format!("the kernel refused the key's settings ({e:?})"));
         }
-        Ok(())
+        shared
     }
 
     /// Forgets the key now; `false` when none was cached.
