@@ -18,6 +18,7 @@ use std::time::Duration;
 use support::processes::*;
 use support::*;
 use xero_auth::secret::SecretString;
+use xero_auth::store::file::CacheState;
 use xero_auth::store::unlock_cache::KeyCache;
 use xero_auth::store::{FileStore, SecretStore};
 
@@ -179,6 +180,56 @@ fn without_a_ttl_the_key_is_never_kept() {
     assert_asks_for_the_passphrase(&env, "ttl 0");
 }
 
+/// A key kept under a TTL, and then the TTL set to 0: the next command that reads the store
+/// forgets it rather than leaving it readable for what remained of the old TTL, and `status`
+/// says that none is kept because none is.
+#[test]
+fn a_ttl_set_to_zero_forgets_a_key_kept_before() {
+    keyring_or_skip!();
+    let fake = FakeXero::start();
+    let (mut env, _) = stored_profile(&fake, "unlock-to-zero", "900", Duration::from_secs(60));
+    assert!(kept_key_id(&env).is_some(), "kept under the TTL of 900 s");
+
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
+    let token = stdout_text(&env.ok(&["token"])).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(
+        kept_key_id(&env),
+        None,
+        "forgotten by the first command at TTL 0"
+    );
+    let status = stdout_text(&env.ok(&["status"]));
+    assert!(status.contains("never kept"), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["file_store_key"]["kept"], false, "{json}");
+
+    // Kept again under a TTL; at TTL 0 without the passphrase, the kept key is not used but
+    // forgotten, and the command asks for the passphrase.
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "900");
+    env.ok(&["unlock"]);
+    assert!(kept_key_id(&env).is_some());
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
+    without_passphrase(&mut env);
+    assert_asks_for_the_passphrase(&env, "ttl set to 0");
+    assert_eq!(kept_key_id(&env), None);
+
+    // Before anything reads the store, what is said at TTL 0 is what the kernel holds.
+    KeyCache::new(&secrets_dir(&env), Duration::from_secs(900))
+        .put(b"a key kept under a TTL")
+        .unwrap();
+    let off = KeyCache::new(&secrets_dir(&env), Duration::ZERO);
+    let state = off.state();
+    assert!(
+        matches!(state, CacheState::KeptWhileOff(Some(_))),
+        "{state:?}"
+    );
+    assert!(state.describe().contains("still in the kernel"));
+    assert!(off.get().is_none());
+    assert_eq!(kept_key_id(&env), None);
+    assert_eq!(off.state(), CacheState::Off);
+}
+
 #[test]
 fn a_key_kept_for_another_store_is_never_used() {
     keyring_or_skip!();
@@ -195,16 +246,23 @@ fn a_key_kept_for_another_store_is_never_used() {
     without_passphrase(&mut b);
     assert_asks_for_the_passphrase(&b, "another folder");
 
-    // A's folder made again with another passphrase, its key not kept: the key kept under the
-    // folder's name belongs to the old store, is not used, and is forgotten.
+    // A's folder made again with another passphrase, its key not kept (a TTL of 0 forgets the
+    // old one too), and the old store's key put back under the folder's name: it belongs to
+    // the old store, is not used, and is forgotten.
+    let old_key = KeyCache::new(&secrets_dir(&a), Duration::from_secs(900))
+        .get()
+        .expect("the old store's key is kept");
     std::fs::remove_dir_all(secrets_dir(&a)).unwrap();
     a.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
     a.set_env("XERO_AUTH_PASSPHRASE", "a-New-passphrase-4");
     a.set_client(&fake);
     a.import_fresh(&fake, Duration::from_secs(60));
+    KeyCache::new(&secrets_dir(&a), Duration::from_secs(900))
+        .put(&old_key)
+        .unwrap();
     assert!(
         kept_key_id(&a).is_some(),
-        "the old store's key is still kept"
+        "the old store's key is kept again"
     );
     a.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "900");
     without_passphrase(&mut a);

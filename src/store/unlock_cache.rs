@@ -62,9 +62,14 @@ impl KeyCache {
     }
 
     /// The cached key, its timeout restarted; `None` when there is none (or the cache is off or
-    /// unusable: the caller then unlocks the store itself).
+    /// unusable: the caller then unlocks the store itself). With the cache off, a key kept
+    /// earlier under a longer TTL is forgotten here rather than left readable for what remained
+    /// of that TTL.
     pub fn get(&self) -> Option<Zeroizing<Vec<u8>>> {
         if !self.enabled() {
+            if let Err(why) = self.forget() {
+                tracing::warn!("file_unlock_ttl is 0, but a key kept earlier may remain: {why}");
+            }
             return None;
         }
         let key = self.find().ok()??;
@@ -129,15 +134,15 @@ impl KeyCache {
         }
     }
 
-    /// Whether a key is cached, and for how long.
+    /// Whether a key is cached, and for how long. Only looks: with the cache off, a key kept
+    /// earlier is reported as such ([`CacheState::KeptWhileOff`]), not forgotten.
     pub fn state(&self) -> CacheState {
-        if !self.enabled() {
-            return CacheState::Off;
-        }
-        match self.find() {
-            Err(why) => CacheState::Unavailable(why),
-            Ok(None) => CacheState::Locked,
-            Ok(Some(key)) => CacheState::Unlocked(remaining(key.get_id().as_raw_id())),
+        match (self.enabled(), self.find()) {
+            (false, Ok(None) | Err(_)) => CacheState::Off,
+            (false, Ok(Some(key))) => CacheState::KeptWhileOff(remaining(key.get_id().as_raw_id())),
+            (true, Err(why)) => CacheState::Unavailable(why),
+            (true, Ok(None)) => CacheState::Locked,
+            (true, Ok(Some(key))) => CacheState::Unlocked(remaining(key.get_id().as_raw_id())),
         }
     }
 
