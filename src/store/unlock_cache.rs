@@ -7,16 +7,21 @@
 //! - as a `user` key in the user's **persistent keyring** (`keyctl_get_persistent(2)`), which
 //!   outlives login sessions, so cron jobs and services of the same user find it; where the
 //!   kernel has no persistent keyrings, in the session keyring;
-//! - readable only by its possessor (permissions `0x3f010000`: the possessor may do everything,
-//!   the user may only see that it exists, for `status`); a process possesses it through its
-//!   session keyring, to which the persistent keyring is linked;
+//! - with permissions `0x3f010000`: the possessor may do everything, the user may only see that
+//!   it exists (for `status`). A process possesses it through its session keyring, to which
+//!   the persistent keyring is linked — and any process of the user can link the persistent
+//!   keyring into its own keyrings (`keyctl_get_persistent(2)`), so every process of the user
+//!   can read the key while it is kept, as can root. The kernel keeps it from other users only;
 //! - for `file_unlock_ttl` seconds since it was last used (the kernel's own key timeout, reset on
-//!   each use), and forgotten at once by `xero-auth lock`;
+//!   each use), and forgotten at once by `xero-auth lock`. That timeout is the only bound on the
+//!   user's processes taking the key, so it is set before any other process can find the key
+//!   ([`KeyCache::put`]). At `file_unlock_ttl = 0` a key kept earlier is forgotten by the
+//!   first command that looks for it;
 //! - under a name made from the store's folder, and checked against the store's recipient before
 //!   use (see [`super::file`]), so a key cached for one store never opens another.
 //!
-//! Root and the same user's processes can use the key while it is cached; that was as true of a
-//! passphrase in the environment (docs/security.md). Other platforms have no such service here:
+//! That same-user exposure is the one a passphrase in the environment gave as well
+//! (docs/security.md says what it means). Other platforms have no such service here:
 //! [`KeyCache::new`] says so and every command unlocks the store itself, as before.
 
 use std::path::Path;
