@@ -111,15 +111,17 @@ fn wipe_stack_below(here: usize) -> usize {
         }
         Depth::Unsure => return 0,
     };
+    // Too close to the floor for the near part (and so for the far part, which lies below it).
+    if !room_for_near {
+        return 0;
+    }
     if deepest < near_end {
         // SAFETY: [deepest, near_end) lies within the bounds of the stack `here` is on, above its
         // floor, mapped (mincore found it so), and at least NEAR bytes below every live frame:
         // nothing but a signal handler could be using it, and that runs while this loop does not.
         unsafe { wipe_far(deepest, near_end) };
     }
-    if room_for_near {
-        wipe_frames(NEAR / BLOCK);
-    }
+    wipe_frames(NEAR / BLOCK);
     here - deepest.min(near_end)
 }
 

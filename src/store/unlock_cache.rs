@@ -72,8 +72,14 @@ impl KeyCache {
     /// of that TTL.
     pub fn get(&self) -> Option<Zeroizing<Vec<u8>>> {
         if !self.enabled() {
-            if let Err(why) = self.forget() {
-                tracing::warn!("file_unlock_ttl is 0, but a key kept earlier may remain: {why}");
+            // Where the kernel keeps nothing (no keyring to search), there is nothing to say.
+            if let Ok(Some(key)) = self.find()
+                && let Err(e) = key.invalidate()
+            {
+                tracing::warn!(
+                    "file_unlock_ttl is 0, but the key kept earlier could not be forgotten \
+                     ({e:?}): `xero-auth lock` forgets it"
+                );
             }
             return None;
         }
