@@ -31,6 +31,8 @@
 //! | `file-store-recipient-written` | `store::file` (a store's first key) | the recipient file is written; the key file not yet |
 //! | `file-store-key-written` | `store::file` (a store's first key) | the key file is written; no secret re-encrypted yet |
 //! | `file-store-file-upgraded` | `store::file` (an older store's write) | one more file of the profile re-encrypted to the key |
+//! | `kernel-key-added` | `store::unlock_cache` (the file store's key kept in the kernel, Linux) | the key is in this thread's own keyring, without its permissions and timeout; no other process can find it |
+//! | `kernel-key-settled` | `store::unlock_cache` | the key has its permissions and timeout, still in this thread's keyring alone: not yet linked where other commands find it |
 //! | `store-move-noted` | `cli::store` (`store move`) | the lock (and the stores' leases) taken, the destination checked, the note of the move written; nothing copied: the profile uses the source |
 //! | `store-move-copied` | `cli::store` | the token set and client secret are written to the destination, not yet read back; the profile still uses the source |
 //! | `store-move-verified` | `cli::store` | the destination's copy was read back and matches; config.toml still names the source |

@@ -33,6 +33,12 @@
 //! platform expects. Last, the thread's vector registers are zeroed
 //! ([`clear_vector_registers`]).
 //!
+//! The wipe writes only below a point it knows to lie on a stack whose bounds it knows: the
+//! thread's own, or the alternate signal stack (`sigaltstack`) a signal handler runs on. Called
+//! anywhere else (a coroutine's stack allocated on the heap) it wipes nothing, since what lies
+//! below may be another stack's live frames or any other memory; and where `mincore` cannot say
+//! how deep the stack was used, it wipes only the [`NEAR`] part, never from the bottom up.
+//!
 //! Limits, also in docs/security.md: a thread this crate neither starts nor runs code on (the
 //! D-Bus client's executor and reactor threads, which see only the encrypted form of a secret)
 //! is not wiped; values held in the live frames above the wipe (the caller's own locals) are not
@@ -76,28 +82,69 @@ pub fn wipe_unused() -> usize {
     wiped
 }
 
+/// Wipes below `here`, on the stack `here` lies on. Returns the number of bytes wiped.
+///
+/// Nothing is wiped where the wipe cannot be sure the memory below `here` is unused stack: when
+/// `here` lies on neither the thread's stack nor the alternate signal stack a handler runs on (a
+/// coroutine's stack, or bounds the platform does not tell), since the memory below it may be
+/// anything. When the deepest page in use cannot be found (`mincore` failed) only the
+/// [`NEAR`] part is wiped, through frames, not the stack down to its bottom.
 fn wipe_stack_below(here: usize) -> usize {
-    let Some(bounds) = current_bounds() else {
+    let Some(bounds) = bounds_holding(here) else {
         return 0;
     };
     let floor = bounds.low.saturating_add(FLOOR_MARGIN);
-    let Some(deepest) = platform::deepest_in_use(bounds, here) else {
-        let depth = here.saturating_sub(floor).min(FIXED_DEPTH);
-        wipe_frames(depth / BLOCK);
-        return depth;
-    };
+    // The frames of the near part must fit above the floor.
+    let room_for_near = floor.saturating_add(NEAR) < here;
     let near_end = here.saturating_sub(NEAR);
-    let deepest = deepest.max(floor);
+    let deepest = match platform::deepest_in_use(bounds, here) {
+        Depth::Deepest(deepest) => deepest.max(floor),
+        #[cfg(not(unix))]
+        Depth::Untold => {
+            let depth = here.saturating_sub(floor).min(FIXED_DEPTH);
+            wipe_frames(depth / BLOCK);
+            return depth;
+        }
+        Depth::Unsure if room_for_near => {
+            wipe_frames(NEAR / BLOCK);
+            return NEAR;
+        }
+        Depth::Unsure => return 0,
+    };
+    // Too close to the floor for the near part (and so for the far part, which lies below it).
+    if !room_for_near {
+        return 0;
+    }
     if deepest < near_end {
-        // SAFETY: [deepest, near_end) is this thread's own stack (within its bounds, above the
-        // floor), mapped (mincore found it so), and at least NEAR bytes below every live frame:
+        // SAFETY: [deepest, near_end) lies within the bounds of the stack `here` is on, above its
+        // floor, mapped (mincore found it so), and at least NEAR bytes below every live frame:
         // nothing but a signal handler could be using it, and that runs while this loop does not.
         unsafe { wipe_far(deepest, near_end) };
     }
-    if bounds.low.saturating_add(NEAR + FLOOR_MARGIN) < here {
-        wipe_frames(NEAR / BLOCK);
-    }
+    wipe_frames(NEAR / BLOCK);
     here - deepest.min(near_end)
+}
+
+/// The bounds of the stack `here` lies on: the thread's own, or, in a signal handler, the
+/// alternate signal stack it runs on; `None` when `here` lies on neither (a coroutine's stack
+/// allocated elsewhere) or the platform tells neither.
+fn bounds_holding(here: usize) -> Option<StackBounds> {
+    let holds = |b: &StackBounds| b.low < here && here <= b.high;
+    current_bounds()
+        .filter(holds)
+        .or_else(|| platform::signal_stack().filter(holds))
+}
+
+/// How deep a stack has been used, as far as the platform tells.
+enum Depth {
+    /// The deepest page in use.
+    Deepest(usize),
+    /// The platform cannot tell (Windows): a fixed depth is wiped, through frames.
+    #[cfg(not(unix))]
+    Untold,
+    /// The platform should have told and did not (`mincore` failed, the range is not one
+    /// mapping): only the near part is wiped.
+    Unsure,
 }
 
 /// Zeroes `[from, to)` with volatile writes. The region lies below the frames of the wipe, in
@@ -288,7 +335,7 @@ pub fn spawn<T: Send + 'static>(
 
 #[cfg(unix)]
 mod platform {
-    use super::StackBounds;
+    use super::{Depth, StackBounds};
 
     /// The size of a page, as the kernel uses it for `mincore`.
     fn page_size() -> usize {
@@ -340,6 +387,24 @@ mod platform {
         None
     }
 
+    /// The alternate signal stack, when the calling thread runs on it (in a handler installed
+    /// with `SA_ONSTACK`). `sigaltstack` may be called from a signal handler.
+    pub fn signal_stack() -> Option<StackBounds> {
+        // SAFETY: `stack_t` is plain data, for which all zeroes is a valid value.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new stack changes nothing; the current one is written to `current`.
+        if unsafe { libc::sigaltstack(std::ptr::null(), &mut current) } != 0 {
+            return None;
+        }
+        let low = current.ss_sp as usize;
+        (current.ss_flags & libc::SS_ONSTACK != 0 && current.ss_size > 0 && low != 0).then(|| {
+            StackBounds {
+                low,
+                high: low.saturating_add(current.ss_size),
+            }
+        })
+    }
+
     /// Whether the page at `addr` is mapped (resident or not); `mincore` says `ENOMEM` when not.
     fn mapped(addr: usize, page: usize) -> bool {
         let mut byte = 0u8;
@@ -351,12 +416,13 @@ mod platform {
     /// stack has ever reached. A thread's stack is mapped whole and only the pages it touched are
     /// resident. The main thread's stack is a mapping that grows on demand, so the part of its
     /// bounds below the mapping is not mapped at all: a binary search finds where it starts.
-    pub fn deepest_in_use(bounds: StackBounds, below: usize) -> Option<usize> {
+    /// [`Depth::Unsure`] when `mincore` fails on the range (it is not one mapping).
+    pub fn deepest_in_use(bounds: StackBounds, below: usize) -> Depth {
         let page = page_size();
         let high = below - below % page;
         let mut low = bounds.low.next_multiple_of(page);
         if high <= low {
-            return Some(high);
+            return Depth::Deepest(high);
         }
         if !mapped(low, page) {
             // Unmapped at `low`, mapped at `high` (this frame is there): find the boundary.
@@ -376,18 +442,18 @@ mod platform {
         let ok =
             unsafe { libc::mincore(low as *mut _, high - low, resident.as_mut_ptr().cast()) == 0 };
         if !ok {
-            return Some(low);
+            return Depth::Unsure;
         }
         match resident.iter().position(|r| r & 1 == 1) {
-            Some(first) => Some(low + first * page),
-            None => Some(high),
+            Some(first) => Depth::Deepest(low + first * page),
+            None => Depth::Deepest(high),
         }
     }
 }
 
 #[cfg(windows)]
 mod platform {
-    use super::StackBounds;
+    use super::{Depth, StackBounds};
 
     #[link(name = "kernel32")]
     unsafe extern "system" {
@@ -403,20 +469,29 @@ mod platform {
 
     /// Windows commits stack pages as they are touched but offers no `mincore`: the caller falls
     /// back to a fixed depth.
-    pub fn deepest_in_use(_bounds: StackBounds, _below: usize) -> Option<usize> {
+    pub fn deepest_in_use(_bounds: StackBounds, _below: usize) -> Depth {
+        Depth::Untold
+    }
+
+    /// Windows has no alternate signal stacks.
+    pub fn signal_stack() -> Option<StackBounds> {
         None
     }
 }
 
 #[cfg(not(any(unix, windows)))]
 mod platform {
-    use super::StackBounds;
+    use super::{Depth, StackBounds};
 
     pub fn bounds() -> Option<StackBounds> {
         None
     }
 
-    pub fn deepest_in_use(_bounds: StackBounds, _below: usize) -> Option<usize> {
+    pub fn deepest_in_use(_bounds: StackBounds, _below: usize) -> Depth {
+        Depth::Untold
+    }
+
+    pub fn signal_stack() -> Option<StackBounds> {
         None
     }
 }
@@ -535,6 +610,174 @@ mod tests {
             return;
         }
         assert_eq!(after, [0u8; 64], "the register still holds the secret");
+    }
+
+    /// Set in the child process that [`a_wipe_on_a_signal_stack_leaves_the_interrupted_frames_alone`]
+    /// runs itself in.
+    const CHILD: &str = "XERO_AUTH_STACK_TEST_CHILD";
+    const THREAD_STACK: usize = 1024 * 1024;
+    const SIGNAL_STACK: usize = 256 * 1024;
+    const CANARY: u8 = 0xc5;
+
+    /// What the signal handler saw: the address of its frame and the bytes it wiped.
+    static HANDLER_FRAME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static HANDLER_WIPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A signal handler on the alternate stack: leaves the secret there, then wipes.
+    extern "C" fn handler(_: libc::c_int) {
+        use std::sync::atomic::Ordering::SeqCst;
+        HANDLER_FRAME.store(stack_pointer(), SeqCst);
+        leave_secret_on_stack(4);
+        HANDLER_WIPED.store(wipe_unused(), SeqCst);
+    }
+
+    /// A thread whose stack is the lower part of one mapping and whose alternate signal stack
+    /// (`arg`) is the upper part, right above it: live frames and the TCB lie between the thread's
+    /// stack bounds and the handler's frame. Returns 0 when the canary in its live frame survived
+    /// the handler's wipe, 1 when it did not.
+    extern "C" fn interrupted(arg: *mut libc::c_void) -> *mut libc::c_void {
+        let canary = [CANARY; 4096];
+        black_box(&canary);
+        // Asked now: pthread_getattr_np is not for signal handlers.
+        let _ = current_bounds();
+        let alternate = libc::stack_t {
+            ss_sp: arg,
+            ss_flags: 0,
+            ss_size: SIGNAL_STACK,
+        };
+        // SAFETY: `arg` is SIGNAL_STACK bytes of this thread's mapping, used for nothing else.
+        unsafe {
+            assert_eq!(libc::sigaltstack(&alternate, std::ptr::null_mut()), 0);
+            libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1);
+        }
+        let intact = black_box(&canary).iter().all(|&b| b == CANARY);
+        std::ptr::without_provenance_mut(usize::from(!intact))
+    }
+
+    fn wipe_on_a_signal_stack() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // SAFETY: a private anonymous mapping, unmapped by no one until the process ends; the
+        // handler is installed before the only thread that raises the signal starts.
+        unsafe {
+            let region = libc::mmap(
+                std::ptr::null_mut(),
+                THREAD_STACK + SIGNAL_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(region, libc::MAP_FAILED);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_ONSTACK;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+                0
+            );
+
+            let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+            assert_eq!(libc::pthread_attr_init(attr.as_mut_ptr()), 0);
+            assert_eq!(
+                libc::pthread_attr_setstack(attr.as_mut_ptr(), region, THREAD_STACK),
+                0
+            );
+            let signal_stack = region.cast::<u8>().add(THREAD_STACK);
+            let mut thread: libc::pthread_t = 0;
+            assert_eq!(
+                libc::pthread_create(&mut thread, attr.as_ptr(), interrupted, signal_stack.cast()),
+                0
+            );
+            let mut result = std::ptr::null_mut();
+            assert_eq!(libc::pthread_join(thread, &mut result), 0);
+            assert_eq!(
+                result as usize, 0,
+                "the wipe on the signal stack zeroed a live frame of the interrupted thread"
+            );
+            let (low, frame) = (signal_stack as usize, HANDLER_FRAME.load(SeqCst));
+            assert!(HANDLER_WIPED.load(SeqCst) > 0, "nothing was wiped");
+            assert_eq!(
+                copies_in(low, frame - 4096),
+                0,
+                "the signal stack still holds the secret"
+            );
+        }
+    }
+
+    /// A signal handler running on an alternate stack that lies above the thread's own: the
+    /// wipe stays on the alternate stack (wiping it), and never reaches down into the thread's
+    /// stack, whose frames are live. Run in a child process, since a wrong wipe kills it.
+    #[test]
+    fn a_wipe_on_a_signal_stack_leaves_the_interrupted_frames_alone() {
+        if std::env::var_os(CHILD).is_some() {
+            return wipe_on_a_signal_stack();
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "stack::tests::a_wipe_on_a_signal_stack_leaves_the_interrupted_frames_alone",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the wipe in a signal handler killed or failed the process running it ({:?}): it \
+             reached below the signal stack\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    }
+
+    /// A pointer on neither the thread's stack nor a signal stack (a coroutine's stack on the
+    /// heap): nothing below it is known to be unused, so nothing is wiped.
+    #[test]
+    fn nothing_is_wiped_below_a_stack_the_platform_does_not_know() {
+        std::thread::spawn(|| {
+            let area = vec![0x77u8; 256 * 1024];
+            let here = black_box(area.as_ptr()) as usize + 128 * 1024;
+            assert_eq!(wipe_stack_below(here), 0);
+            assert!(black_box(&area).iter().all(|&b| b == 0x77));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Bounds that are not one mapping (a hole in them): the deepest page in use is not guessed
+    /// (it was taken to be the bottom, and everything above it wiped).
+    #[test]
+    fn bounds_with_a_hole_give_no_deepest_page() {
+        // SAFETY: sysconf has no preconditions; a private anonymous mapping of four pages, whose
+        // second page is unmapped again, the rest when the test is done.
+        unsafe {
+            let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap();
+            let region = libc::mmap(
+                std::ptr::null_mut(),
+                4 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(region, libc::MAP_FAILED);
+            let low = region as usize;
+            region.cast::<u8>().write_volatile(1);
+            assert_eq!(libc::munmap((low + page) as *mut _, page), 0);
+            let bounds = StackBounds {
+                low,
+                high: low + 4 * page,
+            };
+            let depth = platform::deepest_in_use(bounds, low + 3 * page + 8);
+            libc::munmap(region, page);
+            libc::munmap((low + 2 * page) as *mut _, 2 * page);
+            assert!(
+                matches!(depth, Depth::Unsure),
+                "a deepest page was named across a hole"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use support::processes::*;
 use support::*;
 use xero_auth::secret::SecretString;
+use xero_auth::store::file::CacheState;
 use xero_auth::store::unlock_cache::KeyCache;
 use xero_auth::store::{FileStore, SecretStore};
 
@@ -179,6 +180,56 @@ fn without_a_ttl_the_key_is_never_kept() {
     assert_asks_for_the_passphrase(&env, "ttl 0");
 }
 
+/// A key kept under a TTL, and then the TTL set to 0: the next command that reads the store
+/// forgets it rather than leaving it readable for what remained of the old TTL, and `status`
+/// says that none is kept because none is.
+#[test]
+fn a_ttl_set_to_zero_forgets_a_key_kept_before() {
+    keyring_or_skip!();
+    let fake = FakeXero::start();
+    let (mut env, _) = stored_profile(&fake, "unlock-to-zero", "900", Duration::from_secs(60));
+    assert!(kept_key_id(&env).is_some(), "kept under the TTL of 900 s");
+
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
+    let token = stdout_text(&env.ok(&["token"])).trim().to_string();
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(
+        kept_key_id(&env),
+        None,
+        "forgotten by the first command at TTL 0"
+    );
+    let status = stdout_text(&env.ok(&["status"]));
+    assert!(status.contains("never kept"), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["file_store_key"]["kept"], false, "{json}");
+
+    // Kept again under a TTL; at TTL 0 without the passphrase, the kept key is not used but
+    // forgotten, and the command asks for the passphrase.
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "900");
+    env.ok(&["unlock"]);
+    assert!(kept_key_id(&env).is_some());
+    env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
+    without_passphrase(&mut env);
+    assert_asks_for_the_passphrase(&env, "ttl set to 0");
+    assert_eq!(kept_key_id(&env), None);
+
+    // Before anything reads the store, what is said at TTL 0 is what the kernel holds.
+    KeyCache::new(&secrets_dir(&env), Duration::from_secs(900))
+        .put(b"a key kept under a TTL")
+        .unwrap();
+    let off = KeyCache::new(&secrets_dir(&env), Duration::ZERO);
+    let state = off.state();
+    assert!(
+        matches!(state, CacheState::KeptWhileOff(Some(_))),
+        "{state:?}"
+    );
+    assert!(state.describe().contains("still in the kernel"));
+    assert!(off.get().is_none());
+    assert_eq!(kept_key_id(&env), None);
+    assert_eq!(off.state(), CacheState::Off);
+}
+
 #[test]
 fn a_key_kept_for_another_store_is_never_used() {
     keyring_or_skip!();
@@ -195,16 +246,23 @@ fn a_key_kept_for_another_store_is_never_used() {
     without_passphrase(&mut b);
     assert_asks_for_the_passphrase(&b, "another folder");
 
-    // A's folder made again with another passphrase, its key not kept: the key kept under the
-    // folder's name belongs to the old store, is not used, and is forgotten.
+    // A's folder made again with another passphrase, its key not kept (a TTL of 0 forgets the
+    // old one too), and the old store's key put back under the folder's name: it belongs to
+    // the old store, is not used, and is forgotten.
+    let old_key = KeyCache::new(&secrets_dir(&a), Duration::from_secs(900))
+        .get()
+        .expect("the old store's key is kept");
     std::fs::remove_dir_all(secrets_dir(&a)).unwrap();
     a.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
     a.set_env("XERO_AUTH_PASSPHRASE", "a-New-passphrase-4");
     a.set_client(&fake);
     a.import_fresh(&fake, Duration::from_secs(60));
+    KeyCache::new(&secrets_dir(&a), Duration::from_secs(900))
+        .put(&old_key)
+        .unwrap();
     assert!(
         kept_key_id(&a).is_some(),
-        "the old store's key is still kept"
+        "the old store's key is kept again"
     );
     a.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "900");
     without_passphrase(&mut a);
@@ -435,4 +493,57 @@ fn a_new_passphrase_for_an_older_store_leaves_no_file_on_the_old_one() {
     env.set_env("XERO_AUTH_PASSPHRASE", "Another-new-passphrase-17");
     assert!(fake.access_token_valid(stdout_text(&env.ok(&["token"])).trim()));
     env.ok(&["refresh"]);
+}
+
+/// The timeout column of `/proc/keys` for the key whose decimal id `keyctl` printed: `perm`
+/// for a key that never expires.
+fn proc_keys_timeout(id: &str) -> String {
+    let hex = format!("{:08x}", id.parse::<u32>().expect("a key id"));
+    let keys = std::fs::read_to_string("/proc/keys").expect("/proc/keys");
+    let line = keys
+        .lines()
+        .find(|l| l.starts_with(&hex))
+        .unwrap_or_else(|| panic!("key {hex} is not in /proc/keys:\n{keys}"));
+    line.split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A process killed while it gives the key to the kernel leaves no key in the user's keyrings
+/// without its timeout and permissions: the key is built in a keyring of that process alone,
+/// which dies with it, and linked where other commands find it only once it is settled.
+#[test]
+fn a_crash_while_keeping_the_key_leaves_no_key_without_its_timeout() {
+    keyring_or_skip!();
+    require_failpoints!();
+    if keyctl(&["--version"]).is_none() {
+        assert!(
+            std::env::var_os("XERO_AUTH_TEST_REQUIRE_KEYCHAIN").is_none(),
+            "keyctl (package keyutils) is missing; scripts/test installs it"
+        );
+        eprintln!("skipped: keyctl (package keyutils) is not installed");
+        return;
+    }
+    let fake = FakeXero::start();
+    let (env, _) = stored_profile(&fake, "unlock-crash", "900", Duration::from_secs(60));
+    for point in ["kernel-key-added", "kernel-key-settled"] {
+        env.ok(&["lock"]);
+        assert_eq!(kept_key_id(&env), None, "{point}: locked first");
+        run_to_crash(env.std_cmd(&["unlock"]), point);
+        if let Some(id) = kept_key_id(&env) {
+            let timeout = proc_keys_timeout(&id);
+            assert_ne!(timeout, "perm", "{point}: a key is kept with no expiry");
+            let described = keyctl(&["rdescribe", &id]).unwrap_or_default();
+            assert_eq!(
+                described.split(';').nth(3),
+                Some("3f010000"),
+                "{point}: {described}"
+            );
+        }
+    }
+    // Nothing was lost: unlocking again keeps the key, with its timeout.
+    env.ok(&["unlock"]);
+    let id = kept_key_id(&env).expect("the key is kept");
+    assert_ne!(proc_keys_timeout(&id), "perm");
 }

@@ -74,9 +74,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             "tokens": tokens,
             "api_budgets": budgets_json(&budgets),
             "file_store_key": file_key.as_ref().map(|state| json!({
-                "kept": matches!(state, CacheState::Unlocked(_)),
+                "kept": matches!(state, CacheState::Unlocked(_) | CacheState::KeptWhileOff(_)),
                 "forgotten_in_secs": match state {
-                    CacheState::Unlocked(left) => left.map(|d| d.as_secs()),
+                    CacheState::Unlocked(left) | CacheState::KeptWhileOff(left) => {
+                        left.map(|d| d.as_secs())
+                    }
                     _ => None,
                 },
                 "state": state.describe(),

@@ -53,7 +53,7 @@ pub async fn run_unlock(_args: UnlockArgs, ctx: &Context) -> Result<()> {
             );
             Ok(())
         }
-        CacheState::Off => Err(Error::InvalidInput(format!(
+        CacheState::Off | CacheState::KeptWhileOff(_) => Err(Error::InvalidInput(format!(
             "the passphrase opens the file store in {root}, but file_unlock_ttl is 0, so its key \
              is never kept: each command asks for the passphrase again. Set a time in seconds \
              ({}) to keep it",

@@ -102,6 +102,9 @@ pub enum CacheState {
     Locked,
     /// `file_unlock_ttl = 0`: the key is never kept.
     Off,
+    /// `file_unlock_ttl = 0`, but a key kept under an earlier, longer TTL is still in the kernel
+    /// (for about this long): the next command that reads the store forgets it.
+    KeptWhileOff(Option<std::time::Duration>),
     /// The platform or this process cannot keep it, and why.
     Unavailable(String),
 }
@@ -130,6 +133,21 @@ impl CacheState {
             CacheState::Off => {
                 "its key is never kept (file_unlock_ttl = 0): every command needs the passphrase"
                     .into()
+            }
+            CacheState::KeptWhileOff(left) => {
+                let left = left
+                    .map(|d| {
+                        format!(
+                            " for about {}",
+                            crate::time::format_span(d.as_secs() as i64)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "file_unlock_ttl is 0, yet a key kept by an earlier unlock is still in the \
+                     kernel{left}: the next command that reads the store forgets it \
+                     (`xero-auth lock` does now)"
+                )
             }
             CacheState::Unavailable(why) => {
                 format!(

@@ -7,16 +7,21 @@
 //! - as a `user` key in the user's **persistent keyring** (`keyctl_get_persistent(2)`), which
 //!   outlives login sessions, so cron jobs and services of the same user find it; where the
 //!   kernel has no persistent keyrings, in the session keyring;
-//! - readable only by its possessor (permissions `0x3f010000`: the possessor may do everything,
-//!   the user may only see that it exists, for `status`); a process possesses it through its
-//!   session keyring, to which the persistent keyring is linked;
+//! - with permissions `0x3f010000`: the possessor may do everything, the user may only see that
+//!   it exists (for `status`). A process possesses it through its session keyring, to which
+//!   the persistent keyring is linked — and any process of the user can link the persistent
+//!   keyring into its own keyrings (`keyctl_get_persistent(2)`), so every process of the user
+//!   can read the key while it is kept, as can root. The kernel keeps it from other users only;
 //! - for `file_unlock_ttl` seconds since it was last used (the kernel's own key timeout, reset on
-//!   each use), and forgotten at once by `xero-auth lock`;
+//!   each use), and forgotten at once by `xero-auth lock`. That timeout is the only bound on the
+//!   user's processes taking the key, so it is set before any other process can find the key
+//!   ([`KeyCache::put`]). At `file_unlock_ttl = 0` a key kept earlier is forgotten by the
+//!   first command that looks for it;
 //! - under a name made from the store's folder, and checked against the store's recipient before
 //!   use (see [`super::file`]), so a key cached for one store never opens another.
 //!
-//! Root and the same user's processes can use the key while it is cached; that was as true of a
-//! passphrase in the environment (docs/security.md). Other platforms have no such service here:
+//! That same-user exposure is the one a passphrase in the environment gave as well
+//! (docs/security.md says what it means). Other platforms have no such service here:
 //! [`KeyCache::new`] says so and every command unlocks the store itself, as before.
 
 use std::path::Path;
@@ -62,9 +67,20 @@ impl KeyCache {
     }
 
     /// The cached key, its timeout restarted; `None` when there is none (or the cache is off or
-    /// unusable: the caller then unlocks the store itself).
+    /// unusable: the caller then unlocks the store itself). With the cache off, a key kept
+    /// earlier under a longer TTL is forgotten here rather than left readable for what remained
+    /// of that TTL.
     pub fn get(&self) -> Option<Zeroizing<Vec<u8>>> {
         if !self.enabled() {
+            // Where the kernel keeps nothing (no keyring to search), there is nothing to say.
+            if let Ok(Some(key)) = self.find()
+                && let Err(e) = key.invalidate()
+            {
+                tracing::warn!(
+                    "file_unlock_ttl is 0, but the key kept earlier could not be forgotten \
+                     ({e:?}): `xero-auth lock` forgets it"
+                );
+            }
             return None;
         }
         let key = self.find().ok()??;
@@ -79,28 +95,43 @@ impl KeyCache {
     }
 
     /// Keeps `payload` (replacing an older key of this store). An error says why it could not.
+    ///
+    /// The key is built where no other process can reach it, in this thread's own keyring: there
+    /// it gets its permissions and its timeout, and only then is it linked into the keyring the
+    /// other commands search (which displaces an older key of the same name). A process killed
+    /// on the way leaves nothing behind: the thread's keyring, and the key with it, die with it.
     pub fn put(&self, payload: &[u8]) -> Result<(), String> {
-        use linux_keyutils::{KeyPermissionsBuilder, Permission};
+        use linux_keyutils::{KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
         if !self.enabled() {
             return Ok(());
         }
         let ring = keyring()?;
-        let key = ring
+        let private = KeyRing::from_special_id(KeyRingIdentifier::Thread, true)
+            .map_err(|e| format!("the kernel gives this thread no keyring of its own ({e:?})"))?;
+        let key = private
             .add_key(&self.description, payload)
             .map_err(|e| format!("the kernel refused to keep the key ({e:?})"))?;
+        crate::failpoints::crash_point("kernel-key-added");
         let perms = KeyPermissionsBuilder::builder()
             .posessor(Permission::ALL)
             .user(Permission::VIEW)
             .build();
-        let kept = key
+        let shared = key
             .set_perms(perms)
-            .and_then(|()| key.set_timeout(self.ttl_secs()));
-        if let Err(e) = kept {
-            // A key without its timeout or its permissions is not kept at all.
+            .and_then(|()| key.set_timeout(self.ttl_secs()))
+            .map_err(|e| format!("the kernel refused the key's settings ({e:?})"))
+            .and_then(|()| {
+                crate::failpoints::crash_point("kernel-key-settled");
+                ring.link_key(key)
+                    .map_err(|e| format!("the kernel refused to share the key ({e:?})"))
+            });
+        // Linked or not, the thread's keyring lets go of it: kept, it lives on in the shared
+        // keyring alone; not kept, it is gone.
+        let _ = private.unlink_key(key);
+        if shared.is_err() {
             let _ = key.invalidate();
-            return Err(format!("the kernel refused the key's settings ({e:?})"));
         }
-        Ok(())
+        shared
     }
 
     /// Forgets the key now; `false` when none was cached.
@@ -114,15 +145,15 @@ impl KeyCache {
         }
     }
 
-    /// Whether a key is cached, and for how long.
+    /// Whether a key is cached, and for how long. Only looks: with the cache off, a key kept
+    /// earlier is reported as such ([`CacheState::KeptWhileOff`]), not forgotten.
     pub fn state(&self) -> CacheState {
-        if !self.enabled() {
-            return CacheState::Off;
-        }
-        match self.find() {
-            Err(why) => CacheState::Unavailable(why),
-            Ok(None) => CacheState::Locked,
-            Ok(Some(key)) => CacheState::Unlocked(remaining(key.get_id().as_raw_id())),
+        match (self.enabled(), self.find()) {
+            (false, Ok(None) | Err(_)) => CacheState::Off,
+            (false, Ok(Some(key))) => CacheState::KeptWhileOff(remaining(key.get_id().as_raw_id())),
+            (true, Err(why)) => CacheState::Unavailable(why),
+            (true, Ok(None)) => CacheState::Locked,
+            (true, Ok(Some(key))) => CacheState::Unlocked(remaining(key.get_id().as_raw_id())),
         }
     }
 
