@@ -533,7 +533,7 @@ impl Limiter {
     fn write_ledger(&self, ledger: &Ledger) -> Result<()> {
         let path = self.ledger_path();
         let bytes = serde_json::to_vec(ledger).expect("the ledger serialises");
-        private_fs::replace_file(&path, &bytes)
+        private_fs::replace_cache_file(&path, &bytes)
             .map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e))
     }
 

@@ -498,10 +498,26 @@ pub fn read_file(
     let Some(mut file) = open_file(path, kind, fix)? else {
         return Ok(None);
     };
-    match crate::secret::read_bounded(&mut file, max) {
-        Ok(Some(bytes)) => Ok(Some(bytes)),
-        Ok(None) => Err(Error::InvalidInput(format!(
+    let too_long = || {
+        Error::InvalidInput(format!(
             "{} is longer than {max} bytes; it was not used. Check that it is the file you meant",
+            path.display()
+        ))
+    };
+    // The buffer is the file's size (one wiping buffer, never grown), not `max`: a limit of
+    // megabytes must not cost megabytes on every read of a small file.
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read", path, e))?
+        .len();
+    let Some(len) = usize::try_from(len).ok().filter(|len| *len <= max) else {
+        return Err(too_long());
+    };
+    match crate::secret::read_bounded(&mut file, len) {
+        Ok(Some(bytes)) => Ok(Some(bytes)),
+        // Longer than its size a moment ago: it is being written; the next run reads it whole.
+        Ok(None) => Err(Error::InvalidInput(format!(
+            "{} changed while it was read; nothing was done: run the command again",
             path.display()
         ))),
         Err(e) => Err(Error::io("cannot read", path, e)),
@@ -514,6 +530,17 @@ pub fn read_file(
 /// or the new one, never a part of either. The folder must exist (and be private: callers make it
 /// so with [`private_folder`]).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// [`replace_file`] without syncing the file or its folder, for a file that only caches what can
+/// be learnt again (the rate-limit ledger, written after every API call): a crash still leaves
+/// the old file or the new one, and after a power loss at worst an empty one, read as none.
+pub fn replace_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut attempts = 0;
@@ -538,14 +565,16 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     };
     let written = file
         .write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .and_then(|()| std::fs::rename(&tmp, path));
     drop(file);
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_folder(dir);
+    if sync {
+        sync_folder(dir);
+    }
     Ok(())
 }
 
