@@ -627,16 +627,24 @@ fn another_users_idle_connections_do_not_stop_the_childs_fetches() {
     assert_eq!(status, 200);
 
     // More idle connections than a 1024-descriptor process can hold, from user nobody.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut flood = Command::new(&setpriv[0])
         .args(&setpriv[1..])
         .args([python.as_str(), "-c", FLOOD, &port, "1500"])
         .current_dir("/")
         .stdout(std::process::Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     let mut ready = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(flood.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(flood.0.stdout.take().unwrap()),
         &mut ready,
     )
     .unwrap();
@@ -652,8 +660,7 @@ fn another_users_idle_connections_do_not_stop_the_childs_fetches() {
         assert_eq!(token_of(&body), tokens.access_token);
         slowest = slowest.max(took);
     }
-    let _ = flood.kill();
-    let _ = flood.wait();
+    drop(flood);
     assert!(
         slowest < Duration::from_secs(1),
         "a fetch took {slowest:?} while another user held connections open"

@@ -85,7 +85,8 @@ fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
         chunk.copy_from_slice(&u32::from_str_radix(word, 16).ok()?.to_ne_bytes());
     }
     let ip = if words == 1 {
-        IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
+        let [a, b, c, d, ..] = octets;
+        IpAddr::from([a, b, c, d])
     } else {
         IpAddr::from(octets)
     };
@@ -157,22 +158,23 @@ mod platform {
         } else {
             libc::AF_INET
         };
-        let mut req = [0u8; REQUEST_LEN];
+        let mut req = Vec::with_capacity(REQUEST_LEN);
         // nlmsghdr: length, type, flags (a request, not a dump), sequence, port id 0.
-        req[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
-        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
         // inet_diag_req_v2: family, protocol, extensions 0, pad, every state.
-        req[16] = family as u8;
-        req[17] = libc::IPPROTO_TCP as u8;
-        req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+        req.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+        req.extend_from_slice(&u32::MAX.to_ne_bytes());
         // inet_diag_sockid: ports and addresses in network order, any interface, no cookie.
-        req[24..26].copy_from_slice(&sport.to_be_bytes());
-        req[26..28].copy_from_slice(&dport.to_be_bytes());
-        put_addr(&mut req[28..44], src);
-        put_addr(&mut req[44..60], dst);
-        req[64..72].copy_from_slice(&[0xff; 8]);
+        req.extend_from_slice(&sport.to_be_bytes());
+        req.extend_from_slice(&dport.to_be_bytes());
+        put_addr(&mut req, src);
+        put_addr(&mut req, dst);
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[0xff; 8]);
 
         // SAFETY: an all-zero sockaddr_nl is valid (the kernel's address).
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -207,10 +209,14 @@ mod platform {
         parse_answer(answer)
     }
 
-    fn put_addr(out: &mut [u8], ip: IpAddr) {
+    /// An address as `__be32[4]`: an IPv4 one in the first word, the rest zero.
+    fn put_addr(out: &mut Vec<u8>, ip: IpAddr) {
         match ip {
-            IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => out.copy_from_slice(&v6.octets()),
+            IpAddr::V4(v4) => {
+                out.extend_from_slice(&v4.octets());
+                out.extend_from_slice(&[0; 12]);
+            }
+            IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
         }
     }
 
