@@ -23,16 +23,18 @@ pub fn without_secrets(command: &mut Command, store: crate::config::StoreKind) -
     command
 }
 
-/// Gives `command` the core-size limits the caller of xero-auth had, not the ones xero-auth set
-/// for itself (`hardening.rs`): a program it starts may want its own core dumps.
+/// Gives `command` the core-size and open-file limits the caller of xero-auth had, not the ones
+/// xero-auth set for itself (`hardening.rs`, `serve/open_files.rs`): a program it starts may want
+/// its own core dumps, and may not expect a very high open-file limit.
 pub fn with_callers_limits(command: &mut Command) -> &mut Command {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: the hook makes one async-signal-safe system call and allocates nothing.
+        // SAFETY: the hook makes two async-signal-safe system calls and allocates nothing.
         unsafe {
             command.pre_exec(|| {
                 crate::hardening::restore_for_child();
+                crate::serve::open_files::restore_for_child();
                 Ok(())
             });
         }

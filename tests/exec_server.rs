@@ -535,3 +535,183 @@ fn a_refreshed_set_the_store_refused_is_served_and_saved_at_the_next_fetch() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("is saved in"), "{stderr}");
 }
+
+/// Holds `N` idle connections to 127.0.0.1:`PORT` open, opening a new one for each that the
+/// server closes, as fast as it can; prints `ready` once `N` have been opened.
+const FLOOD: &str = r#"
+import resource, selectors, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+except (OSError, ValueError):
+    pass
+sel = selectors.DefaultSelector()
+opened, told = 0, False
+while True:
+    while len(sel.get_map()) < n:
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            s.close()
+            break
+        sel.register(s, selectors.EVENT_READ)
+        opened += 1
+    if not told and opened >= n:
+        print("ready", flush=True)
+        told = True
+    for key, _ in sel.select(timeout=0.05):
+        try:
+            data = key.fileobj.recv(1)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+"#;
+
+/// `setpriv` arguments that run a program as user `nobody`, and a python3 that `nobody` can
+/// run; or why not. Only root can switch users.
+fn as_nobody() -> Result<(Vec<String>, String), String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root, so no other user can be simulated".into());
+    }
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, "nobody"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let (Some(uid), Some(gid)) = (id("-u"), id("-g")) else {
+        return Err("no user nobody".into());
+    };
+    let setpriv = vec![
+        "setpriv".to_string(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".to_string(),
+    ];
+    // The python3 on PATH may live under root's home, out of nobody's reach.
+    let on_path = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    for python in [
+        on_path.as_str(),
+        "/usr/bin/python3",
+        "/usr/local/bin/python3",
+    ] {
+        let runs = !python.is_empty()
+            && Command::new(&setpriv[0])
+                .args(&setpriv[1..])
+                .args([python, "-c", "pass"])
+                .current_dir("/")
+                .status()
+                .is_ok_and(|s| s.success());
+        if runs {
+            return Ok((setpriv, python.to_string()));
+        }
+    }
+    Err("setpriv (util-linux) or a python3 that user nobody can run is missing".into())
+}
+
+#[test]
+fn another_users_idle_connections_do_not_stop_the_childs_fetches() {
+    require_keychain!();
+    let (setpriv, python) = match as_nobody() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("this test must run on CI, as root: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-flood", FRESH);
+    let script = client_script();
+    let mut cmd = env.std_cmd(&["exec", "--server", "--", "python3", &script]);
+    // The soft open-file limit many systems start a process with.
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: one async-signal-safe system call between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = limit.rlim_cur.min(1024);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                Ok(())
+            });
+        }
+    }
+    let mut server = Driven::spawn(cmd);
+    server.send("URL");
+    let url = server.recv(WAIT)["url"].as_str().unwrap().to_string();
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/token")
+        .to_string();
+    let (status, _) = fetch(&mut server, "");
+    assert_eq!(status, 200);
+
+    // More idle connections than a 1024-descriptor process can hold, from user nobody.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut flood = Command::new(&setpriv[0])
+        .args(&setpriv[1..])
+        .args([python.as_str(), "-c", FLOOD, &port, "1500"])
+        .current_dir("/")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flood.0.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "the flood did not start");
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let started = Instant::now();
+        let (status, body) = fetch(&mut server, "");
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(token_of(&body), tokens.access_token);
+        slowest = slowest.max(took);
+    }
+    drop(flood);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a fetch took {slowest:?} while another user held connections open"
+    );
+
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused a connection from user id"),
+        "the refusal is logged once: {stderr}"
+    );
+}

@@ -18,7 +18,7 @@ use super::exec::ExecArgs;
 use crate::child::{self, StopSignals};
 use crate::error::{Error, ExitCode, Result};
 use crate::secret::{ExposeSecret, SecretString, Zeroizing, constant_time_eq};
-use crate::serve::{HeadError, LoopbackListener, RequestHead, respond};
+use crate::serve::{HeadError, HeadWaiters, LoopbackListener, RequestHead, open_files, respond};
 use crate::session::Session;
 
 /// The child's variable with the endpoint's URL.
@@ -37,6 +37,9 @@ const FINISH_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs CMD with the endpoint, and ends with its status once it has ended.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
+    // Every connection is a descriptor: a low soft limit must not let stray connections stop
+    // the endpoint (the command gets the caller's limit back).
+    open_files::raise_to_hard_limit();
     // A long-running command: a refreshed set the store would not take is kept and served
     // (and its write retried), rather than thrown away with its live refresh token.
     let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
@@ -68,6 +71,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         key,
         margin: args.min_valid as i64,
         fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
+        heads: HeadWaiters::default(),
     });
     let mut connections = tokio::task::JoinSet::new();
     let status = loop {
@@ -97,6 +101,8 @@ struct Endpoint {
     margin: i64,
     /// Places for token fetches; all of them free again means no refresh is under way.
     fetches: Arc<Semaphore>,
+    /// The connections still waiting for their request head.
+    heads: HeadWaiters,
 }
 
 /// `GET /token`'s answer, borrowing the token rather than copying it into a `serde_json::Value`.
@@ -112,7 +118,7 @@ struct TokenJson<'a> {
 impl Endpoint {
     /// Answers one connection.
     async fn answer(self: Arc<Self>, mut stream: TcpStream) {
-        let head = match RequestHead::read(&mut stream).await {
+        let head = match RequestHead::read(&mut stream, &self.heads).await {
             Ok(head) => head,
             Err(HeadError::Gone) => return,
             Err(HeadError::TooLarge) => {

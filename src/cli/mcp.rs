@@ -89,6 +89,9 @@ fn parse_env_name(name: &str) -> std::result::Result<String, String> {
 /// Runs the bridge until the client goes or a stop signal ends the server; ends with the
 /// server's status.
 pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
+    // A bridge runs for hours and restarts its server: a low soft open-file limit is not left
+    // to run out (the server gets the caller's limit back).
+    crate::serve::open_files::raise_to_hard_limit();
     // A long-running command: a refreshed set the store would not take is kept and served
     // (and its write retried), rather than thrown away with its live refresh token.
     let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();

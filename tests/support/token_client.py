@@ -8,6 +8,7 @@ one JSON line per command on stdout.
   RAW METHOD PATH KEY    one request; KEY is "right", "wrong", "short" or "none"
   ASYNC [QUERY]          starts one fetch in the background and answers at once (the fetch dies
                          with the process)
+  URL                    prints the endpoint's URL (not the key)
   PID                    prints this process's id
   SIGNALS                catches SIGINT/SIGTERM/SIGHUP: each ends the process with 50 + N
   EXIT CODE              ends with that status
@@ -80,6 +81,8 @@ for line in sys.stdin:
         method, path, which = rest
         key = {"right": KEY, "wrong": "x" * len(KEY), "short": KEY[:-1], "none": None}[which]
         answer(request(method, urllib.parse.urljoin(URL, path), key))
+    elif command == "URL":
+        answer({"url": URL})
     elif command == "PID":
         answer({"pid": os.getpid()})
     elif command == "SIGNALS":
