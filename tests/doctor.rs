@@ -698,3 +698,234 @@ fn an_unavailable_store_no_profile_uses_is_not_a_problem() {
     );
     assert_eq!(store_report(&json, "secret-service")["usable"], false);
 }
+
+/// A private session bus with the system's service files, so D-Bus could start GNOME Keyring
+/// for `org.freedesktop.secrets` (as a headless login's bus can); whatever it starts gets a
+/// folder of this test's own. The bus, and any keyring found on it, are stopped when dropped.
+#[cfg(target_os = "linux")]
+struct ActivatingBus {
+    address: String,
+    bus: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+#[cfg(target_os = "linux")]
+impl ActivatingBus {
+    fn start() -> Result<Self, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        let mut address = String::new();
+        std::io::BufReader::new(bus.stdout.take().unwrap())
+            .read_line(&mut address)
+            .map_err(|e| e.to_string())?;
+        let this = ActivatingBus {
+            address: address.trim().to_string(),
+            bus,
+            dir,
+        };
+        let activatable = this
+            .dbus()
+            .and_then(|d| Ok(d.list_activatable_names()?))
+            .map_err(|e| e.to_string())?;
+        if !activatable
+            .iter()
+            .any(|n| n.as_str() == "org.freedesktop.secrets")
+        {
+            return Err("no service file starts org.freedesktop.secrets here".into());
+        }
+        Ok(this)
+    }
+
+    fn dbus(&self) -> zbus::Result<zbus::blocking::fdo::DBusProxy<'static>> {
+        let conn = zbus::blocking::connection::Builder::address(self.address.as_str())?.build()?;
+        zbus::blocking::fdo::DBusProxy::new(&conn)
+    }
+
+    /// The process that owns the Secret Service's name, if one does (asked of the bus only).
+    fn secret_service_pid(&self) -> Option<u32> {
+        let dbus = self.dbus().ok()?;
+        let name: zbus::names::BusName = "org.freedesktop.secrets".try_into().unwrap();
+        dbus.get_connection_unix_process_id(name).ok()
+    }
+
+    /// `gnome-keyring-daemon ARGS` on this bus, in this test's folders, with `stdin`.
+    fn keyring_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("gnome-keyring-daemon");
+        cmd.args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Waits until something owns the Secret Service's name.
+    fn wait_for_the_service(&self) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        while self.secret_service_pid().is_none() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("the keyring took no name on the bus within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ActivatingBus {
+    fn drop(&mut self) {
+        // The keyring a test (or a bug) started on this bus: by its process id, from the bus.
+        if let Some(pid) = self.secret_service_pid() {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn doctor_does_not_start_a_secret_service_that_d_bus_could_start() {
+    let Some(bus) = or_skip(
+        ActivatingBus::start(),
+        "a private D-Bus session that can start GNOME Keyring",
+    ) else {
+        return;
+    };
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-no-activation");
+    configure(&env, "");
+
+    let (code, stdout, stderr, json) =
+        doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
+
+    assert_eq!(
+        bus.secret_service_pid(),
+        None,
+        "doctor started a Secret Service:\n{stdout}"
+    );
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let ss = store_report(&json, "secret-service");
+    let detail = ss["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no Secret Service is running")
+            && detail.contains("D-Bus would start one")
+            && detail.contains(&bus.address),
+        "{detail}"
+    );
+    assert!(
+        ss["fix"].as_str().unwrap().contains("--daemonize --unlock"),
+        "{ss:#}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_secret_service_without_a_default_keyring_is_told_from_no_service_with_a_fix_that_works() {
+    let Some(bus) = or_skip(
+        ActivatingBus::start(),
+        "a private D-Bus session that can start GNOME Keyring",
+    ) else {
+        return;
+    };
+    // A daemon started without a password has no 'login' keyring: the state D-Bus activation
+    // leaves on a headless session.
+    let daemon = bus
+        .keyring_cmd(&["--foreground", "--components=secrets"])
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    let Some(mut daemon) = or_skip(daemon.map_err(|e| e.to_string()), "gnome-keyring-daemon")
+    else {
+        return;
+    };
+    bus.wait_for_the_service().unwrap();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-no-collection");
+    configure(&env, "");
+    let on_bus = [("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())];
+
+    let (code, stdout, stderr, json) = doctor(&env, &on_bus);
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let ss = store_report(&json, "secret-service");
+    let detail = ss["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("a Secret Service answered")
+            && detail.contains("no default keyring (collection)"),
+        "{detail}"
+    );
+    let fix = ss["fix"].as_str().unwrap();
+    assert!(fix.contains("--replace --unlock"), "{fix}");
+    // A command says the same, not "locked" nor "no Secret Service answered".
+    let out = env
+        .std_cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env_remove("XERO_AUTH_STORE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("no default keyring") && !stderr.contains("locked or refused"),
+        "{stderr}"
+    );
+
+    // The fix given works from this state.
+    let mut unlock = bus
+        .keyring_cmd(&["--replace", "--unlock", "--components=secrets"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        unlock
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"test-keyring-password")
+            .unwrap();
+    }
+    assert!(unlock.wait().unwrap().success());
+    let _ = daemon.wait(); // replaced: it ends
+    let started = std::time::Instant::now();
+    loop {
+        let out = env
+            .std_cmd(&["client", "set", "--client-id", CLIENT_ID])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+            .env_remove("XERO_AUTH_STORE")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
