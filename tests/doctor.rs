@@ -40,12 +40,22 @@ fn or_skip<T>(started: Result<T, String>, what: &str) -> Option<T> {
 
 /// Runs `doctor` (and `doctor --json`) and returns (exit code, stdout, stderr, parsed JSON).
 fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, serde_json::Value) {
+    doctor_with(env, &[], extra_env)
+}
+
+/// As [`doctor`], with `args` after `doctor`.
+fn doctor_with(
+    env: &TestEnv,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (i32, String, String, serde_json::Value) {
     let run = |json: bool| {
-        let mut cmd = env.std_cmd(if json {
-            &["doctor", "--json"]
-        } else {
-            &["doctor"]
-        });
+        let mut all = vec!["doctor"];
+        all.extend_from_slice(args);
+        if json {
+            all.push("--json");
+        }
+        let mut cmd = env.std_cmd(&all);
         cmd.env_remove("XERO_AUTH_STORE");
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -74,6 +84,9 @@ fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, se
         parsed,
     )
 }
+
+/// A profile's table that sets something (an empty table is a leftover, like no table at all).
+const SET_UP: &str = "store = \"secret-service\"\n";
 
 /// Writes a `config.toml` with the test's profile, and `settings` (TOML lines) in its table:
 /// a profile set up, as against a fresh install.
@@ -105,7 +118,10 @@ fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
 
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("verdict: every profile can be used (exit 0)"),
+        stdout.contains(&format!(
+            "verdict: profile '{}' can be used (exit 0)",
+            env.profile
+        )),
         "{stdout}"
     );
     let store_line = stdout
@@ -206,7 +222,7 @@ fn no_session_bus_is_exit_5_naming_the_bus_address_and_the_fix() {
     // Needs no keychain: the point is that there is none.
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-no-bus");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
 
@@ -248,7 +264,7 @@ fn nothing_stored_is_exit_3_with_what_to_run() {
     require_keychain!();
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-nothing");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) = doctor(&env, &[]);
 
@@ -505,7 +521,7 @@ fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-locked");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     // Unlocked, the store is usable (the profile just has nothing stored yet: exit 3).
     let (code, stdout, ..) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", &keyring.address)]);
@@ -601,7 +617,7 @@ fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-bare-bus");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) =
         doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
@@ -816,7 +832,7 @@ fn doctor_does_not_start_a_secret_service_that_d_bus_could_start() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-no-activation");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) =
         doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
@@ -863,7 +879,7 @@ fn a_secret_service_without_a_default_keyring_is_told_from_no_service_with_a_fix
     bus.wait_for_the_service().unwrap();
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-no-collection");
-    configure(&env, "");
+    configure(&env, SET_UP);
     let on_bus = [("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())];
 
     let (code, stdout, stderr, json) = doctor(&env, &on_bus);
@@ -928,4 +944,102 @@ fn a_secret_service_without_a_default_keyring_is_told_from_no_service_with_a_fix
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Appends TOML to the test's config.toml.
+fn add_to_config(env: &TestEnv, toml: &str) {
+    let path = env.dir.path().join("config/xero-auth/config.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(toml);
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn doctor_checks_the_selected_profile_and_all_of_them_with_all() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "doctor-scope", Duration::from_secs(60));
+    // Another profile with nothing stored, and a table `config unset` left empty.
+    add_to_config(
+        &env,
+        "\n[profiles.doctor-scope-other]\nclient_id = \"other-app\"\n\n[profiles.doctor-scope-leftover]\n",
+    );
+
+    // The selected profile can be used: the other one's state is no reason to fail.
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("profile 'doctor-scope-other'"), "{stdout}");
+    let others = stdout.split_once("other profiles\n").expect("a note").1;
+    assert!(
+        others.contains("'doctor-scope-other'") && others.contains("doctor --all"),
+        "{others}"
+    );
+    assert_eq!(json["profiles"].as_array().unwrap().len(), 1, "{json:#}");
+
+    // --all checks every profile: the other one has nothing stored (exit 3); the empty
+    // leftover table is no problem.
+    let (code, stdout, stderr, json) = doctor_with(&env, &["--all"], &[]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let problems: Vec<&str> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        problems.iter().all(|p| p.contains("'doctor-scope-other'")),
+        "{problems:?}"
+    );
+    // The same endpoints are listed once, under the first profile that uses them.
+    assert_eq!(stdout.matches(&env.token_url).count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("the same as profile '{}'", env.profile)),
+        "{stdout}"
+    );
+
+    // Selected, a leftover is a profile with nothing stored, as `status` would say (exit 3)...
+    let (code, ..) = doctor_with(&env, &["--profile", "doctor-scope-leftover"], &[]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn an_unavailable_store_is_described_once_however_many_profiles_use_it() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-said-once");
+    configure(&env, "client_id = \"app\"\n");
+    add_to_config(
+        &env,
+        "\n[profiles.doctor-said-once-b]\nclient_id = \"app\"\n\n[profiles.doctor-said-once-c]\nclient_id = \"app\"\n",
+    );
+
+    let (code, stdout, stderr, _) =
+        doctor_with(&env, &["--all"], &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
+
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    // The stores section, and the problem: once each.
+    assert_eq!(
+        stdout
+            .matches("cannot connect to the session D-Bus")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        profile_line(&stdout, &env, "store").contains("see its line above"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_empty_leftover_table_alone_is_a_fresh_install_not_exit_3() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-leftover");
+    configure(&env, "");
+
+    let (code, stdout, stderr, _) = doctor(&env, &[]);
+
+    // ...but alone in config.toml, with nothing stored, it is where a fresh install is.
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing set up yet"), "{stdout}");
 }
