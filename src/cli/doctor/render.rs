@@ -92,7 +92,7 @@ impl Report {
             "files": files,
             "clock": {
                 "now": self.clock.now,
-                "now_utc": format_time(self.clock.now),
+                "now_rfc3339": format_time(self.clock.now),
                 "plausible": self.clock.plausible(),
                 "compared_with": self.clock.server.as_ref().map(|(origin, _)| origin),
                 "skew_secs": self.clock.skew(),
