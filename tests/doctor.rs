@@ -40,12 +40,22 @@ fn or_skip<T>(started: Result<T, String>, what: &str) -> Option<T> {
 
 /// Runs `doctor` (and `doctor --json`) and returns (exit code, stdout, stderr, parsed JSON).
 fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, serde_json::Value) {
+    doctor_with(env, &[], extra_env)
+}
+
+/// As [`doctor`], with `args` after `doctor`.
+fn doctor_with(
+    env: &TestEnv,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (i32, String, String, serde_json::Value) {
     let run = |json: bool| {
-        let mut cmd = env.std_cmd(if json {
-            &["doctor", "--json"]
-        } else {
-            &["doctor"]
-        });
+        let mut all = vec!["doctor"];
+        all.extend_from_slice(args);
+        if json {
+            all.push("--json");
+        }
+        let mut cmd = env.std_cmd(&all);
         cmd.env_remove("XERO_AUTH_STORE");
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -74,6 +84,9 @@ fn doctor(env: &TestEnv, extra_env: &[(&str, &str)]) -> (i32, String, String, se
         parsed,
     )
 }
+
+/// A profile's table that sets something (an empty table is a leftover, like no table at all).
+const SET_UP: &str = "store = \"secret-service\"\n";
 
 /// Writes a `config.toml` with the test's profile, and `settings` (TOML lines) in its table:
 /// a profile set up, as against a fresh install.
@@ -105,7 +118,10 @@ fn healthy_profile_is_exit_0_with_lines_for_store_files_and_endpoints() {
 
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("verdict: every profile can be used (exit 0)"),
+        stdout.contains(&format!(
+            "verdict: profile '{}' can be used (exit 0)",
+            env.profile
+        )),
         "{stdout}"
     );
     let store_line = stdout
@@ -206,7 +222,7 @@ fn no_session_bus_is_exit_5_naming_the_bus_address_and_the_fix() {
     // Needs no keychain: the point is that there is none.
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-no-bus");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
 
@@ -248,7 +264,7 @@ fn nothing_stored_is_exit_3_with_what_to_run() {
     require_keychain!();
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-nothing");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) = doctor(&env, &[]);
 
@@ -505,7 +521,7 @@ fn a_locked_keyring_is_exit_5_saying_it_is_locked_and_how_to_unlock_it() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-locked");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     // Unlocked, the store is usable (the profile just has nothing stored yet: exit 3).
     let (code, stdout, ..) = doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", &keyring.address)]);
@@ -601,7 +617,7 @@ fn a_bus_with_no_secret_service_is_exit_5_saying_nothing_provides_one() {
     };
     let fake = FakeXero::start();
     let env = TestEnv::new(&fake, "doctor-bare-bus");
-    configure(&env, "");
+    configure(&env, SET_UP);
 
     let (code, stdout, stderr, json) =
         doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
@@ -697,4 +713,333 @@ fn an_unavailable_store_no_profile_uses_is_not_a_problem() {
         "{line}"
     );
     assert_eq!(store_report(&json, "secret-service")["usable"], false);
+}
+
+/// A private session bus with the system's service files, so D-Bus could start GNOME Keyring
+/// for `org.freedesktop.secrets` (as a headless login's bus can); whatever it starts gets a
+/// folder of this test's own. The bus, and any keyring found on it, are stopped when dropped.
+#[cfg(target_os = "linux")]
+struct ActivatingBus {
+    address: String,
+    bus: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+#[cfg(target_os = "linux")]
+impl ActivatingBus {
+    fn start() -> Result<Self, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        let mut address = String::new();
+        std::io::BufReader::new(bus.stdout.take().unwrap())
+            .read_line(&mut address)
+            .map_err(|e| e.to_string())?;
+        let this = ActivatingBus {
+            address: address.trim().to_string(),
+            bus,
+            dir,
+        };
+        let activatable = this
+            .dbus()
+            .and_then(|d| Ok(d.list_activatable_names()?))
+            .map_err(|e| e.to_string())?;
+        if !activatable
+            .iter()
+            .any(|n| n.as_str() == "org.freedesktop.secrets")
+        {
+            return Err("no service file starts org.freedesktop.secrets here".into());
+        }
+        Ok(this)
+    }
+
+    fn dbus(&self) -> zbus::Result<zbus::blocking::fdo::DBusProxy<'static>> {
+        let conn = zbus::blocking::connection::Builder::address(self.address.as_str())?.build()?;
+        zbus::blocking::fdo::DBusProxy::new(&conn)
+    }
+
+    /// The process that owns the Secret Service's name, if one does (asked of the bus only).
+    fn secret_service_pid(&self) -> Option<u32> {
+        let dbus = self.dbus().ok()?;
+        let name: zbus::names::BusName = "org.freedesktop.secrets".try_into().unwrap();
+        dbus.get_connection_unix_process_id(name).ok()
+    }
+
+    /// `gnome-keyring-daemon ARGS` on this bus, in this test's folders, with `stdin`.
+    fn keyring_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("gnome-keyring-daemon");
+        cmd.args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Waits until something owns the Secret Service's name.
+    fn wait_for_the_service(&self) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        while self.secret_service_pid().is_none() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("the keyring took no name on the bus within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ActivatingBus {
+    fn drop(&mut self) {
+        // The keyring a test (or a bug) started on this bus: by its process id, from the bus.
+        if let Some(pid) = self.secret_service_pid() {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn doctor_does_not_start_a_secret_service_that_d_bus_could_start() {
+    let Some(bus) = or_skip(
+        ActivatingBus::start(),
+        "a private D-Bus session that can start GNOME Keyring",
+    ) else {
+        return;
+    };
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-no-activation");
+    configure(&env, SET_UP);
+
+    let (code, stdout, stderr, json) =
+        doctor(&env, &[("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())]);
+
+    assert_eq!(
+        bus.secret_service_pid(),
+        None,
+        "doctor started a Secret Service:\n{stdout}"
+    );
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let ss = store_report(&json, "secret-service");
+    let detail = ss["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no Secret Service is running")
+            && detail.contains("D-Bus would start one")
+            && detail.contains(&bus.address),
+        "{detail}"
+    );
+    assert!(
+        ss["fix"].as_str().unwrap().contains("--daemonize --unlock"),
+        "{ss:#}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_secret_service_without_a_default_keyring_is_told_from_no_service_with_a_fix_that_works() {
+    let Some(bus) = or_skip(
+        ActivatingBus::start(),
+        "a private D-Bus session that can start GNOME Keyring",
+    ) else {
+        return;
+    };
+    // A daemon started without a password has no 'login' keyring: the state D-Bus activation
+    // leaves on a headless session.
+    let daemon = bus
+        .keyring_cmd(&["--foreground", "--components=secrets"])
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    let Some(mut daemon) = or_skip(daemon.map_err(|e| e.to_string()), "gnome-keyring-daemon")
+    else {
+        return;
+    };
+    bus.wait_for_the_service().unwrap();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-no-collection");
+    configure(&env, SET_UP);
+    let on_bus = [("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())];
+
+    let (code, stdout, stderr, json) = doctor(&env, &on_bus);
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    let ss = store_report(&json, "secret-service");
+    let detail = ss["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("a Secret Service answered")
+            && detail.contains("no default keyring (collection)"),
+        "{detail}"
+    );
+    let fix = ss["fix"].as_str().unwrap();
+    assert!(fix.contains("--replace --unlock"), "{fix}");
+    // A command says the same, not "locked" nor "no Secret Service answered".
+    let out = env
+        .std_cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .env_remove("XERO_AUTH_STORE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("no default keyring") && !stderr.contains("locked or refused"),
+        "{stderr}"
+    );
+
+    // The fix given works from this state.
+    let mut unlock = bus
+        .keyring_cmd(&["--replace", "--unlock", "--components=secrets"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        unlock
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"test-keyring-password")
+            .unwrap();
+    }
+    assert!(unlock.wait().unwrap().success());
+    let _ = daemon.wait(); // replaced: it ends
+    let started = std::time::Instant::now();
+    loop {
+        let out = env
+            .std_cmd(&["client", "set", "--client-id", CLIENT_ID])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+            .env_remove("XERO_AUTH_STORE")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Appends TOML to the test's config.toml.
+fn add_to_config(env: &TestEnv, toml: &str) {
+    let path = env.dir.path().join("config/xero-auth/config.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(toml);
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn doctor_checks_the_selected_profile_and_all_of_them_with_all() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "doctor-scope", Duration::from_secs(60));
+    // Another profile with nothing stored, and a table `config unset` left empty.
+    add_to_config(
+        &env,
+        "\n[profiles.doctor-scope-other]\nclient_id = \"other-app\"\n\n[profiles.doctor-scope-leftover]\n",
+    );
+
+    // The selected profile can be used: the other one's state is no reason to fail.
+    let (code, stdout, stderr, json) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("profile 'doctor-scope-other'"), "{stdout}");
+    let others = stdout.split_once("other profiles\n").expect("a note").1;
+    assert!(
+        others.contains("'doctor-scope-other'") && others.contains("doctor --all"),
+        "{others}"
+    );
+    assert_eq!(json["profiles"].as_array().unwrap().len(), 1, "{json:#}");
+
+    // --all checks every profile: the other one has nothing stored (exit 3); the empty
+    // leftover table is no problem.
+    let (code, stdout, stderr, json) = doctor_with(&env, &["--all"], &[]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let problems: Vec<&str> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        problems.iter().all(|p| p.contains("'doctor-scope-other'")),
+        "{problems:?}"
+    );
+    // The same endpoints are listed once, under the first profile that uses them.
+    assert_eq!(stdout.matches(&env.token_url).count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("the same as profile '{}'", env.profile)),
+        "{stdout}"
+    );
+
+    // Selected, a leftover is a profile with nothing stored, as `status` would say (exit 3)...
+    let (code, ..) = doctor_with(&env, &["--profile", "doctor-scope-leftover"], &[]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn an_unavailable_store_is_described_once_however_many_profiles_use_it() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-said-once");
+    configure(&env, "client_id = \"app\"\n");
+    add_to_config(
+        &env,
+        "\n[profiles.doctor-said-once-b]\nclient_id = \"app\"\n\n[profiles.doctor-said-once-c]\nclient_id = \"app\"\n",
+    );
+
+    let (code, stdout, stderr, _) =
+        doctor_with(&env, &["--all"], &[("DBUS_SESSION_BUS_ADDRESS", NO_BUS)]);
+
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    // The stores section, and the problem: once each.
+    assert_eq!(
+        stdout
+            .matches("cannot connect to the session D-Bus")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        profile_line(&stdout, &env, "store").contains("see its line above"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_empty_leftover_table_alone_is_a_fresh_install_not_exit_3() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "doctor-leftover");
+    configure(&env, "");
+
+    let (code, stdout, stderr, _) = doctor(&env, &[]);
+
+    // ...but alone in config.toml, with nothing stored, it is where a fresh install is.
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing set up yet"), "{stdout}");
 }

@@ -62,10 +62,18 @@ fn a_child_gets_a_valid_new_token_after_each_expiry_with_one_refresh_each() {
     assert_eq!(body["tenant_id"], DEFAULT_TENANT_ID);
     let expires_in = body["expires_in"].as_i64().unwrap();
     assert!((1700..=1800).contains(&expires_in), "{body}");
-    let expires_at = body["expires_at"].as_str().unwrap();
-    assert!(
-        expires_at.ends_with('Z') && humantime::parse_rfc3339(expires_at).is_ok(),
-        "{expires_at}"
+    // Unix seconds, as in every JSON the tool prints; RFC 3339 under a name of its own.
+    let expires_at = body["expires_at"].as_i64().unwrap();
+    assert!((1700..=1800).contains(&(expires_at - now())), "{body}");
+    let rfc3339 = body["expires_at_rfc3339"].as_str().unwrap();
+    let parsed = humantime::parse_rfc3339(rfc3339).unwrap();
+    assert_eq!(
+        parsed
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+        expires_at,
+        "{body}"
     );
     assert!(body.get("refresh_token").is_none());
     assert_eq!(fake.count(Counter::Refresh), 0);

@@ -1281,3 +1281,97 @@ fn verbose_login_and_logout_print_no_secret() {
         &secrets,
     );
 }
+
+#[test]
+fn tenants_json_marks_the_default_tenant() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    fake.add_tenant(
+        "0b1c2d3e-0000-4000-8000-000000000002",
+        "Second Org",
+        "ORGANISATION",
+    );
+    let (env, _) = ready_profile(&fake, "tenants-json-default", Duration::from_secs(60));
+
+    let out = env.ok(&["tenants", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for c in listed {
+        assert_eq!(
+            c["default"],
+            c["tenantId"] == DEFAULT_TENANT_ID,
+            "{listed:?}"
+        );
+    }
+}
+
+#[test]
+fn status_ends_the_same_with_and_without_json_when_nothing_is_stored() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "status-json-empty");
+    env.ok(&["config", "set", "client_id", CLIENT_ID]);
+
+    let text = env
+        .cmd(&["status", "--store", "keyutils"])
+        .output()
+        .unwrap();
+    let json = env
+        .cmd(&["status", "--json", "--store", "keyutils"])
+        .output()
+        .unwrap();
+
+    assert_eq!(text.status.code(), Some(3), "{}", stderr_of(&text));
+    assert_eq!(json.status.code(), Some(3), "{}", stderr_of(&json));
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["tokens"], Value::Null, "{report}");
+}
+
+#[test]
+fn status_with_an_unavailable_store_shows_what_is_known_then_the_error() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "status-no-store");
+    env.ok(&["config", "set", "client_id", CLIENT_ID]);
+    env.ok(&["config", "set", "default_tenant", DEFAULT_TENANT_ID]);
+    let no_bus = "unix:path=/nonexistent/xero-auth-test/bus";
+    let run = |args: &[&str]| {
+        env.std_cmd(args)
+            .env_remove("XERO_AUTH_STORE")
+            .env("DBUS_SESSION_BUS_ADDRESS", no_bus)
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["status"]);
+    let stdout = stdout_of(&out);
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{}", stderr_of(&out));
+    for known in [
+        format!("profile:        {}", env.profile),
+        format!("client id:      {CLIENT_ID}"),
+        "Secret Service".to_string(),
+        "UNAVAILABLE".to_string(),
+        format!("default tenant: {DEFAULT_TENANT_ID}"),
+    ] {
+        assert!(stdout.contains(&known), "no {known:?} in:\n{stdout}");
+    }
+    assert!(
+        stderr_of(&out).contains("unavailable"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let out = run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(5));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["client_id"], CLIENT_ID, "{report}");
+    assert_eq!(report["default_tenant"], DEFAULT_TENANT_ID, "{report}");
+    assert_eq!(report["store_usable"], false, "{report}");
+    assert_eq!(report["error"]["exit_code"], 5, "{report}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session D-Bus"),
+        "{report}"
+    );
+}

@@ -316,7 +316,7 @@ fn budgets_spent_by_another_program_are_learnt_from_xeros_headers() {
     assert_eq!(budgets[0]["tenant"], DEFAULT_TENANT_ID);
     assert!(budgets[0]["minute_remaining"].is_u64(), "{status}");
     assert!(budgets[0]["day_remaining"].is_u64(), "{status}");
-    assert!(budgets[0]["seen_at"].is_string(), "{status}");
+    assert!(budgets[0]["seen_at"].is_i64(), "{status}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(token.trim()));
     let text = String::from_utf8(env.ok(&["status"]).stdout).unwrap();
     assert!(

@@ -30,13 +30,21 @@ use serde_json::{Value, json};
 stores are probed by reading an entry no profile has, a profile's entries are looked up, and each \
 endpoint's origin gets one plain GET (the token endpoint's its OpenID discovery document).
 
-Exit status: 0 when every configured profile, and the selected one, can be used, and on a fresh \
-install (nothing configured or stored yet: it says what to run first); otherwise the first \
-problem's: 5 a secret store unavailable or locked, 3 nothing stored (client id or token \
-set), 6 an endpoint that does not answer, 1 anything else."
+Checks the selected profile (--profile, XERO_AUTH_PROFILE, or 'default'); --all checks every \
+profile in config.toml. The stores of this machine are listed either way; only the profiles \
+checked make problems.
+
+Exit status: 0 when every profile checked can be used, and on a fresh install (nothing \
+configured or stored yet: it says what to run first); otherwise the first problem's: 5 a \
+secret store unavailable or locked, 3 nothing stored (client id or token set), 6 an endpoint \
+that does not answer, 1 anything else."
 )]
 /// Arguments of `xero-auth doctor` (`--json` is the global flag).
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Check every profile in config.toml, not only the selected one.
+    #[arg(long)]
+    pub all: bool,
+}
 
 /// The longest the doctor waits for one store or one endpoint.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -58,8 +66,8 @@ mod render;
 use endpoints::{Answer, EndpointProbe, endpoint_roles, probe_endpoints, unreachable_fix};
 
 /// Runs the checks, prints the report (stdout), and fails with the first problem.
-pub async fn run(_args: DoctorArgs, ctx: &Context) -> Result<()> {
-    let report = Report::gather(ctx).await;
+pub async fn run(args: DoctorArgs, ctx: &Context) -> Result<()> {
+    let report = Report::gather(ctx, args.all).await;
     if ctx.json {
         ctx.write_json(&report.to_json())?;
     } else {
@@ -188,6 +196,9 @@ struct ProfileCheck {
     name: String,
     selected: bool,
     configured: bool,
+    /// A `[profiles.NAME]` table with nothing in it (what `config unset` of its last key
+    /// leaves): with nothing stored either, a leftover, not a problem.
+    empty: bool,
     resolved: std::result::Result<Profile, String>,
     /// Why the profile's store cannot be used, if it cannot.
     store_failure: Option<StoreFailure>,
@@ -217,10 +228,13 @@ struct Report {
     files: Vec<PathCheck>,
     clock: ClockCheck,
     profiles: Vec<ProfileCheck>,
+    /// The profiles of config.toml not checked (without `--all`).
+    not_checked: Vec<String>,
     endpoints: Vec<EndpointProbe>,
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
-    /// No profile in `config.toml` and nothing stored for the selected one: a fresh install,
+    /// No profile with settings in `config.toml` and nothing stored for the selected one: a
+    /// fresh install,
     /// which is where everyone starts, not a problem. The report says what to run first.
     fresh: bool,
 }

@@ -110,7 +110,10 @@ struct Endpoint {
 struct TokenJson<'a> {
     access_token: &'a str,
     token_type: &'a str,
-    expires_at: String,
+    /// Unix seconds, as `expires_at` is in every JSON the tool prints.
+    expires_at: i64,
+    /// The same time as RFC 3339 UTC, for programs that would rather parse that.
+    expires_at_rfc3339: String,
     expires_in: i64,
     tenant_id: Option<&'a str>,
 }
@@ -213,7 +216,8 @@ impl Endpoint {
             let doc = TokenJson {
                 access_token: token,
                 token_type: "Bearer",
-                expires_at: super::format_time(expires_at),
+                expires_at,
+                expires_at_rfc3339: super::format_time(expires_at),
                 expires_in: expires_at - self.session.now(),
                 tenant_id: self.session.tenant(),
             };

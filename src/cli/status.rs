@@ -25,10 +25,17 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     let profile = session.profile();
     let store = session.store();
     // Looked up, not read: no secret crosses D-Bus, and the file store asks no passphrase.
-    let secret_stored = store
-        .contains(&client_secret_account(&profile.name))
-        .await?;
-    let set = session.stored_token_set().await?;
+    let looked_up = async {
+        let secret_stored = store
+            .contains(&client_secret_account(&profile.name))
+            .await?;
+        Ok::<_, crate::error::Error>((secret_stored, session.stored_token_set().await?))
+    }
+    .await;
+    let (secret_stored, set) = match looked_up {
+        Ok(found) => found,
+        Err(err) => return Err(without_the_store(ctx, profile, &store.describe(), err)?),
+    };
     // A profile config.toml does not name, with nothing stored either, is most likely a typo:
     // no report of an empty profile, only the error (which then names the profiles there are).
     if set.is_none() && !secret_stored && !ctx.config.has_profile(&profile.name) {
@@ -208,6 +215,56 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     }
 }
 
+/// What `status` knows without the store — the profile, its client id, the store and its
+/// state, the token endpoint, the default tenant — printed when the store cannot be read (locked,
+/// unavailable), before the error; `--json` carries the error in an `error` object. Returns the
+/// error, for the command to end with (its exit code, on stderr as every command's).
+fn without_the_store(
+    ctx: &Context,
+    profile: &crate::config::Profile,
+    store: &str,
+    err: crate::error::Error,
+) -> Result<crate::error::Error> {
+    let code = err.exit_code() as i32;
+    if ctx.json {
+        ctx.write_json(&json!({
+            "profile": profile.name,
+            "client_id": profile.client_id,
+            "client_secret_stored": null,
+            "store": store,
+            "store_usable": false,
+            "token_endpoint": profile.endpoints.token.as_str(),
+            "default_tenant": profile.default_tenant,
+            "tokens": null,
+            "error": { "exit_code": code, "message": err.to_string() },
+        }))?;
+    } else {
+        let mut text = String::new();
+        let mut line = |k: &str, v: String| text.push_str(&format!("{k:<15} {v}\n"));
+        line("profile:", profile.name.clone());
+        line(
+            "client id:",
+            profile.client_id.clone().unwrap_or_else(|| "(none)".into()),
+        );
+        line(
+            "store:",
+            format!("{store}: UNAVAILABLE (exit {code}, below)"),
+        );
+        line("client secret:", "unknown: the store cannot be read".into());
+        line("tokens:", "unknown: the store cannot be read".into());
+        line("token endpoint:", profile.endpoints.token.to_string());
+        line(
+            "default tenant:",
+            profile
+                .default_tenant
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+        );
+        ctx.write_out(text.as_bytes())?;
+    }
+    Ok(err)
+}
+
 /// The API budgets Xero last reported, per tenant (`status --json`).
 fn budgets_json(budgets: &[TenantBudget]) -> serde_json::Value {
     budgets
@@ -219,8 +276,8 @@ fn budgets_json(budgets: &[TenantBudget]) -> serde_json::Value {
                 "minute_remaining": seen.and_then(|s| s.minute),
                 "day_remaining": seen.and_then(|s| s.day),
                 "app_minute_remaining": seen.and_then(|s| s.app_minute),
-                "seen_at": seen.map(|s| format_time(s.at)),
-                "day_limit_until": b.day_stop_until.map(format_time),
+                "seen_at": seen.map(|s| s.at),
+                "day_limit_until": b.day_stop_until,
             })
         })
         .collect()

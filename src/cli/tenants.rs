@@ -39,7 +39,21 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
 
     match args.action {
         None if ctx.json => {
-            ctx.write_json(&serde_json::to_value(&connections).expect("plain data"))
+            // Each connection as Xero lists it, and whether it is the profile's default tenant
+            // (the `*` of the text listing).
+            let listed: Vec<serde_json::Value> = connections
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id,
+                        "tenantId": c.tenant_id,
+                        "tenantType": c.tenant_type,
+                        "tenantName": c.tenant_name,
+                        "default": Some(c.tenant_id.as_str()) == default,
+                    })
+                })
+                .collect();
+            ctx.write_json(&serde_json::Value::Array(listed))
         }
         None => {
             let mut text = String::new();

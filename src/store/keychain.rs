@@ -80,6 +80,9 @@ impl Keychain {
                 };
             }
             KeyringError::NoStorageAccess(e) => {
+                if let Some(diagnosed) = self.diagnosis() {
+                    return diagnosed;
+                }
                 return StoreFailure {
                     cause: format!("the keychain is locked or refused access ({e})"),
                     fix: self.unlock_fix().into(),
@@ -87,10 +90,25 @@ impl Keychain {
             }
             other => other.to_string(),
         };
+        if let Some(diagnosed) = self.diagnosis() {
+            return diagnosed;
+        }
         StoreFailure {
             cause,
             fix: self.unavailable_fix().into(),
         }
+    }
+
+    /// For the Secret Service, what the session bus says went wrong (no bus, no service, no
+    /// default keyring, a locked one), which the keyring crate's error does not tell apart;
+    /// `None` when the bus finds nothing wrong, or for another store.
+    fn diagnosis(&self) -> Option<StoreFailure> {
+        #[cfg(target_os = "linux")]
+        if self.kind == StoreKind::SecretService {
+            let (bus, runtime_dir) = super::secret_service::bus_from_env();
+            return super::secret_service::diagnose(bus.as_deref(), runtime_dir.as_deref()).err();
+        }
+        None
     }
 
     fn unlock_fix(&self) -> &'static str {

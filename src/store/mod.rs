@@ -9,6 +9,8 @@ mod keychain;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod moving;
+#[cfg(target_os = "linux")]
+pub mod secret_service;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod unlock_cache;

@@ -3,7 +3,8 @@
 use super::*;
 
 impl Report {
-    pub(super) async fn gather(ctx: &Context) -> Report {
+    pub(super) async fn gather(ctx: &Context, all: bool) -> Report {
+        let (profiles, not_checked) = profile_checks(ctx, all);
         let mut report = Report {
             os: std::env::consts::OS,
             stores: Vec::new(),
@@ -12,12 +13,17 @@ impl Report {
                 now: ctx.clock.now(),
                 server: None,
             },
-            profiles: profile_checks(ctx),
+            profiles,
+            not_checked,
             endpoints: Vec::new(),
             problems: Vec::new(),
             warnings: Vec::new(),
             // Until the selected profile's entries are looked up (`check_contents`).
-            fresh: ctx.config.profile_names().is_empty(),
+            fresh: ctx
+                .config
+                .profile_names()
+                .iter()
+                .all(|name| is_empty_table(ctx, name)),
         };
         // In the order of the report: a problem found earlier explains later ones (no store, so
         // nothing could be looked up; a wrong clock, so tokens look expired).
@@ -280,8 +286,9 @@ impl Report {
     async fn check_contents(&mut self, ctx: &Context) {
         for p in &mut self.profiles {
             let Ok(profile) = &p.resolved else { continue };
-            if let Some(failure) = &p.store_failure {
-                let why = format!("not checked: the store is unavailable ({})", failure.cause);
+            if p.store_failure.is_some() {
+                // Why is said once, in the stores section and the problems.
+                let why = "not checked: the store is unavailable".to_string();
                 p.client_secret = Presence::Unknown(why.clone());
                 p.token_set = Presence::Unknown(why);
                 continue;
@@ -322,6 +329,12 @@ impl Report {
                 if self.fresh {
                     continue;
                 }
+            }
+            let nothing_stored =
+                p.client_secret == Presence::Missing && p.token_set == Presence::Missing;
+            if p.empty && !p.selected && nothing_stored {
+                // A leftover table (`config unset` of its last key): nothing to use, nothing lost.
+                continue;
             }
             if profile.client_id.is_none() {
                 self.problems.push(Problem::nothing(
@@ -393,20 +406,28 @@ impl Report {
     }
 }
 
-/// The profiles to check: the selected one first, then the configuration's.
-fn profile_checks(ctx: &Context) -> Vec<ProfileCheck> {
+/// The profiles to check — the selected one, and with `all` the configuration's after it — and
+/// the configuration's profiles left unchecked.
+fn profile_checks(ctx: &Context, all: bool) -> (Vec<ProfileCheck>, Vec<String>) {
     let configured = ctx.config.profile_names();
     let mut names = vec![ctx.profile_name.clone()];
+    let mut not_checked = Vec::new();
     for name in &configured {
-        if !names.contains(name) {
+        if names.contains(name) {
+            continue;
+        }
+        if all {
             names.push(name.clone());
+        } else {
+            not_checked.push(name.clone());
         }
     }
-    names
+    let checks = names
         .into_iter()
         .map(|name| ProfileCheck {
             selected: name == ctx.profile_name,
             configured: configured.contains(&name),
+            empty: configured.contains(&name) && is_empty_table(ctx, &name),
             resolved: ctx
                 .config
                 .profile(&name, &*ctx.env)
@@ -416,7 +437,13 @@ fn profile_checks(ctx: &Context) -> Vec<ProfileCheck> {
             token_set: Presence::Unknown("not checked".into()),
             name,
         })
-        .collect()
+        .collect();
+    (checks, not_checked)
+}
+
+/// Whether config.toml's table for `name` sets nothing.
+fn is_empty_table(ctx: &Context, name: &str) -> bool {
+    crate::config::profile_keys().all(|key| ctx.config.raw_value(name, key).is_none())
 }
 
 /// A store call's error as a cause and a fix.

@@ -4,6 +4,7 @@
 use super::PROBE_ACCOUNT;
 use crate::cli::format_span;
 use crate::config::StoreKind;
+use crate::store::secret_service::{self, bus_phrase};
 use crate::store::{Keychain, SecretStore, StoreFailure};
 
 /// Probes the store of `kind`: the Linux-specific checks first, then a read of an entry no
@@ -16,7 +17,7 @@ pub fn probe(
     let read = || Keychain::new(kind).get(PROBE_ACCOUNT).map(drop);
     match kind {
         StoreKind::SecretService => {
-            let note = secret_service(bus, runtime_dir)?;
+            let note = secret_service::diagnose(bus, runtime_dir)?;
             read().map_err(|f| StoreFailure {
                 cause: format!("{} ({})", f.cause, bus_phrase(bus, runtime_dir)),
                 fix: f.fix,
@@ -39,107 +40,6 @@ pub fn probe(
             ))
         }
         _ => read().map(|()| "reachable".to_string()),
-    }
-}
-
-const SECRETS: &str = "org.freedesktop.secrets";
-
-/// `DBUS_SESSION_BUS_ADDRESS=…`, or what is tried without it.
-pub fn bus_phrase(bus: Option<&str>, runtime_dir: Option<&str>) -> String {
-    match (bus, runtime_dir) {
-        (Some(address), _) => format!("DBUS_SESSION_BUS_ADDRESS={address}"),
-        (None, Some(dir)) => format!(
-            "DBUS_SESSION_BUS_ADDRESS is not set, so {dir}/bus (from XDG_RUNTIME_DIR) was tried"
-        ),
-        (None, None) => {
-            "DBUS_SESSION_BUS_ADDRESS and XDG_RUNTIME_DIR are not set: there is no session bus \
-             to find"
-                .into()
-        }
-    }
-}
-
-/// Asks the session bus whether a Secret Service is there and whether its default keyring
-/// is unlocked. Reads properties only.
-pub fn secret_service(
-    bus: Option<&str>,
-    runtime_dir: Option<&str>,
-) -> Result<String, StoreFailure> {
-    let place = bus_phrase(bus, runtime_dir);
-    let conn = zbus::blocking::Connection::session().map_err(|e| StoreFailure {
-        cause: format!("cannot connect to the session D-Bus ({place}): {e}"),
-        fix: "there is no D-Bus session here (SSH, cron, containers, CI). Start one for the \
-              job — `dbus-run-session -- sh -c '…'` with GNOME Keyring unlocked in it — or \
-              point DBUS_SESSION_BUS_ADDRESS at your session's bus \
-              (unix:path=/run/user/$(id -u)/bus); see docs/headless-linux.md. Or set \
-              store = \"file\" (files encrypted with a passphrase) or store = \"keyutils\" \
-              (kernel memory, forgotten at reboot). xero-auth never falls back to a \
-              plaintext file"
-            .into(),
-    })?;
-    let failed = |what: &str, e: &dyn std::fmt::Display| StoreFailure {
-        cause: format!("the session D-Bus ({place}) failed to answer {what}: {e}"),
-        fix: "restart the session bus or log in again".into(),
-    };
-    let dbus =
-        zbus::blocking::fdo::DBusProxy::new(&conn).map_err(|e| failed("a name lookup", &e))?;
-    let name = zbus::names::BusName::try_from(SECRETS).expect("a valid bus name");
-    let running = dbus
-        .name_has_owner(name)
-        .map_err(|e| failed("a name lookup", &e))?;
-    let mut note = format!("on the session D-Bus ({place})");
-    if !running {
-        let startable = dbus
-            .list_activatable_names()
-            .map_err(|e| failed("a name lookup", &e))?
-            .iter()
-            .any(|n| n.as_str() == SECRETS);
-        if !startable {
-            return Err(StoreFailure {
-                cause: format!(
-                    "no Secret Service ({SECRETS}) on the session D-Bus ({place}): nothing \
-                     provides it and D-Bus cannot start one"
-                ),
-                fix: "install and start one: GNOME Keyring (`gnome-keyring-daemon \
-                      --components=secrets --daemonize --unlock`, password on stdin), \
-                      KWallet, or KeePassXC with Secret Service integration; see \
-                      docs/headless-linux.md. Or set store = \"file\" (files encrypted with a \
-                      passphrase) or store = \"keyutils\" (forgotten at reboot)"
-                    .into(),
-            });
-        }
-        note.push_str(", started by D-Bus on first use");
-    }
-    let collection = zbus::blocking::Proxy::new(
-        &conn,
-        SECRETS,
-        "/org/freedesktop/secrets/aliases/default",
-        "org.freedesktop.Secret.Collection",
-    )
-    .map_err(|e| failed("for the default keyring", &e))?;
-    match collection.get_property::<bool>("Locked") {
-        Ok(false) => {
-            note.push_str("; default keyring unlocked");
-            Ok(note)
-        }
-        Ok(true) => Err(StoreFailure {
-            cause: format!("the default keyring of the Secret Service ({place}) is locked"),
-            fix: "unlock it: log in to the desktop session, or on a headless machine \
-                  `printf %s \"$KEYRING_PASSWORD\" | gnome-keyring-daemon --replace --unlock \
-                  --components=secrets`; a locked keyring makes commands wait for an unlock \
-                  prompt until XERO_AUTH_STORE_TIMEOUT"
-                .into(),
-        }),
-        Err(e) => Err(StoreFailure {
-            cause: format!(
-                "the Secret Service ({place}) has no default keyring to store into ({e})"
-            ),
-            fix: "create one: on a desktop, in Passwords and Keys (Seahorse) make a keyring \
-                  the default; headless, unlocking GNOME Keyring with a password creates \
-                  'login' (`printf %s \"$KEYRING_PASSWORD\" | gnome-keyring-daemon \
-                  --replace --unlock --components=secrets`)"
-                .into(),
-        }),
     }
 }
 

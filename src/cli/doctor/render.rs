@@ -92,12 +92,13 @@ impl Report {
             "files": files,
             "clock": {
                 "now": self.clock.now,
-                "now_utc": format_time(self.clock.now),
+                "now_rfc3339": format_time(self.clock.now),
                 "plausible": self.clock.plausible(),
                 "compared_with": self.clock.server.as_ref().map(|(origin, _)| origin),
                 "skew_secs": self.clock.skew(),
             },
             "profiles": profiles,
+            "profiles_not_checked": self.not_checked,
             "endpoints": endpoints,
             "problems": self.problems.iter().map(|p| {
                 let mut v = item(&p.what, &p.fix);
@@ -114,7 +115,7 @@ impl Report {
         let mut rows = Vec::new();
         for s in &self.stores {
             let users = if s.used_by.is_empty() {
-                "not used by any profile".to_string()
+                "not used by any profile checked".to_string()
             } else {
                 format!("used by {}", profiles_phrase(&s.used_by))
             };
@@ -199,6 +200,7 @@ impl Report {
         }
         sections.push(("clock".into(), vec![("system time".into(), clock)]));
 
+        let mut shown_endpoints: Vec<(String, Vec<(&'static str, &url::Url)>)> = Vec::new();
         for p in &self.profiles {
             let notes: Vec<&str> = [
                 p.selected.then_some("selected"),
@@ -224,6 +226,15 @@ impl Report {
                 "store".into(),
                 match &p.store_failure {
                     None => format!("{}: usable", profile.store.name()),
+                    // The cause is in the stores section and the problems, said once.
+                    Some(_)
+                        if self
+                            .stores
+                            .iter()
+                            .any(|s| s.kind == profile.store && s.outcome.is_err()) =>
+                    {
+                        format!("{}: UNAVAILABLE (see its line above)", profile.store.name())
+                    }
                     Some(f) => format!("{}: UNAVAILABLE ({})", profile.store.name(), f.cause),
                 },
             ));
@@ -266,7 +277,22 @@ impl Report {
                     Presence::Unknown(why) => why.clone(),
                 },
             ));
-            for (role, url) in endpoint_roles(profile) {
+            let roles = endpoint_roles(profile);
+            // Profiles on the same endpoints (most: Xero's) get their lines once.
+            let same_as = shown_endpoints
+                .iter()
+                .find(|(_, shown)| *shown == roles)
+                .map(|(name, _)| name.clone());
+            if let Some(earlier) = same_as {
+                rows.push((
+                    "endpoints".into(),
+                    format!("the same as profile '{earlier}' (above)"),
+                ));
+                sections.push((title, rows));
+                continue;
+            }
+            shown_endpoints.push((p.name.clone(), roles.clone()));
+            for (role, url) in roles {
                 let probe = self
                     .endpoints
                     .iter()
@@ -278,6 +304,22 @@ impl Report {
                 rows.push((role.to_string(), format!("{url} — {result}")));
             }
             sections.push((title, rows));
+        }
+        if !self.not_checked.is_empty() {
+            sections.push((
+                "other profiles".into(),
+                vec![(
+                    "not checked".into(),
+                    format!(
+                        "{} (`xero-auth doctor --all` checks every profile)",
+                        self.not_checked
+                            .iter()
+                            .map(|n| format!("'{n}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )],
+            ));
         }
 
         let mut out = String::new();
@@ -309,7 +351,11 @@ impl Report {
         }
         out.push_str(&match (self.problems.len(), self.first_step()) {
             (0, Some(first)) => format!("verdict: {first} (exit 0)\n"),
-            (0, None) => "verdict: every profile can be used (exit 0)\n".to_string(),
+            (0, None) if self.profiles.len() == 1 => format!(
+                "verdict: profile '{}' can be used (exit 0)\n",
+                self.profiles.first().map_or("", |p| p.name.as_str())
+            ),
+            (0, None) => "verdict: every profile checked can be used (exit 0)\n".to_string(),
             (n, _) => format!(
                 "verdict: {n} problem{} (exit {}, the first one's)\n",
                 if n == 1 { "" } else { "s" },
