@@ -465,11 +465,27 @@ async fn give_up(ctx: &Context) -> Result<()> {
             status_of(to)
         )
     } else if configured.name() == to.as_str() {
+        // A shared source's entries are another machine's token set as long as they are there.
+        let shared = match note.from_kind() {
+            Some(kind) => ctx
+                .store(&profile_on(ctx, Some(kind))?)
+                .shared_entries(name),
+            None => None,
+        };
+        let others = match shared {
+            Some(entries) => format!(
+                ". Other machines that use the profile through {entries} still can: the first \
+                 refresh on either side spends the token set the other holds. {} finishes the \
+                 move instead",
+                crate::hint::command(name, &format!("store move --to {to} --remove-shared"))
+            ),
+            None => String::new(),
+        };
         format!(
             "The profile uses {to} (config.toml), where the move had copied its secrets; the \
              old entries in {from}, which the move had yet to delete, are left there ({} shows \
              what it holds): they are the same token set, spent once the profile next \
-             refreshes, so nothing should use them",
+             refreshes, so nothing should use them{others}",
             status_of(from)
         )
     } else {
@@ -659,5 +675,67 @@ mod tests {
                 .unwrap()
                 .same_as(&secrets)
         );
+    }
+
+    /// A move whose first copy fails leaves its note only while the destination holds something
+    /// of the profile: a refused first write into an empty one leaves none (the move never
+    /// began); with something there, a second run must know it may be the move's own copy.
+    #[tokio::test]
+    async fn a_first_copy_that_fails_leaves_a_note_only_when_something_was_copied() {
+        let mut t = context(
+            1_700_000_000,
+            HashMap::new(),
+            "[profiles.default]\nstore = \"secret-service\"\n",
+        );
+        let store = |memory: &Arc<MemoryStore>| Store::new(memory.clone(), Duration::from_secs(5));
+        let keychain = Arc::new(MemoryStore::default());
+        let files = Arc::new(MemoryStore::default());
+        t.ctx.stores_by_kind = vec![
+            (StoreKind::SecretService, store(&keychain)),
+            (StoreKind::File, store(&files)),
+        ];
+        let secrets = ProfileSecrets {
+            token_set: Some(TokenSet {
+                refresh_token: Some(secret_from_str("rt-1")),
+                access_token: Some(secret_from_str("at-1")),
+                expires_at: Some(1_700_001_800),
+                token_type: "Bearer".into(),
+                scopes: vec!["offline_access".into()],
+                obtained_at: 1_700_000_000,
+            }),
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        secrets.write(&store(&keychain), "default").await.unwrap();
+        let args = || MoveArgs {
+            to: Some("file".into()),
+            force: false,
+            remove_shared: false,
+            abort: false,
+        };
+
+        files.fail_writes(true);
+        let err = run(StoreCommand::Move(args()), &t.ctx).await.unwrap_err();
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        assert_eq!(PendingMove::read(&t.ctx.paths, "default").unwrap(), None);
+
+        // The destination holds something of the profile (what a first copy cut short leaves,
+        // here its client secret): the note stays.
+        files.fail_writes(false);
+        let client_secret_only = ProfileSecrets {
+            token_set: None,
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        client_secret_only
+            .write(&store(&files), "default")
+            .await
+            .unwrap();
+        files.fail_writes(true);
+        run(StoreCommand::Move(args()), &t.ctx).await.unwrap_err();
+        assert!(
+            PendingMove::read(&t.ctx.paths, "default")
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(keychain.accounts().len(), 2, "nothing was deleted");
     }
 }
