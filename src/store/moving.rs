@@ -6,8 +6,9 @@
 //! from the destination; the [`PendingMove`] note, written before the first copy and removed
 //! after the last delete, tells a second run which of the two it is finishing: copying again
 //! (the source is still the profile's store, and what the destination holds is the first run's
-//! copy) or deleting what is left in the source. The note holds store names and a time, never a
-//! secret.
+//! copy) or deleting what is left in the source. A move refused before anything is copied leaves
+//! no note, and `store move --abort` removes one to give a move up. The note holds store names, a
+//! time and the user's word on deleting a shared source's entries, never a secret.
 
 use std::path::{Path, PathBuf};
 
