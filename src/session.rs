@@ -393,15 +393,28 @@ impl Session {
     }
 
     /// The error for a profile with no token set stored (exit 3).
+    ///
+    /// On a store that several machines share, the set may have been there and gone: another
+    /// machine moved the profile out of it or logged out. The message names where it was looked
+    /// for, and that a login here connects every machine that shares it.
     pub fn no_token_set(&self) -> Error {
-        Error::NothingStored {
-            profile: self.profile.name.clone(),
-            what: "token set",
-            hint: format!(
-                "run {}, or {} to move a token file into the keychain",
-                crate::hint::command(&self.profile.name, "login"),
-                crate::hint::command(&self.profile.name, "import FILE"),
+        let name = &self.profile.name;
+        let login = crate::hint::command(name, "login");
+        let import = crate::hint::command(name, "import FILE");
+        let hint = match self.store.shared_entries(name) {
+            Some(entries) => format!(
+                "nothing is stored under {entries}, which every machine using the profile \
+                 shares. If it worked before, another machine may have moved the profile out of \
+                 it (a store move) or logged it out: ask whoever manages the \
+                 connection. To connect it again for every machine that shares it, run {login} \
+                 or {import} here"
             ),
+            None => format!("run {login}, or {import} to move a token file into its store"),
+        };
+        Error::NothingStored {
+            profile: name.clone(),
+            what: "token set",
+            hint,
         }
     }
 

@@ -338,9 +338,9 @@ fn crash_and_finish(name: &str, from: &str, to: &str, point: &str) {
 
     let said = refused(&env, &fake, &["store", "move", "--to", "keyutils"], 1);
     assert!(said.contains("was cut short"), "{point}: {said}");
-    // Before the switch the move may be given up by removing its note; after it, not.
+    // Before the switch the move may be given up with --abort; after it, it is finished.
     assert_eq!(
-        said.contains("to give the move up"),
+        said.contains("store move --abort"),
         step(point) < 3,
         "{point}: {said}"
     );
@@ -468,4 +468,97 @@ fn a_copy_refreshed_in_the_destination_is_not_overwritten_by_a_second_run() {
         refresh_token_in(&env, FILE).as_deref(),
         Some(imported.refresh_token.as_str())
     );
+}
+
+/// A move the destination refuses before anything is copied (the file store with no passphrase
+/// to be had) has not begun: no note is left, and the next move, to any store, is not refused
+/// for one.
+#[test]
+fn a_move_refused_before_anything_is_copied_leaves_no_note() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, imported) = profile_on(&fake, "sm-no-note", KEYCHAIN);
+    env.set_env("XERO_AUTH_PASSPHRASE", "");
+
+    let said = refused(&env, &fake, &["store", "move", "--to", FILE], 5);
+    assert!(
+        said.contains("passphrase") && said.contains("nothing was deleted"),
+        "{said}"
+    );
+    assert!(
+        !note(&env).exists(),
+        "a move that never began leaves no note"
+    );
+    assert_eq!(configured_store(&env), KEYCHAIN);
+    assert_eq!(
+        refresh_token_in(&env, KEYCHAIN).as_deref(),
+        Some(imported.refresh_token.as_str())
+    );
+    let status = stdout_text(&env.ok(&["status"]));
+    assert!(!status.contains("unfinished"), "{status}");
+
+    env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
+    env.ok(&["store", "move", "--to", FILE]);
+    assert_moved(&env, &fake, KEYCHAIN, FILE);
+}
+
+/// `store move --abort` gives up a move cut short: it removes the note and says so, copies and
+/// deletes nothing (the destination's copy stays), and the profile goes on from the store
+/// config.toml names. With no move to give up it says so and changes nothing.
+#[test]
+fn abort_gives_up_a_move_cut_short_and_deletes_nothing() {
+    require_keychain!();
+    require_failpoints!();
+    let fake = FakeXero::start();
+    let (env, imported) = profile_on(&fake, "sm-abort", KEYCHAIN);
+
+    let said = stderr_text(&env.ok(&["store", "move", "--abort"]));
+    assert!(said.contains("nothing to give up"), "{said}");
+
+    // Cut short before the switch: the profile is whole in the keychain.
+    run_to_crash(
+        env.std_cmd(&["store", "move", "--to", FILE]),
+        "store-move-copied",
+    );
+    assert!(note(&env).exists());
+    let out = env.ok(&["store", "move", "--abort"]);
+    assert_no_secret_in(&fake, &out);
+    let said = stderr_text(&out);
+    assert!(
+        said.contains("gave up the move")
+            && said.contains("changed no store")
+            && said.contains("uses secret-service")
+            && said.contains("status --store file"),
+        "{said}"
+    );
+    assert!(!note(&env).exists(), "the note is removed");
+    assert_eq!(configured_store(&env), KEYCHAIN);
+    assert_eq!(
+        refresh_token_in(&env, FILE).as_deref(),
+        Some(imported.refresh_token.as_str()),
+        "the destination's copy is not deleted unasked"
+    );
+    let status = stdout_text(&env.ok(&["status"]));
+    assert!(!status.contains("unfinished"), "{status}");
+    assert_token_works(&env, &fake);
+
+    // Cut short after the switch: the profile goes on from the file store, and the keychain's
+    // old entries stay.
+    env.ok(&["store", "move", "--to", FILE, "--force"]);
+    run_to_crash(
+        env.std_cmd(&["store", "move", "--to", KEYCHAIN]),
+        "store-move-switched",
+    );
+    let said = stderr_text(&env.ok(&["store", "move", "--abort"]));
+    assert!(
+        said.contains("uses secret-service") && said.contains("old entries in file"),
+        "{said}"
+    );
+    assert!(!note(&env).exists());
+    assert_eq!(configured_store(&env), KEYCHAIN);
+    assert!(
+        refresh_token_in(&env, FILE).is_some(),
+        "nothing was deleted"
+    );
+    assert_token_works(&env, &fake);
 }

@@ -848,7 +848,8 @@ fn a_redirect_from_the_server_is_not_followed_with_the_token() {
 
 /// A person who logged in on a laptop moves the profile into the shared store in one command,
 /// and back: copied, read back, switched in config.toml, deleted from the source; a crash after
-/// the copy was read back is finished by running the command again.
+/// the copy was read back is finished by running the command again. Out of the shared store
+/// only with --remove-shared, after which another machine's commands name the Vault folder.
 #[test]
 fn a_profile_moves_from_the_keychain_into_vault_and_back() {
     require_failpoints!();
@@ -895,8 +896,35 @@ fn a_profile_moves_from_the_keychain_into_vault_and_back() {
         .success();
     assert_eq!(stdout_text(&server.ok(&["token"])).trim(), first);
 
-    // And back: the keychain holds it again, OpenBao nothing.
-    laptop.ok(&["store", "move", "--to", "secret-service"]);
+    // Back out of the shared store: refused unless told to remove the shared entries, naming
+    // them; the server goes on using them.
+    let folder = format!("secret/data/xero-auth/{profile}/");
+    let out = laptop
+        .cmd(&["store", "move", "--to", "secret-service"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let said = stderr_text(&out);
+    assert!(
+        said.contains(&folder)
+            && said.contains(&bao.addr)
+            && said.contains("--remove-shared")
+            && said.contains("Nothing was done"),
+        "{said}"
+    );
+    assert!(bao.kv_get(&token_set).is_some(), "the shared entries stay");
+    assert!(laptop.stored_raw().is_none(), "no copy in the keychain");
+    assert_eq!(
+        stdout_text(&laptop.ok(&["config", "get", "store"])).trim(),
+        "vault"
+    );
+    assert_eq!(stdout_text(&server.ok(&["token"])).trim(), first);
+
+    // With --remove-shared: the keychain holds it again, OpenBao nothing, and the server says
+    // where it looked and what may have happened.
+    let out = laptop.ok(&["store", "move", "--to", "secret-service", "--remove-shared"]);
+    assert!(stderr_text(&out).contains(&folder), "{}", stderr_text(&out));
     assert!(bao.kv_get(&token_set).is_none(), "deleted from OpenBao");
     assert_eq!(
         laptop.stored().expect("the keychain holds it")["refresh_token"],
@@ -904,6 +932,17 @@ fn a_profile_moves_from_the_keychain_into_vault_and_back() {
     );
     assert!(fake.access_token_valid(stdout_text(&laptop.ok(&["token"])).trim()));
     assert_eq!(fake.count(Counter::Refresh), 0, "a move refreshes nothing");
+    for args in [&["token"][..], &["status"][..]] {
+        let out = server.cmd(args).assert().code(3).get_output().clone();
+        let said = stderr_text(&out);
+        assert!(
+            said.contains(&folder)
+                && said.contains(&bao.addr)
+                && said.contains("another machine may have moved")
+                && !said.contains("keychain"),
+            "{args:?}: {said}"
+        );
+    }
 }
 
 /// A holder whose refresh needs retries longer than the lease's TTL renews the lease before

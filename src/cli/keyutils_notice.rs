@@ -123,6 +123,10 @@ impl SecretStore for WarnOnWrite {
         self.inner.forget_cached();
     }
 
+    fn shared_entries(&self, profile: &str) -> Option<String> {
+        self.inner.shared_entries(profile)
+    }
+
     fn try_lease(
         &self,
         profile: &str,

@@ -6,7 +6,12 @@
 //! own leases ([`crate::store::Store::take_lease`]; a store shared between machines has
 //! one), so that no refresh anywhere rotates the set mid-move. Until the switch the profile works
 //! from the source, after it from the destination; a process that dies at any step leaves a note
-//! ([`PendingMove`]) from which running the same command again finishes the move.
+//! ([`PendingMove`]) from which running the same command again finishes the move, or
+//! `store move --abort` gives it up.
+//!
+//! A store that several machines share (the vault store) is left only with `--remove-shared`:
+//! its entries are what the other machines use, and a copy beside them cannot work (Xero rotates
+//! the refresh token at every refresh, so two copies of one token set break each other).
 
 use std::time::Duration;
 
@@ -32,12 +37,14 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 #[command(after_help = "Examples:
   xero-auth store move --to file                    from the keychain to encrypted files
   xero-auth store move --to secret-service --profile imp
+  xero-auth store move --to secret-service --remove-shared   # out of Vault, for every machine
+  xero-auth store move --abort                      # give up a move that was cut short
   xero-auth store passphrase                        asks for the current and the new passphrase")]
 /// What `xero-auth store` does.
 pub enum StoreCommand {
     /// Move the profile's token set and client secret to another store: copy, read back, switch
     /// `store` in config.toml, then delete them from the old store. Safe to run again after an
-    /// interruption: it finishes the move.
+    /// interruption: it finishes the move (`--abort` gives it up instead).
     Move(MoveArgs),
     /// Change the encrypted-file store's passphrase: the current one must open it; only the
     /// store's key file is encrypted again, atomically.
@@ -48,18 +55,28 @@ pub enum StoreCommand {
 #[derive(Debug, Args)]
 pub struct MoveArgs {
     /// The store to move to.
-    #[arg(long, value_name = "STORE",
+    #[arg(long, value_name = "STORE", required_unless_present = "abort",
           value_parser = PossibleValuesParser::new(StoreKind::ALL.map(StoreKind::name)))]
-    pub to: String,
+    pub to: Option<String>,
     /// Replace secrets the destination already holds for the profile that differ from the
     /// source's (they are lost).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "abort")]
     pub force: bool,
+    /// Move out of a store other machines share (vault) and delete the profile's entries there:
+    /// every machine that uses the profile through it loses its connection. Without it such a
+    /// move is refused.
+    #[arg(long, conflicts_with = "abort")]
+    pub remove_shared: bool,
+    /// Give up a move that was cut short: remove its note, and copy or delete nothing. The
+    /// profile stays on the store config.toml names.
+    #[arg(long, conflicts_with = "to")]
+    pub abort: bool,
 }
 
 /// Runs `xero-auth store …` for the selected profile.
 pub async fn run(cmd: StoreCommand, ctx: &Context) -> Result<()> {
     match cmd {
+        StoreCommand::Move(args) if args.abort => give_up(ctx).await,
         StoreCommand::Move(args) => move_profile(args, ctx).await,
         StoreCommand::Passphrase(args) => super::unlock::run_passphrase(args, ctx).await,
     }
@@ -77,13 +94,21 @@ struct Plan {
 
 async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
     let name = ctx.profile_name.clone();
-    let to = StoreKind::parse(&args.to)
-        .ok_or_else(|| Error::InvalidInput(format!("there is no store named '{}'", args.to)))?;
+    let asked = args.to.as_deref().unwrap_or_default();
+    let to = StoreKind::parse(asked)
+        .ok_or_else(|| Error::InvalidInput(format!("there is no store named '{asked}'")))?;
     let in_effect = ctx.profile()?;
     // No refresh of this machine rotates the set while it is being moved.
     let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
     let plan = plan(ctx, in_effect, to)?;
     let source = lock.hold(&ctx.store(&plan.from));
+    // The user's word is needed once per move: a note of this move records it.
+    let agreed = args.remove_shared || plan.pending.as_ref().is_some_and(|n| n.remove_shared);
+    if let Some(entries) = source.shared_entries(&name)
+        && !agreed
+    {
+        return Err(shared_source(&name, &entries, to));
+    }
     let dest = lock.hold(&ctx.store(&plan.to));
 
     // Nor a refresh of another machine, where a store is shared.
@@ -121,11 +146,11 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
             // machine's copy of the same set there, so it is not deleted unasked.
             let give_up = match note.from_kind() {
                 Some(from) if configured == from => format!(
-                    ". If {} cannot be used, the profile is whole in {}: remove {} to give the \
-                     move up ({} shows whether {} holds a copy of its secrets)",
+                    ". If {} cannot be used, the profile is whole in {}: {} gives the move up \
+                     ({} shows whether {} holds a copy of its secrets)",
                     note.to,
                     note.from,
-                    PendingMove::path(&ctx.paths, name).display(),
+                    crate::hint::command(name, "store move --abort"),
                     crate::hint::command(name, &format!("status --store {}", note.to)),
                     note.to,
                 ),
@@ -251,11 +276,23 @@ async fn carry_out(
         }
         check_destination(args, plan, name, &secrets, dest).await?;
         if plan.pending.is_none() {
-            PendingMove::new(from, to, ctx.clock.now()).write(&ctx.paths, name)?;
+            // What the destination asks of a person (the file store's passphrase) is asked
+            // before the note: a move it refuses has not begun, and leaves nothing to finish.
+            dest.prepare_write(&client_secret_account(name))
+                .await
+                .map_err(still_in_source)?;
+            let mut note = PendingMove::new(from, to, ctx.clock.now());
+            note.remove_shared = args.remove_shared;
+            note.write(&ctx.paths, name)?;
         }
         crash_point("store-move-noted");
 
-        secrets.write(dest, name).await.map_err(still_in_source)?;
+        if let Err(e) = secrets.write(dest, name).await {
+            if plan.pending.is_none() {
+                forget_if_nothing_copied(ctx, dest, name).await;
+            }
+            return Err(still_in_source(e));
+        }
         crash_point("store-move-copied");
         // Read back what the store holds, not what this process remembers writing (the file
         // store keeps a copy), before anything is deleted.
@@ -334,12 +371,137 @@ async fn carry_out(
         from.name(),
         to.name()
     );
+    if let Some(entries) = source.shared_entries(name) {
+        eprintln!(
+            "note: {entries} holds nothing of profile '{name}' any more: every other machine \
+             that used it there now finds no token set (its commands say so, exit 3)"
+        );
+    }
     if let Some(other) = (ctx.env)("XERO_AUTH_STORE").filter(|s| !s.is_empty() && s != to.name()) {
         eprintln!(
             "warning: XERO_AUTH_STORE (or --store) names {other}, which overrides config.toml: \
              commands run with it look there, where nothing is left; unset it"
         );
     }
+    Ok(())
+}
+
+/// A move out of a store other machines share, without `--remove-shared`: what it would do to
+/// them, and the two things the user may have meant.
+fn shared_source(name: &str, entries: &str, to: StoreKind) -> Error {
+    Error::InvalidInput(format!(
+        "profile '{name}' keeps its secrets in a store that other machines share: {entries}. \
+         Moving it to {to} would delete them there, and every machine that uses the profile \
+         through it would lose its connection to Xero; a copy beside them would not work \
+         either, since Xero rotates the refresh token at every refresh and two copies of one \
+         token set break each other. Nothing was done. If no other machine uses the profile \
+         (or none should any more), run {}. To stop using the shared profile on this machine \
+         alone, move nothing: {} points this machine at another store, where {} connects it \
+         on its own",
+        crate::hint::command(
+            name,
+            &format!("store move --to {} --remove-shared", to.name())
+        ),
+        crate::hint::command(name, &format!("config set store {}", to.name())),
+        crate::hint::command(name, "login"),
+        to = to.name(),
+    ))
+}
+
+/// After the first copy of a move failed: its note stays only while the destination may hold
+/// something of the move. A write still running (given up on after the store's timeout) may yet
+/// land, and a destination that cannot be read may hold anything: the note stays then.
+async fn forget_if_nothing_copied(ctx: &Context, dest: &Store, name: &str) {
+    if dest.has_unfinished_calls() {
+        return;
+    }
+    dest.forget_cached();
+    if let Ok(held) = ProfileSecrets::read(dest, name).await
+        && held.is_empty()
+        && !dest.has_unfinished_calls()
+        && let Err(e) = PendingMove::remove(&ctx.paths, name)
+    {
+        tracing::warn!("{e}");
+    }
+}
+
+/// `xero-auth store move --abort`: gives up a move that was cut short. Only the note goes: the
+/// profile stays on the store config.toml names, and whatever either store holds stays there
+/// (in a store that machines share, a copy cannot be told from another machine's).
+async fn give_up(ctx: &Context) -> Result<()> {
+    let name = &ctx.profile_name;
+    // A move running now holds the lock from its start to its end.
+    let _lock = RefreshLock::acquire(&ctx.paths, name, LOCK_WAIT).await?;
+    let path = PendingMove::path(&ctx.paths, name);
+    let note = match PendingMove::read_to_give_up(&ctx.paths, name)? {
+        None => {
+            eprintln!(
+                "no move of profile '{name}' was cut short: there is nothing to give up, and \
+                 nothing was done"
+            );
+            return Ok(());
+        }
+        Some(note) => note,
+    };
+    PendingMove::remove(&ctx.paths, name)?;
+    let configured = profile_on(ctx, None)?.store;
+    let Some(note) = note else {
+        eprintln!(
+            "removed the damaged note of a move of profile '{name}', {}, and changed no store. \
+             The profile uses {} (config.toml): {} shows what it holds",
+            path.display(),
+            configured.name(),
+            crate::hint::command(name, "status"),
+        );
+        return Ok(());
+    };
+    let (from, to) = (&note.from, &note.to);
+    let status_of = |store: &str| crate::hint::command(name, &format!("status --store {store}"));
+    let state = if configured.name() == from.as_str() {
+        format!(
+            "The profile uses {from} (config.toml), which holds its secrets. Anything the move \
+             copied to {to} is left there ({} shows what it holds): it is the same token set, \
+             spent once the profile next refreshes, so nothing should use it",
+            status_of(to)
+        )
+    } else if configured.name() == to.as_str() {
+        // A shared source's entries are another machine's token set as long as they are there.
+        let shared = match note.from_kind() {
+            Some(kind) => ctx
+                .store(&profile_on(ctx, Some(kind))?)
+                .shared_entries(name),
+            None => None,
+        };
+        let others = match shared {
+            Some(entries) => format!(
+                ". Other machines that use the profile through {entries} still can: the first \
+                 refresh on either side spends the token set the other holds. {} finishes the \
+                 move instead",
+                crate::hint::command(name, &format!("store move --to {to} --remove-shared"))
+            ),
+            None => String::new(),
+        };
+        format!(
+            "The profile uses {to} (config.toml), where the move had copied its secrets; the \
+             old entries in {from}, which the move had yet to delete, are left there ({} shows \
+             what it holds): they are the same token set, spent once the profile next \
+             refreshes, so nothing should use them{others}",
+            status_of(from)
+        )
+    } else {
+        format!(
+            "config.toml sets the profile's store to {}, neither of the move's two stores; its \
+             secrets are in {from} or {to} ({} shows what one holds)",
+            configured.name(),
+            status_of(from)
+        )
+    };
+    eprintln!(
+        "gave up the move of profile '{name}' from {from} to {to} (started {}): removed its \
+         note, {}, and changed no store. {state}",
+        format_time(note.started_at),
+        path.display(),
+    );
     Ok(())
 }
 
@@ -476,8 +638,10 @@ mod tests {
         let before = keychain.calls();
 
         let args = MoveArgs {
-            to: "file".into(),
+            to: Some("file".into()),
             force: false,
+            remove_shared: false,
+            abort: false,
         };
         run(StoreCommand::Move(args), &t.ctx).await.unwrap();
 
@@ -511,5 +675,67 @@ mod tests {
                 .unwrap()
                 .same_as(&secrets)
         );
+    }
+
+    /// A move whose first copy fails leaves its note only while the destination holds something
+    /// of the profile: a refused first write into an empty one leaves none (the move never
+    /// began); with something there, a second run must know it may be the move's own copy.
+    #[tokio::test]
+    async fn a_first_copy_that_fails_leaves_a_note_only_when_something_was_copied() {
+        let mut t = context(
+            1_700_000_000,
+            HashMap::new(),
+            "[profiles.default]\nstore = \"secret-service\"\n",
+        );
+        let store = |memory: &Arc<MemoryStore>| Store::new(memory.clone(), Duration::from_secs(5));
+        let keychain = Arc::new(MemoryStore::default());
+        let files = Arc::new(MemoryStore::default());
+        t.ctx.stores_by_kind = vec![
+            (StoreKind::SecretService, store(&keychain)),
+            (StoreKind::File, store(&files)),
+        ];
+        let secrets = ProfileSecrets {
+            token_set: Some(TokenSet {
+                refresh_token: Some(secret_from_str("rt-1")),
+                access_token: Some(secret_from_str("at-1")),
+                expires_at: Some(1_700_001_800),
+                token_type: "Bearer".into(),
+                scopes: vec!["offline_access".into()],
+                obtained_at: 1_700_000_000,
+            }),
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        secrets.write(&store(&keychain), "default").await.unwrap();
+        let args = || MoveArgs {
+            to: Some("file".into()),
+            force: false,
+            remove_shared: false,
+            abort: false,
+        };
+
+        files.fail_writes(true);
+        let err = run(StoreCommand::Move(args()), &t.ctx).await.unwrap_err();
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        assert_eq!(PendingMove::read(&t.ctx.paths, "default").unwrap(), None);
+
+        // The destination holds something of the profile (what a first copy cut short leaves,
+        // here its client secret): the note stays.
+        files.fail_writes(false);
+        let client_secret_only = ProfileSecrets {
+            token_set: None,
+            client_secret: Some(Zeroizing::new(b"cs-1".to_vec())),
+        };
+        client_secret_only
+            .write(&store(&files), "default")
+            .await
+            .unwrap();
+        files.fail_writes(true);
+        run(StoreCommand::Move(args()), &t.ctx).await.unwrap_err();
+        assert!(
+            PendingMove::read(&t.ctx.paths, "default")
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(keychain.accounts().len(), 2, "nothing was deleted");
     }
 }

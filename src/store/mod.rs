@@ -113,6 +113,13 @@ pub trait SecretStore: Send + Sync {
         self.set(account, label, secret).map(|()| Written::Stored)
     }
 
+    /// Where `profile`'s entries are, as messages name them, in a store that several machines
+    /// share (other machines may be using them); `None`, the default, for a store on one machine.
+    /// Wrappers pass it through.
+    fn shared_entries(&self, _profile: &str) -> Option<String> {
+        None
+    }
+
     /// One attempt at `profile`'s refresh lease, which a store shared by many machines keeps so
     /// that one of them refreshes at a time (`ttl`: how long it is held unless renewed; zero for
     /// the store's own setting). The default, for a store on one machine (where the refresh lock
@@ -293,6 +300,11 @@ impl Store {
     /// See [`SecretStore::forget_cached`].
     pub fn forget_cached(&self) {
         self.inner.forget_cached();
+    }
+
+    /// See [`SecretStore::shared_entries`]. Asks no store.
+    pub fn shared_entries(&self, profile: &str) -> Option<String> {
+        self.inner.shared_entries(profile)
     }
 
     /// Takes `profile`'s lease for `ttl` in a store that several machines share, waiting (at

@@ -6,8 +6,9 @@
 //! from the destination; the [`PendingMove`] note, written before the first copy and removed
 //! after the last delete, tells a second run which of the two it is finishing: copying again
 //! (the source is still the profile's store, and what the destination holds is the first run's
-//! copy) or deleting what is left in the source. The note holds store names and a time, never a
-//! secret.
+//! copy) or deleting what is left in the source. A move refused before anything is copied leaves
+//! no note, and `store move --abort` removes one to give a move up. The note holds store names, a
+//! time and the user's word on deleting a shared source's entries, never a secret.
 
 use std::path::{Path, PathBuf};
 
@@ -111,6 +112,10 @@ pub struct PendingMove {
     pub to: String,
     /// When the move started (Unix seconds).
     pub started_at: i64,
+    /// The user agreed to delete the profile's entries from a source that other machines share
+    /// (`--remove-shared`): a second run finishes the move without being told again.
+    #[serde(default)]
+    pub remove_shared: bool,
 }
 
 impl PendingMove {
@@ -130,11 +135,22 @@ impl PendingMove {
             from: from.name().to_string(),
             to: to.name().to_string(),
             started_at: now,
+            remove_shared: false,
         }
     }
 
     /// The note of an unfinished move of `profile`, if there is one.
     pub fn read(paths: &Paths, profile: &str) -> Result<Option<Self>> {
+        match Self::read_to_give_up(paths, profile)? {
+            None => Ok(None),
+            Some(Some(note)) => Ok(Some(note)),
+            Some(None) => Err(damaged(&Self::path(paths, profile), profile)),
+        }
+    }
+
+    /// The note of `profile`'s move as `store move --abort` sees it: `Some(None)` for a note that
+    /// is there but damaged (giving the move up removes it all the same).
+    pub fn read_to_give_up(paths: &Paths, profile: &str) -> Result<Option<Option<Self>>> {
         let path = Self::path(paths, profile);
         let Some(bytes) = private_fs::read_file(
             &path,
@@ -145,10 +161,9 @@ impl PendingMove {
         else {
             return Ok(None);
         };
-        let note: PendingMove = serde_json::from_slice(&bytes).map_err(|_| damaged(&path))?;
-        if note.from_kind().is_none() || note.to_kind().is_none() {
-            return Err(damaged(&path));
-        }
+        let note = serde_json::from_slice::<PendingMove>(&bytes)
+            .ok()
+            .filter(|note| note.from_kind().is_some() && note.to_kind().is_some());
         Ok(Some(note))
     }
 
@@ -160,6 +175,7 @@ impl PendingMove {
             "from": self.from,
             "to": self.to,
             "started_at": self.started_at,
+            "remove_shared": self.remove_shared,
         })
         .to_string();
         private_fs::replace_file(&path, text.as_bytes())
@@ -199,12 +215,14 @@ impl PendingMove {
     }
 }
 
-fn damaged(path: &Path) -> Error {
+fn damaged(path: &Path, profile: &str) -> Error {
     Error::InvalidInput(format!(
         "the note of an unfinished move, {}, is damaged (it names the two stores of a move that \
          was cut short; it holds no secret). Nothing was done. Check which store holds the \
-         profile's tokens (`xero-auth status`, `xero-auth doctor`), then remove the note",
-        path.display()
+         profile's tokens ({}, `xero-auth doctor`), then give the move up with {}",
+        path.display(),
+        crate::hint::command(profile, "status"),
+        crate::hint::command(profile, "store move --abort"),
     ))
 }
 

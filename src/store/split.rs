@@ -373,6 +373,10 @@ impl super::SecretStore for EntryLimit {
         self.inner.forget_cached();
     }
 
+    fn shared_entries(&self, profile: &str) -> Option<String> {
+        self.inner.shared_entries(profile)
+    }
+
     fn try_lease(
         &self,
         profile: &str,

@@ -1012,6 +1012,18 @@ impl SecretStore for VaultStore {
         }
     }
 
+    fn shared_entries(&self, profile: &str) -> Option<String> {
+        let folder = match self.entry_path("data", profile) {
+            Ok(segments) => format!("{}/", Self::shown_path(&segments)),
+            Err(_) => format!("the folder of profile '{profile}'"),
+        };
+        Some(format!(
+            "{folder} in {}{}",
+            self.where_(),
+            self.namespace_note()
+        ))
+    }
+
     fn hang_fix(&self) -> String {
         format!(
             "{} does not answer: check that it runs and that the network path to it works, then \
