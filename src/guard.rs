@@ -234,13 +234,19 @@ impl RefreshGuard {
     /// Clears the note of an unsaved refresh, in the lock file and in the lease: a set was
     /// saved, or nothing reached Xero. Then [`RefreshGuard::end`].
     pub async fn saved(self) {
+        self.clear_notes().await;
+        self.end().await;
+    }
+
+    /// Clears the note of an unsaved refresh, in the lock file and in the lease, keeping the
+    /// guard: a set kept in memory was saved, and a refresh may follow under the same guard.
+    pub async fn clear_notes(&self) {
         self.held.lock.note_saved();
         if let Some(lease) = self.held.lease.get()
             && let Some(held) = lease.state.lock().await.as_mut()
         {
             held.unsaved_refresh_sent_at = None;
         }
-        self.end().await;
     }
 
     /// Lets the guard go: the lock and the lease are freed now when no store call made under the

@@ -46,9 +46,9 @@ const FORGET_AFTER_SECS: i64 = 2 * 86_400;
 /// The largest ledger read: one of Xero's Advanced plan's 10,000 tenants each at its minute limit
 /// is a few MB.
 const MAX_LEDGER: usize = 64 << 20;
-/// How long recording an answer waits for the ledger: the request was sent; a busy ledger costs
-/// only the record.
-const ANSWER_LEDGER_WAIT: Duration = Duration::from_secs(1);
+/// How long recording an answer waits for the ledger, blocking its thread (it is called from
+/// synchronous code): the request was sent; a ledger busy for longer costs only the record.
+const ANSWER_LEDGER_WAIT: Duration = Duration::from_millis(100);
 /// The longest a request waits for the ledger before going on without it (within `--max-wait`).
 const ADMIT_LEDGER_WAIT: Duration = Duration::from_secs(5);
 
@@ -244,17 +244,7 @@ impl Limiter {
                     continue;
                 }
             }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(ADMIT_LEDGER_WAIT);
-            let reserved = self
-                .with_ledger(wait, |ledger, now_ms| {
-                    self.reserve(ledger, tenant.as_deref(), now_ms)
-                })?
-                .unwrap_or_else(|| {
-                    self.skip_ledger();
-                    Ok(now_ms())
-                });
+            let reserved = self.reserve_waiting(tenant.as_deref(), deadline).await?;
             match reserved {
                 Ok(reserved_ms) => {
                     return Ok(Permit {
@@ -281,6 +271,32 @@ impl Limiter {
                         .await?;
                 }
             }
+        }
+    }
+
+    /// A place in the budgets ([`Limiter::reserve`]) through the ledger, waiting for another
+    /// process's hold on it without blocking this thread (at most [`ADMIT_LEDGER_WAIT`], and not
+    /// past `deadline`); past that, going on without the ledger ([`Limiter::skip_ledger`]).
+    async fn reserve_waiting(
+        &self,
+        tenant: Option<&str>,
+        deadline: Instant,
+    ) -> Result<std::result::Result<u64, Wait>> {
+        let until = Instant::now()
+            + ADMIT_LEDGER_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(reserved) = self.with_ledger(Duration::ZERO, |ledger, now_ms| {
+                self.reserve(ledger, tenant, now_ms)
+            })? {
+                return Ok(reserved);
+            }
+            if Instant::now() >= until {
+                self.skip_ledger();
+                return Ok(Ok(now_ms()));
+            }
+            tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 

@@ -174,6 +174,7 @@ fn others_can_write(meta: &Metadata) -> Option<String> {
 }
 
 /// How deep links may lead to links before the path is refused.
+#[cfg(unix)]
 const MAX_LINKS: u8 = 16;
 
 /// Checks every folder above `path` (not `path` itself): none can be changed by another user, and
@@ -181,7 +182,11 @@ const MAX_LINKS: u8 = 16;
 /// will be made by the user. `Err` says which folder and why.
 #[cfg(unix)]
 fn check_above(path: &Path) -> std::result::Result<(), String> {
-    check_above_at(path, MAX_LINKS)
+    // A relative path (a passphrase file named from the working folder) is walked from the
+    // root like any other: the folders above the working folder count too.
+    let path = std::path::absolute(path)
+        .map_err(|e| format!("{} cannot be made absolute ({e})", path.display()))?;
+    check_above_at(&path, MAX_LINKS)
 }
 
 #[cfg(unix)]

@@ -172,6 +172,27 @@ impl Session {
         self.unsaved_lock().is_some()
     }
 
+    /// For a long-running command about to end: one more attempt (under the guard) at storing a
+    /// token set kept unsaved, which this process's end would otherwise lose (after Xero's
+    /// grace window the stored refresh token no longer works). Says on stderr whether it was
+    /// saved. Nothing to do, and no request, when no set is unsaved.
+    pub async fn save_unsaved(&self) {
+        if !self.serve_unsaved || !self.has_unsaved_token_set() {
+            return;
+        }
+        // Any set is "valid enough": the protocol's unsaved branch writes the kept set first,
+        // and a set it serves is never refreshed here.
+        let _ = self.refresh_with(Need::ValidFor(i64::MIN)).await;
+        if self.has_unsaved_token_set() {
+            tracing::warn!(
+                "profile '{}': Xero's newest token set could not be saved in {} before this command ended; the stored refresh token stays usable for 30 minutes after it was refreshed: fix the store and run `{}` within that time",
+                self.profile.name,
+                self.store.describe(),
+                crate::hint::command(&self.profile.name, "refresh")
+            );
+        }
+    }
+
     /// Sends without keeping Xero's limits (concurrency, per-minute budgets): for a program
     /// that does its own limiting. `Retry-After` on a 429 is still honoured.
     pub fn without_rate_limits(mut self) -> Self {
@@ -521,8 +542,9 @@ impl Session {
             Acquired::Held(guard, current) => (guard, current),
         };
         let Current { set, unsaved } = current;
-        let Some(_from) = unsaved else {
-            return self.refresh_locked(set, guard).await;
+        let Some(from) = unsaved else {
+            let stored = copy_set(&set);
+            return self.refresh_locked(set, stored, guard).await;
         };
         // A newer set this process could not store: its write is retried first.
         match self.store_refreshed(guard.store(), &set).await {
@@ -538,7 +560,9 @@ impl Session {
             }
             Ok(Written::Stored) => {
                 self.unsaved_lock().take();
-                guard.lock().note_saved();
+                // Both notes: the lease's too, or the next holder would take this saved refresh
+                // for one never saved.
+                guard.clear_notes().await;
                 tracing::warn!(profile = %name, "the refreshed token set this process kept in memory is saved in {} now", self.store.describe());
                 if self.done_elsewhere(need, &set) {
                     guard.saved().await;
@@ -547,7 +571,8 @@ impl Session {
                         requested: false,
                     });
                 }
-                self.refresh_locked(set, guard).await
+                let stored = copy_set(&set);
+                self.refresh_locked(set, stored, guard).await
             }
             Err(e) => {
                 tracing::debug!(profile = %name, "the token set is still unsaved: {e}");
@@ -558,8 +583,9 @@ impl Session {
                         requested: false,
                     });
                 }
-                // Its refresh token is the live one: the next refresh starts from it.
-                self.refresh_locked(set, guard).await
+                // Its refresh token is the live one: the next refresh starts from it, and the
+                // store still holds `from` (what a newer unsaved set replaces).
+                self.refresh_locked(set, from, guard).await
             }
         }
     }
@@ -620,7 +646,15 @@ impl Session {
 
     /// Steps 3 to 5 of the protocol, under the guard (the lock, and the lease on a shared
     /// store), for `current` as read there.
-    async fn refresh_locked(&self, current: TokenSet, guard: RefreshGuard) -> Result<Refreshed> {
+    ///
+    /// `stored` is the set the store holds now (`current` itself, unless `current` is a newer set
+    /// this process could not store): a set this refresh cannot store is kept as replacing it.
+    async fn refresh_locked(
+        &self,
+        current: TokenSet,
+        stored: TokenSet,
+        guard: RefreshGuard,
+    ) -> Result<Refreshed> {
         let app = match self.app_credentials().await {
             Ok(app) => app,
             Err(e) => {
@@ -703,7 +737,7 @@ impl Session {
             tracing::warn!(profile = %self.profile.name, "renewing the refresh lease after Xero answered failed: {e}");
         }
 
-        let from = copy_set(&current);
+        let from = stored;
         let new_set = current.after_refresh(response, self.now());
         let stored = match self.store_refreshed(guard.store(), &new_set).await {
             Ok(stored) => stored,
@@ -1424,6 +1458,40 @@ mod tests {
         assert_eq!(
             fake.count(Counter::Refresh),
             1,
+            "saved, not refreshed again"
+        );
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), live);
+        let stored = session.require_token_set().await.unwrap();
+        assert_eq!(stored.refresh_token.unwrap().expose_secret(), live);
+    }
+
+    /// Found in review: a second refresh of an unsaved set, whose write failed too, recorded the
+    /// first unsaved set as what the store held; the next request then threw the newest set away
+    /// and refreshed the stored (long spent) token again.
+    #[tokio::test]
+    async fn two_unsaved_refreshes_in_a_row_keep_the_newest_set_and_save_it() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = t.ctx.session().unwrap();
+        t.store.fail_writes(true);
+        assert_eq!(
+            session.valid_token_set(300).await.unwrap_err().exit_code() as u8,
+            5
+        );
+        assert_eq!(
+            session.force_refresh().await.unwrap_err().exit_code() as u8,
+            5
+        );
+        assert_eq!(fake.count(Counter::Refresh), 2);
+        let live = fake.issued().last().unwrap()["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        t.store.fail_writes(false);
+        let set = session.valid_token_set(300).await.unwrap();
+        assert_eq!(
+            fake.count(Counter::Refresh),
+            2,
             "saved, not refreshed again"
         );
         assert_eq!(set.refresh_token.unwrap().expose_secret(), live);

@@ -544,6 +544,36 @@ fn a_refreshed_set_the_store_refused_is_served_and_saved_at_the_next_fetch() {
     assert!(stderr.contains("is saved in"), "{stderr}");
 }
 
+/// Found in review: a set kept unsaved was lost when the command ended before its next fetch.
+/// Now the end of `exec --server` makes one more attempt at storing it.
+#[test]
+fn a_set_kept_unsaved_is_saved_when_the_command_ends() {
+    require_keychain!();
+    if !cfg!(feature = "failpoints") {
+        eprintln!("skipped: needs --features failpoints");
+        return;
+    }
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "srv-unsaved-end", FRESH);
+    let mut cmd = env.std_cmd(&["exec", "--server", "--", "python3", &client_script()]);
+    cmd.env("FAILPOINTS", "refresh-write-refused=3*return");
+    let mut server = Driven::spawn(cmd);
+    env.set_stored_expiry(now() - 60);
+    let (status, body) = fetch(&mut server, "");
+    assert_eq!(status, 200, "{body}");
+    let token = token_of(&body);
+    assert_ne!(env.stored_access_token(), token, "not stored yet");
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        env.stored_access_token(),
+        token,
+        "saved as the command ended"
+    );
+    assert_eq!(fake.count(Counter::Refresh), 1);
+}
+
 /// Holds `N` idle connections to 127.0.0.1:`PORT` open, opening a new one for each that the
 /// server closes, as fast as it can; prints `ready` once `N` have been opened.
 const FLOOD: &str = r#"

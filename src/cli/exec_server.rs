@@ -88,6 +88,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     drop(listener);
     connections.abort_all();
     endpoint.finish_fetches().await;
+    // A set the store would not take is lost with this process: one more try at storing it.
+    endpoint.session.save_unsaved().await;
     let status = status.map_err(|e| Error::io("cannot wait for", "the command", e))?;
     ctx.set_exit_status(child::exit_code(status));
     Ok(())

@@ -120,6 +120,8 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
     drop(set);
     read_client(bridge.events.clone());
     let status = bridge.run(&mut inbox).await;
+    // A set the store would not take is lost with this process: one more try at storing it.
+    session.save_unsaved().await;
     ctx.set_exit_status(status);
     Ok(())
 }
