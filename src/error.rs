@@ -135,8 +135,10 @@ pub enum Error {
     /// a reset after sending, an answer cut short, a 2xx that could not be read. Nothing stored
     /// was changed, but for a refresh Xero may have replaced the refresh token: the stored one
     /// then works only inside Xero's grace window, and the message says until when.
-    #[error("{}", unconfirmed_message(.what, .cause, *.first_sent))]
+    #[error("{}", unconfirmed_message(.profile, .what, .cause, *.first_sent))]
     Unconfirmed {
+        /// The profile concerned.
+        profile: String,
         /// What was being done, and where.
         what: String,
         /// What went wrong.
@@ -178,7 +180,7 @@ pub enum Error {
     /// The API refused the access token again after a refresh (exit 4).
     #[error(
         "{endpoint} refused the access token again after a refresh (HTTP 401{}): the app's authorisation \
-         is no longer accepted — authorise again with {}",
+         is no longer accepted — authorise again with {} (it asks for the same scopes)",
         .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default(),
         crate::hint::command(.profile, "login")
     )]
@@ -189,6 +191,26 @@ pub enum Error {
         endpoint: String,
         /// The API's `Detail`, if any.
         detail: Option<String>,
+    },
+
+    /// The API refused a call (HTTP 403) and the profile's access token reaches no organisation
+    /// at all: the user's connections to the app are gone, and only a new authorisation brings
+    /// them back (exit 4).
+    #[error(
+        "{endpoint} refused the call for tenant {tenant} (HTTP 403), and no organisation is \
+         connected to the app for profile '{profile}' any more: Xero removes all of a user's \
+         connections to an app when one of its logins is revoked — a `logout` of another profile \
+         with the same client id, on this machine or another — or when the app is disconnected \
+         in Xero. Nothing was deleted; connect again with {} (it asks for the same scopes)",
+        crate::hint::command(.profile, "login")
+    )]
+    Disconnected {
+        /// The profile concerned.
+        profile: String,
+        /// The request that was refused.
+        endpoint: String,
+        /// The tenant the call was for.
+        tenant: String,
     },
 
     /// An HTTP answer that is not an OAuth error (exit 1).
@@ -331,13 +353,13 @@ fn reauth_message(
              (it was killed, or the keychain refused the write). That refresh most likely used up the \
              stored refresh token: Xero accepts it again only for 30 minutes after that first use, and \
              that time has passed (otherwise the token expired unused for 60 days or was revoked). \
-             Nothing was deleted. Authorise again: {login} (or {import})",
+             Nothing was deleted. Authorise again: {login}, which asks for the same scopes (or {import})",
             crate::time::format_time(sent_at)
         ),
         (Rejection::Grant, None) => format!(
             "Xero rejected the refresh token of profile '{profile}' (invalid_grant from {endpoint}){detail}: \
              it expired (60 days unused), was revoked, or was already used elsewhere. Nothing was deleted. \
-             Authorise again: {login} (or {import})"
+             Authorise again: {login}, which asks for the same scopes (or {import})"
         ),
         (Rejection::Client { secret_sent: true }, _) => format!(
             "Xero rejected the client of profile '{profile}' (invalid_client from {endpoint}){detail}: \
@@ -363,7 +385,7 @@ fn reauth_message(
 /// answers that were lost).
 pub const GRACE_SECS: i64 = 30 * 60;
 
-fn unconfirmed_message(what: &str, cause: &str, first_sent: Option<i64>) -> String {
+fn unconfirmed_message(profile: &str, what: &str, cause: &str, first_sent: Option<i64>) -> String {
     match first_sent {
         Some(sent) => format!(
             "{what} failed ({cause}), and a refresh with the stored refresh token may have reached \
@@ -371,9 +393,10 @@ fn unconfirmed_message(what: &str, cause: &str, first_sent: Option<i64>) -> Stri
              until {} (30 minutes after it was first sent, at {}: Xero's grace period). Nothing \
              stored was changed: run the command again before then — a cron job or script should \
              retry within those 30 minutes, not wait for its next run. Past that time, if Xero \
-             refuses the stored token, authorise again with `xero-auth login`",
+             refuses the stored token, authorise again with {}",
             crate::time::format_time(sent.saturating_add(GRACE_SECS)),
-            crate::time::format_time(sent)
+            crate::time::format_time(sent),
+            crate::hint::command(profile, "login")
         ),
         None => format!(
             "{what} failed ({cause}) after the request was sent, so it may have been carried out; \
@@ -387,7 +410,9 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::NothingStored { .. } | Error::UnknownProfile { .. } => ExitCode::NothingStored,
-            Error::ReauthRequired { .. } | Error::AccessRefused { .. } => ExitCode::ReauthRequired,
+            Error::ReauthRequired { .. }
+            | Error::AccessRefused { .. }
+            | Error::Disconnected { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable
             }

@@ -293,7 +293,9 @@ async fn serve_one(
 /// Waits for the authorization code: from the loopback listener, or from a redirect URL pasted
 /// on `pasted` (for SSH sessions where the browser runs elsewhere). Stray requests are answered
 /// and ignored; a refusal or the timeout ends the wait. The listener is closed on return.
+/// `profile` is the profile logging in: the messages that say to log in again name it.
 pub async fn wait_for_code(
+    profile: &str,
     listener: TcpListener,
     target: &RedirectTarget,
     state: &str,
@@ -310,7 +312,7 @@ pub async fn wait_for_code(
                     tokio::spawn(serve_one(stream, target.path.clone(), state.to_string(), tx.clone()));
                 }
             }
-            Some(outcome) = rx.recv() => return finish(outcome),
+            Some(outcome) = rx.recv() => return finish(profile, outcome),
             line = async { pasted.as_mut()?.recv().await }, if pasted.is_some() => {
                 let Some(line) = line else { pasted = None; continue };
                 let line = Zeroizing::new(line);
@@ -318,13 +320,14 @@ pub async fn wait_for_code(
                     Callback::Ignored { why, .. } => {
                         eprintln!("that is not the redirect URL of this login ({why}); paste the whole address the browser was sent to");
                     }
-                    outcome => return finish(outcome),
+                    outcome => return finish(profile, outcome),
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(Error::InvalidInput(format!(
-                    "login timed out: no callback within {} s; run `xero-auth login` again (--timeout sets the wait)",
-                    timeout.as_secs()
+                    "login timed out: no callback within {} s; run {} again (--timeout sets the wait)",
+                    timeout.as_secs(),
+                    crate::hint::command(profile, "login")
                 )));
             }
         }
@@ -340,14 +343,17 @@ pub fn pasted_target(line: &str) -> &str {
         .unwrap_or("")
 }
 
-fn finish(outcome: Callback) -> Result<Zeroizing<String>> {
+fn finish(profile: &str, outcome: Callback) -> Result<Zeroizing<String>> {
     match outcome {
         Callback::Code(code) => Ok(code),
         Callback::Refused { error, description } => Err(Error::OAuth {
             endpoint: "the authorize endpoint".into(),
             code: error,
             description: Some(description.unwrap_or_else(|| {
-                "the authorisation was not granted; run `xero-auth login` again".into()
+                format!(
+                    "the authorisation was not granted; run {} again",
+                    crate::hint::command(profile, "login")
+                )
             })),
         }),
         Callback::Ignored { .. } => unreachable!("ignored callbacks do not end the wait"),

@@ -264,7 +264,10 @@ impl Session {
             })?;
             let token = used.require_access_token(&self.profile.name)?;
             let headers = req.headers_mut();
-            headers.insert(AUTHORIZATION, crate::xero::bearer(token.expose_secret())?);
+            headers.insert(
+                AUTHORIZATION,
+                crate::xero::bearer(&self.profile.name, token.expose_secret())?,
+            );
             if !headers.contains_key(ACCEPT) {
                 headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
             }
@@ -486,7 +489,8 @@ impl Session {
                 |why| Error::StoredFormat {
                     profile: self.profile.name.clone(),
                     message: format!(
-                        "client secret is unusable ({why}); run `xero-auth client set` again"
+                        "client secret is unusable ({why}); run {} again",
+                        crate::hint::command(&self.profile.name, "client set --client-id ID")
                     ),
                 },
             )?),
@@ -685,6 +689,7 @@ impl Session {
             Err(Error::Unconfirmed { what, cause, .. }) if rotating => {
                 guard.end().await;
                 return Err(Error::Unconfirmed {
+                    profile: self.profile.name.clone(),
                     what,
                     cause,
                     first_sent: Some(first_sent),
@@ -694,6 +699,7 @@ impl Session {
             Err(Error::Temporary { what, cause, .. }) if rotating && unsaved_before.is_some() => {
                 guard.end().await;
                 return Err(Error::Unconfirmed {
+                    profile: self.profile.name.clone(),
                     what,
                     cause,
                     first_sent: Some(first_sent),
@@ -897,7 +903,10 @@ impl Session {
             Err(TokenError::Temporary { cause, .. }) => Err(Error::Temporary {
                 what: format!("exchanging the authorization code at {endpoint}"),
                 cause,
-                hint: Some("run `xero-auth login` again".into()),
+                hint: Some(format!(
+                    "run {} again",
+                    crate::hint::command(&self.profile.name, "login")
+                )),
             }),
             Err(TokenError::Rejected {
                 rejection: crate::error::Rejection::Grant,
@@ -1008,6 +1017,7 @@ impl Session {
                     if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
                         if any_lost {
                             return Err(Error::Unconfirmed {
+                                profile: self.profile.name.clone(),
                                 what: format!("{what} at {endpoint}"),
                                 cause: format!("{cause}; {attempt} attempts"),
                                 first_sent: None,
@@ -1035,6 +1045,7 @@ impl Session {
                     if let Err(e) = renewed {
                         if any_lost {
                             return Err(Error::Unconfirmed {
+                                profile: self.profile.name.clone(),
                                 what: format!("{what} at {endpoint}"),
                                 cause: format!("{cause}; then the refresh lease was lost: {e}"),
                                 first_sent: None,

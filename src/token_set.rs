@@ -364,8 +364,11 @@ impl TokenSet {
 fn no_access_token(profile: &str) -> crate::error::Error {
     crate::error::Error::StoredFormat {
         profile: profile.to_string(),
-        message: "has no usable access token; run `xero-auth refresh` (or `xero-auth login` if that fails)"
-            .into(),
+        message: format!(
+            "has no usable access token; run {} (or {} if that fails)",
+            crate::hint::command(profile, "refresh"),
+            crate::hint::command(profile, "login")
+        ),
     }
 }
 

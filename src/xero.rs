@@ -60,25 +60,28 @@ pub fn check_bearer_target(endpoints: &Endpoints, url: &Url) -> std::result::Res
 
 /// `Authorization: Bearer …` as a sensitive header value built in a zeroizing buffer. A token
 /// that is not a valid header value (a damaged or tampered store entry: token sets are checked
-/// when read, this is the last line) is an error, never a panic.
-pub fn bearer(access_token: &str) -> Result<HeaderValue> {
+/// when read, this is the last line) is an error, never a panic. `profile` is the profile the
+/// token is stored for, named in the commands the error suggests.
+pub fn bearer(profile: &str, access_token: &str) -> Result<HeaderValue> {
     let mut buf = Zeroizing::new(Vec::with_capacity(7 + access_token.len()));
     buf.extend_from_slice(b"Bearer ");
     buf.extend_from_slice(access_token.as_bytes());
     let mut value = HeaderValue::from_maybe_shared(zeroizing_bytes(buf)).map_err(|_| {
-        Error::InvalidInput(
+        Error::InvalidInput(format!(
             "the stored access token is not a valid HTTP header value (a damaged entry?); \
-             run `xero-auth refresh`, or `xero-auth login` if that fails"
-                .into(),
-        )
+             run {}, or {} if that fails",
+            crate::hint::command(profile, "refresh"),
+            crate::hint::command(profile, "login")
+        ))
     })?;
     value.set_sensitive(true);
     Ok(value)
 }
 
-/// `GET /connections`: the tenants this access token reaches.
+/// `GET /connections`: the tenants this access token (of `profile`) reaches.
 pub async fn connections(
     http: &reqwest::Client,
+    profile: &str,
     url: &Url,
     access_token: &str,
 ) -> Result<Vec<Connection>> {
@@ -89,7 +92,7 @@ pub async fn connections(
     };
     let response = http
         .get(url.clone())
-        .header(AUTHORIZATION, bearer(access_token)?)
+        .header(AUTHORIZATION, bearer(profile, access_token)?)
         .header(ACCEPT, "application/json")
         .send()
         .await
@@ -108,7 +111,11 @@ pub async fn connections(
             endpoint: url.to_string(),
             status: status.as_u16(),
             summary: if status.as_u16() == 401 {
-                "the access token was refused; run `xero-auth refresh` or `xero-auth login`".into()
+                format!(
+                    "the access token was refused; run {} or {}",
+                    crate::hint::command(profile, "refresh"),
+                    crate::hint::command(profile, "login")
+                )
             } else {
                 "the connections could not be listed".into()
             },

@@ -492,6 +492,75 @@ fn login_with_a_public_client_uses_pkce_and_sends_only_the_client_id() {
     );
 }
 
+/// The scopes the authorize URL of a running login asks for.
+fn scopes_asked(url: &str) -> Vec<String> {
+    let url = Url::parse(url).unwrap();
+    query_param(&url, "scope")
+        .expect("a scope parameter")
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Runs one browser login with `extra` arguments to the end; returns the scopes its authorize
+/// URL asked for and what it printed on stderr.
+fn login_asking(env: &TestEnv, fake: &FakeXero, extra: &[&str]) -> (Vec<String>, String) {
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(env, &redirect, extra);
+    let url = login.authorize_url(fake);
+    let page = callback(consent(&url).as_str());
+    assert_eq!(page.status, 200, "{page:?}");
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(0), "stderr:\n{}", done.stderr);
+    (scopes_asked(&url), done.stderr)
+}
+
+#[test]
+fn a_login_without_scope_asks_again_for_the_scopes_of_the_last_one() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-keeps-scopes");
+    env.set_client(&fake);
+
+    let (asked, stderr) = login_asking(&env, &fake, &["--scope", "accounting.contacts openid"]);
+    assert!(
+        asked.contains(&"accounting.contacts".to_string()) && asked.contains(&"openid".to_string()),
+        "{asked:?}"
+    );
+    assert!(
+        stderr.contains("kept the scopes in profile")
+            && stderr.contains(&format!("`xero-auth login --profile {}`", env.profile)),
+        "the login says the profile keeps its scopes, and which login asks for them: {stderr}"
+    );
+    let config =
+        std::fs::read_to_string(env.dir.path().join("config/xero-auth/config.toml")).unwrap();
+    assert!(config.contains("accounting.contacts"), "{config}");
+
+    // The login every "authorise again" message shows asks for them again, offline_access too.
+    let (asked, _) = login_asking(&env, &fake, &[]);
+    for scope in ["accounting.contacts", "openid", "offline_access"] {
+        assert!(
+            asked.contains(&scope.to_string()),
+            "{scope} not asked again: {asked:?}"
+        );
+    }
+    let status = status_json(&env).to_string();
+    assert!(status.contains("accounting.contacts"), "{status}");
+
+    // A token set that came with scopes of its own (imported, or from an older login that did
+    // not keep them in the profile): a plain login asks for those too.
+    let imported = TestEnv::new(&fake, "login-imported-scopes");
+    imported.set_client(&fake);
+    imported.import_fresh(&fake, Duration::from_secs(60));
+    let (asked, _) = login_asking(&imported, &fake, &[]);
+    for scope in SCOPE.split_whitespace() {
+        assert!(
+            asked.contains(&scope.to_string()),
+            "{scope} not asked: {asked:?}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ login: the listener
 
 /// Starts a login, sends each bad callback (which must get `expected_status` and leave the
@@ -1093,6 +1162,82 @@ fn logout_revokes_the_refresh_token_and_deletes_the_token_set() {
         .assert()
         .code(4)
         .stderr(predicates::str::contains("invalid_grant"));
+}
+
+#[test]
+fn logout_names_the_other_profiles_of_the_app_and_a_403_there_then_says_to_log_in() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "logout-siblings", Duration::from_secs(60));
+    // A second profile of the same app in the same config, authorised separately.
+    let other = format!("{}-b", env.profile);
+    let wipe = || {
+        let keychain = Keychain::new(StoreKind::SecretService);
+        let _ = keychain.delete(&token_set_account(&other));
+        let _ = keychain.delete(&xero_auth::store::client_secret_account(&other));
+    };
+    wipe();
+    let on_other = |args: &[&str]| {
+        let mut all = vec!["--profile", other.as_str()];
+        all.extend_from_slice(args);
+        env.cmd(&all)
+    };
+    on_other(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .success();
+    let file = env.write_token_file(
+        &fake.issue_tokens(CLIENT_ID, SCOPE),
+        Duration::from_secs(60),
+    );
+    on_other(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
+    on_other(&["tenants", "use", DEFAULT_TENANT_ID])
+        .assert()
+        .success();
+    on_other(&["api", "api.xro/2.0/Organisation"])
+        .assert()
+        .success();
+
+    // No terminal, no --yes: refused before anything is revoked or deleted, naming the other
+    // profile and the ways on.
+    let before = env.stored_raw();
+    let out = env.cmd(&["logout"]).write_stdin("").output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("'{other}'"))
+            && stderr.contains("--yes")
+            && stderr.contains(&format!("logout --keep-remote --profile {}`", env.profile)),
+        "{stderr}"
+    );
+    assert_eq!(fake.count(Counter::Revocation), 0);
+    assert_eq!(env.stored_raw(), before, "nothing deleted");
+
+    let out = env.ok(&["logout", "--yes"]);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("'{other}'"))
+            && stderr.contains(&format!("`xero-auth login --profile {other}`")),
+        "the warning names the other profile and its login: {stderr}"
+    );
+    assert_eq!(fake.count(Counter::Revocation), 1);
+    assert!(env.stored().is_none());
+
+    // The other profile's token still works, but reaches no organisation: its 403 says so.
+    let out = on_other(&["api", "api.xro/2.0/Organisation"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    wipe();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("no organisation is connected")
+            && stderr.contains(&format!("`xero-auth login --profile {other}`"))
+            && !stderr.contains("check the tenant id"),
+        "{stderr}"
+    );
 }
 
 #[test]

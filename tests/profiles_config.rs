@@ -394,8 +394,102 @@ fn hints_name_a_profile_that_is_not_the_default() {
     ]);
     assert_hints_name(&stderr_of(&out), &profile, "client set with another id");
 
+    // With no token set there is nothing left to suggest; whatever it quotes names the profile.
     let out = env.ok(&["client", "remove"]);
-    assert_hints_name(&stderr_of(&out), &profile, "client remove");
+    let flag = format!("--profile {profile}");
+    assert!(
+        quoted_commands(&stderr_of(&out))
+            .iter()
+            .all(|c| c.ends_with(&flag)),
+        "client remove: {}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn hints_of_login_import_a_lost_refresh_and_logout_name_the_profile() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "hints-more");
+    let profile = env.profile.clone();
+    write_config(
+        &env,
+        &format!("[profiles.{profile}]\nstore = \"secret-service\"\n"),
+    );
+    env.set_client(&fake);
+
+    // A login that gets no callback.
+    let redirect = format!(
+        "http://127.0.0.1:{}/callback",
+        support::browser::free_port()
+    );
+    let out = env
+        .cmd(&[
+            "login",
+            "--no-browser",
+            "--timeout",
+            "1",
+            "--redirect-uri",
+            &redirect,
+        ])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
+    assert_hints_name(&stderr_of(&out), &profile, "login timed out");
+
+    // `import --remove` of a symbolic link.
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, std::time::Duration::from_secs(86_400));
+    let link = env.dir.path().join("tokens-link.json");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let out = env
+        .cmd(&["import", link.to_str().unwrap(), "--remove"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_hints_name(&stderr_of(&out), &profile, "import --remove of a link");
+
+    // A refresh whose answer was lost after Xero may have carried it out.
+    env.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success();
+    fake.set_persistent_fault(Target::Token, Some(Fault::ResetAfterProcessing));
+    let out = env.cmd(&["token"]).output().unwrap();
+    fake.set_persistent_fault(Target::Token, None);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("may have reached"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_hints_name(
+        &stderr_of(&out),
+        &profile,
+        "a refresh that may have reached Xero",
+    );
+
+    // `client remove` with a token set stored: its hints must work from there.
+    let out = env.ok(&["client", "remove"]);
+    let removed = stderr_of(&out);
+    assert!(removed.contains("logout --keep-remote"), "{removed}");
+    assert_hints_name(&removed, &profile, "client remove with tokens stored");
+    let out = env.cmd(&["logout"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("--keep-remote"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_hints_name(&stderr_of(&out), &profile, "logout without a client");
+
+    // `logout --force` claims to keep no client it does not have.
+    let out = env.ok(&["logout", "--force"]);
+    let stderr = stderr_of(&out);
+    assert!(!stderr.contains(" kept"), "{stderr}");
+    assert!(env.stored().is_none(), "{stderr}");
+    assert_hints_name(&stderr, &profile, "logout --force without a client");
 }
 
 #[test]

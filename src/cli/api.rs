@@ -194,10 +194,43 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         );
     }
     if status.as_u16() == 403 {
-        summary.push_str(&format!(
-            "; check the tenant id {} (`xero-auth tenants`) and the app's scopes",
-            session.tenant().unwrap_or("(none)")
-        ));
+        let name = &session.profile().name;
+        let tenant = session.tenant().unwrap_or("(none)").to_string();
+        // A 403 says only "forbidden". What the profile's token still reaches tells the cases
+        // apart: nothing (the connections are gone — a revocation, perhaps by another profile of
+        // the same app), the organisation but not this call (scopes), or others (the tenant).
+        match super::tenants::connections_of(&session).await {
+            Ok(connected) if connected.is_empty() => {
+                return Err(Error::Disconnected {
+                    profile: name.clone(),
+                    endpoint: format!("{method} {url}"),
+                    tenant,
+                });
+            }
+            Ok(connected)
+                if !connected
+                    .iter()
+                    .any(|c| c.tenant_id.eq_ignore_ascii_case(&tenant)) =>
+            {
+                summary.push_str(&format!(
+                    "; tenant {tenant} is not among the organisations connected for profile \
+                     '{name}' ({}): a mistyped id, or its connection was removed — choose one \
+                     with {}, or connect it again with {}",
+                    connected
+                        .iter()
+                        .map(|c| c.tenant_name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    crate::hint::command(name, "tenants use ID|NAME"),
+                    crate::hint::command(name, "login")
+                ));
+            }
+            _ => summary.push_str(&format!(
+                "; check the tenant id {tenant} ({}) and the scopes the login asked for ({})",
+                crate::hint::command(name, "tenants"),
+                crate::hint::command(name, "status")
+            )),
+        }
     }
     Err(Error::Http {
         endpoint: format!("{method} {url}"),

@@ -208,24 +208,36 @@ async fn remove(ctx: &Context) -> Result<()> {
     if had_id {
         config.save()?;
     }
-    match (had_id, deleted) {
-        (false, false) => eprintln!(
-            "profile '{}' had no client stored; nothing to remove",
-            profile.name
-        ),
-        _ => eprintln!(
-            "removed the client of profile '{}' ({}); its token set, if any, is kept ({} removes it)",
-            profile.name,
-            [
-                had_id.then_some("client id"),
-                deleted.then_some("client secret")
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" and "),
-            crate::hint::command(&profile.name, "logout")
-        ),
+    let removed = [
+        had_id.then_some("client id"),
+        deleted.then_some("client secret"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" and ");
+    // The token set stays. `logout` would now stop at the missing client id (revoking needs it),
+    // so the hint says what works from here, and only when there is a token set at all.
+    let tokens_stored = store
+        .contains(&crate::store::token_set_account(&profile.name))
+        .await
+        .unwrap_or(false);
+    let name = &profile.name;
+    let tokens = if tokens_stored {
+        format!(
+            "; its token set is kept: {} deletes it here without revoking it, or put the client \
+             back with {} and run {} to revoke it at Xero too",
+            crate::hint::command(name, "logout --keep-remote"),
+            crate::hint::command(name, "client set --client-id ID"),
+            crate::hint::command(name, "logout")
+        )
+    } else {
+        String::new()
+    };
+    if removed.is_empty() {
+        eprintln!("profile '{name}' had no client stored; nothing to remove{tokens}");
+    } else {
+        eprintln!("removed the client of profile '{name}' ({removed}){tokens}");
     }
     Ok(())
 }

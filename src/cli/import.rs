@@ -33,7 +33,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     let imported = read_token_file(&args.file)?;
     // What `--remove` will delete is settled before anything is stored.
     let to_remove = if args.remove {
-        Some(removable(&args.file)?)
+        Some(removable(&args.file, &ctx.profile_name)?)
     } else {
         None
     };
@@ -121,7 +121,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     }
     if let Some(checked) = to_remove {
         // The name must still be the file that was read: one replaced meanwhile is not deleted.
-        if removable(&args.file).ok() != Some(checked) {
+        if removable(&args.file, &profile).ok() != Some(checked) {
             return Err(Error::InvalidInput(format!(
                 "imported, but {} changed while it was being imported (replaced, or turned into a \
                  link); it was not deleted: check it, and delete it yourself",
@@ -152,7 +152,8 @@ struct FileIdentity {
 /// only name. A symbolic link is refused (deleting it leaves the file that holds the tokens,
 /// named in the message), and so is a file with other names (hard links), which keep its tokens
 /// when one name is deleted. Called before anything is stored, and again just before deleting.
-fn removable(path: &Path) -> Result<FileIdentity> {
+/// `profile` is the profile imported into: the command the refusal suggests names it.
+fn removable(path: &Path, profile: &str) -> Result<FileIdentity> {
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| Error::io("cannot examine the token file", path, e))?;
     let refuse = |why: String, instead: &str| {
@@ -172,7 +173,8 @@ fn removable(path: &Path) -> Result<FileIdentity> {
                  tokens in {target}"
             ),
             &format!(
-                "Run `xero-auth import {target} --remove` to import and delete the file itself"
+                "Run {} to import and delete the file itself",
+                crate::hint::command(profile, &format!("import {target} --remove"))
             ),
         ));
     }

@@ -35,8 +35,9 @@ pub struct LoginArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
-    /// Add a scope to the profile's scopes (repeat, or space-separate). offline_access is
-    /// always requested.
+    /// Ask for this scope too (repeat, or space-separate), and keep it in the profile's `scopes`
+    /// for later logins. Without it, login asks for the profile's scopes and those the stored
+    /// token set was granted. offline_access is always requested.
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
     /// A Xero custom connection: the client-credentials grant, no browser, no refresh token.
@@ -52,18 +53,8 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     // compete with the reader of pasted redirect URLs for the terminal.
     session.prepare_to_store().await?;
     let app = session.app_credentials().await?;
-    let mut scopes: Vec<String> = Vec::new();
-    for scope in session
-        .profile()
-        .scopes
-        .iter()
-        .chain(args.scopes.iter())
-        .flat_map(|s| s.split_whitespace())
-    {
-        if !scopes.iter().any(|s| s == scope) {
-            scopes.push(scope.to_string());
-        }
-    }
+    let name = session.profile().name.clone();
+    let scopes = scopes_to_ask(&session, &args).await;
 
     let (set, interactive_stdin) = if args.client_credentials {
         let response = session.post_client_credentials(&app, &scopes).await?;
@@ -72,14 +63,17 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
             false,
         )
     } else {
+        let mut scopes = scopes.clone();
         if !scopes.iter().any(|s| s == "offline_access") {
             scopes.push("offline_access".into());
         }
         if scopes.len() == 1 {
             eprintln!(
-                "note: profile '{}' has no scopes; only offline_access is requested. Add scopes = [...] to the profile or pass --scope",
-                session.profile().name
+                "note: profile '{name}' has no scopes and no token set that was granted any; only \
+                 offline_access is requested. Pass --scope (the profile keeps it for later logins)"
             );
+        } else {
+            eprintln!("asking for the scopes {}", scopes.join(" "));
         }
         let redirect_uri = args
             .redirect_uri
@@ -116,6 +110,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         }
         let interactive = pasted.is_none();
         let code = wait_for_code(
+            &name,
             listener,
             &target,
             &state,
@@ -142,6 +137,9 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         lock.note_saved();
         crash_point("login-stored");
     }
+    if !args.scopes.is_empty() {
+        keep_scopes(ctx, &session, &scopes);
+    }
     eprintln!(
         "logged in: profile '{}' stored in {}; access token valid until {}{}",
         session.profile().name,
@@ -165,6 +163,84 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     .await
 }
 
+/// The scopes a login asks for, `offline_access` aside: the profile's `scopes`, then those the
+/// stored token set was granted, then `--scope`. A login without `--scope` thus asks again for
+/// what the profile has now — a scope given once (before it was kept in the profile, or on a
+/// token set that was imported) is not dropped by the next login, and a script that used it
+/// keeps working. Narrowing is deliberate: `config set scopes`, then `logout` and `login`.
+/// `--client-credentials` asks for the profile's and `--scope`'s only: a custom connection's
+/// grant is not the user's, and Xero refuses user scopes (`openid`, `offline_access`) there.
+async fn scopes_to_ask(session: &Session, args: &LoginArgs) -> Vec<String> {
+    let stored = if args.client_credentials {
+        Vec::new()
+    } else {
+        // A stored set that cannot be read (damaged, written by a newer version) is what a
+        // login replaces: its scopes are not known, and the login goes on without them.
+        match session.stored_token_set().await {
+            Ok(Some(set)) => set.scopes,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!("the stored token set's scopes are not known: {e}");
+                Vec::new()
+            }
+        }
+    };
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in session
+        .profile()
+        .scopes
+        .iter()
+        .chain(stored.iter())
+        .chain(args.scopes.iter())
+        .flat_map(|s| s.split_whitespace())
+    {
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
+    }
+    scopes
+}
+
+/// After a login with `--scope`: writes what was asked (but `offline_access`, which every browser
+/// login adds itself and a custom connection must not ask for) into the profile's `scopes`, so
+/// that a plain `login` — the one every "authorise again" message shows — asks for it again. The
+/// login has succeeded by now: a config that cannot be written is a warning, not a failure.
+fn keep_scopes(ctx: &Context, session: &Session, asked: &[String]) {
+    let name = &session.profile().name;
+    let kept: Vec<&str> = asked
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "offline_access")
+        .collect();
+    if session
+        .profile()
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .eq(kept.iter().copied())
+    {
+        return;
+    }
+    let written = crate::config::Config::load(ctx.config.path()).and_then(|mut config| {
+        let list: toml_edit::Array = kept.iter().copied().collect();
+        config.set(name, "scopes", toml_edit::Value::Array(list))?;
+        config.save()
+    });
+    match written {
+        Ok(()) => eprintln!(
+            "kept the scopes in profile '{name}' ({}): {}; {} asks for them again",
+            ctx.config.path().display(),
+            kept.join(" "),
+            crate::hint::command(name, "login")
+        ),
+        Err(e) => eprintln!(
+            "warning: the scopes were not kept in profile '{name}' ({e}); a later login needs \
+             --scope \"{}\" again",
+            kept.join(" ")
+        ),
+    }
+}
+
 /// Fetches the connections: one becomes the default tenant; with several, the user picks on a
 /// terminal, or is told how to choose. A failure here does not undo the login.
 async fn choose_tenant(
@@ -177,6 +253,7 @@ async fn choose_tenant(
     let http = session.http().await?;
     let connections = match crate::xero::connections(
         http,
+        &session.profile().name,
         &session.profile().endpoints.connections,
         token.expose_secret(),
     )

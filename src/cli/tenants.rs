@@ -106,11 +106,12 @@ pub async fn with_tenant_named(session: Session, wanted: Option<&str>) -> Result
 }
 
 /// The organisations connected to the profile's app, asked with a valid access token.
-async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
+pub(super) async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
     let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
     let token = set.require_access_token(&session.profile().name)?;
     crate::xero::connections(
         session.http().await?,
+        &session.profile().name,
         &session.profile().endpoints.connections,
         token.expose_secret(),
     )
