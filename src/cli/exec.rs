@@ -7,6 +7,7 @@ use clap::Args;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
+use crate::session::Session;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -47,6 +48,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?.with_margin(args.min_valid);
     session.require_token_set_stored().await?;
     let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
+    let session = with_tenant_or_warning(ctx, session).await;
     let token = session.access_token().await?;
     let mut command = command_with_token(
         &args.command,
@@ -73,6 +75,17 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         let status = command.status().map_err(failed)?;
         std::process::exit(status.code().unwrap_or(1));
     }
+}
+
+/// `session` with a tenant when one can be had ([`super::tenants::or_the_only_one`]); else a
+/// warning on stderr: most programs need XERO_TENANT_ID, and one that runs without it fails
+/// later, with Xero's less helpful answer.
+pub async fn with_tenant_or_warning(ctx: &Context, session: Session) -> Session {
+    let (session, missing) = super::tenants::or_the_only_one(ctx, session).await;
+    if let Some(why) = missing {
+        eprintln!("warning: the command runs without XERO_TENANT_ID: {why}");
+    }
+    session
 }
 
 /// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and
