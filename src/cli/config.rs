@@ -15,10 +15,10 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:
-  xero-auth config set store file                     the encrypted-file store for this profile
-  xero-auth config set --profile imp http_timeout 10  another profile
-  xero-auth config get token_url                      the value in effect
-  xero-auth config unset store                        back to the default")]
+  xero-auth config set store file                     # the encrypted-file store for this profile
+  xero-auth config set --profile imp http_timeout 10  # another profile
+  xero-auth config get token_url                      # the value in effect
+  xero-auth config unset store                        # back to the default")]
 /// What `xero-auth config` does.
 pub enum ConfigCommand {
     /// Set KEY of the profile (--profile) to VALUE in config.toml, keeping comments and the rest.

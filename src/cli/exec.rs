@@ -19,7 +19,8 @@ pub struct ExecArgs {
     /// The tenant for XERO_TENANT_ID, by id or by name (default: the profile's default tenant).
     #[arg(long, value_name = "ID|NAME")]
     pub tenant: Option<String>,
-    /// Refresh first when the token expires within this many seconds.
+    /// Refresh first when the token expires within this many seconds: 0 to 1500 (an access token
+    /// lasts 30 minutes, 1800 s).
     #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,

@@ -12,9 +12,9 @@ use crate::error::Result;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  xero-auth profiles                       default, then every other profile, one a line
-  xero-auth profiles --json                with each one's client id, store and default tenant
-  xero-auth --profile NAME status          what is stored for one of them")]
+  xero-auth profiles                       # default, then every other profile, one a line
+  xero-auth profiles --json                # with each one's client id, store and default tenant
+  xero-auth --profile NAME status          # what is stored for one of them")]
 /// Arguments of `xero-auth profiles` (none besides the global ones).
 pub struct ProfilesArgs {}
 

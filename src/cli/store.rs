@@ -30,9 +30,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:
-  xero-auth store move --to file                    from the keychain to encrypted files
+  xero-auth store move --to file                  # from the keychain to encrypted files
   xero-auth store move --to secret-service --profile imp
-  xero-auth store passphrase                        asks for the current and the new passphrase")]
+  xero-auth store passphrase                      # asks for the current and the new passphrase")]
 /// What `xero-auth store` does.
 pub enum StoreCommand {
     /// Move the profile's token set and client secret to another store: copy, read back, switch

@@ -21,7 +21,8 @@ pub struct TokenArgs {
     /// Print `export XERO_ACCESS_TOKEN=…` (and XERO_TENANT_ID) lines for `eval`.
     #[arg(long)]
     pub env: bool,
-    /// Refresh first when the token expires within this many seconds.
+    /// Refresh first when the token expires within this many seconds: 0 to 1500 (an access token
+    /// lasts 30 minutes, 1800 s).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
