@@ -662,3 +662,72 @@ fn importing_one_file_into_two_profiles_warns_of_the_shared_chain() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------------ what a run says
+
+/// A retry that then succeeds is progress, said only with -v, as a sentence (no padded level,
+/// no key=value fields); a 429 wait is said without -v, since the command would seem to hang.
+#[test]
+fn retries_are_said_with_v_only_and_as_plain_sentences() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "retry-lines", DAY);
+
+    fake.push_fault(Target::Token, Fault::ServerError);
+    let quiet = env.ok(&["refresh"]);
+    let err = text(&quiet.stderr);
+    assert!(
+        !err.contains("trying again") && !err.contains("WARN"),
+        "{err}"
+    );
+
+    fake.push_fault(Target::Token, Fault::ServerError);
+    let told = env.ok(&["-v", "refresh"]);
+    let err = text(&told.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("trying again"))
+        .unwrap_or_else(|| panic!("-v says the retry: {err}"));
+    assert!(line.starts_with("info: "), "{line}");
+    assert!(line.contains("(attempt 2 of"), "{line}");
+    assert!(
+        !line.contains("attempt=") && !line.contains("endpoint="),
+        "{line}"
+    );
+
+    fake.push_fault(
+        Target::Api,
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    );
+    let waited = env.ok(&["api", "api.xro/2.0/Organisation"]);
+    let err = text(&waited.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("429"))
+        .unwrap_or_else(|| panic!("the wait is said: {err}"));
+    assert!(
+        line.starts_with("warning: ") && line.contains("waiting 1 s"),
+        "{line}"
+    );
+}
+
+#[test]
+fn token_with_v_says_a_stored_token_was_handed_out() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "token-v", Duration::from_secs(60));
+    let out = env.ok(&["-v", "token"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("info: ") && l.contains("as stored, no request needed")),
+        "{err}"
+    );
+    assert!(
+        text(&env.ok(&["token"]).stderr).is_empty(),
+        "quiet without -v"
+    );
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}

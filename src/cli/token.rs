@@ -40,7 +40,23 @@ struct TokenJson<'a> {
 /// Prints the access token, refreshing first only when it expires within the margin.
 pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
+    let started = session.now();
     let set = session.valid_token_set(args.min_valid as i64).await?;
+    // -v says which it was: a token handed out as stored makes no request, so nothing else
+    // would be said.
+    if let Some(at) = set.expires_at {
+        let source = if set.obtained_at >= started {
+            "just refreshed"
+        } else {
+            "as stored, no request needed"
+        };
+        tracing::info!(
+            "profile '{}': access token valid until {} (in {}), {source}",
+            session.profile().name,
+            super::format_time(at),
+            super::format_span(at - session.now())
+        );
+    }
     let token = set
         .require_access_token(&session.profile().name)?
         .expose_secret();
