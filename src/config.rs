@@ -581,12 +581,18 @@ impl Config {
         &self.path
     }
 
-    /// Names of the profiles in the file.
+    /// Names of the profiles in the file. An empty table (`[profiles.NAME]` with no key left)
+    /// sets nothing, and is no profile.
     pub fn profile_names(&self) -> Vec<String> {
         self.doc
             .get("profiles")
             .and_then(Item::as_table)
-            .map(|t| t.iter().map(|(k, _)| k.to_string()).collect())
+            .map(|t| {
+                t.iter()
+                    .filter(|(_, item)| item.as_table().is_none_or(|t| !t.is_empty()))
+                    .map(|(k, _)| k.to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1052,17 +1058,46 @@ impl Config {
         edited.profile(profile, &|_| None).map(|_| ())
     }
 
-    /// Removes `profiles.NAME.KEY`; true when it was there.
+    /// Removes `profiles.NAME.KEY`; true when it was there. A table left empty goes too: it
+    /// would set nothing, yet read as a profile.
     pub fn remove(&mut self, profile: &str, key: &str) -> Result<bool> {
+        self.profile_table(profile)?;
+        let Some(profiles) = self.doc.get_mut("profiles").and_then(Item::as_table_mut) else {
+            return Ok(false);
+        };
+        let Some(table) = profiles.get_mut(profile).and_then(Item::as_table_mut) else {
+            return Ok(false);
+        };
+        let removed = table.remove(key).is_some();
+        if removed && table.is_empty() {
+            profiles.remove(profile);
+        }
+        Ok(removed)
+    }
+
+    /// Removes the `[profiles.NAME]` table; true when it was there.
+    pub fn remove_profile(&mut self, profile: &str) -> Result<bool> {
         self.profile_table(profile)?;
         Ok(self
             .doc
             .get_mut("profiles")
             .and_then(Item::as_table_mut)
-            .and_then(|p| p.get_mut(profile))
-            .and_then(Item::as_table_mut)
-            .map(|t| t.remove(key).is_some())
-            .unwrap_or(false))
+            .is_some_and(|p| p.remove(profile).is_some()))
+    }
+
+    /// The keys `config.toml` sets for `profile`, with their values as written (TOML).
+    pub fn raw_settings(&self, profile: &str) -> Vec<(String, Value)> {
+        self.doc
+            .get("profiles")
+            .and_then(Item::as_table)
+            .and_then(|p| p.get(profile))
+            .and_then(Item::as_table)
+            .map(|t| {
+                t.iter()
+                    .filter_map(|(k, item)| Some((k.to_string(), item.as_value()?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Writes the file atomically ([`private_fs::replace_file`]) in its folder, made the user's

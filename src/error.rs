@@ -30,6 +30,45 @@ pub enum ExitCode {
     CommandNotFound = 127,
 }
 
+impl ExitCode {
+    /// Every code a command ends with, and what it tells a user or a script: the EXIT STATUS
+    /// section of the man pages.
+    pub const MEANINGS: [(ExitCode, &'static str); 9] = [
+        (ExitCode::Success, "success"),
+        (
+            ExitCode::Failure,
+            "anything not below; the message names it",
+        ),
+        (
+            ExitCode::Usage,
+            "usage error: an unknown option, a missing argument",
+        ),
+        (
+            ExitCode::NothingStored,
+            "nothing stored for this profile: run client set, login or import",
+        ),
+        (
+            ExitCode::ReauthRequired,
+            "Xero rejected the refresh token (invalid_grant) or the client (invalid_client): \
+             authorise again with login, or fix the client id or secret",
+        ),
+        (
+            ExitCode::StoreUnavailable,
+            "the secret store is unavailable or locked; the message names the store and the fix",
+        ),
+        (
+            ExitCode::Temporary,
+            "temporary failure (network, timeout, 5xx, 429 after bounded retries); stored \
+             credentials are unchanged: run it again",
+        ),
+        (
+            ExitCode::CommandNotExecutable,
+            "exec: the command was found but cannot be run",
+        ),
+        (ExitCode::CommandNotFound, "exec: the command was not found"),
+    ];
+}
+
 /// Why Xero asked for a new authorisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {

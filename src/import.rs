@@ -1,6 +1,8 @@
 //! Reading the plaintext token files users migrate from: the classic example programs' token
 //! response (`id_token`, `access_token`, `expires_in`, `token_type`, `refresh_token`, `scope`)
-//! and SDK token sets (the same plus `expires_at`).
+//! and SDK token sets (the same plus `expires_at`, as `xoauth token NAME` prints them), either
+//! at the top level or wrapped in an object's `token` field (`{"token": {…}}`, as programs that
+//! keep the set beside other state save it).
 
 use std::io::Read;
 use std::path::Path;
@@ -60,17 +62,49 @@ pub fn read_token_file(path: &Path) -> Result<TokenSet> {
     parse_token_file(&bytes, modified).map_err(bad)
 }
 
+/// Reads a token set piped in (`import -`), so that one taken from a secret manager never
+/// touches the disk in plaintext. A stream has no date: its `expires_at` is used as it is, and
+/// without one the access token is not kept (refreshed on first use), since its age is unknown.
+/// `now` stands in for the issue time, which dates the refresh token's 60 days.
+pub fn read_token_stream(reader: &mut dyn Read, now: i64) -> Result<TokenSet> {
+    let bad = |message: String| Error::TokenFile {
+        path: STDIN_NAME.into(),
+        message,
+    };
+    let bytes = read_bounded(reader, MAX_TOKEN_FILE)
+        .map_err(|e| bad(format!("cannot be read ({e})")))?
+        .ok_or_else(|| {
+            bad(format!(
+                "is over {MAX_TOKEN_FILE} bytes; a token set is a few KB"
+            ))
+        })?;
+    parse_token_set(&bytes, now, false).map_err(bad)
+}
+
+/// How messages name a token set read from standard input.
+pub const STDIN_NAME: &str = "(stdin)";
+
 /// Parses a token file's bytes. `modified` (Unix seconds) stands in for the issue time the
 /// file does not record: expiry is `modified + expires_in` unless `expires_at` is given, so a
 /// day-old file holds an expired access token, not a fresh one.
 pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<TokenSet, String> {
-    let raw: RawTokenFile = serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            format!("is not JSON (line {}, column {})", e.line(), e.column())
-        } else {
-            "is not a JSON object with token fields".to_string()
-        }
-    })?;
+    parse_token_set(bytes, modified, true)
+}
+
+/// Parses a token set. `issued` is when it was issued, as far as is known: the file's date
+/// (`dated`), or the time of reading. An undated set's `expires_in` says nothing about when its
+/// access token ends, so without `expires_at` the access token is not kept.
+fn parse_token_set(
+    bytes: &[u8],
+    issued: i64,
+    dated: bool,
+) -> std::result::Result<TokenSet, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("is not JSON (line {}, column {})", e.line(), e.column()))?;
+    let value = unwrapped(value);
+    let raw: RawTokenFile = serde_json::from_value(value)
+        .map_err(|_| "is not a JSON object with token fields".to_string())?;
+    let modified = issued;
     let refresh_token = take_token(raw.refresh_token, "refresh_token")?.ok_or_else(|| {
         "has no refresh_token (was the app authorised with the offline_access scope?)".to_string()
     })?;
@@ -90,7 +124,9 @@ pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<Toke
     let expires_in = number(raw.expires_in, "expires_in")?;
     let expires_at = number(raw.expires_at, "expires_at")?;
     let token_type = match raw.token_type {
+        // xoauth writes an empty type once it has refreshed a set.
         None | Some(serde_json::Value::Null) => "Bearer".to_string(),
+        Some(serde_json::Value::String(s)) if s.is_empty() => "Bearer".into(),
         Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("bearer") => "Bearer".into(),
         Some(serde_json::Value::String(s)) => {
             return Err(format!(
@@ -106,6 +142,7 @@ pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<Toke
             parse_scope_value(&v).ok_or("scope is neither a string nor an array of strings")?
         }
     };
+    let expires_in = expires_in.filter(|_| dated);
     let expires_at = match (expires_at, expires_in) {
         // Some SDKs write milliseconds; a value past the year 5000 in seconds is one. Either
         // way a far-future time is capped like a lifetime (a year after the file's date).
@@ -123,6 +160,20 @@ pub fn parse_token_file(bytes: &[u8], modified: i64) -> std::result::Result<Toke
         scopes,
         obtained_at: modified,
     })
+}
+
+/// The token set in `value`: `value` itself, or — when it has no `refresh_token` of its own and
+/// its `token` field is an object — that object.
+fn unwrapped(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(mut outer)
+            if !outer.contains_key("refresh_token")
+                && outer.get("token").is_some_and(serde_json::Value::is_object) =>
+        {
+            outer.remove("token").unwrap_or_default()
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +296,53 @@ mod tests {
         assert_eq!(set.scopes, vec!["openid", "offline_access"]);
         let set = parse_token_file(br#"{"refresh_token":"r","scope":"a  b\tc"}"#, 5).unwrap();
         assert_eq!(set.scopes, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn wrapped_token_set_is_read_from_its_token_field() {
+        let set = parse_token_file(
+            br#"{"token":{"refresh_token":"r","access_token":"a","expires_in":1800},"tenant":"t"}"#,
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), "r");
+        assert_eq!(set.expires_at, Some(2_800));
+        // A set with its own refresh_token is the set, whatever else it holds.
+        let set = parse_token_file(
+            br#"{"refresh_token":"top","token":{"refresh_token":"in"}}"#,
+            5,
+        )
+        .unwrap();
+        assert_eq!(set.refresh_token.unwrap().expose_secret(), "top");
+        let err = parse_token_file(br#"{"token":"not an object"}"#, 5).unwrap_err();
+        assert!(err.contains("has no refresh_token"), "{err}");
+    }
+
+    #[test]
+    fn xoauth_set_with_an_empty_type_is_bearer() {
+        let set = parse_token_file(
+            br#"{"access_token":"a","id_token":"","refresh_token":"r","token_type":"","expires_in":0,"expires_at":1700000000}"#,
+            1_699_999_000,
+        )
+        .unwrap();
+        assert_eq!(set.token_type, "Bearer");
+        assert_eq!(set.expires_at, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn a_stream_keeps_its_expires_at_but_not_an_undated_lifetime() {
+        let mut dated: &[u8] = br#"{"refresh_token":"r","access_token":"a","expires_at":2000}"#;
+        let set = read_token_stream(&mut dated, 1_000).unwrap();
+        assert_eq!(set.expires_at, Some(2_000));
+        assert!(set.access_token.is_some());
+        let mut undated: &[u8] = br#"{"refresh_token":"r","access_token":"a","expires_in":1800}"#;
+        let set = read_token_stream(&mut undated, 1_000).unwrap();
+        assert_eq!(set.expires_at, None);
+        assert!(
+            set.access_token.is_none(),
+            "an access token of unknown age is not kept"
+        );
+        assert_eq!(set.obtained_at, 1_000);
     }
 
     #[test]

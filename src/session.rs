@@ -353,7 +353,12 @@ impl Session {
                             self.max_wait.as_secs()
                         )));
                     }
-                    tracing::warn!(%url, "429 ({problem} limit) from the API: waiting {} s, then retrying once", retry_after.as_secs());
+                    // Said without -v: the command would otherwise seem to hang.
+                    tracing::warn!(
+                        "Xero's {problem} limit was reached at {url} (429): waiting {} s, then \
+                         trying once more",
+                        retry_after.as_secs()
+                    );
                     tokio::time::sleep(retry_after).await;
                     retried_429 = true;
                 }
@@ -1033,7 +1038,13 @@ impl Session {
                             hint: Some(hint),
                         });
                     }
-                    tracing::warn!(%endpoint, attempt, %cause, "failed; retrying in {} ms", wait.as_millis());
+                    // Progress, not a problem: the outcome is what the command reports.
+                    tracing::info!(
+                        "{what} at {endpoint} failed ({cause}); trying again in {} ms \
+                         (attempt {} of {REFRESH_ATTEMPTS})",
+                        wait.as_millis(),
+                        attempt + 1
+                    );
                     tokio::time::sleep(wait).await;
                     // Under a shared store's refresh lease, it is renewed before each retry; a
                     // lease that can no longer be held stops the retries (another machine may

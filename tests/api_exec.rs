@@ -141,6 +141,12 @@ fn api_retry_after_of_u64_max_is_exit_6_not_a_panic() {
 fn api_without_a_tenant_fails_before_any_request() {
     require_keychain!();
     let fake = FakeXero::start();
+    // Two organisations: none is taken as the default (one would be, at the import).
+    fake.add_tenant(
+        "0b7c3a8e-1d2f-4e5a-9b6c-7d8e9f0a1b2c",
+        "Acme Ltd",
+        "ORGANISATION",
+    );
     let (env, _) = imported_profile(&fake, "api-no-tenant", FRESH);
 
     env.cmd(&["api", ORGANISATION])

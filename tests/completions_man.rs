@@ -279,3 +279,107 @@ fn help_keeps_a_commands_own_options_apart_from_the_global_ones_and_shows_exampl
         );
     }
 }
+
+/// The exit codes, the environment and the files are on every page, before VERSION, as `man`
+/// readers look for them; the exit codes are the one table's.
+#[test]
+fn every_man_page_has_exit_status_environment_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xero_auth(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let mut pages = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap();
+        pages += 1;
+        let at = |section: &str| {
+            page.find(&format!("\n.SH {section}\n"))
+                .unwrap_or_else(|| panic!("{}: no {section} section", path.display()))
+        };
+        let (exit, env, files) = (at("\"EXIT STATUS\""), at("ENVIRONMENT"), at("FILES"));
+        assert!(exit < env && env < files, "{}", path.display());
+        if let Some(version) = page.find("\n.SH VERSION\n") {
+            assert!(files < version, "{}: before VERSION", path.display());
+        }
+        let codes = &page[exit..env];
+        for code in ["0", "3", "4", "5", "6", "126", "127"] {
+            assert!(
+                codes.contains(&format!(".TP\n{code}\n")),
+                "{}: {code}",
+                path.display()
+            );
+        }
+        assert!(
+            page[env..files].contains("XERO_AUTH_PROFILE"),
+            "{}",
+            path.display()
+        );
+        assert!(page[files..].contains("config.toml"), "{}", path.display());
+    }
+    assert!(pages > 20, "{pages} pages");
+}
+
+/// Every page's name as `--help` takes it: `xero-auth-client-set` → `client set`.
+fn commands_with_pages() -> Vec<Vec<String>> {
+    let list = xero_auth(&["man", "--list"]);
+    String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(|page| {
+            page.trim_start_matches("xero-auth")
+                .split('-')
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+/// In every `--help`, an example is a command, then — after spaces — a comment that starts with
+/// `#`, so it can be copied into a shell as it is; and it fits on one line of the help's width.
+#[test]
+fn help_examples_mark_their_comments_and_do_not_wrap() {
+    for command in commands_with_pages() {
+        let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = xero_auth(&args);
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let Some(examples) = help.split("\nExamples:\n").nth(1) else {
+            continue;
+        };
+        for line in examples.lines().take_while(|l| l.starts_with("  ")) {
+            assert!(line.len() <= 100, "{args:?}: wraps at 100 columns: {line}");
+            let example = line.trim_start();
+            assert!(
+                !line.starts_with("   "),
+                "{args:?}: a continued comment: {line}"
+            );
+            if let Some(gap) = example.find("  ") {
+                let comment = example[gap..].trim_start();
+                assert!(
+                    comment.starts_with('#'),
+                    "{args:?}: a comment without #: {line}"
+                );
+            }
+        }
+    }
+}
+
+/// The options that take a margin say what values they take.
+#[test]
+fn min_valid_states_its_range() {
+    for command in ["token", "exec", "mcp"] {
+        let out = xero_auth(&[command, "--help"]);
+        let help = String::from_utf8(out.stdout).unwrap();
+        let at = help.find("--min-valid").unwrap();
+        let text: String = help[at..]
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(text.contains("0 to 1500"), "{command}: {text}");
+    }
+}

@@ -476,3 +476,258 @@ fn import_into_a_profile_without_a_client_id_warns_that_refresh_needs_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+// ------------------------------------------------------- tenant, stdin, wrapped sets, shared chains
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `exec` printing the XERO_TENANT_ID it was given (empty when none).
+const PRINT_TENANT: &[&str] = &["exec", "--", "sh", "-c", "printf %s \"$XERO_TENANT_ID\""];
+
+#[test]
+fn import_keeps_the_only_organisation_as_the_default_tenant() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "import-tenant", Duration::from_secs(60));
+    let out = env.ok(&["config", "get", "default_tenant"]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n", fake_xero::DEFAULT_TENANT_ID)
+    );
+
+    // Said when it happens, by name.
+    let env2 = TestEnv::new(&fake, "import-tenant-said");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env2.write_token_file(&tokens, Duration::from_secs(60));
+    env2.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(format!(
+            "default tenant is now {} ({})",
+            fake_xero::DEFAULT_TENANT_NAME,
+            fake_xero::DEFAULT_TENANT_ID
+        )));
+}
+
+#[test]
+fn exec_after_importing_an_expired_token_takes_the_only_organisation() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-old-tenant");
+    env.set_client(&fake);
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = env.write_token_file(&tokens, DAY);
+    env.cmd(&["import", file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("no default tenant yet"));
+    assert_eq!(
+        fake.count(Counter::TokenRequests),
+        0,
+        "an import never refreshes"
+    );
+
+    let out = env.ok(PRINT_TENANT);
+    assert_eq!(text(&out.stdout), fake_xero::DEFAULT_TENANT_ID);
+    assert!(
+        text(&out.stderr).contains("default tenant is now"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Kept: the next command asks no one.
+    let before = fake.count(Counter::Connections);
+    assert_eq!(
+        text(&env.ok(PRINT_TENANT).stdout),
+        fake_xero::DEFAULT_TENANT_ID
+    );
+    assert_eq!(fake.count(Counter::Connections), before);
+}
+
+#[test]
+fn exec_warns_and_api_refuses_without_a_tenant_when_several_organisations() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    fake.add_tenant(
+        "0b7c3a8e-1d2f-4e5a-9b6c-7d8e9f0a1b2c",
+        "Acme Ltd",
+        "ORGANISATION",
+    );
+    let (env, _) = imported_profile(&fake, "import-two-orgs", DAY);
+
+    let out = env.ok(PRINT_TENANT);
+    assert_eq!(text(&out.stdout), "", "no tenant is guessed");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("runs without XERO_TENANT_ID") && err.contains("Acme Ltd"),
+        "{err}"
+    );
+    assert!(err.contains("tenants use ID|NAME --profile"), "{err}");
+
+    let out = env
+        .cmd(&["api", "api.xro/2.0/Organisation"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("2 organisations"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fake.count(Counter::Api), 0);
+}
+
+#[test]
+fn import_from_stdin_stores_the_set_without_a_file() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-stdin");
+    env.set_client(&fake);
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let body = serde_json::json!({
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": now() + 1200,
+        "token_type": "",
+    });
+    env.cmd(&["import", "-"])
+        .write_stdin(body.to_string())
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("from standard input"));
+    assert_eq!(env.stored_refresh_token(), tokens.refresh_token);
+    assert_eq!(
+        text(&env.ok(&["token"]).stdout),
+        format!("{}\n", tokens.access_token)
+    );
+
+    // --remove has nothing to delete: refused before anything is stored.
+    env.wipe_keychain();
+    let out = env
+        .cmd(&["import", "-", "--remove"])
+        .write_stdin(body.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("drop --remove"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.stored().is_none());
+}
+
+#[test]
+fn wrapped_token_file_is_imported() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "import-wrapped");
+    let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let path = env.dir.path().join("state.json");
+    let body = serde_json::json!({
+        "token": {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_in": 1800,
+            "token_type": "Bearer",
+        },
+        "tenant_id": "x",
+    });
+    std::fs::write(&path, body.to_string()).unwrap();
+    env.ok(&["import", path.to_str().unwrap()]);
+    assert_eq!(env.stored_refresh_token(), tokens.refresh_token);
+}
+
+#[test]
+fn importing_one_file_into_two_profiles_warns_of_the_shared_chain() {
+    use xero_auth::store::SecretStore;
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "import-twice", DAY);
+    let file = env.dir.path().join("xero-access-token.json");
+    let other = format!("{}-b", env.profile);
+    let out = env
+        .cmd(&["import", file.to_str().unwrap(), "--profile", &other])
+        .output()
+        .unwrap();
+    let _ = xero_auth::store::Keychain::new(xero_auth::config::StoreKind::SecretService)
+        .delete(&xero_auth::store::token_set_account(&other));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("profile '{}' holds the same tokens", env.profile))
+            && err.contains("share one token chain")
+            && err.contains(&format!("logout --keep-remote --profile {}", env.profile)),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------------ what a run says
+
+/// A retry that then succeeds is progress, said only with -v, as a sentence (no padded level,
+/// no key=value fields); a 429 wait is said without -v, since the command would seem to hang.
+#[test]
+fn retries_are_said_with_v_only_and_as_plain_sentences() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "retry-lines", DAY);
+
+    fake.push_fault(Target::Token, Fault::ServerError);
+    let quiet = env.ok(&["refresh"]);
+    let err = text(&quiet.stderr);
+    assert!(
+        !err.contains("trying again") && !err.contains("WARN"),
+        "{err}"
+    );
+
+    fake.push_fault(Target::Token, Fault::ServerError);
+    let told = env.ok(&["-v", "refresh"]);
+    let err = text(&told.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("trying again"))
+        .unwrap_or_else(|| panic!("-v says the retry: {err}"));
+    assert!(line.starts_with("info: "), "{line}");
+    assert!(line.contains("(attempt 2 of"), "{line}");
+    assert!(
+        !line.contains("attempt=") && !line.contains("endpoint="),
+        "{line}"
+    );
+
+    fake.push_fault(
+        Target::Api,
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    );
+    let waited = env.ok(&["api", "api.xro/2.0/Organisation"]);
+    let err = text(&waited.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("429"))
+        .unwrap_or_else(|| panic!("the wait is said: {err}"));
+    assert!(
+        line.starts_with("warning: ") && line.contains("waiting 1 s"),
+        "{line}"
+    );
+}
+
+#[test]
+fn token_with_v_says_a_stored_token_was_handed_out() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "token-v", Duration::from_secs(60));
+    let out = env.ok(&["-v", "token"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("info: ") && l.contains("as stored, no request needed")),
+        "{err}"
+    );
+    assert!(
+        text(&env.ok(&["token"]).stderr).is_empty(),
+        "quiet without -v"
+    );
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}

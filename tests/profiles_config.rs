@@ -560,3 +560,120 @@ fn a_store_given_for_one_run_says_it_is_not_remembered_and_how_to_keep_it() {
     let out = env.ok(&["token"]);
     assert_eq!(stdout_of(&out).trim(), tokens.access_token);
 }
+
+// ------------------------------------------------------- list, remove, the selected profile
+
+#[test]
+fn config_list_prints_what_config_toml_sets_for_the_profile() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "config-list");
+    write_config(&env, TWO_PROFILES);
+    let out = env
+        .cmd(&["config", "list", "--profile", "imp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "client_id = \"BBB\"\nstore = \"file\"\n");
+    let out = env
+        .cmd(&["config", "list", "--profile", "imp", "--json"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["settings"]["store"], "file");
+    assert_eq!(json["profile"], "imp");
+}
+
+#[test]
+fn unsetting_the_last_key_leaves_no_profile_behind() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "unset-last");
+    write_config(&env, TWO_PROFILES);
+    env.ok(&["config", "unset", "store", "--profile", "imp"]);
+    let out = env.ok(&["config", "unset", "client_id", "--profile", "imp"]);
+    assert!(
+        stderr_of(&out).contains("its table went too"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        !std::fs::read_to_string(config_file(&env))
+            .unwrap()
+            .contains("imp")
+    );
+    assert_eq!(stdout_of(&env.ok(&["profiles"])), "default\n");
+
+    // A table left empty by hand, or by an older version, is no profile either.
+    write_config(
+        &env,
+        "[profiles.default]\nclient_id = \"AAA\"\n\n[profiles.empty]\n",
+    );
+    assert_eq!(stdout_of(&env.ok(&["profiles"])), "default\n");
+}
+
+#[test]
+fn profiles_remove_refuses_while_secrets_are_stored_then_removes_the_settings() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "profiles-remove", std::time::Duration::from_secs(60));
+    let name = env.profile.clone();
+
+    let out = env.cmd(&["profiles", "remove", &name]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("a token set") && err.contains("a client secret") && err.contains("logout"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(config_file(&env))
+            .unwrap()
+            .contains(&name)
+    );
+
+    env.ok(&["logout", "--keep-remote"]);
+    env.ok(&["client", "remove"]);
+    let out = env.cmd(&["profiles", "remove", &name]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !std::fs::read_to_string(config_file(&env))
+            .unwrap()
+            .contains(&name)
+    );
+    assert_eq!(stdout_of(&env.ok(&["profiles"])), "");
+
+    let out = env.cmd(&["profiles", "remove", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("has no profile 'nosuch'"));
+}
+
+/// On a terminal the selected profile is marked; piped (scripts, completion) the names stay
+/// bare.
+#[test]
+fn profiles_marks_the_selected_one_on_a_terminal() {
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "profiles-mark");
+    write_config(&env, TWO_PROFILES);
+    let piped = env.ok(&["profiles", "--profile", "imp"]);
+    assert_eq!(stdout_of(&piped), "default\nimp\n");
+
+    // The binary on a pseudo-terminal of its own (python's pty), in the test's environment.
+    let binary = env.std_cmd(&[]);
+    let mut on_a_terminal = std::process::Command::new("python3");
+    on_a_terminal.args([
+        "-c",
+        "import pty, sys; pty.spawn(sys.argv[1:])",
+        env!("CARGO_BIN_EXE_xero-auth"),
+        "profiles",
+        "--profile",
+        "imp",
+    ]);
+    for (key, value) in binary.get_envs() {
+        match value {
+            Some(value) => on_a_terminal.env(key, value),
+            None => on_a_terminal.env_remove(key),
+        };
+    }
+    let out = on_a_terminal.output().unwrap();
+    let shown = stdout_of(&out).replace('\r', "");
+    assert_eq!(shown, "  default\n* imp\n");
+}

@@ -157,7 +157,7 @@ fn trace_output_holds_only_this_tools_own_events() {
             let mut words = line.split_whitespace();
             if !matches!(
                 words.next(),
-                Some("TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+                Some("trace:" | "debug:" | "info:" | "warning:" | "error:")
             ) {
                 continue;
             }

@@ -505,6 +505,11 @@ fn a_sealed_server_a_revoked_token_and_a_policy_without_write_are_exit_5_and_cha
     machines[1].set_env("VAULT_TOKEN", &revoked);
     let out = machines[1].cmd(&["token"]).output().unwrap();
     assert_store_failure(&out, "expired, revoked", &[&revoked]);
+    assert!(
+        stderr_text(&out).contains("the token came from VAULT_TOKEN: replace it"),
+        "{}",
+        stderr_text(&out)
+    );
 
     // A policy that reads but cannot write: the refresh happens, the write is denied with the
     // path and the capability named.

@@ -87,13 +87,18 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         .path()
         .trim_start_matches('/')
         .starts_with("connections");
-    if needs_tenant && session.tenant().is_none() {
-        return Err(Error::InvalidInput(format!(
-            "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call. Pass --tenant \
-             ID|NAME, or set a default with {}",
-            crate::hint::command(&session.profile().name, "tenants use ID|NAME")
-        )));
-    }
+    let session = if needs_tenant {
+        match super::tenants::or_the_only_one(ctx, session).await {
+            (session, None) => session,
+            (_, Some(why)) => {
+                return Err(Error::InvalidInput(format!(
+                    "no tenant for {url}: Xero needs a Xero-Tenant-Id on every API call, and {why}"
+                )));
+            }
+        }
+    } else {
+        session
+    };
     let body = match args.data.as_deref() {
         None => None,
         Some("-") => Some(read_all(&mut std::io::stdin().lock(), "stdin")?),

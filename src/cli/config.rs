@@ -15,10 +15,11 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:
-  xero-auth config set store file                     the encrypted-file store for this profile
-  xero-auth config set --profile imp http_timeout 10  another profile
-  xero-auth config get token_url                      the value in effect
-  xero-auth config unset store                        back to the default")]
+  xero-auth config set store file                     # the encrypted-file store for this profile
+  xero-auth config set --profile imp http_timeout 10  # another profile
+  xero-auth config get token_url                      # the value in effect
+  xero-auth config unset store                        # back to the default
+  xero-auth config list                               # what config.toml sets for the profile")]
 /// What `xero-auth config` does.
 pub enum ConfigCommand {
     /// Set KEY of the profile (--profile) to VALUE in config.toml, keeping comments and the rest.
@@ -44,6 +45,9 @@ pub enum ConfigCommand {
         /// The key to remove.
         key: String,
     },
+    /// Print what config.toml sets for the profile, `KEY = VALUE` a line (--json: an object);
+    /// the defaults and environment variables in effect are `config get KEY`'s.
+    List,
     /// Print the path of config.toml (XERO_AUTH_CONFIG_DIR moves it).
     Path,
 }
@@ -54,6 +58,29 @@ pub async fn run(cmd: ConfigCommand, ctx: &Context) -> Result<()> {
     match cmd {
         ConfigCommand::Path => {
             ctx.write_out(format!("{}\n", ctx.paths.config_file().display()).as_bytes())
+        }
+        ConfigCommand::List => {
+            let settings = ctx.config.raw_settings(profile);
+            if ctx.json {
+                let object: serde_json::Map<_, _> = settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                    .collect();
+                return ctx.write_json(&json!({ "profile": profile, "settings": object }));
+            }
+            if settings.is_empty() {
+                eprintln!(
+                    "profile '{profile}' sets nothing in {} (every key has its default; {} sets \
+                     one)",
+                    ctx.config.path().display(),
+                    crate::hint::command(profile, "config set KEY VALUE")
+                );
+            }
+            let text: String = settings
+                .iter()
+                .map(|(k, v)| format!("{k} = {}\n", v.to_string().trim()))
+                .collect();
+            ctx.write_out(text.as_bytes())
         }
         ConfigCommand::Set { key, value } => {
             let mut config = Config::load(ctx.config.path())?;
@@ -69,8 +96,13 @@ pub async fn run(cmd: ConfigCommand, ctx: &Context) -> Result<()> {
             let mut config = Config::load(ctx.config.path())?;
             if config.remove(profile, &key)? {
                 config.save()?;
+                let gone = if config.has_profile(profile) {
+                    ""
+                } else {
+                    " (it set nothing else: its table went too)"
+                };
                 eprintln!(
-                    "profile '{profile}': {key} removed from {}",
+                    "profile '{profile}': {key} removed from {}{gone}",
                     config.path().display()
                 );
             } else {

@@ -7,6 +7,7 @@ use clap::Args;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
+use crate::session::Session;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -18,7 +19,8 @@ pub struct ExecArgs {
     /// The tenant for XERO_TENANT_ID, by id or by name (default: the profile's default tenant).
     #[arg(long, value_name = "ID|NAME")]
     pub tenant: Option<String>,
-    /// Refresh first when the token expires within this many seconds.
+    /// Refresh first when the token expires within this many seconds: 0 to 1500 (an access token
+    /// lasts 30 minutes, 1800 s).
     #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
@@ -47,6 +49,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?.with_margin(args.min_valid);
     session.require_token_set_stored().await?;
     let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
+    let session = with_tenant_or_warning(ctx, session).await;
     let token = session.access_token().await?;
     let mut command = command_with_token(
         &args.command,
@@ -73,6 +76,17 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         let status = command.status().map_err(failed)?;
         std::process::exit(status.code().unwrap_or(1));
     }
+}
+
+/// `session` with a tenant when one can be had ([`super::tenants::or_the_only_one`]); else a
+/// warning on stderr: most programs need XERO_TENANT_ID, and one that runs without it fails
+/// later, with Xero's less helpful answer.
+pub async fn with_tenant_or_warning(ctx: &Context, session: Session) -> Session {
+    let (session, missing) = super::tenants::or_the_only_one(ctx, session).await;
+    if let Some(why) = missing {
+        eprintln!("warning: the command runs without XERO_TENANT_ID: {why}");
+    }
+    session
 }
 
 /// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and

@@ -44,8 +44,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     // (and its write retried), rather than thrown away with its live refresh token.
     let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
     session.require_token_set_stored().await?;
-    let session =
-        Arc::new(super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?);
+    let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
+    let session = Arc::new(super::exec::with_tenant_or_warning(ctx, session).await);
     // Fail before anything starts when there is no usable token, as plain `exec` does.
     let token = session.access_token().await?;
     // 32 random bytes: 43 URL-safe characters.

@@ -6,19 +6,23 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Context, format_time};
+use crate::config::StoreKind;
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
-use crate::import::read_token_file;
+use crate::import::{read_token_file, read_token_stream};
 use crate::secret::ExposeSecret;
-use crate::session::RefreshLock;
+use crate::session::{DEFAULT_MARGIN_SECS, RefreshLock, Session};
+use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   xero-auth import qa_data/tokens/xero-access-token.json --remove
-  xero-auth import tokens.json --force             # replace a stored set")]
+  xero-auth import tokens.json --force             # replace a stored set
+  xoauth token myapp | xero-auth import -          # from a pipe: no plaintext file")]
 /// Arguments of `xero-auth import`.
 pub struct ImportArgs {
-    /// The token file: the JSON token response Xero's example programs save, or an SDK token set.
+    /// The token file: the JSON token response Xero's example programs save, or an SDK token set
+    /// (also wrapped as `{"token": {…}}`); `-` reads it from standard input.
     pub file: PathBuf,
     /// Delete the file once the keychain holds its tokens (checked by reading them back).
     #[arg(long)]
@@ -30,7 +34,24 @@ pub struct ImportArgs {
 
 /// Reads the file, stores its token set, reads it back, and only then deletes the file.
 pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
-    let imported = read_token_file(&args.file)?;
+    let from_stdin = args.file.as_os_str() == "-";
+    if from_stdin && args.remove {
+        return Err(Error::InvalidInput(
+            "--remove deletes a token file, and `-` reads standard input, which has none to \
+             delete: drop --remove"
+                .into(),
+        ));
+    }
+    let imported = if from_stdin {
+        read_stdin(ctx.clock.now())?
+    } else {
+        read_token_file(&args.file)?
+    };
+    let source = if from_stdin {
+        "the token set from standard input".to_string()
+    } else {
+        args.file.display().to_string()
+    };
     // What `--remove` will delete is settled before anything is stored.
     let to_remove = if args.remove {
         Some(removable(&args.file, &ctx.profile_name)?)
@@ -75,7 +96,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         Error::StoreUnavailable { store, cause, fix } => Error::StoreUnavailable {
             store,
             cause: format!("reading the token set back failed: {cause}"),
-            fix: format!("{fix}; the token file {} was kept", args.file.display()),
+            fix: format!("{fix}; {source} was not deleted"),
         },
         other => other,
     };
@@ -89,8 +110,8 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
             store: session.store().describe(),
             cause: "the token set read back from the keychain differs from the one written".into(),
             fix: format!(
-                "the file {} was kept; run `xero-auth doctor`",
-                args.file.display()
+                "{source} was not deleted; run {}",
+                crate::hint::command(&profile, "doctor")
             ),
         });
     }
@@ -104,8 +125,7 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         None => "no usable access token (refreshed on first use)".into(),
     };
     eprintln!(
-        "imported {} into profile '{profile}' ({}): {expiry}; refresh token lapses {} unless used",
-        args.file.display(),
+        "imported {source} into profile '{profile}' ({}): {expiry}; refresh token lapses {} unless used",
         session.store().describe(),
         format_time(imported.refresh_lapses_at())
     );
@@ -119,6 +139,11 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
             crate::hint::command(&profile, "client set --client-id ID")
         );
     }
+    let store = session.store().describe();
+    warn_of_shared_chain(ctx, &profile, &imported).await;
+    if session.profile().default_tenant.is_none() {
+        default_tenant_after_import(ctx, session, &imported).await;
+    }
     if let Some(checked) = to_remove {
         // The name must still be the file that was read: one replaced meanwhile is not deleted.
         if removable(&args.file, &profile).ok() != Some(checked) {
@@ -131,12 +156,89 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
         std::fs::remove_file(&args.file)
             .map_err(|e| Error::io("imported, but cannot delete the token file", &args.file, e))?;
         eprintln!(
-            "deleted {} (its tokens are now only in {}; backups or copies of it still hold them)",
+            "deleted {} (its tokens are now only in {store}; backups or copies of it still hold \
+             them)",
             args.file.display(),
-            session.store().describe()
         );
     }
     Ok(())
+}
+
+/// The token set piped in on standard input, read past the standard library's buffer (which
+/// would keep a copy of the tokens until exit).
+fn read_stdin(now: i64) -> Result<TokenSet> {
+    #[cfg(unix)]
+    let mut stdin = super::unbuffered_stdin();
+    #[cfg(not(unix))]
+    let mut stdin = std::io::stdin();
+    read_token_stream(&mut *stdin, now)
+}
+
+/// Warns when another profile holds the refresh token just imported: the two now share one
+/// token chain, and the first to refresh leaves the other a token Xero stops taking 30 minutes
+/// later. Only profiles kept in a store of the same kind on this machine are read (a keychain
+/// read each, no prompt, no network); a failure to read one is not this command's concern.
+async fn warn_of_shared_chain(ctx: &Context, profile: &str, imported: &TokenSet) {
+    let Some(imported_token) = imported.refresh_token.as_ref() else {
+        return;
+    };
+    let Ok(own) = ctx.profile() else { return };
+    if matches!(own.store, StoreKind::File | StoreKind::Vault) {
+        return;
+    }
+    let mut sharing = Vec::new();
+    for name in ctx.config.profile_names() {
+        if name == profile {
+            continue;
+        }
+        let Ok(other) = ctx.config.profile(&name, &*ctx.env) else {
+            continue;
+        };
+        if other.store != own.store {
+            continue;
+        }
+        let store = ctx.store(&other);
+        let session = Session::new(other, ctx.paths.clone(), store, ctx.clock.clone());
+        if let Ok(Some(set)) = session.stored_token_set().await
+            && set
+                .refresh_token
+                .as_ref()
+                .is_some_and(|t| t.expose_secret() == imported_token.expose_secret())
+        {
+            sharing.push(name);
+        }
+    }
+    for other in sharing {
+        eprintln!(
+            "warning: profile '{other}' holds the same tokens: the two profiles now share one \
+             token chain, and the first to refresh leaves the other with a refresh token Xero \
+             stops taking 30 minutes later (exit 4, invalid_grant). Keep one: drop the other's \
+             copy with {} (without revoking, which would end both)",
+            crate::hint::command(&other, "logout --keep-remote")
+        );
+    }
+}
+
+/// After an import into a profile without a default tenant: when the imported access token is
+/// still valid, asks which organisations it reaches, and keeps the only one as the default (as
+/// `login` does); otherwise says how the tenant will be chosen. Never refreshes (an import
+/// changes nothing at Xero), and a failure costs only the note.
+async fn default_tenant_after_import(ctx: &Context, session: Session, imported: &TokenSet) {
+    let profile = session.profile().name.clone();
+    let usable = imported
+        .expires_at
+        .is_some_and(|at| at > session.now() + DEFAULT_MARGIN_SECS);
+    if usable {
+        if let (_, Some(why)) = super::tenants::or_the_only_one(ctx, session).await {
+            eprintln!("note: {why}");
+        }
+    } else {
+        eprintln!(
+            "note: profile '{profile}' has no default tenant yet: the first `exec` or `api` \
+             takes the only organisation the app reaches (or run {} to choose one)",
+            crate::hint::command(&profile, "tenants use ID|NAME")
+        );
+    }
 }
 
 /// Which file a name is: device and inode where the platform has them.

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  xero-auth man token | man -l -                   read one page
-  xero-auth man --out ~/.local/share/man/man1      install them all, then: man xero-auth-token")]
+  xero-auth man token | man -l -                   # read one page
+  xero-auth man --out ~/.local/share/man/man1      # install them all, then: man xero-auth-token")]
 /// Arguments of `xero-auth man`.
 pub struct ManArgs {
     /// The page: a command (`token`, `client set`, `client-set`); none for the main page.
@@ -88,6 +88,7 @@ pub fn pages() -> Vec<(String, Vec<u8>)> {
         let man = clap_mangen::Man::new(cmd.clone());
         let mut roff = Vec::new();
         man.render(&mut roff).expect("rendering to memory");
+        with_sections(&mut roff, &common_sections());
         let name = man.get_filename().trim_end_matches(".1").to_string();
         pages.push((name, roff));
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -101,3 +102,120 @@ pub fn pages() -> Vec<(String, Vec<u8>)> {
     walk(&cmd, &mut pages);
     pages
 }
+
+/// Inserts `sections` (roff) into `page` before its VERSION section, where man pages keep
+/// these, or at its end when it has none.
+fn with_sections(page: &mut Vec<u8>, sections: &str) {
+    let at = page
+        .windows(b"\n.SH VERSION".len())
+        .position(|w| w == b"\n.SH VERSION")
+        .map_or(page.len(), |i| i + 1);
+    page.splice(at..at, sections.bytes());
+}
+
+/// The sections every page carries: what a script needs to know of any command (its exit
+/// status), and what changes where the commands look (the environment, the files).
+fn common_sections() -> String {
+    use crate::error::ExitCode;
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in ExitCode::MEANINGS {
+        roff.push_str(&format!(".TP\n{}\n{}\n", code as u8, escaped(meaning)));
+    }
+    roff.push_str(".SH ENVIRONMENT\n");
+    for (name, meaning) in ENVIRONMENT {
+        roff.push_str(&format!(".TP\n\\fB{name}\\fR\n{}\n", escaped(meaning)));
+    }
+    roff.push_str(".SH FILES\n");
+    for (name, meaning) in FILES {
+        roff.push_str(&format!(
+            ".TP\n\\fI{}\\fR\n{}\n",
+            escaped(name),
+            escaped(meaning)
+        ));
+    }
+    roff
+}
+
+/// Text as roff reads it literally: backslashes and hyphens escaped, and no line that starts
+/// with a control character.
+fn escaped(text: &str) -> String {
+    let text = text.replace('\\', "\\e").replace('-', "\\-");
+    match text.chars().next() {
+        Some('.' | '\'') => format!("\\&{text}"),
+        _ => text,
+    }
+}
+
+/// The variables the commands read (docs/configuration.md has every one).
+const ENVIRONMENT: [(&str, &str); 11] = [
+    (
+        "XERO_AUTH_PROFILE",
+        "the profile, when --profile is not given (default: default)",
+    ),
+    (
+        "XERO_AUTH_STORE",
+        "the secret store for this run, instead of the profile's store",
+    ),
+    (
+        "XERO_CLIENT_SECRET",
+        "the client secret for client set, instead of a prompt",
+    ),
+    (
+        "XERO_AUTH_PASSPHRASE, XERO_AUTH_PASSPHRASE_FILE",
+        "the encrypted-file store's passphrase, or a file whose first line is it",
+    ),
+    (
+        "XERO_AUTH_CONFIG_DIR, XERO_AUTH_STATE_DIR, XERO_AUTH_DATA_DIR",
+        "move the folders below (absolute paths only)",
+    ),
+    (
+        "XERO_AUTH_AUTHORIZE_URL, XERO_AUTH_TOKEN_URL, XERO_AUTH_REVOCATION_URL, \
+         XERO_AUTH_CONNECTIONS_URL, XERO_AUTH_API_URL",
+        "override one endpoint (https, or http on loopback only)",
+    ),
+    (
+        "XERO_AUTH_HTTP_TIMEOUT, XERO_AUTH_STORE_TIMEOUT",
+        "seconds per request, per store call",
+    ),
+    (
+        "XERO_AUTH_VAULT_ADDR and the other XERO_AUTH_VAULT_* variables",
+        "override the profile's vault_* keys; Vault's own VAULT_ADDR, VAULT_NAMESPACE, \
+         VAULT_CACERT, VAULT_TOKEN and VAULT_SECRET_ID are read too",
+    ),
+    (
+        "XERO_AUTH_LIMITS, XERO_AUTH_LIMIT_WINDOW",
+        "the API rate limits: off or on, the window",
+    ),
+    (
+        "XERO_ACCESS_TOKEN, XERO_TENANT_ID",
+        "set by exec for its command (and by token --env): the access token, the tenant",
+    ),
+    (
+        "RUST_LOG",
+        "what -v logs, in tracing's filter syntax; secrets are never logged",
+    ),
+];
+
+/// The files and folders, with Linux's default places (others: docs/configuration.md).
+const FILES: [(&str, &str); 5] = [
+    (
+        "~/.config/xero-auth/config.toml",
+        "the profiles and their settings, no secrets ($XDG_CONFIG_HOME, XERO_AUTH_CONFIG_DIR)",
+    ),
+    (
+        "~/.local/state/xero-auth/locks/",
+        "the refresh locks, one a profile ($XDG_STATE_HOME, XERO_AUTH_STATE_DIR)",
+    ),
+    (
+        "~/.local/state/xero-auth/moves/PROFILE.json",
+        "the note of a store move cut short, until it is finished",
+    ),
+    (
+        "~/.local/state/xero-auth/limits/",
+        "the API limit slots and ledger (tenant ids, times, counts)",
+    ),
+    (
+        "~/.local/share/xero-auth/secrets/",
+        "the encrypted-file store, used only when named ($XDG_DATA_HOME, XERO_AUTH_DATA_DIR)",
+    ),
+];

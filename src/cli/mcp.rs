@@ -54,7 +54,7 @@ pub struct McpArgs {
           value_parser = parse_env_name)]
     pub env_name: String,
     /// Start the server again with a fresh token when its token expires within this many
-    /// seconds.
+    /// seconds: 0 to 1500 (an access token lasts 30 minutes, 1800 s).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,

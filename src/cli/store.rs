@@ -35,11 +35,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:
-  xero-auth store move --to file                    from the keychain to encrypted files
+  xero-auth store move --to file                  # from the keychain to encrypted files
   xero-auth store move --to secret-service --profile imp
-  xero-auth store move --to secret-service --remove-shared   # out of Vault, for every machine
-  xero-auth store move --abort                      # give up a move that was cut short
-  xero-auth store passphrase                        asks for the current and the new passphrase")]
+  xero-auth store move --to file --remove-shared  # out of Vault, for every machine
+  xero-auth store move --abort                    # give up a move that was cut short
+  xero-auth store passphrase                      # asks for the current and the new passphrase")]
 /// What `xero-auth store` does.
 pub enum StoreCommand {
     /// Move the profile's token set and client secret to another store: copy, read back, switch

@@ -105,8 +105,74 @@ pub async fn with_tenant_named(session: Session, wanted: Option<&str>) -> Result
     Ok(session.with_tenant(Some(id)))
 }
 
+/// `session` addressing a tenant: the one it already has (`--tenant`, the profile's default),
+/// or — when it has none and the app reaches exactly one organisation — that one, kept as the
+/// profile's default (as `login` does) and said on stderr. With none or several, or when the
+/// connections cannot be listed, the session comes back without a tenant, with the reason and
+/// what to do for the caller to say: `exec` warns and runs, `api` refuses a call that needs one.
+pub async fn or_the_only_one(ctx: &Context, session: Session) -> (Session, Option<String>) {
+    if session.tenant().is_some() {
+        return (session, None);
+    }
+    let profile = session.profile().name.clone();
+    let choose = crate::hint::command(&profile, "tenants use ID|NAME");
+    let connections = match connections_of(&session).await {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                session,
+                Some(format!(
+                    "profile '{profile}' has no default tenant, and the connected organisations                      could not be listed ({e}); choose one with {choose}"
+                )),
+            );
+        }
+    };
+    match connections.as_slice() {
+        [only] => {
+            adopt_only_tenant(ctx, &profile, only);
+            (session.with_tenant(Some(only.tenant_id.clone())), None)
+        }
+        [] => (
+            session,
+            Some(format!(
+                "no organisation is connected to the app of profile '{profile}': run {} and                  allow access to one",
+                crate::hint::command(&profile, "login")
+            )),
+        ),
+        several => (
+            session,
+            Some(format!(
+                "profile '{profile}' has no default tenant and the app reaches {} organisations                  ({}); choose one with {choose}, or pass --tenant ID|NAME",
+                several.len(),
+                several
+                    .iter()
+                    .map(|c| c.tenant_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+    }
+}
+
+/// Keeps `only`, the one organisation the profile reaches, as its default tenant, and says so.
+/// A config.toml that cannot be written costs only the keeping: the tenant is used this time.
+pub fn adopt_only_tenant(ctx: &Context, profile: &str, only: &Connection) {
+    match set_default_tenant(ctx, profile, &only.tenant_id) {
+        Ok(()) => eprintln!(
+            "profile '{profile}': default tenant is now {} ({}), the only organisation the app              reaches (kept in config.toml; {} changes it)",
+            only.tenant_name,
+            only.tenant_id,
+            crate::hint::command(profile, "tenants use ID|NAME")
+        ),
+        Err(e) => eprintln!(
+            "warning: using {} ({}), the only organisation the app reaches, but it could not be              kept as profile '{profile}''s default tenant: {e}",
+            only.tenant_name, only.tenant_id
+        ),
+    }
+}
+
 /// The organisations connected to the profile's app, asked with a valid access token.
-pub(super) async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
+pub async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
     let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
     let token = set.require_access_token(&session.profile().name)?;
     crate::xero::connections(

@@ -21,7 +21,8 @@ pub struct TokenArgs {
     /// Print `export XERO_ACCESS_TOKEN=…` (and XERO_TENANT_ID) lines for `eval`.
     #[arg(long)]
     pub env: bool,
-    /// Refresh first when the token expires within this many seconds.
+    /// Refresh first when the token expires within this many seconds: 0 to 1500 (an access token
+    /// lasts 30 minutes, 1800 s).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
@@ -39,7 +40,23 @@ struct TokenJson<'a> {
 /// Prints the access token, refreshing first only when it expires within the margin.
 pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
+    let started = session.now();
     let set = session.valid_token_set(args.min_valid as i64).await?;
+    // -v says which it was: a token handed out as stored makes no request, so nothing else
+    // would be said.
+    if let Some(at) = set.expires_at {
+        let source = if set.obtained_at >= started {
+            "just refreshed"
+        } else {
+            "as stored, no request needed"
+        };
+        tracing::info!(
+            "profile '{}': access token valid until {} (in {}), {source}",
+            session.profile().name,
+            super::format_time(at),
+            super::format_span(at - session.now())
+        );
+    }
     let token = set
         .require_access_token(&session.profile().name)?
         .expose_secret();

@@ -634,7 +634,14 @@ impl VaultStore {
                     match self.auth_method() {
                         AuthMethod::AppRole(_) =>
                             "check the AppRole's token_ttl and secret id".into(),
-                        method => format!("the token came from {method}: replace it"),
+                        AuthMethod::TokenVariable(var) => {
+                            format!("the token came from {var}: replace it")
+                        }
+                        AuthMethod::TokenFile(path) => format!(
+                            "the token came from {}: sign in again to replace it",
+                            path.display()
+                        ),
+                        AuthMethod::None => "no token was found: give one".into(),
                     }
                 ),
             };
