@@ -504,7 +504,7 @@ fn import_reads_the_file_back_from_disk_before_removing_the_token_file() {
     let stderr = stderr_text(&out);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(
-        stderr.contains("damaged") && stderr.contains("was kept"),
+        stderr.contains("damaged") && stderr.contains("was not deleted"),
         "{stderr}"
     );
     assert!(plain.exists(), "the plaintext token file is kept");
