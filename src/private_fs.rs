@@ -332,7 +332,7 @@ fn secure_folder(dir: &Path) -> Result<()> {
 }
 
 /// Creates `dir`, one of xero-auth's own folders, and the folders above it that are missing
-/// (`0700`), then makes it the user's alone ([`secure_folder`]). The folders above must already
+/// (`0700`), then makes it the user's alone (see `secure_folder`). The folders above must already
 /// be safe: they are checked before anything is made.
 pub fn private_folder(dir: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -366,7 +366,7 @@ pub fn private_folder_in(root: &Path, sub: &Path) -> Result<()> {
 }
 
 /// Whether `dir`, one of xero-auth's own folders, exists, after making it the user's alone when it
-/// does ([`secure_folder`]): for readers, which create nothing.
+/// does (see `secure_folder`): for readers, which create nothing.
 pub fn existing_private_folder(dir: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == ErrorKind::NotFound => {

@@ -740,8 +740,10 @@ fn another_users_idle_connections_do_not_stop_the_childs_fetches() {
         slowest = slowest.max(took);
     }
     drop(flood);
+    // Before the fix a fetch failed (500) or waited for the flood to end; 3 s leaves room for a
+    // loaded machine without letting a stalled endpoint pass.
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(3),
         "a fetch took {slowest:?} while another user held connections open"
     );
 
