@@ -254,12 +254,12 @@ class Run:
 # the endpoint's key to the file named by its argument, for the counts.
 TOKEN_CHILD = """
 import json, os, sys, urllib.request
-req = urllib.request.Request(os.environ["XERO_AUTH_TOKEN_URL"] + "?min_valid=1500",
-                             headers={"X-Xero-Auth-Key": os.environ["XERO_AUTH_TOKEN_KEY"]})
+req = urllib.request.Request(os.environ["XERO_AUTH_ENDPOINT"] + "?min_valid=1500",
+                             headers={"X-Xero-Auth-Key": os.environ["XERO_AUTH_ENDPOINT_KEY"]})
 with urllib.request.urlopen(req, timeout=60) as r:
     body = json.load(r)
 with open(sys.argv[1], "w") as f:
-    json.dump({"body": body, "key": os.environ["XERO_AUTH_TOKEN_KEY"]}, f)
+    json.dump({"body": body, "key": os.environ["XERO_AUTH_ENDPOINT_KEY"]}, f)
 """
 
 

@@ -253,17 +253,11 @@ pub fn profile_keys() -> impl Iterator<Item = &'static str> {
         .chain(ENDPOINTS.iter().map(|(key, _, _)| *key))
 }
 
-/// The variable `exec --server` gives its command with the endpoint's key. Beside it,
-/// `XERO_AUTH_TOKEN_URL` names that endpoint (where the command fetches access tokens), not an
-/// identity server: a `xero-auth` the command runs must not send its refresh token there, so it
-/// takes the profile's `token_url` (or Xero's) instead.
-pub const TOKEN_SERVER_KEY_ENV: &str = "XERO_AUTH_TOKEN_KEY";
-
-/// The environment's override of endpoint variable `env_key`, if any.
+/// The environment's override of endpoint variable `env_key`, if any. Each variable names one
+/// endpoint of Xero's (or a stand-in's) and nothing else: `exec --server` gives its command
+/// its own endpoint under other names (`XERO_AUTH_ENDPOINT`), so a `xero-auth` the command runs
+/// takes `XERO_AUTH_TOKEN_URL` as the user set it.
 fn endpoint_override(env: &dyn Fn(&str) -> Option<String>, env_key: &str) -> Option<String> {
-    if env_key == "XERO_AUTH_TOKEN_URL" && env(TOKEN_SERVER_KEY_ENV).is_some() {
-        return None;
-    }
     env(env_key).filter(|v| !v.is_empty())
 }
 
@@ -1269,27 +1263,22 @@ http_timeout = 5
     }
 
     #[test]
-    fn the_token_url_of_exec_server_is_not_taken_for_the_identity_servers() {
+    fn the_token_url_variable_moves_the_identity_token_endpoint_whatever_else_is_set() {
         let (_d, config) =
             load("[profiles.default]\ntoken_url = \"http://127.0.0.1:9/connect/token\"\n");
+        // Inside `exec --server`: the command's endpoint has names of its own, and a key of the
+        // retired name changes nothing.
         let inside = env(&[
-            ("XERO_AUTH_TOKEN_URL", "http://127.0.0.1:4321/token"),
+            ("XERO_AUTH_TOKEN_URL", "http://127.0.0.1:4321/connect/token"),
+            ("XERO_AUTH_ENDPOINT", "http://127.0.0.1:5555/token"),
+            ("XERO_AUTH_ENDPOINT_KEY", "k"),
             ("XERO_AUTH_TOKEN_KEY", "k"),
-            ("XERO_AUTH_API_URL", "http://127.0.0.1:8/"),
         ]);
         let p = config.profile("default", &inside).unwrap();
         assert_eq!(
             p.endpoints.token.as_str(),
-            "http://127.0.0.1:9/connect/token"
+            "http://127.0.0.1:4321/connect/token"
         );
-        assert_eq!(
-            p.endpoints.api.as_str(),
-            "http://127.0.0.1:8/",
-            "other overrides apply"
-        );
-        let outside = env(&[("XERO_AUTH_TOKEN_URL", "http://127.0.0.1:4321/token")]);
-        let p = config.profile("default", &outside).unwrap();
-        assert_eq!(p.endpoints.token.as_str(), "http://127.0.0.1:4321/token");
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn the_childs_exit_status_comes_back_and_the_endpoint_goes_with_it() {
         .and_then(|e| {
             let text = String::from_utf8_lossy(&e).into_owned();
             text.split('\0')
-                .find_map(|v| v.strip_prefix("XERO_AUTH_TOKEN_URL=http://127.0.0.1:"))
+                .find_map(|v| v.strip_prefix("XERO_AUTH_ENDPOINT=http://127.0.0.1:"))
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|p| p.parse::<u16>().ok())
         })
@@ -406,8 +406,8 @@ fn the_child_sees_the_access_token_and_key_and_no_other_secret() {
         &environ,
         &format!("XERO_TENANT_ID={DEFAULT_TENANT_ID}")
     ));
-    assert!(holds(&environ, "XERO_AUTH_TOKEN_URL=http://127.0.0.1:"));
-    assert!(holds(&environ, "XERO_AUTH_TOKEN_KEY="));
+    assert!(holds(&environ, "XERO_AUTH_ENDPOINT=http://127.0.0.1:"));
+    assert!(holds(&environ, "XERO_AUTH_ENDPOINT_KEY="));
     for secret in [
         CLIENT_SECRET,
         &tokens.refresh_token,
@@ -421,7 +421,10 @@ fn the_child_sees_the_access_token_and_key_and_no_other_secret() {
     }
     let key = String::from_utf8_lossy(&environ)
         .split('\0')
-        .find_map(|v| v.strip_prefix("XERO_AUTH_TOKEN_KEY=").map(str::to_string))
+        .find_map(|v| {
+            v.strip_prefix("XERO_AUTH_ENDPOINT_KEY=")
+                .map(str::to_string)
+        })
         .unwrap();
     assert!(key.len() >= 43, "32 random bytes or more");
     assert!(
@@ -473,34 +476,52 @@ fn the_endpoint_says_what_to_do_when_no_token_can_be_had() {
     assert!(stderr.contains("no token set stored"), "{stderr}");
 }
 
-/// The child's XERO_AUTH_TOKEN_URL names the endpoint, not an identity server: a `xero-auth`
-/// the child runs takes the profile's token endpoint from config.toml instead.
+/// One meaning per name: the command finds its endpoint in XERO_AUTH_ENDPOINT and
+/// XERO_AUTH_ENDPOINT_KEY, and XERO_AUTH_TOKEN_URL as the user set it (the identity server's
+/// token endpoint), so a `xero-auth refresh` it runs goes where the user said, not to the
+/// profile's token_url. Before, XERO_AUTH_TOKEN_URL named the endpoint in the command, and a
+/// nested `xero-auth` ignored it.
 #[test]
-fn a_xero_auth_run_by_the_child_refreshes_at_the_profiles_token_endpoint() {
+fn a_xero_auth_run_by_the_child_refreshes_at_the_token_url_the_user_set() {
     require_keychain!();
     let fake = FakeXero::start();
+    // The profile names another identity server; the user's XERO_AUTH_TOKEN_URL (set by
+    // TestEnv to `fake`'s) overrides it, inside the command as outside.
+    let elsewhere = FakeXero::start();
     let (env, _) = ready_profile(&fake, "srv-nested", FRESH);
     let config = env.dir.path().join("config/xero-auth/config.toml");
     let mut doc: toml_edit::DocumentMut =
         std::fs::read_to_string(&config).unwrap().parse().unwrap();
-    doc["profiles"][env.profile.as_str()]["token_url"] = toml_edit::value(fake.token_url());
+    doc["profiles"][env.profile.as_str()]["token_url"] = toml_edit::value(elsewhere.token_url());
     std::fs::write(&config, doc.to_string()).unwrap();
 
-    let out = env
-        .cmd(&[
-            "exec",
-            "--server",
-            "--",
-            env!("CARGO_BIN_EXE_xero-auth"),
-            "refresh",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
+    // The child shows its environment, then refreshes.
+    let script = format!("env; exec {} refresh", env!("CARGO_BIN_EXE_xero-auth"));
+    let mut cmd = env.cmd(&["exec", "--server", "--", "sh", "-c", &script]);
+    // A key of the retired name in the caller's environment is not passed on.
+    cmd.env("XERO_AUTH_TOKEN_KEY", "a-key-of-an-older-endpoint");
+    let out = cmd.assert().success().get_output().clone();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("refreshed"), "{stdout}");
     assert_eq!(fake.count(Counter::Refresh), 1);
+    assert_eq!(elsewhere.count(Counter::TokenRequests), 0);
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    let value = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    let endpoint = value("XERO_AUTH_ENDPOINT").expect("the command is given its endpoint");
+    assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/token"));
+    assert!(value("XERO_AUTH_ENDPOINT_KEY").is_some_and(|k| k.len() >= 43));
+    assert_eq!(
+        value("XERO_AUTH_TOKEN_URL"),
+        Some(fake.token_url()),
+        "the user's value, not the command's endpoint"
+    );
+    assert_eq!(value("XERO_AUTH_TOKEN_KEY"), None);
 }
 
 /// The store refuses the refreshed set's writes: the endpoint serves the new token from memory

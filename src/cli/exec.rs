@@ -24,8 +24,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "SECS", default_value_t = crate::session::DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
-    /// Also serve fresh tokens to the command while it runs, on 127.0.0.1 (XERO_AUTH_TOKEN_URL,
-    /// XERO_AUTH_TOKEN_KEY): for programs that outlive a 30-minute token.
+    /// Also serve fresh tokens to the command while it runs, on 127.0.0.1 (XERO_AUTH_ENDPOINT,
+    /// XERO_AUTH_ENDPOINT_KEY): for programs that outlive a 30-minute token.
     #[arg(long)]
     pub server: bool,
     /// The command and its arguments (after `--`).

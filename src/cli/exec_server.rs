@@ -1,6 +1,6 @@
 //! `xero-auth exec --server -- CMD…`: run CMD as `exec` does, and while it runs answer
-//! `GET $XERO_AUTH_TOKEN_URL` (on 127.0.0.1, a random port) with a fresh access token for
-//! whoever shows `XERO_AUTH_TOKEN_KEY` — in practice CMD and the programs it starts.
+//! `GET $XERO_AUTH_ENDPOINT` (on 127.0.0.1, a random port) with a fresh access token for
+//! whoever shows `XERO_AUTH_ENDPOINT_KEY` — in practice CMD and the programs it starts.
 //!
 //! Tokens come from the one refresh protocol ([`Session::valid_token_set`]), so any number of
 //! children polling at once make one refresh. The endpoint never answers with the refresh token
@@ -21,10 +21,15 @@ use crate::secret::{ExposeSecret, SecretString, Zeroizing, constant_time_eq};
 use crate::serve::{HeadError, HeadWaiters, LoopbackListener, RequestHead, open_files, respond};
 use crate::session::Session;
 
-/// The child's variable with the endpoint's URL.
-pub const URL_ENV: &str = "XERO_AUTH_TOKEN_URL";
+/// The child's variable with the endpoint's URL. Not `XERO_AUTH_TOKEN_URL`: that one names the
+/// identity server's token endpoint, for a `xero-auth` the child runs as for any other.
+pub const URL_ENV: &str = "XERO_AUTH_ENDPOINT";
 /// The child's variable with the key the endpoint asks for.
-pub const KEY_ENV: &str = crate::config::TOKEN_SERVER_KEY_ENV;
+pub const KEY_ENV: &str = "XERO_AUTH_ENDPOINT_KEY";
+/// The key's name before the endpoint had names of its own. The child never gets it: a program
+/// written for the old names then stops at the missing key, rather than sending a key to the
+/// URL that `XERO_AUTH_TOKEN_URL` names now (the identity server's, when the user set it).
+const RETIRED_KEY_ENV: &str = "XERO_AUTH_TOKEN_KEY";
 /// The header that carries the key.
 pub const KEY_HEADER: &str = "X-Xero-Auth-Key";
 /// The endpoint's path.
@@ -59,7 +64,10 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         session.tenant(),
         session.profile().store,
     )?;
-    command.env(URL_ENV, &url).env(KEY_ENV, key.expose_secret());
+    command
+        .env(URL_ENV, &url)
+        .env(KEY_ENV, key.expose_secret())
+        .env_remove(RETIRED_KEY_ENV);
     drop(token);
     let signals = StopSignals::install()?;
     let mut child = child::spawn(command)?;
@@ -154,7 +162,7 @@ impl Endpoint {
                 .refuse(
                     &mut stream,
                     403,
-                    "send the header X-Xero-Auth-Key with the value of XERO_AUTH_TOKEN_KEY",
+                    "send the header X-Xero-Auth-Key with the value of XERO_AUTH_ENDPOINT_KEY",
                 )
                 .await;
         }

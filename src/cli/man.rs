@@ -147,7 +147,7 @@ fn escaped(text: &str) -> String {
 }
 
 /// The variables the commands read (docs/configuration.md has every one).
-const ENVIRONMENT: [(&str, &str); 11] = [
+const ENVIRONMENT: [(&str, &str); 12] = [
     (
         "XERO_AUTH_PROFILE",
         "the profile, when --profile is not given (default: default)",
@@ -189,6 +189,10 @@ const ENVIRONMENT: [(&str, &str); 11] = [
     (
         "XERO_ACCESS_TOKEN, XERO_TENANT_ID",
         "set by exec for its command (and by token --env): the access token, the tenant",
+    ),
+    (
+        "XERO_AUTH_ENDPOINT, XERO_AUTH_ENDPOINT_KEY",
+        "set by exec --server for its command: its token endpoint's URL and key",
     ),
     (
         "RUST_LOG",

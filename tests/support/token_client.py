@@ -25,8 +25,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-URL = os.environ["XERO_AUTH_TOKEN_URL"]
-KEY = os.environ["XERO_AUTH_TOKEN_KEY"]
+URL = os.environ["XERO_AUTH_ENDPOINT"]
+KEY = os.environ["XERO_AUTH_ENDPOINT_KEY"]
 
 
 def request(method, url, key):
