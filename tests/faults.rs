@@ -339,14 +339,6 @@ fn a_failure_before_anything_was_carried_out_says_the_tokens_stay_usable() {
     assert!(usable_until(&stderr).is_none(), "{stderr}");
 }
 
-/// A token URL on a port nothing listens on: every connection is refused, nothing is sent.
-fn closed_token_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/connect/token")
-}
-
 /// `token` with every connection to the token endpoint refused; its exit code and stderr.
 fn token_with_connection_refused(env: &TestEnv) -> (Option<i32>, String) {
     let out = env
