@@ -18,7 +18,9 @@
 //!   after it, with a margin, so that it runs out only after such a write has ended.
 //! - **The unsaved-refresh note, one value.** When a refresh was sent and its answer not saved,
 //!   the time it was sent is written to the lease first (another machine may be next) and then
-//!   to the lock file; [`RefreshGuard::saved`] clears both.
+//!   to the lock file; [`RefreshGuard::saved`] clears both. A request whose answer was lost
+//!   under the guard is recorded ([`RefreshGuard::note_answer_lost`]), so that a definite answer
+//!   to a later attempt cannot clear the note of one Xero may have carried out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,9 @@ pub struct RefreshGuard {
     held: Arc<Held>,
     /// The store, through a handle that keeps `held` alive while any call made through it runs.
     store: Store,
+    /// Whether a request sent under the guard got no answer saying it failed: Xero may have
+    /// carried it out.
+    answer_lost: std::sync::atomic::AtomicBool,
 }
 
 /// What lives as long as the guard or any store call made under it.
@@ -91,6 +96,7 @@ impl RefreshGuard {
         let guard = RefreshGuard {
             store: store.holding(held.clone()),
             held,
+            answer_lost: std::sync::atomic::AtomicBool::new(false),
         };
         let (read, settled) = check(guard.store.clone()).await?;
         crate::failpoints::crash_point("refresh-set-read");
@@ -210,6 +216,19 @@ impl RefreshGuard {
         Ok(())
     }
 
+    /// Records that a request sent under the guard got no answer saying it failed (a timeout or
+    /// a reset after sending, an answer cut short): Xero may have carried it out.
+    pub fn note_answer_lost(&self) {
+        self.answer_lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a request sent under the guard may have been carried out by Xero
+    /// ([`RefreshGuard::note_answer_lost`]).
+    pub fn answer_lost(&self) -> bool {
+        self.answer_lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Renews the lease now, for its whole time to live (before a retry of the request, and
     /// after Xero answered, before the write). An error means it was lost or could not be
     /// written; without a lease, nothing to do.
@@ -232,7 +251,7 @@ impl RefreshGuard {
     }
 
     /// Clears the note of an unsaved refresh, in the lock file and in the lease: a set was
-    /// saved, or nothing reached Xero. Then [`RefreshGuard::end`].
+    /// saved, or no refresh sent was carried out. Then [`RefreshGuard::end`].
     pub async fn saved(self) {
         self.clear_notes().await;
         self.end().await;
@@ -253,7 +272,9 @@ impl RefreshGuard {
     /// guard is still running, else when the last one ends (or, for the lease, when it expires,
     /// if this process ends first).
     pub async fn end(self) {
-        let RefreshGuard { mut held, store } = self;
+        let RefreshGuard {
+            mut held, store, ..
+        } = self;
         let running = store.has_unfinished_calls();
         drop(store);
         if running {

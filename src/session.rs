@@ -688,55 +688,13 @@ impl Session {
         let posted = self.post_refresh(&app, &current, &guard).await;
         let response = match posted {
             Ok(response) => response,
-            // A refresh that may have reached Xero leaves the stored refresh token usable only
-            // inside the grace window from its first use: the message says until when, rather
-            // than that the stored tokens "stay usable".
-            Err(Error::Unconfirmed { what, cause, .. }) if rotating => {
-                guard.end().await;
-                return Err(Error::Unconfirmed {
-                    profile: self.profile.name.clone(),
-                    what,
-                    cause,
-                    first_sent: Some(first_sent),
-                });
-            }
-            // This run's request certainly did nothing, but an earlier run's may have.
-            Err(Error::Temporary { what, cause, .. }) if rotating && unsaved_before.is_some() => {
-                guard.end().await;
-                return Err(Error::Unconfirmed {
-                    profile: self.profile.name.clone(),
-                    what,
-                    cause,
-                    first_sent: Some(first_sent),
-                });
-            }
-            Err(e @ Error::Temporary { .. }) => {
-                // Nothing reached Xero: there is no unsaved refresh to remember.
-                guard.saved().await;
-                return Err(e);
-            }
-            // The stored refresh token was refused, and an earlier run had sent a refresh it
-            // never saved: that run most likely spent the token, and the grace window in which
-            // it could be retried is over. Say so, rather than guess.
-            Err(Error::ReauthRequired {
-                profile,
-                rejection: rejection @ crate::error::Rejection::Grant,
-                endpoint,
-                description,
-                unsaved_refresh_at: None,
-            }) => {
-                guard.end().await;
-                return Err(Error::ReauthRequired {
-                    profile,
-                    rejection,
-                    endpoint,
-                    description,
-                    unsaved_refresh_at: unsaved_before,
-                });
-            }
             Err(e) => {
-                guard.end().await;
-                return Err(e);
+                let failed = RefreshFailure {
+                    rotating,
+                    unsaved_before,
+                    first_sent,
+                };
+                return Err(self.refresh_failed(e, failed, guard).await);
             }
         };
         crash_point("refresh-response-parsed");
@@ -775,6 +733,73 @@ impl Session {
             token_set: self.require_token_set().await?,
             requested: true,
         })
+    }
+
+    /// Ends `guard` after a refresh that brought no tokens, and turns `error` into what it means
+    /// for the stored refresh token.
+    ///
+    /// The note of an unsaved refresh is kept only while a refresh with the stored token may have
+    /// been carried out: this run's, when an attempt's answer was lost (a timeout or a reset
+    /// after sending, an answer cut short, a gateway's 502 or 504), or an earlier run's, noted
+    /// before this one. Every other failure proves this run's requests spent nothing: a
+    /// connection never opened, an answer that says the request was not done (429, 408, another
+    /// 5xx), or an error answer from the token endpoint (`invalid_client`, `invalid_grant`, any
+    /// OAuth error or other 4xx: Xero refused the request, it did not rotate the token). Then,
+    /// with no earlier note, the note this run wrote is cleared, so that a later failure is not
+    /// reported as a refresh that "may have reached Xero".
+    async fn refresh_failed(
+        &self,
+        error: Error,
+        failed: RefreshFailure,
+        guard: RefreshGuard,
+    ) -> Error {
+        let RefreshFailure {
+            rotating,
+            unsaved_before,
+            first_sent,
+        } = failed;
+        if guard.answer_lost() || unsaved_before.is_some() {
+            guard.end().await;
+        } else {
+            guard.saved().await;
+        }
+        match error {
+            // A refresh that may have reached Xero leaves the stored refresh token usable only
+            // inside the grace window from its first use: the message says until when, rather
+            // than that the stored tokens "stay usable".
+            Error::Unconfirmed { what, cause, .. } if rotating => Error::Unconfirmed {
+                profile: self.profile.name.clone(),
+                what,
+                cause,
+                first_sent: Some(first_sent),
+            },
+            // This run's request certainly did nothing, but an earlier run's may have.
+            Error::Temporary { what, cause, .. } if rotating && unsaved_before.is_some() => {
+                Error::Unconfirmed {
+                    profile: self.profile.name.clone(),
+                    what,
+                    cause,
+                    first_sent: Some(first_sent),
+                }
+            }
+            // The stored refresh token was refused, and an earlier run had sent a refresh it
+            // never saved: that run most likely spent the token, and the grace window in which
+            // it could be retried is over. Say so, rather than guess.
+            Error::ReauthRequired {
+                profile,
+                rejection: rejection @ crate::error::Rejection::Grant,
+                endpoint,
+                description,
+                unsaved_refresh_at: None,
+            } => Error::ReauthRequired {
+                profile,
+                rejection,
+                endpoint,
+                description,
+                unsaved_refresh_at: unsaved_before,
+            },
+            other => other,
+        }
     }
 
     /// Xero issued `new_set` for `from`, and the store would not take it: it is kept in this
@@ -1018,6 +1043,9 @@ impl Session {
                     answer_lost,
                 }) => {
                     any_lost |= answer_lost;
+                    if let (true, Some(guard)) = (answer_lost, guard) {
+                        guard.note_answer_lost();
+                    }
                     let wait = retry_after.unwrap_or(backoff);
                     if attempt >= REFRESH_ATTEMPTS || wait > MAX_RETRY_AFTER {
                         if any_lost {
@@ -1139,6 +1167,16 @@ impl Session {
             cause,
         })
     }
+}
+
+/// What [`Session::refresh_failed`] needs to know of the refresh that failed.
+struct RefreshFailure {
+    /// Whether the request carried a refresh token (Xero rotates it).
+    rotating: bool,
+    /// When an earlier run sent a refresh whose answer it never saved, if one did.
+    unsaved_before: Option<i64>,
+    /// The earliest unsaved send: that earlier run's, or this one's.
+    first_sent: i64,
 }
 
 /// The set a refresh starts from, as read under the guard.

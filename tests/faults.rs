@@ -338,3 +338,149 @@ fn a_failure_before_anything_was_carried_out_says_the_tokens_stay_usable() {
     assert!(stderr.contains("kept and stay usable"), "{stderr}");
     assert!(usable_until(&stderr).is_none(), "{stderr}");
 }
+
+/// `token` with every connection to the token endpoint refused; its exit code and stderr.
+fn token_with_connection_refused(env: &TestEnv) -> (Option<i32>, String) {
+    let out = env
+        .cmd(&["token"])
+        .env("XERO_AUTH_TOKEN_URL", closed_token_url())
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "no token printed on failure");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Found in use: after a refresh answered `invalid_client` (a definite answer: Xero refused the
+/// client before it looked at the refresh token) and the secret fixed, a refresh whose
+/// connection was refused warned that the stored refresh token "may have reached Xero" and was
+/// usable only for 30 minutes. Neither request spent it: the failure is a plain temporary one.
+#[test]
+fn a_refused_connection_after_invalid_client_is_a_plain_temporary_failure() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "f-client-then-down", DAY);
+    let before = env.stored_raw();
+    // The app's secret was rotated at developer.xero.com: the stored one is refused.
+    let rotated = "cs-rotated-at-developer-xero-com-0123456789";
+    fake.add_client(CLIENT_ID, Some(rotated));
+    refused_client(&env);
+    // The user stores the new secret; then the network is down.
+    env.cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", rotated)
+        .assert()
+        .success();
+    let (code, stderr) = token_with_connection_refused(&env);
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(stderr.contains("kept and stay usable"), "{stderr}");
+    assert!(!stderr.contains("may have reached"), "{stderr}");
+    assert!(usable_until(&stderr).is_none(), "{stderr}");
+    assert_eq!(env.stored_raw(), before, "stored set unchanged");
+    // And the tokens were indeed still good.
+    env.ok(&["token"]);
+}
+
+/// An `invalid_grant` refuses a token this run did not spend (it was dead already): a later
+/// `invalid_grant` must not blame "an earlier run" that "sent a refresh and ended before it
+/// saved Xero's answer".
+#[test]
+fn a_second_invalid_grant_does_not_blame_the_first_refusal() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "f-grant-twice", DAY);
+    // Unused for 61 days: the refresh token expired.
+    fake.advance_clock(Duration::from_secs(61 * 86_400));
+    for run in ["first", "second"] {
+        let out = env.cmd(&["token"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(4), "{run}: {stderr}");
+        assert!(stderr.contains("invalid_grant"), "{run}: {stderr}");
+        assert!(
+            !stderr.contains("An earlier xero-auth run"),
+            "{run}: {stderr}"
+        );
+    }
+}
+
+/// The reverse: a refresh whose answer was lost (it timed out after sending) may have rotated
+/// the token, and a definite refusal or a refused connection afterwards does not undo that: the
+/// window of the first send is still named.
+#[test]
+fn a_lost_answer_is_remembered_through_later_refusals_and_refused_connections() {
+    require_keychain!();
+    let started = unix_now();
+    let (fake, env) =
+        assert_lost_answer_names_the_window("w-lost-then", Fault::Delay(Duration::from_secs(3)));
+    fake.set_persistent_fault(Target::Token, None);
+    // Then the client is refused (exit 4): the earlier send is still unsaved.
+    fake.add_client(
+        CLIENT_ID,
+        Some("cs-rotated-at-developer-xero-com-0123456789"),
+    );
+    refused_client(&env);
+    let (code, stderr) = token_with_connection_refused(&env);
+    assert_eq!(code, Some(6), "{stderr}");
+    let until = usable_until(&stderr).unwrap_or_else(|| panic!("no time in: {stderr}"));
+    assert!(
+        (started + 1800..=started + 1800 + 5).contains(&until),
+        "30 minutes after the first send ({started}), not {until}: {stderr}"
+    );
+}
+
+/// Any error answer from the token endpoint says the refresh was refused, not carried out: an
+/// OAuth error (`unauthorized_client`) or a 4xx that is not OAuth. A refused connection after
+/// it is a plain temporary failure.
+#[test]
+fn a_refused_connection_after_any_error_answer_is_a_plain_temporary_failure() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    for (name, fault) in [
+        (
+            "f-oauth-then-down",
+            Fault::OAuthError("unauthorized_client"),
+        ),
+        ("f-401-then-down", Fault::Unauthorized),
+    ] {
+        let (env, _) = imported_profile(&fake, name, DAY);
+        fake.set_persistent_fault(Target::Token, Some(fault.clone()));
+        let out = env.cmd(&["token"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_ne!(out.status.code(), Some(0), "{fault:?}: {stderr}");
+        assert!(!stderr.contains("may have reached"), "{fault:?}: {stderr}");
+        fake.set_persistent_fault(Target::Token, None);
+        let (code, stderr) = token_with_connection_refused(&env);
+        assert_eq!(code, Some(6), "{fault:?}: {stderr}");
+        assert!(
+            stderr.contains("kept and stay usable"),
+            "{fault:?}: {stderr}"
+        );
+        assert!(!stderr.contains("may have reached"), "{fault:?}: {stderr}");
+    }
+}
+
+/// Within one run: an attempt whose answer was lost (Xero carried it out, rotating the token),
+/// then a retry refused with an OAuth error. The refusal does not undo the first attempt: a
+/// refused connection afterwards still names the window of that first send.
+#[test]
+fn a_refusal_after_a_lost_attempt_keeps_the_window_of_the_lost_one() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = imported_profile(&fake, "f-lost-then-refused", DAY);
+    // Longer than the command's 2 s timeout: the fake refreshes after the client gave up.
+    fake.push_fault(Target::Token, Fault::Delay(Duration::from_secs(3)));
+    fake.push_fault(Target::Token, Fault::OAuthError("invalid_request"));
+    let started = unix_now();
+    let out = env.cmd(&["token"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("invalid_request"), "{stderr}");
+    assert_eq!(fake.count(Counter::Refresh), 2, "{stderr}");
+    let (code, stderr) = token_with_connection_refused(&env);
+    assert_eq!(code, Some(6), "{stderr}");
+    let until = usable_until(&stderr).unwrap_or_else(|| panic!("no time in: {stderr}"));
+    assert!(
+        (started + 1800..=started + 1800 + 5).contains(&until),
+        "30 minutes after the first send ({started}), not {until}: {stderr}"
+    );
+}

@@ -415,6 +415,48 @@ fn past_the_grace_window_another_machine_says_what_happened() {
     assert_eq!(after, before, "nothing deleted");
 }
 
+/// A refresh refused with `invalid_client` spent nothing: the lease is freed without a note of an
+/// unsaved refresh, and another machine whose connection is then refused, the secret fixed,
+/// fails plainly rather than warning that the stored token "may have reached Xero".
+#[test]
+fn a_refused_client_leaves_no_note_in_the_lease() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, _) = three_machines(&fake, &bao, "refused-client");
+    let rotated = "cs-rotated-at-developer-xero-com-0123456789";
+    fake.add_client(CLIENT_ID, Some(rotated));
+    let out = machines[0]
+        .cmd(&["token"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    assert!(stderr_text(&out).contains("invalid_client"));
+    let lease = bao
+        .kv_fields(&format!("xero-auth/{}/refresh-lease", machines[0].profile))
+        .expect("the lease was taken");
+    assert_eq!(lease["state"], "free", "{lease}");
+    assert!(lease["unsaved_refresh_sent_at"].is_null(), "{lease}");
+
+    machines[0]
+        .cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", rotated)
+        .assert()
+        .success();
+    let out = machines[1]
+        .cmd(&["token"])
+        .env("XERO_AUTH_TOKEN_URL", closed_token_url())
+        .assert()
+        .code(6)
+        .get_output()
+        .clone();
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("kept and stay usable"), "{stderr}");
+    assert!(!stderr.contains("may have reached"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn a_stale_write_is_refused_and_the_newer_set_is_used() {
     require_failpoints!();

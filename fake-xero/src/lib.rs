@@ -132,6 +132,9 @@ pub enum Fault {
     /// access was withdrawn; not processed. With a persistent fault on the API this makes
     /// every retry fail, which is how a client's "refresh once, retry once" is tested.
     Unauthorized,
+    /// 400 with the OAuth error `error` (`unauthorized_client`, `invalid_request`, …), as the
+    /// token endpoint answers a request it refuses; not processed.
+    OAuthError(&'static str),
 }
 
 /// What [`FakeXero::count`] can count. Every request that reached the endpoint counts,

@@ -237,6 +237,10 @@ async fn serve_conn(shared: Shared, stream: TcpStream) {
             let resp = answered(&shared, unauthorized("AuthenticationUnsuccessful"));
             conn.respond(&resp, &date).await;
         }
+        Some(Fault::OAuthError(error)) => {
+            let resp = answered(&shared, Response::json(400, &json!({ "error": error })));
+            conn.respond(&resp, &date).await;
+        }
     }
 }
 

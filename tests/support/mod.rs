@@ -257,6 +257,15 @@ impl Drop for TestEnv {
     }
 }
 
+/// A token URL on a port of 127.0.0.1 nothing listens on: every connection is refused, nothing
+/// is sent.
+pub fn closed_token_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/connect/token")
+}
+
 pub fn set_mtime(path: &Path, when: SystemTime) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(when).unwrap();
