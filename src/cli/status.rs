@@ -112,11 +112,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         );
         line(
             "client secret:",
-            if secret_stored {
-                "stored".into()
-            } else {
-                "none (PKCE app)".into()
-            },
+            super::client::secret_text(profile, secret_stored, &store.describe()),
         );
         line("store:", store.describe());
         if let Some(state) = &file_key {
