@@ -259,7 +259,10 @@ async fn choose_tenant(
     )
     .await
     {
-        Ok(c) => c,
+        Ok(c) => {
+            super::tenants::remember_names(session.paths(), &session.profile().name, &c);
+            c
+        }
         Err(e) => {
             eprintln!(
                 "warning: could not list the connected organisations ({e}); run {} later",
