@@ -423,21 +423,43 @@ fn hints_of_login_import_a_lost_refresh_and_logout_name_the_profile() {
         "http://127.0.0.1:{}/callback",
         support::browser::free_port()
     );
-    let out = env
-        .cmd(&[
-            "login",
-            "--no-browser",
-            "--timeout",
-            "1",
-            "--redirect-uri",
-            &redirect,
-        ])
-        .write_stdin("")
-        .output()
+    let login = [
+        "login",
+        "--no-browser",
+        "--timeout",
+        "1",
+        "--redirect-uri",
+        &redirect,
+    ];
+    // Stdin kept open (a person who never pastes): the timeout.
+    let mut child = env
+        .std_cmd(&login)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let _open = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
     assert_hints_name(&stderr_of(&out), &profile, "login timed out");
+    // Stdin at its end: nothing can be pasted, and the login says so at once rather than
+    // waiting out its timeout.
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd(&["login", "--no-browser", "--redirect-uri", &redirect])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("stdin ended"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_hints_name(&stderr_of(&out), &profile, "login with stdin at its end");
 
     // `import --remove` of a symbolic link.
     let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
