@@ -290,18 +290,31 @@ async fn serve_one(
     }
 }
 
+/// Where a pasted redirect URL may come from, and what the end of that input means.
+pub struct Pasted {
+    /// The lines read from stdin; closed at its end (EOF).
+    pub lines: mpsc::Receiver<String>,
+    /// Whether the end of stdin ends the login (`--no-browser`: the redirect was to come back by
+    /// paste) rather than only the pasting (a browser that did not open: the person may still
+    /// open the URL on this machine, and its redirect reach the listener).
+    pub end_ends_login: bool,
+}
+
 /// Waits for the authorization code: from the loopback listener, or from a redirect URL pasted
 /// on `pasted` (for SSH sessions where the browser runs elsewhere). Stray requests are answered
-/// and ignored; a refusal or the timeout ends the wait. The listener is closed on return.
-/// `profile` is the profile logging in: the messages that say to log in again name it.
+/// and ignored; a refusal or the timeout ends the wait, and so does the end of stdin when
+/// [`Pasted::end_ends_login`]. The listener is closed on return. `profile` is the profile
+/// logging in: the messages that say to log in again name it.
 pub async fn wait_for_code(
     profile: &str,
     listener: TcpListener,
     target: &RedirectTarget,
     state: &str,
     timeout: Duration,
-    mut pasted: Option<mpsc::Receiver<String>>,
+    pasted: Option<Pasted>,
 ) -> Result<Zeroizing<String>> {
+    let end_ends_login = pasted.as_ref().is_some_and(|p| p.end_ends_login);
+    let mut pasted = pasted.map(|p| p.lines);
     let (tx, mut rx) = mpsc::channel(4);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -314,7 +327,24 @@ pub async fn wait_for_code(
             }
             Some(outcome) = rx.recv() => return finish(profile, outcome),
             line = async { pasted.as_mut()?.recv().await }, if pasted.is_some() => {
-                let Some(line) = line else { pasted = None; continue };
+                let Some(line) = line else {
+                    pasted = None;
+                    if end_ends_login {
+                        return Err(Error::InvalidInput(format!(
+                            "login stopped: stdin ended before a redirect URL was pasted, and \
+                             with --no-browser the redirect comes back by paste. Run {} in a \
+                             terminal (or keep stdin open), then paste the address the browser \
+                             was sent to",
+                            crate::hint::command(profile, "login --no-browser")
+                        )));
+                    }
+                    eprintln!(
+                        "stdin ended: nothing can be pasted any more; still waiting for the \
+                         browser's redirect to {} (Ctrl-C stops)",
+                        target.uri
+                    );
+                    continue;
+                };
                 let line = Zeroizing::new(line);
                 match parse_callback(pasted_target(&line), &target.path, state) {
                     Callback::Ignored { why, .. } => {

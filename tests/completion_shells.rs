@@ -169,6 +169,16 @@ fn check_shell(shell: &str, complete: &Completer) {
     has("xero-auth token --store fi", &["file"]);
     has("xero-auth completions ", &["bash", "zsh", "fish"]);
     has("xero-auth config set sto", &["store", "store_timeout"]);
+    // A key's value from a list: the stores, not the key names again.
+    let stores = has(
+        "xero-auth config set store ",
+        &["secret-service", "file", "keyutils", "vault"],
+    );
+    assert!(
+        !stores.iter().any(|s| s == "store_timeout"),
+        "{shell}: {stores:?}"
+    );
+    has("xero-auth --profile imp config set store fi", &["file"]);
     // --profile: the profiles in config.toml, and only those.
     let mut profiles = no_files("xero-auth --profile ");
     profiles.sort();

@@ -918,6 +918,53 @@ fn on_a_terminal(env: &TestEnv, args: &str, dialogue: &[(&str, &str)]) -> (i32, 
 }
 
 #[test]
+fn on_a_terminal_a_mistyped_passphrase_is_asked_for_again_twice() {
+    let fake = FakeXero::start();
+    let env = file_env(&fake, "fs-tty-retry");
+    // The store exists (its passphrase given in the environment).
+    env.cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .success();
+    let set = format!("client set --client-id {CLIENT_ID}");
+    let asked = "Passphrase of the xero-auth file store";
+
+    // One typing mistake: said, asked again, and the command goes on.
+    let mut terminal = Terminal::start(&env, &set);
+    terminal.wait_for_any(&["Client secret (input hidden): "]);
+    terminal.type_line("another-secret");
+    terminal.wait_for_any(&[asked]);
+    terminal.type_line("tidy-Otter-41-lanterm");
+    terminal.wait_for_any(&["try again (2 tries left)"]);
+    terminal.wait_for_any(&[asked]);
+    terminal.type_line(PASSPHRASE);
+    let (code, shown) = terminal.finish();
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(read_back(&env, "client-secret").unwrap(), b"another-secret");
+
+    // Three wrong ones: the wrong-passphrase failure (exit 5), nothing written.
+    let mut terminal = Terminal::start(&env, &set);
+    terminal.wait_for_any(&["Client secret (input hidden): "]);
+    terminal.type_line(CLIENT_SECRET);
+    for (typed, then) in [
+        ("wrong-1", Some("try again (2 tries left)")),
+        ("wrong-2", Some("try again (1 try left)")),
+        ("wrong-3", None),
+    ] {
+        terminal.wait_for_any(&[asked]);
+        terminal.type_line(typed);
+        if let Some(then) = then {
+            terminal.wait_for_any(&[then]);
+        }
+    }
+    let (code, shown) = terminal.finish();
+    assert_eq!(code, 5, "{shown}");
+    assert!(shown.contains("a wrong passphrase"), "{shown}");
+    assert_eq!(shown.matches(asked).count(), 3, "{shown}");
+    assert_eq!(read_back(&env, "client-secret").unwrap(), b"another-secret");
+}
+
+#[test]
 fn on_a_terminal_the_passphrase_is_asked_without_echo_twice_for_a_new_store() {
     let fake = FakeXero::start();
     let env = file_env(&fake, "fs-tty");
@@ -1097,8 +1144,10 @@ fn login_without_a_browser_on_a_terminal_with_a_pkce_app_keeps_the_tokens() {
     let before = std::fs::read(token_set_file(&env)).unwrap();
     let exchanges = fake.count(Counter::TokenRequests);
     let mut terminal = Terminal::start(&env, "login --no-browser");
-    terminal.wait_for_any(&["Passphrase of the xero-auth file store"]);
-    terminal.type_line("not-the-passphrase");
+    for _ in 0..3 {
+        terminal.wait_for_any(&["Passphrase of the xero-auth file store"]);
+        terminal.type_line("not-the-passphrase");
+    }
     let (code, shown) = terminal.finish();
     assert_eq!(code, 5, "{shown}");
     assert!(shown.contains("passphrase does not open"), "{shown}");

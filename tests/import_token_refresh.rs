@@ -512,6 +512,43 @@ fn import_keeps_the_only_organisation_as_the_default_tenant() {
 }
 
 #[test]
+fn status_names_the_default_tenant_as_last_listed_without_a_request() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    // The import lists the connections to adopt the only organisation: its name is kept.
+    let (env, _) = imported_profile(&fake, "status-tenant-name", Duration::from_secs(60));
+    let before = fake.count(Counter::TokenRequests) + fake.count(Counter::Connections);
+    let out = env.ok(&["status"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "default tenant: {} ({})",
+            fake_xero::DEFAULT_TENANT_NAME,
+            fake_xero::DEFAULT_TENANT_ID
+        )),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["default_tenant"], fake_xero::DEFAULT_TENANT_ID);
+    assert_eq!(json["default_tenant_name"], fake_xero::DEFAULT_TENANT_NAME);
+    assert_eq!(
+        fake.count(Counter::TokenRequests) + fake.count(Counter::Connections),
+        before,
+        "status asks Xero nothing"
+    );
+
+    // A tenant never listed: its id alone, no guess.
+    let other = "0b7c3a8e-1d2f-4e5a-9b6c-7d8e9f0a1b2c";
+    env.ok(&["config", "set", "default_tenant", other]);
+    let shown = text(&env.ok(&["status"]).stdout);
+    assert!(
+        shown.contains(&format!("default tenant: {other}\n")),
+        "{shown}"
+    );
+}
+
+#[test]
 fn exec_after_importing_an_expired_token_takes_the_only_organisation() {
     require_keychain!();
     let fake = FakeXero::start();
@@ -531,8 +568,11 @@ fn exec_after_importing_an_expired_token_takes_the_only_organisation() {
 
     let out = env.ok(PRINT_TENANT);
     assert_eq!(text(&out.stdout), fake_xero::DEFAULT_TENANT_ID);
+    // One sentence, not one broken by a run of spaces where the source line wrapped.
     assert!(
-        text(&out.stderr).contains("default tenant is now"),
+        text(&out.stderr).contains("default tenant is now")
+            && text(&out.stderr).contains("the only organisation the app reaches")
+            && !text(&out.stderr).contains("  "),
         "{}",
         text(&out.stderr)
     );
@@ -560,7 +600,9 @@ fn exec_warns_and_api_refuses_without_a_tenant_when_several_organisations() {
     assert_eq!(text(&out.stdout), "", "no tenant is guessed");
     let err = text(&out.stderr);
     assert!(
-        err.contains("runs without XERO_TENANT_ID") && err.contains("Acme Ltd"),
+        err.contains("runs without XERO_TENANT_ID")
+            && err.contains("Acme Ltd")
+            && !err.contains("  "),
         "{err}"
     );
     assert!(err.contains("tenants use ID|NAME --profile"), "{err}");

@@ -423,21 +423,43 @@ fn hints_of_login_import_a_lost_refresh_and_logout_name_the_profile() {
         "http://127.0.0.1:{}/callback",
         support::browser::free_port()
     );
-    let out = env
-        .cmd(&[
-            "login",
-            "--no-browser",
-            "--timeout",
-            "1",
-            "--redirect-uri",
-            &redirect,
-        ])
-        .write_stdin("")
-        .output()
+    let login = [
+        "login",
+        "--no-browser",
+        "--timeout",
+        "1",
+        "--redirect-uri",
+        &redirect,
+    ];
+    // Stdin kept open (a person who never pastes): the timeout.
+    let mut child = env
+        .std_cmd(&login)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let _open = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
     assert_hints_name(&stderr_of(&out), &profile, "login timed out");
+    // Stdin at its end: nothing can be pasted, and the login says so at once rather than
+    // waiting out its timeout.
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd(&["login", "--no-browser", "--redirect-uri", &redirect])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("stdin ended"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_hints_name(&stderr_of(&out), &profile, "login with stdin at its end");
 
     // `import --remove` of a symbolic link.
     let tokens = fake.issue_tokens(CLIENT_ID, SCOPE);
@@ -676,4 +698,65 @@ fn profiles_marks_the_selected_one_on_a_terminal() {
     let out = on_a_terminal.output().unwrap();
     let shown = stdout_of(&out).replace('\r', "");
     assert_eq!(shown, "  default\n* imp\n");
+}
+
+/// The `client secret:` line of `status` and `client show`, as printed.
+fn secret_line(text: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with("client secret:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn the_client_secret_line_says_what_is_known_not_that_the_app_is_pkce() {
+    // The file store: a lookup needs no keychain and no passphrase.
+    let fake = FakeXero::start();
+    let mut env = TestEnv::new(&fake, "secret-line");
+    env.set_env("XERO_AUTH_STORE", "file");
+    env.set_env("XERO_AUTH_PASSPHRASE", "tidy-Otter-41-lantern");
+    env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
+    write_config(
+        &env,
+        &format!("[profiles.{}]\ndefault_tenant = \"T1\"\n", env.profile),
+    );
+
+    // No client id at all: not "a PKCE app", but that there is no app yet.
+    let status = env.cmd(&["status"]).output().unwrap();
+    let line = secret_line(&stdout_of(&status));
+    assert!(
+        line.contains("none stored") && line.contains("no client id") && !line.contains("PKCE"),
+        "{line}"
+    );
+
+    // A client id and no secret: what that means, not what the app is.
+    env.ok(&["client", "set", "--client-id", CLIENT_ID, "--public"]);
+    for args in [&["status"][..], &["client", "show"]] {
+        let out = env.cmd(args).output().unwrap();
+        let line = secret_line(&stdout_of(&out));
+        assert!(
+            line.contains("none stored in encrypted files")
+                && line.contains("client id only")
+                && !line.contains("none (PKCE app)")
+                && line.contains(&format!(
+                    "xero-auth client set --client-id ID --profile {}",
+                    env.profile
+                )),
+            "{args:?}: {line}"
+        );
+    }
+
+    // A stored secret: where.
+    env.cmd(&["client", "set", "--client-id", CLIENT_ID])
+        .env("XERO_CLIENT_SECRET", CLIENT_SECRET)
+        .assert()
+        .success();
+    for args in [&["status"][..], &["client", "show"]] {
+        let out = env.cmd(args).output().unwrap();
+        let line = secret_line(&stdout_of(&out));
+        assert!(
+            line.contains("stored in encrypted files"),
+            "{args:?}: {line}"
+        );
+    }
 }

@@ -185,13 +185,24 @@ async fn show(ctx: &Context) -> Result<()> {
         "profile:       {}\nclient id:     {}\nclient secret: {}\n",
         profile.name,
         profile.client_id.as_deref().unwrap_or("(none)"),
-        if secret_stored {
-            format!("stored in {}", store.describe())
-        } else {
-            "none (PKCE app)".to_string()
-        }
+        secret_text(&profile, secret_stored, &store.describe())
     );
     ctx.write_out(text.as_bytes())
+}
+
+/// What `status` and `client show` say of the client secret, from what is known: whether the
+/// store holds one (a lookup) and whether the profile has a client id. Whether the app is a PKCE
+/// app is not recorded anywhere, so it is not claimed: only what a missing secret means.
+pub(super) fn secret_text(profile: &crate::config::Profile, stored: bool, store: &str) -> String {
+    match (stored, profile.client_id.is_some()) {
+        (true, _) => format!("stored in {store}"),
+        (false, false) => "none stored (the profile has no client id either)".into(),
+        (false, true) => format!(
+            "none stored in {store}, so login and refresh send the client id only (right for a \
+             PKCE app; a web app or custom connection needs {})",
+            crate::hint::command(&profile.name, "client set --client-id ID")
+        ),
+    }
 }
 
 async fn remove(ctx: &Context) -> Result<()> {

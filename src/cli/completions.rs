@@ -6,7 +6,7 @@
 //!   `exec CMD`): every other value (`--tenant`, `--min-valid`, `tenants use NAME`) completes
 //!   nothing rather than the files of the current folder;
 //! - `--profile` completes the profiles in config.toml, asked at each press of Tab from
-//!   `xero-auth profiles` (which reads only that file);
+//!   `xero-auth profiles` (which reads only that file); `config set store` the store names;
 //! - bash: clap_complete names its case labels `xero__subcmd__auth__subcmd__token` but sets
 //!   `cmd="xero__auth__subcmd__token"` for a program name with a hyphen (clap-rs/clap#6421), so
 //!   nothing after the first word completed. The labels are renamed to match, and the script's
@@ -126,15 +126,20 @@ fn bash(script: String, cmd: &clap::Command) -> String {
         .replace(&wrong_labels, &APP_NAME.replace('-', "__"))
         .replacen(&format!("{function}() {{"), &format!("{generated}() {{"), 1);
     let path_commands = commands_taking_paths(cmd).join("|");
+    let stores = store_names();
     format!(
         r#"{body}
 
-# Around the generated function: `--profile` completes the configured profiles, and file names
-# come only where a path is asked for ({path_commands}).
+# Around the generated function: `--profile` completes the configured profiles, `config set
+# store` the store names, and file names come only where a path is asked for ({path_commands}).
 {function}() {{
     local cur="$2" prev="$3"
     if [[ $prev == --profile || ($prev == = && ${{COMP_WORDS[COMP_CWORD-2]}} == --profile) ]]; then
         COMPREPLY=( $(compgen -W "$({PROFILES_COMMAND})" -- "$cur") )
+        return 0
+    fi
+    if [[ $prev == store && ${{COMP_WORDS[COMP_CWORD-2]}} == set && " ${{COMP_WORDS[*]:1:COMP_CWORD-3}} " == *" config "* ]]; then
+        COMPREPLY=( $(compgen -W "{stores}" -- "$cur") )
         return 0
     fi
     {generated} "$@"
@@ -175,6 +180,19 @@ fn zsh(script: String) -> String {
 "#
     );
     let script = script.replace("]:PROFILE:'", &format!("]:PROFILE:{function}'"));
+    // `config set store VALUE`: the store names (the value of any other key is free text).
+    let script = script
+        .lines()
+        .map(|line| match line.strip_suffix(":' \\") {
+            Some(spec) if line.starts_with("':value -- ") => format!(
+                "{spec}:{{[[ $words[CURRENT-1] == store ]] && compadd -- {}}}' \\",
+                store_names()
+            ),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
     let entry = format!("if [ \"$funcstack[1]\" = \"_{APP_NAME}\" ]; then");
     match script.find(&entry) {
         Some(at) => format!("{}{helper}{}", &script[..at], &script[at..]),
@@ -234,5 +252,20 @@ fn fish(script: String, cmd: &clap::Command) -> String {
             &mut script,
         );
     }
+    // `config set store VALUE`: the store names.
+    script.push_str(&format!(
+        "complete -c {APP_NAME} -n \"{condition} config; and __fish_seen_subcommand_from set; \
+         and test (commandline -opc)[-2] = set; and test (commandline -opc)[-1] = store\" -f -a \"{}\"\n",
+        store_names()
+    ));
     script
+}
+
+/// The values `config set store` takes, space-separated.
+fn store_names() -> String {
+    crate::config::StoreKind::ALL
+        .iter()
+        .map(|kind| kind.name())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -100,7 +100,10 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
                  paste here the whole address it was sent to.",
                 target.uri, args.timeout
             );
-            pasted = Some(read_stdin_lines());
+            pasted = Some(crate::login::Pasted {
+                lines: read_stdin_lines(),
+                end_ends_login: args.no_browser,
+            });
         } else {
             eprintln!(
                 "Opened the browser to authorise the app; waiting for Xero's redirect to {} (up to {} s).",
@@ -259,7 +262,10 @@ async fn choose_tenant(
     )
     .await
     {
-        Ok(c) => c,
+        Ok(c) => {
+            super::tenants::remember_names(session.paths(), &session.profile().name, &c);
+            c
+        }
         Err(e) => {
             eprintln!(
                 "warning: could not list the connected organisations ({e}); run {} later",

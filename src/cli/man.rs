@@ -201,7 +201,7 @@ const ENVIRONMENT: [(&str, &str); 12] = [
 ];
 
 /// The files and folders, with Linux's default places (others: docs/configuration.md).
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 6] = [
     (
         "~/.config/xero-auth/config.toml",
         "the profiles and their settings, no secrets ($XDG_CONFIG_HOME, XERO_AUTH_CONFIG_DIR)",
@@ -217,6 +217,10 @@ const FILES: [(&str, &str); 5] = [
     (
         "~/.local/state/xero-auth/limits/",
         "the API limit slots and ledger (tenant ids, times, counts)",
+    ),
+    (
+        "~/.local/state/xero-auth/tenants/PROFILE.json",
+        "the organisations' names as Xero last listed them, for status",
     ),
     (
         "~/.local/share/xero-auth/secrets/",

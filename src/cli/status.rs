@@ -58,6 +58,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
     // A move cut short: the profile works, and the other store still holds a copy until the
     // move is run again.
     let unfinished_move = PendingMove::read(session.paths(), &profile.name)?;
+    // The default tenant's name as Xero last listed it (`tenants`, `login`, `exec`): no request.
+    let tenant_name = profile
+        .default_tenant
+        .as_deref()
+        .and_then(|id| super::tenants::known_name(session.paths(), &profile.name, id));
     if ctx.json {
         let tokens = set.as_ref().map(|s| {
             json!({
@@ -78,6 +83,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             "store": store.describe(),
             "token_endpoint": profile.endpoints.token.as_str(),
             "default_tenant": profile.default_tenant,
+            "default_tenant_name": tenant_name,
             "tokens": tokens,
             "api_budgets": budgets_json(&budgets),
             "file_store_key": file_key.as_ref().map(|state| json!({
@@ -112,11 +118,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
         );
         line(
             "client secret:",
-            if secret_stored {
-                "stored".into()
-            } else {
-                "none (PKCE app)".into()
-            },
+            super::client::secret_text(profile, secret_stored, &store.describe()),
         );
         line("store:", store.describe());
         if let Some(state) = &file_key {
@@ -197,13 +199,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 );
             }
         }
-        line(
-            "default tenant:",
-            profile
-                .default_tenant
-                .clone()
-                .unwrap_or_else(|| "(none)".into()),
-        );
+        line("default tenant:", tenant_text(profile, tenant_name.clone()));
         for budget in &budgets {
             line("api budget:", budget_text(budget, now));
         }
@@ -226,6 +222,10 @@ fn without_the_store(
     err: crate::error::Error,
 ) -> Result<crate::error::Error> {
     let code = err.exit_code() as i32;
+    let tenant_name = profile
+        .default_tenant
+        .as_deref()
+        .and_then(|id| super::tenants::known_name(&ctx.paths, &profile.name, id));
     if ctx.json {
         ctx.write_json(&json!({
             "profile": profile.name,
@@ -235,6 +235,7 @@ fn without_the_store(
             "store_usable": false,
             "token_endpoint": profile.endpoints.token.as_str(),
             "default_tenant": profile.default_tenant,
+            "default_tenant_name": tenant_name,
             "tokens": null,
             "error": { "exit_code": code, "message": err.to_string() },
         }))?;
@@ -253,16 +254,19 @@ fn without_the_store(
         line("client secret:", "unknown: the store cannot be read".into());
         line("tokens:", "unknown: the store cannot be read".into());
         line("token endpoint:", profile.endpoints.token.to_string());
-        line(
-            "default tenant:",
-            profile
-                .default_tenant
-                .clone()
-                .unwrap_or_else(|| "(none)".into()),
-        );
+        line("default tenant:", tenant_text(profile, tenant_name));
         ctx.write_out(text.as_bytes())?;
     }
     Ok(err)
+}
+
+/// The default tenant as `status` shows it: its name (as Xero last listed it) and id.
+fn tenant_text(profile: &crate::config::Profile, name: Option<String>) -> String {
+    match (&profile.default_tenant, name) {
+        (Some(id), Some(name)) => format!("{name} ({id})"),
+        (Some(id), None) => id.clone(),
+        (None, _) => "(none)".into(),
+    }
 }
 
 /// The API budgets Xero last reported, per tenant (`status --json`).

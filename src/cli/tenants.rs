@@ -122,7 +122,8 @@ pub async fn or_the_only_one(ctx: &Context, session: Session) -> (Session, Optio
             return (
                 session,
                 Some(format!(
-                    "profile '{profile}' has no default tenant, and the connected organisations                      could not be listed ({e}); choose one with {choose}"
+                    "profile '{profile}' has no default tenant, and the connected organisations \
+                     could not be listed ({e}); choose one with {choose}"
                 )),
             );
         }
@@ -135,14 +136,16 @@ pub async fn or_the_only_one(ctx: &Context, session: Session) -> (Session, Optio
         [] => (
             session,
             Some(format!(
-                "no organisation is connected to the app of profile '{profile}': run {} and                  allow access to one",
+                "no organisation is connected to the app of profile '{profile}': run {} and \
+                 allow access to one",
                 crate::hint::command(&profile, "login")
             )),
         ),
         several => (
             session,
             Some(format!(
-                "profile '{profile}' has no default tenant and the app reaches {} organisations                  ({}); choose one with {choose}, or pass --tenant ID|NAME",
+                "profile '{profile}' has no default tenant and the app reaches {} organisations \
+                 ({}); choose one with {choose}, or pass --tenant ID|NAME",
                 several.len(),
                 several
                     .iter()
@@ -159,29 +162,90 @@ pub async fn or_the_only_one(ctx: &Context, session: Session) -> (Session, Optio
 pub fn adopt_only_tenant(ctx: &Context, profile: &str, only: &Connection) {
     match set_default_tenant(ctx, profile, &only.tenant_id) {
         Ok(()) => eprintln!(
-            "profile '{profile}': default tenant is now {} ({}), the only organisation the app              reaches (kept in config.toml; {} changes it)",
+            "profile '{profile}': default tenant is now {} ({}), the only organisation the app \
+             reaches (kept in config.toml; {} changes it)",
             only.tenant_name,
             only.tenant_id,
             crate::hint::command(profile, "tenants use ID|NAME")
         ),
         Err(e) => eprintln!(
-            "warning: using {} ({}), the only organisation the app reaches, but it could not be              kept as profile '{profile}''s default tenant: {e}",
+            "warning: using {} ({}), the only organisation the app reaches, but it could not be \
+             kept as profile '{profile}''s default tenant: {e}",
             only.tenant_name, only.tenant_id
         ),
     }
 }
 
-/// The organisations connected to the profile's app, asked with a valid access token.
+/// The organisations connected to the profile's app, asked with a valid access token. Their
+/// names are kept for `status` ([`remember_names`]).
 pub async fn connections_of(session: &Session) -> Result<Vec<Connection>> {
     let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
     let token = set.require_access_token(&session.profile().name)?;
-    crate::xero::connections(
+    let connections = crate::xero::connections(
         session.http().await?,
         &session.profile().name,
         &session.profile().endpoints.connections,
         token.expose_secret(),
     )
-    .await
+    .await?;
+    remember_names(session.paths(), &session.profile().name, &connections);
+    Ok(connections)
+}
+
+/// The most bytes a kept list of tenant names may have (a few hundred organisations).
+const MAX_NAMES_FILE: usize = 256 << 10;
+
+/// The tenant names of a profile as Xero last listed them (`tenants/PROFILE.json` in the state
+/// folder): ids and names only, so that `status` can name the default tenant without a request.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KnownNames {
+    /// Tenant id and name, as listed.
+    tenants: Vec<(String, String)>,
+}
+
+fn names_file(paths: &crate::config::Paths, profile: &str) -> std::path::PathBuf {
+    paths
+        .state_dir
+        .join("tenants")
+        .join(format!("{profile}.json"))
+}
+
+/// Keeps the names of `connections` for `status`. Only a cache: a failure to write it costs the
+/// name in `status` and is logged, never the command.
+pub fn remember_names(paths: &crate::config::Paths, profile: &str, connections: &[Connection]) {
+    let path = names_file(paths, profile);
+    let known = KnownNames {
+        tenants: connections
+            .iter()
+            .map(|c| (c.tenant_id.clone(), c.tenant_name.clone()))
+            .collect(),
+    };
+    let written = serde_json::to_vec(&known)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            let dir = path.parent().unwrap_or(&paths.state_dir);
+            crate::private_fs::private_folder_in(&paths.state_dir, dir)
+                .map_err(|e| e.to_string())?;
+            crate::private_fs::replace_cache_file(&path, &bytes).map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        tracing::debug!(path = %path.display(), "the tenant names were not kept: {e}");
+    }
+}
+
+/// The name Xero last gave tenant `id` of `profile`, when a listing of its connections was kept.
+pub fn known_name(paths: &crate::config::Paths, profile: &str, id: &str) -> Option<String> {
+    let path = names_file(paths, profile);
+    let bytes =
+        crate::private_fs::read_file(&path, crate::private_fs::FileKind::Own, MAX_NAMES_FILE, "")
+            .ok()??;
+    let known: KnownNames = serde_json::from_slice(&bytes).ok()?;
+    known
+        .tenants
+        .into_iter()
+        .find(|(tenant, _)| tenant.eq_ignore_ascii_case(id.trim()))
+        .map(|(_, name)| name)
+        .filter(|name| !name.is_empty())
 }
 
 /// Xero's tenant ids are UUIDs: 36 characters of hex digits and four dashes.

@@ -90,8 +90,14 @@ pub struct FileStore {
     /// Whether a missing or altered recipient file is written again when the key is unlocked
     /// (not for `doctor`, which never writes).
     repairs: bool,
+    /// Whether a passphrase typed on the terminal that does not open the store is asked for
+    /// again ([`FileStore::asking_again_on_a_terminal`]).
+    asks_again: bool,
     opened: Mutex<HashMap<PathBuf, Opened>>,
 }
+
+/// How many times a passphrase is asked for on a terminal before a wrong one ends the command.
+const TYPED_TRIES: u8 = 3;
 
 /// What `status` and `doctor` say about the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +286,48 @@ impl FileStore {
             #[cfg(target_os = "linux")]
             cache: None,
             repairs: true,
+            asks_again: false,
             opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A passphrase typed on the terminal that does not open the store is asked for again, up
+    /// to [`TYPED_TRIES`] times in all (a typing mistake should not end the command). One given
+    /// without asking (a variable, a file) is tried once: asking again would get the same.
+    pub fn asking_again_on_a_terminal(self) -> Self {
+        FileStore {
+            asks_again: true,
+            ..self
+        }
+    }
+
+    /// Decrypts `sealed` with the passphrase; when it is wrong and was typed on the terminal,
+    /// says so and asks again (up to [`TYPED_TRIES`] in all).
+    fn decrypt_with_passphrase(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let typed = self.asks_again
+            && !self.holds_passphrase()
+            && matches!(given_passphrase(), Ok(None))
+            && {
+                use std::io::IsTerminal;
+                std::io::stderr().is_terminal()
+            };
+        let mut left = if typed { TYPED_TRIES - 1 } else { 0 };
+        loop {
+            let passphrase = self.passphrase().map_err(OpenError::Other)?;
+            match decrypt(sealed, Key::Passphrase(passphrase)) {
+                Err(OpenError::WrongPassphrase) if left > 0 => {
+                    self.passphrase
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    eprintln!(
+                        "that passphrase does not open the file store; try again ({left} {} left)",
+                        if left == 1 { "try" } else { "tries" }
+                    );
+                    left -= 1;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -404,8 +451,7 @@ impl FileStore {
             }
         }
         let sealed = read_sealed(&path).map_err(|e| e.into_failure(&path))?;
-        let passphrase = self.passphrase()?;
-        let plain = decrypt(&sealed, Key::Passphrase(passphrase)).map_err(|e| match e {
+        let plain = self.decrypt_with_passphrase(&sealed).map_err(|e| match e {
             OpenError::WrongPassphrase => wrong_passphrase(&path, writing),
             other => other.into_failure(&path),
         })?;
@@ -736,10 +782,7 @@ impl FileStore {
             Found::Sealed(id, sealed) => (id, sealed),
         };
         let plain = match Sealed::of(&sealed)? {
-            Sealed::Passphrase => decrypt(
-                &sealed,
-                Key::Passphrase(self.passphrase().map_err(OpenError::Other)?),
-            )?,
+            Sealed::Passphrase => self.decrypt_with_passphrase(&sealed)?,
             Sealed::Key => {
                 let identity = self
                     .unlocked_identity()

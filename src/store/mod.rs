@@ -529,4 +529,5 @@ pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
         file::env_or_terminal(root),
     )
     .with_unlock_cache(profile.file_unlock_ttl)
+    .asking_again_on_a_terminal()
 }
