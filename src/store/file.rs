@@ -292,7 +292,7 @@ impl FileStore {
     }
 
     /// A passphrase typed on the terminal that does not open the store is asked for again, up
-    /// to [`TYPED_TRIES`] times in all (a typing mistake should not end the command). One given
+    /// to `TYPED_TRIES` times in all (a typing mistake should not end the command). One given
     /// without asking (a variable, a file) is tried once: asking again would get the same.
     pub fn asking_again_on_a_terminal(self) -> Self {
         FileStore {
