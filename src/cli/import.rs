@@ -168,10 +168,12 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
 /// would keep a copy of the tokens until exit).
 fn read_stdin(now: i64) -> Result<TokenSet> {
     #[cfg(unix)]
-    let mut stdin = super::unbuffered_stdin();
+    {
+        let mut stdin = super::unbuffered_stdin();
+        read_token_stream(&mut *stdin, now)
+    }
     #[cfg(not(unix))]
-    let mut stdin = std::io::stdin();
-    read_token_stream(&mut *stdin, now)
+    read_token_stream(&mut std::io::stdin(), now)
 }
 
 /// Warns when another profile holds the refresh token just imported: the two now share one
