@@ -182,6 +182,15 @@ class Run:
         os.remove(core)
         return data, out
 
+    def open_stdin(self, name):
+        """A FIFO this script holds open and never writes to: a stdin that neither ends nor
+        sends anything (`login --no-browser` ends at once when its stdin ends)."""
+        path = os.path.join(self.work, name + ".stdin")
+        os.mkfifo(path, 0o600)
+        # Read-write, so opening it neither blocks nor ends it; kept until this script exits.
+        self.held_stdin = getattr(self, "held_stdin", []) + [os.open(path, os.O_RDWR)]
+        return path
+
     def typed_passphrase_then_browser(self, passphrase):
         """For `login --no-browser` on a terminal: types `passphrase` at the file store's prompt,
         then plays the browser."""
@@ -435,7 +444,7 @@ def main():
             "login", ["login", "--no-browser", "--timeout", "60", "--scope", "openid",
                       "--scope", "profile", "--scope", "email",
                       "--redirect-uri", "http://127.0.0.1:%d/callback" % port],
-            during=run.browser)
+            during=run.browser, stdin_path=run.open_stdin("login"))
         new = run.issued()[-1]
         stored = run.stored_set() or {}
         if stored.get("refresh_token") != new.get("refresh_token"):
@@ -543,7 +552,8 @@ def main():
             "file-login", ["login", "--no-browser", "--timeout", "60", "--scope", "openid",
                            "--scope", "profile", "--scope", "email",
                            "--redirect-uri", "http://127.0.0.1:%d/callback" % port],
-            during=run.typed_passphrase_then_browser(passphrase), env=typed, terminal=True)
+            during=run.typed_passphrase_then_browser(passphrase), env=typed, terminal=True,
+            stdin_path=run.open_stdin("file-login"))
         new = run.issued()[-1]
         printed = subprocess.run([run.bin, "token"], env=run.env, capture_output=True,
                                  text=True).stdout.strip()
