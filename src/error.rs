@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-/// The exit codes of the command-line contract (DESIGN.md, "Exit codes").
+/// The exit codes of the command-line contract (docs/troubleshooting.md lists what to do for each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitCode {

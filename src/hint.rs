@@ -2,7 +2,7 @@
 //! profile the user is working with: without `--profile` it would act on the default profile
 //! (set up a client there, log in there), which is the one thing the user did not ask for.
 
-use crate::config::DEFAULT_PROFILE;
+use crate::names::DEFAULT_PROFILE;
 
 /// The command `xero-auth ARGS` for `profile`, in backticks as messages quote commands, with
 /// `--profile NAME` at its end when the profile is not the default one. At the end, because a

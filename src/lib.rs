@@ -47,6 +47,7 @@ pub mod limits;
 pub mod lock;
 pub mod login;
 pub mod mcp;
+mod names;
 pub mod oauth;
 pub mod private_fs;
 pub mod secret;
