@@ -1,5 +1,24 @@
-//! Times and durations as people read them. Below every other module, so the error type and
-//! the commands format times the same way without the one reaching up into the other.
+//! The time now, and times and durations as people read them. Below every other module: the
+//! stores, the session and the commands read the clock here, and the error type and the
+//! commands format times the same way without the one reaching up into the other.
+
+/// The time, injectable for tests.
+pub trait Clock: Send + Sync {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
 
 /// Unix seconds as an RFC 3339 UTC time, for people and JSON.
 pub fn format_time(unix: i64) -> String {
