@@ -23,6 +23,7 @@ import os
 import pty
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -249,8 +250,7 @@ class Run:
     def cleanup(self):
         vault = getattr(self, "vault", None)
         if vault is not None:
-            vault["server"].terminate()
-            vault["server"].wait()
+            stop_openbao(vault)
         # The keychain profile, and the file-store one (`store move` brings it to the keychain).
         for profile in (self.profile, self.profile + "-file"):
             for account in ("token-set", "client-secret"):
@@ -274,53 +274,36 @@ with open(sys.argv[1], "w") as f:
 
 def start_openbao(work):
     """A `bao server -dev` on 127.0.0.1 with a random root token, an AppRole and a policy for the
-    vault-store cases; None (said on stderr) when OpenBao cannot be installed, unless
-    XERO_AUTH_REQUIRE_OPENBAO=1, where that ends the check."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-openbao")
-    got = subprocess.run([script], capture_output=True, text=True)
-    if got.returncode != 0:
+    vault-store cases, started by scripts/openbao-dev; None (said on stderr) when OpenBao cannot
+    be installed, unless XERO_AUTH_REQUIRE_OPENBAO=1, where that ends the check."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openbao-dev")
+    token = "memcheck-vault-token-" + os.urandom(12).hex()
+    got = subprocess.run([script, "--token", token, "--approle", "memcheck",
+                          "--dir", os.path.join(work, "openbao"), "--die-with", str(os.getpid())],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if got.returncode == 2:
         if os.environ.get("XERO_AUTH_REQUIRE_OPENBAO") == "1":
             raise SystemExit("OpenBao is required but could not be installed:\n" + got.stderr)
         print("memcheck: no OpenBao, the vault-store cases are skipped:\n" + got.stderr,
               file=sys.stderr)
         return None
-    bao = got.stdout.strip()
-    port = free_port()
-    token = "memcheck-vault-token-" + os.urandom(12).hex()
-    addr = "http://127.0.0.1:%d" % port
-    server = subprocess.Popen(
-        [bao, "server", "-dev", "-dev-no-store-token", "-dev-listen-address=127.0.0.1:%d" % port,
-         "-dev-root-token-id=" + token],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=work))
+    if got.returncode != 0:
+        raise SystemExit("OpenBao did not start:\n" + got.stderr)
+    return json.loads(got.stdout)
 
-    def api(method, path, body=None):
-        req = urllib.request.Request(addr + "/v1/" + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"X-Vault-Token": token})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read()
-            return json.loads(text) if text else None
 
-    for _ in range(300):
+def stop_openbao(bao):
+    """Stops the server scripts/openbao-dev started and waits until it is gone."""
+    try:
+        os.kill(bao["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
         try:
-            api("GET", "sys/health")
-            break
-        except (ConnectionError, urllib.error.URLError):
-            time.sleep(0.1)
-    else:
-        raise SystemExit("OpenBao did not start")
-
-    def approle():
-        api("POST", "sys/auth/approle", {"type": "approle"})
-        api("PUT", "sys/policies/acl/xero-auth", {"policy": (
-            'path "secret/data/xero-auth/*" { capabilities = ["create", "read", "update"] }\n'
-            'path "secret/metadata/xero-auth/*" { capabilities = ["delete"] }\n')})
-        api("POST", "auth/approle/role/memcheck", {"token_policies": ["xero-auth"]})
-        role_id = api("GET", "auth/approle/role/memcheck/role-id")["data"]["role_id"]
-        secret_id = api("POST", "auth/approle/role/memcheck/secret-id", {})["data"]["secret_id"]
-        return role_id, secret_id
-
-    return {"server": server, "addr": addr, "token": token, "approle": approle}
+            os.kill(bao["pid"], 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def count(data, secrets):
@@ -649,7 +632,7 @@ def main():
                                                      ("new access token", new["access_token"]),
                                                      ("vault token", vault_token)])
             # AppRole: the secret id signs in; the token it gets is the process's own.
-            role_id, secret_id = bao["approle"]()
+            role_id, secret_id = bao["role_id"], bao["secret_id"]
             approle = {k: v for k, v in run.env.items() if k != "VAULT_TOKEN"}
             approle.update(XERO_AUTH_VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
             data, out = run.under_gdb("vault-approle-token", ["token"], env=approle)

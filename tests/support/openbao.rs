@@ -1,5 +1,6 @@
 //! A real OpenBao server for the vault-store tests: `bao server -dev` on 127.0.0.1 (in memory,
-//! unsealed, with a root token of the test's choosing), installed by scripts/install-openbao.
+//! unsealed, with a root token of the test's choosing), installed by scripts/install-openbao and
+//! started by scripts/openbao-dev, as memcheck and the bench start theirs.
 //! Tests talk to it through the binary and, to set it up and to read back what is stored,
 //! through its HTTP API here (plain HTTP/1.1 on a loopback socket, independent of our client).
 //!
@@ -9,7 +10,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -51,10 +52,12 @@ macro_rules! require_openbao {
     };
 }
 
-/// One `bao server -dev` on a free loopback port.
+/// One `bao server -dev` on a free loopback port, started by scripts/openbao-dev (the one place
+/// that knows how), which also stops it should this test process die without dropping it.
 pub struct OpenBao {
     bin: PathBuf,
-    child: Option<Child>,
+    /// The server's process id, until it is stopped.
+    pid: Option<i32>,
     pub port: u16,
     /// `http://127.0.0.1:PORT` (or `https://` with TLS).
     pub addr: String,
@@ -62,11 +65,6 @@ pub struct OpenBao {
     /// With `-dev-tls`: the CA the server's certificate is signed by.
     pub ca_file: Option<PathBuf>,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 impl OpenBao {
@@ -86,62 +84,36 @@ impl OpenBao {
             .prefix("openbao")
             .tempdir()
             .unwrap();
-        let port = free_port();
-        let log = dir.path().join("server.log");
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "server",
-            "-dev",
-            "-dev-no-store-token",
-            &format!("-dev-listen-address=127.0.0.1:{port}"),
-            &format!("-dev-root-token-id={ROOT_TOKEN}"),
-        ]);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/openbao-dev");
+        let mut cmd = Command::new(script);
+        cmd.arg("--bao")
+            .arg(bin)
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--token", ROOT_TOKEN])
+            .args(["--die-with", &std::process::id().to_string()]);
         if tls {
-            cmd.arg("-dev-tls")
-                .arg(format!("-dev-tls-cert-dir={}", dir.path().display()));
+            cmd.arg("--tls");
         }
-        let child = cmd
-            .env("HOME", dir.path())
-            .env_remove("VAULT_ADDR")
-            .env_remove("BAO_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env_remove("BAO_TOKEN")
+        let out = cmd
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bao starts");
-        let scheme = if tls { "https" } else { "http" };
-        let bao = OpenBao {
+            .output()
+            .expect("scripts/openbao-dev runs");
+        assert!(
+            out.status.success(),
+            "OpenBao did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("scripts/openbao-dev's JSON");
+        let text = |key: &str| got[key].as_str().map(str::to_string);
+        OpenBao {
             bin: bin.to_path_buf(),
-            child: Some(child),
-            port,
-            addr: format!("{scheme}://127.0.0.1:{port}"),
-            ca_file: tls.then(|| dir.path().join("vault-ca.pem")),
+            pid: got["pid"].as_i64().map(|pid| pid as i32),
+            port: got["port"].as_u64().expect("a port") as u16,
+            addr: text("addr").expect("an address"),
+            ca_file: text("ca_file").map(PathBuf::from),
+            log: PathBuf::from(text("log").expect("a log")),
             dir,
-            log,
-        };
-        bao.wait_ready();
-        bao
-    }
-
-    fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            let ready = if self.ca_file.is_some() {
-                self.cli(&["status"]).status.code() == Some(0)
-            } else {
-                matches!(self.try_api("GET", "sys/health", None, None), Ok((200, _)))
-            };
-            if ready {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "OpenBao did not start: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -350,23 +322,28 @@ impl OpenBao {
     }
 
     fn signal(&self, signal: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: a plain kill(2) of the child this struct started.
+        let pid = self.pid.expect("a running server");
+        // SAFETY: a plain kill(2) of the server this struct started (its keeper reaps it, so
+        // the pid stays the server's until this struct stops it).
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    /// Stops the server (SIGKILL); what it stored is gone (dev servers keep it in memory).
+    /// Stops the server (SIGKILL) and waits until it is gone; what it stored is gone too (dev
+    /// servers keep it in memory).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            self.thaw_quietly(&child);
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(pid) = self.pid.take() {
+            // SAFETY: as in `signal`; a frozen server is let go on first, then killed.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(pid, libc::SIGKILL);
+            }
+            let started = Instant::now();
+            // SAFETY: signal 0 only asks whether the process still exists.
+            while unsafe { libc::kill(pid, 0) } == 0 && started.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
-    }
-
-    fn thaw_quietly(&self, child: &Child) {
-        // SAFETY: as in `signal`.
-        unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
     }
 }
 
