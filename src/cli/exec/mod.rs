@@ -1,5 +1,5 @@
 //! `xero-auth exec -- CMD ARGS…`: run a program with a valid access token in its environment.
-//! With `--server`, the program runs as a child and [`server`] answers it with fresh tokens
+//! With `--server`, the program runs as a child and `server` answers it with fresh tokens
 //! while it runs.
 
 mod server;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::mcp::{self, Id, Message};
+use super::message::{self as mcp, Id, Message};
 
 /// How long a restart waits for the requests in flight to be answered.
 const QUIET_WAIT: Duration = Duration::from_secs(30);

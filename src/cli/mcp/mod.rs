@@ -12,11 +12,12 @@
 //! server can no longer answer get a JSON-RPC error that says what happened; requests of a
 //! server that went are withdrawn from the client with `notifications/cancelled`.
 //!
-//! [`core`] decides all of that without I/O; [`driver`] reads and writes, runs the servers and
-//! keeps time for it.
+//! `core` decides all of that without I/O, from what `message` reads of each line;
+//! `driver` reads and writes, runs the servers and keeps time for it.
 
 mod core;
 mod driver;
+mod message;
 
 use std::ffi::OsString;
 
