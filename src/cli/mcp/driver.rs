@@ -2,6 +2,7 @@
 //! servers, fetches tokens, passes on stop signals, keeps time, and does what the core says.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::McpArgs;
 use super::core::{Action, Core, Event, Fresh, Settings};
 use crate::child::{self, StopSignals};
 use crate::error::{Error, Result};
@@ -24,23 +24,31 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// one this often.
 const SIGNAL_LOOK: Duration = Duration::from_millis(250);
 
+/// How to start the MCP server.
+pub(super) struct ServerCommand<'a> {
+    /// Its program and arguments.
+    pub command: &'a [OsString],
+    /// The environment variable that carries the bearer token to it.
+    pub env_name: &'a str,
+}
+
 /// Runs the bridge until it ends; returns the status to end with. Fails before anything starts
 /// when there is no usable token or the first server cannot start.
-pub(super) async fn run(session: &Session, args: &McpArgs) -> Result<i32> {
-    let margin = args.min_valid as i64;
-    let set = session.valid_token_set(margin).await?;
+pub(super) async fn run(
+    session: &Session,
+    server: ServerCommand<'_>,
+    settings: Settings,
+) -> Result<i32> {
+    let set = session.valid_token_set(settings.min_valid).await?;
     let (events, mut inbox) = mpsc::unbounded_channel();
     let mut driver = Driver {
         session,
-        args,
+        server_command: server,
+        margin: settings.min_valid,
         signals: StopSignals::install()?,
         events,
         out: tokio::io::stdout(),
         server: None,
-    };
-    let settings = Settings {
-        min_valid: margin,
-        check_every: Duration::from_secs(args.check_every),
     };
     let (mut core, start) = Core::new(settings, driver.fresh(set), Instant::now());
     if let Action::Start { generation, token } = start {
@@ -65,7 +73,9 @@ struct Server {
 
 struct Driver<'a> {
     session: &'a Session,
-    args: &'a McpArgs,
+    server_command: ServerCommand<'a>,
+    /// Tokens handed to servers stay valid at least this long (`--min-valid`).
+    margin: i64,
     signals: StopSignals,
     /// Where the reading tasks send what they read, and the server's end.
     events: mpsc::UnboundedSender<Event<TokenSet>>,
@@ -126,11 +136,7 @@ impl Driver<'_> {
                     None
                 }
                 Action::FetchToken => Some(Event::Token(
-                    match self
-                        .session
-                        .valid_token_set(self.args.min_valid as i64)
-                        .await
-                    {
+                    match self.session.valid_token_set(self.margin).await {
                         Ok(set) => Ok(self.fresh(set)),
                         Err(err) => Err(err.to_string()),
                     },
@@ -211,7 +217,7 @@ impl Driver<'_> {
     fn start(&mut self, generation: u64, set: &TokenSet) -> Result<()> {
         let token = set.require_access_token(&self.session.profile().name)?;
         // clap requires a command; a library caller may build the arguments by hand.
-        let Some((program, rest)) = self.args.command.split_first() else {
+        let Some((program, rest)) = self.server_command.command.split_first() else {
             return Err(Error::InvalidInput(
                 "give the MCP server's command: `xero-auth mcp -- CMD [ARGS…]`".into(),
             ));
@@ -219,7 +225,7 @@ impl Driver<'_> {
         let mut command = std::process::Command::new(program);
         command
             .args(rest)
-            .env(&self.args.env_name, token.expose_secret())
+            .env(self.server_command.env_name, token.expose_secret())
             // With a client id and secret, Xero's server would run a custom connection of its
             // own instead of using the bearer token.
             .env_remove("XERO_CLIENT_ID")
@@ -289,7 +295,7 @@ impl Driver<'_> {
             Ok(Some(set)) => set
                 .access_token
                 .as_ref()
-                .filter(|_| set.access_valid_for(self.session.now(), self.args.min_valid as i64))
+                .filter(|_| set.access_valid_for(self.session.now(), self.margin))
                 .map(|token| digest(token.expose_secret())),
             Ok(None) => None,
             Err(err) => {

@@ -76,7 +76,15 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
     // A long-running command: a refreshed set the store would not take is kept and served
     // (and its write retried), rather than thrown away with its live refresh token.
     let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
-    let status = driver::run(&session, &args).await?;
+    let server = driver::ServerCommand {
+        command: &args.command,
+        env_name: &args.env_name,
+    };
+    let settings = self::core::Settings {
+        min_valid: args.min_valid as i64,
+        check_every: std::time::Duration::from_secs(args.check_every),
+    };
+    let status = driver::run(&session, server, settings).await?;
     // A set the store would not take is lost with this process: one more try at storing it.
     session.save_unsaved().await;
     ctx.set_exit_status(status);
