@@ -46,7 +46,6 @@ pub mod import;
 pub mod limits;
 pub mod lock;
 pub mod login;
-pub mod mcp;
 mod names;
 pub mod oauth;
 pub mod private_fs;

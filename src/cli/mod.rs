@@ -7,7 +7,6 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod exec;
-pub mod exec_server;
 pub mod import;
 pub mod keyutils_notice;
 pub mod login;

@@ -7,31 +7,30 @@
 //! or the client secret, and logs nothing secret.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::Context;
-use super::exec::ExecArgs;
 use crate::child::{self, StopSignals};
 use crate::error::{Error, ExitCode, Result};
 use crate::secret::{ExposeSecret, SecretString, Zeroizing, constant_time_eq};
-use crate::serve::{HeadError, HeadWaiters, LoopbackListener, RequestHead, open_files, respond};
+use crate::serve::{HeadError, HeadWaiters, LoopbackListener, RequestHead, respond};
 use crate::session::Session;
 
 /// The child's variable with the endpoint's URL. Not `XERO_AUTH_TOKEN_URL`: that one names the
 /// identity server's token endpoint, for a `xero-auth` the child runs as for any other.
-pub const URL_ENV: &str = "XERO_AUTH_ENDPOINT";
+const URL_ENV: &str = "XERO_AUTH_ENDPOINT";
 /// The child's variable with the key the endpoint asks for.
-pub const KEY_ENV: &str = "XERO_AUTH_ENDPOINT_KEY";
+const KEY_ENV: &str = "XERO_AUTH_ENDPOINT_KEY";
 /// The key's name before the endpoint had names of its own. The child never gets it: a program
 /// written for the old names then stops at the missing key, rather than sending a key to the
 /// URL that `XERO_AUTH_TOKEN_URL` names now (the identity server's, when the user set it).
 const RETIRED_KEY_ENV: &str = "XERO_AUTH_TOKEN_KEY";
 /// The header that carries the key.
-pub const KEY_HEADER: &str = "X-Xero-Auth-Key";
+const KEY_HEADER: &str = "X-Xero-Auth-Key";
 /// The endpoint's path.
 const PATH: &str = "/token";
 /// Token fetches running at once; more wait for a place.
@@ -40,35 +39,19 @@ const MAX_FETCHES: usize = 256;
 /// be cut between Xero's answer and the keychain write).
 const FINISH_WAIT: Duration = Duration::from_secs(120);
 
-/// Runs CMD with the endpoint, and ends with its status once it has ended.
-pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
-    // Every connection is a descriptor: a low soft limit must not let stray connections stop
-    // the endpoint (the command gets the caller's limit back).
-    open_files::raise_to_hard_limit();
-    // A long-running command: a refreshed set the store would not take is kept and served
-    // (and its write retried), rather than thrown away with its live refresh token.
-    let session = ctx.session()?.with_margin(args.min_valid).serving_unsaved();
-    session.require_token_set_stored().await?;
-    let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
-    let session = Arc::new(super::exec::with_tenant_or_warning(ctx, session).await);
-    // Fail before anything starts when there is no usable token, as plain `exec` does.
-    let token = session.access_token().await?;
+/// Runs `command` (CMD with the token and tenant already in its environment, from
+/// `session`) with the endpoint, and returns its exit status once it has ended. `margin`:
+/// every token handed out stays valid at least this long (`--min-valid`).
+pub(super) async fn run(session: Session, mut command: Command, margin: i64) -> Result<i32> {
+    let session = Arc::new(session);
     // 32 random bytes: 43 URL-safe characters.
     let key = SecretString::from(crate::secret::random_urlsafe(32));
     let listener = LoopbackListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{}{PATH}", listener.local_addr());
-
-    let mut command = super::exec::command_with_token(
-        &args.command,
-        &token,
-        session.tenant(),
-        session.profile().store,
-    )?;
     command
         .env(URL_ENV, &url)
         .env(KEY_ENV, key.expose_secret())
         .env_remove(RETIRED_KEY_ENV);
-    drop(token);
     let signals = StopSignals::install()?;
     let mut child = child::spawn(command)?;
     signals.supervise(child.id());
@@ -77,7 +60,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     let endpoint = Arc::new(Endpoint {
         session,
         key,
-        margin: args.min_valid as i64,
+        margin,
         fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
         heads: HeadWaiters::default(),
     });
@@ -99,8 +82,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     // A set the store would not take is lost with this process: one more try at storing it.
     endpoint.session.save_unsaved().await;
     let status = status.map_err(|e| Error::io("cannot wait for", "the command", e))?;
-    ctx.set_exit_status(child::exit_code(status));
-    Ok(())
+    Ok(child::exit_code(status))
 }
 
 /// What the endpoint needs to answer.
@@ -227,7 +209,7 @@ impl Endpoint {
                 access_token: token,
                 token_type: "Bearer",
                 expires_at,
-                expires_at_rfc3339: super::format_time(expires_at),
+                expires_at_rfc3339: crate::time::format_time(expires_at),
                 expires_in: expires_at - self.session.now(),
                 tenant_id: self.session.tenant(),
             };

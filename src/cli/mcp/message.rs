@@ -1,4 +1,4 @@
-//! What the MCP bridge (`xero-auth mcp`) knows of the messages it passes on: the MCP stdio
+//! What the MCP bridge knows of the messages it passes on: the MCP stdio
 //! transport carries JSON-RPC 2.0 messages, one per line, and the bridge needs only to tell
 //! requests, notifications and responses apart and to read their ids — to know when a server
 //! is quiet, to answer requests a server can no longer answer, and to replay `initialize`.

@@ -1,4 +1,8 @@
 //! `xero-auth exec -- CMD ARGS…`: run a program with a valid access token in its environment.
+//! With `--server`, the program runs as a child and `server` answers it with fresh tokens
+//! while it runs.
+
+mod server;
 
 use std::ffi::OsString;
 
@@ -44,12 +48,23 @@ pub struct ExecArgs {
 /// exit status are the command's own, and none of xero-auth's memory survives.
 pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
     if args.server {
-        return super::exec_server::run(args, ctx).await;
+        // Every connection to the endpoint is a descriptor: a low soft limit must not let stray
+        // connections stop it (the command gets the caller's limit back).
+        crate::serve::open_files::raise_to_hard_limit();
     }
     let session = ctx.session()?.with_margin(args.min_valid);
+    // With the endpoint this is a long-running command: a refreshed set the store would not
+    // take is kept and served (and its write retried), rather than thrown away with its live
+    // refresh token.
+    let session = if args.server {
+        session.serving_unsaved()
+    } else {
+        session
+    };
     session.require_token_set_stored().await?;
     let session = super::tenants::with_tenant_named(session, args.tenant.as_deref()).await?;
     let session = with_tenant_or_warning(ctx, session).await;
+    // Fail before anything starts when there is no usable token.
     let token = session.access_token().await?;
     let mut command = command_with_token(
         &args.command,
@@ -58,6 +73,11 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         session.profile().store,
     )?;
     drop(token);
+    if args.server {
+        let status = server::run(session, command, args.min_valid as i64).await?;
+        ctx.set_exit_status(status);
+        return Ok(());
+    }
     // The command replaces this process: it gets the caller's limits back here, where
     // `child::spawn` gives them to the commands of `exec --server` and `mcp`.
     crate::child::with_callers_limits(&mut command);
@@ -81,7 +101,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
 /// `session` with a tenant when one can be had ([`super::tenants::or_the_only_one`]); else a
 /// warning on stderr: most programs need XERO_TENANT_ID, and one that runs without it fails
 /// later, with Xero's less helpful answer.
-pub async fn with_tenant_or_warning(ctx: &Context, session: Session) -> Session {
+async fn with_tenant_or_warning(ctx: &Context, session: Session) -> Session {
     let (session, missing) = super::tenants::or_the_only_one(ctx, session).await;
     if let Some(why) = missing {
         eprintln!("warning: the command runs without XERO_TENANT_ID: {why}");
@@ -92,7 +112,7 @@ pub async fn with_tenant_or_warning(ctx: &Context, session: Session) -> Session 
 /// CMD (`command_line`: the program and its arguments) with `XERO_ACCESS_TOKEN` and
 /// `XERO_TENANT_ID` (removed when there is no tenant) in its environment, and none of our
 /// secrets.
-pub fn command_with_token(
+fn command_with_token(
     command_line: &[OsString],
     token: &crate::secret::AccessToken,
     tenant: Option<&str>,
