@@ -34,8 +34,6 @@ use crate::secret::{ExposeSecret, FormBody, parse_secret_input};
 use crate::store::{Store, Written, client_secret_account, split};
 use crate::token_set::TokenSet;
 
-pub use crate::lock::RefreshLock;
-
 /// The default margin: a token that expires within 5 minutes is refreshed first.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
 
@@ -447,12 +445,12 @@ impl Session {
         }
     }
 
-    /// Writes `set` under the profile's `lock` (held until the write has finished, even if this
+    /// Writes `set` under the profile's `guard` (held until the write has finished, even if this
     /// call is given up on): the refresh token always in one keychain write. On a store with a
     /// per-entry limit a set too large for one entry has its access token written first, in
     /// entries of its own ([`crate::store::split`]).
-    pub async fn store_token_set(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
-        self.save_token_set(&lock.hold(&self.store), set).await
+    pub async fn store_token_set(&self, set: &TokenSet, guard: &RefreshGuard) -> Result<()> {
+        self.save_token_set(guard.store(), set).await
     }
 
     async fn save_token_set(&self, held: &Store, set: &TokenSet) -> Result<()> {
@@ -974,10 +972,10 @@ impl Session {
         }
     }
 
-    /// Deletes the profile's token set under the profile's `lock` (access-token entries first,
+    /// Deletes the profile's token set under the profile's `guard` (access-token entries first,
     /// if any); `false` when there was none.
-    pub async fn delete_token_set(&self, lock: &RefreshLock) -> Result<bool> {
-        split::delete(&lock.hold(&self.store), &self.profile.name).await
+    pub async fn delete_token_set(&self, guard: &RefreshGuard) -> Result<bool> {
+        split::delete(guard.store(), &self.profile.name).await
     }
 
     /// The paths this session uses (lock files).
@@ -1227,12 +1225,26 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
-    /// Writes `set` as the commands do: under the profile's lock.
+    /// Writes `set` as the commands do: under the profile's guard.
     async fn store(session: &Session, set: &TokenSet) {
-        let lock = RefreshLock::acquire(session.paths(), &session.profile().name, LOCK_WAIT)
+        let guard = guard_of(session).await;
+        session.store_token_set(set, &guard).await.unwrap();
+        guard.end().await;
+    }
+
+    /// The profile's guard, as a command that writes takes it.
+    async fn guard_of(session: &Session) -> RefreshGuard {
+        RefreshGuard::for_writing(session.paths(), &session.profile().name, session.store())
             .await
-            .unwrap();
-        session.store_token_set(set, &lock).await.unwrap();
+            .unwrap()
+    }
+
+    /// The note of an unsaved refresh, read under the profile's guard.
+    async fn unsaved_note(session: &Session) -> Option<i64> {
+        let guard = guard_of(session).await;
+        let note = guard.unsaved_refresh_sent_at().await;
+        guard.end().await;
+        note
     }
 
     /// A context whose profile talks to `fake`, with a client and an expired token set stored.
@@ -1400,9 +1412,7 @@ mod tests {
         let session = t.ctx.session().unwrap();
         let seen = session.require_token_set().await.unwrap();
         let imported = fake.issue_tokens("APP1", "openid offline_access");
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
+        let guard = guard_of(&session).await;
         session
             .store_token_set(
                 &TokenSet {
@@ -1413,11 +1423,11 @@ mod tests {
                     scopes: vec![],
                     obtained_at: NOW,
                 },
-                &lock,
+                &guard,
             )
             .await
             .unwrap();
-        drop(lock);
+        guard.end().await;
 
         let refreshed = session.refresh_with(Need::NewerThan(seen)).await.unwrap();
 
@@ -1435,11 +1445,7 @@ mod tests {
         t.store.fail_writes(true);
         let err = session.valid_token_set(300).await.unwrap_err();
         assert_eq!(err.exit_code() as u8, 5);
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), Some(NOW), "the note stays");
-        drop(lock);
+        assert_eq!(unsaved_note(&session).await, Some(NOW), "the note stays");
 
         // The store is back, but only after Xero's grace window, and for another process (this
         // one would start from the set it kept in memory).
@@ -1489,10 +1495,7 @@ mod tests {
         let stored = session.require_token_set().await.unwrap();
         assert!(stored.same_tokens(&served), "the newer set is stored");
         assert_eq!(fake.count(Counter::Refresh), 1, "no second refresh");
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), None, "the note is cleared");
+        assert_eq!(unsaved_note(&session).await, None, "the note is cleared");
     }
 
     /// Without serving (a one-shot command or a library caller), the failed write is exit 5, but
@@ -1565,10 +1568,7 @@ mod tests {
         let (t, _) = with_expired_set(&fake).await;
         let session = t.ctx.session().unwrap();
         session.valid_token_set(300).await.unwrap();
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), None);
+        assert_eq!(unsaved_note(&session).await, None);
     }
 
     /// The context's profile, with a store whose calls time out after `timeout`.
@@ -1583,17 +1583,14 @@ mod tests {
 
     /// Whether another refresher could take the profile's lock now.
     async fn lock_is_free(t: &TestContext) -> bool {
-        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_millis(200))
+        crate::guard::testing::lock_is_free(&t.ctx.paths, "default", Duration::from_millis(200))
             .await
-            .is_ok()
     }
 
     /// Lets the held write finish and waits until the lock is free; true when it became free.
     async fn release_writes_and_wait_for_the_lock(held: HeldWrites, t: &TestContext) -> bool {
         drop(held);
-        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_secs(10))
-            .await
-            .is_ok()
+        crate::guard::testing::lock_is_free(&t.ctx.paths, "default", Duration::from_secs(10)).await
     }
 
     #[tokio::test]
