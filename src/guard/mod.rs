@@ -537,6 +537,60 @@ mod tests {
         Store::new(memory.clone(), Duration::from_secs(5))
     }
 
+    /// The commands' files under `dir`, recursively.
+    fn rust_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// Taking the lock is this module's alone (its constructor is private to it: a compile
+    /// error elsewhere); what this test adds is that a command that writes a profile's secrets,
+    /// or hands a store to what writes them, names the guard: a new command that writes without
+    /// it fails here.
+    #[test]
+    fn every_command_that_writes_a_profiles_secrets_takes_the_guard() {
+        let writes = [
+            ".set(&",
+            ".delete(&",
+            "set_unless_changed(",
+            "split::save(",
+            "split::delete(",
+            "store_token_set(",
+            "delete_token_set(",
+            "secrets.write(",
+            ".upgrade_profile(",
+        ];
+        let mut files = Vec::new();
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+            &mut files,
+        );
+        let mut checked = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let Some(write) = writes.iter().find(|w| text.contains(*w)) else {
+                continue;
+            };
+            checked += 1;
+            assert!(
+                text.contains("RefreshGuard") || text.contains("ProfileLock"),
+                "{} writes ({write}) without the guard: take RefreshGuard::for_writing and \
+                 write through its store()",
+                file.display()
+            );
+        }
+        assert!(
+            checked >= 6,
+            "the commands that write were found ({checked})"
+        );
+    }
+
     #[tokio::test]
     async fn a_writers_guard_holds_the_lock_and_a_shared_stores_lease_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
