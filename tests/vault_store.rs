@@ -1042,6 +1042,38 @@ fn a_profile_moves_from_the_keychain_into_vault_and_back() {
     }
 }
 
+/// A move out of the vault store takes the set, and with it the lease's note of a refresh sent
+/// with it and never saved: the next failure on this machine still says the token may have
+/// been spent, and until when it stays usable.
+#[test]
+fn a_move_out_of_vault_carries_the_leases_note_of_an_unsaved_refresh() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut laptop, _) = imported_profile(&fake, "vault-note-move", Duration::from_secs(60));
+    laptop.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
+    laptop.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    laptop.ok(&["store", "move", "--to", "vault"]);
+    let lease = format!("xero-auth/{}/refresh-lease", laptop.profile);
+    let fields = serde_json::json!({
+        "holder": "another machine", "state": "free", "ttl_secs": 3,
+        "unsaved_refresh_sent_at": now() - 60,
+    });
+    let (status, body) = bao.kv_put_fields(&lease, fields, Some(bao.kv_version(&lease)));
+    assert_eq!(status, 200, "{body}");
+
+    laptop.ok(&["store", "move", "--to", "secret-service", "--remove-shared"]);
+    let out = laptop
+        .cmd(&["refresh"])
+        .env("XERO_AUTH_TOKEN_URL", closed_token_url())
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("may have reached Xero"), "{stderr}");
+}
+
 /// A holder whose refresh needs retries longer than the lease's TTL renews the lease before
 /// each retry: another machine waits for its set instead of taking the lease and spending the
 /// same refresh token again.

@@ -119,9 +119,20 @@ async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
         }
     };
     let outcome = carry_out(&args, ctx, &plan, source.store(), dest.store()).await;
+    // The moved set is the same set: the note of a refresh sent with it and never saved goes
+    // with it, from the source's lease (a store shared between machines) to the destination's
+    // (the lock file, shared by both guards, keeps this machine's).
+    if outcome.is_ok()
+        && let Some(sent_at) = source.unsaved_refresh_sent_at().await
+        && let Err(e) = dest.note_refresh_sent(sent_at, Duration::ZERO).await
+    {
+        tracing::warn!(
+            "the note of an unsaved refresh was not carried to {}: {e}",
+            dest.store().describe()
+        );
+    }
     dest.end().await;
     source.end().await;
-    // The lock file's note of an unsaved refresh stays: the moved set is the same set.
     drop(lock);
     outcome
 }
