@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::private_fs;
 
 /// The profile's cross-process refresh lock. The operating system releases it when the last
-/// handle on the file closes: when this value, every value sharing it ([`RefreshLock::share`])
+/// handle on the file closes: when this value, every value sharing it (the guards of a move)
 /// and every store call started under it are gone, or when the process ends, however it ends.
 /// Taken only by the guard (its constructor is the guard module's).
 ///
