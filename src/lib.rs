@@ -44,7 +44,6 @@ pub mod hint;
 pub mod http;
 pub mod import;
 pub mod limits;
-pub mod lock;
 pub mod login;
 mod names;
 pub mod oauth;

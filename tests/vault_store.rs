@@ -457,6 +457,48 @@ fn a_refused_client_leaves_no_note_in_the_lease() {
     assert!(out.stdout.is_empty());
 }
 
+/// A login or an import stores a new set: the note of a refresh an earlier holder sent and
+/// never saved is about the old set, and goes from the lease too, not only from the lock file.
+/// Left there, it made the new set's next failure read as a refresh that "may have reached Xero".
+#[test]
+fn a_login_or_an_import_clears_the_leases_note_of_an_unsaved_refresh() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (machines, _) = three_machines(&fake, &bao, "stale-note");
+    let lease = format!("xero-auth/{}/refresh-lease", machines[0].profile);
+    // What a holder whose write failed leaves: a free lease with the time of its refresh.
+    let leave_a_note = || {
+        let fields = serde_json::json!({
+            "holder": "another machine", "state": "free", "ttl_secs": 3,
+            "unsaved_refresh_sent_at": now() - 60,
+        });
+        let (status, body) = bao.kv_put_fields(&lease, fields, Some(bao.kv_version(&lease)));
+        assert_eq!(status, 200, "{body}");
+    };
+    let note = || bao.kv_fields(&lease).unwrap()["unsaved_refresh_sent_at"].clone();
+
+    leave_a_note();
+    let newer = fake.issue_tokens(CLIENT_ID, SCOPE);
+    let file = machines[1].write_token_file(&newer, Duration::ZERO);
+    machines[1].ok(&["import", "--force", file.to_str().unwrap()]);
+    assert!(note().is_null(), "import: {}", note());
+    let out = machines[2]
+        .cmd(&["refresh"])
+        .env("XERO_AUTH_TOKEN_URL", closed_token_url())
+        .assert()
+        .code(6)
+        .get_output()
+        .clone();
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("kept and stay usable"), "{stderr}");
+    assert!(!stderr.contains("may have reached"), "{stderr}");
+
+    leave_a_note();
+    machines[0].ok(&["login", "--client-credentials"]);
+    assert!(note().is_null(), "login: {}", note());
+}
+
 #[test]
 fn a_stale_write_is_refused_and_the_newer_set_is_used() {
     require_failpoints!();
@@ -467,8 +509,8 @@ fn a_stale_write_is_refused_and_the_newer_set_is_used() {
     let profile = machines[0].profile.clone();
     let (_, read_version) = stored_set(&bao, &profile);
 
-    // Machine 0 reads the set and sends its refresh; before it writes, machine 1 imports a
-    // newer set (an import takes no lease).
+    // Machine 0 reads the set and sends its refresh; before it writes, a writer that takes no
+    // lease (one whose lease expired, or a tool beside xero-auth) stores a newer set.
     let slow = Running::spawn({
         let mut cmd = machines[0].std_cmd(&["token"]);
         cmd.env("FAILPOINTS", "token-request-sent=sleep(2500)");
@@ -478,8 +520,16 @@ fn a_stale_write_is_refused_and_the_newer_set_is_used() {
         fake.count(Counter::Refresh) == 1
     });
     let newer = fake.issue_tokens(CLIENT_ID, SCOPE);
-    let file = machines[1].write_token_file(&newer, Duration::ZERO);
-    machines[1].ok(&["import", "--force", file.to_str().unwrap()]);
+    let (mut written, version) = stored_set(&bao, &profile);
+    written["access_token"] = Value::from(newer.access_token.as_str());
+    written["refresh_token"] = Value::from(newer.refresh_token.as_str());
+    written["expires_at"] = Value::from(now() + 1800);
+    let (status, body) = bao.kv_put(
+        &format!("xero-auth/{profile}/token-set"),
+        &written.to_string(),
+        Some(version),
+    );
+    assert_eq!(status, 200, "{body}");
 
     let out = slow.finish(Duration::from_secs(60));
 
@@ -990,6 +1040,38 @@ fn a_profile_moves_from_the_keychain_into_vault_and_back() {
             "{args:?}: {said}"
         );
     }
+}
+
+/// A move out of the vault store takes the set, and with it the lease's note of a refresh sent
+/// with it and never saved: the next failure on this machine still says the token may have
+/// been spent, and until when it stays usable.
+#[test]
+fn a_move_out_of_vault_carries_the_leases_note_of_an_unsaved_refresh() {
+    let bin = require_openbao!();
+    let fake = FakeXero::start();
+    let bao = OpenBao::start(&bin);
+    let (mut laptop, _) = imported_profile(&fake, "vault-note-move", Duration::from_secs(60));
+    laptop.set_env("XERO_AUTH_VAULT_ADDR", &bao.addr);
+    laptop.set_env("VAULT_TOKEN", ROOT_TOKEN);
+    laptop.ok(&["store", "move", "--to", "vault"]);
+    let lease = format!("xero-auth/{}/refresh-lease", laptop.profile);
+    let fields = serde_json::json!({
+        "holder": "another machine", "state": "free", "ttl_secs": 3,
+        "unsaved_refresh_sent_at": now() - 60,
+    });
+    let (status, body) = bao.kv_put_fields(&lease, fields, Some(bao.kv_version(&lease)));
+    assert_eq!(status, 200, "{body}");
+
+    laptop.ok(&["store", "move", "--to", "secret-service", "--remove-shared"]);
+    let out = laptop
+        .cmd(&["refresh"])
+        .env("XERO_AUTH_TOKEN_URL", closed_token_url())
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("may have reached Xero"), "{stderr}");
 }
 
 /// A holder whose refresh needs retries longer than the lease's TTL renews the lease before

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::Context;
 use crate::error::{Error, Result};
+use crate::guard::RefreshGuard;
 use crate::secret::{Zeroizing, parse_secret_input, read_bounded};
-use crate::session::{LOCK_WAIT, RefreshLock};
 use crate::store::client_secret_account;
 
 /// The client subcommands.
@@ -67,21 +67,26 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
     let store = ctx.store(&profile);
     let account = client_secret_account(&profile.name);
 
-    // Every write of a profile's secrets holds its lock (the file store relies on it).
-    let lock = || RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT);
+    // Every write of a profile's secrets is made under its guard (the file store relies on
+    // the lock, a shared store on the lease).
+    let guard = || RefreshGuard::for_writing(&ctx.paths, &profile.name, &store);
     if args.public {
-        let lock = lock().await?;
-        lock.hold(&store).delete(&account).await?;
+        let guard = guard().await?;
+        let deleted = guard.store().delete(&account).await;
+        guard.end().await;
+        deleted?;
     } else {
         let raw = read_secret(&args, ctx)?;
         let secret = parse_secret_input(&raw, "client secret").map_err(Error::InvalidInput)?;
         drop(raw);
-        let lock = lock().await?;
+        let guard = guard().await?;
         use crate::secret::ExposeSecret;
         let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
         let label = format!("xero-auth client secret ({})", profile.name);
         // The secret goes to the keychain first: if that fails, the config is left as it was.
-        lock.hold(&store).set(&account, &label, bytes).await?;
+        let stored = guard.store().set(&account, &label, bytes).await;
+        guard.end().await;
+        stored?;
         fail::fail_point!("client-secret-stored");
     }
 
@@ -209,10 +214,13 @@ async fn remove(ctx: &Context) -> Result<()> {
     let profile = ctx.profile()?;
     let store = ctx.store(&profile);
     let deleted = {
-        let lock = RefreshLock::acquire(&ctx.paths, &profile.name, LOCK_WAIT).await?;
-        lock.hold(&store)
+        let guard = RefreshGuard::for_writing(&ctx.paths, &profile.name, &store).await?;
+        let deleted = guard
+            .store()
             .delete(&client_secret_account(&profile.name))
-            .await?
+            .await;
+        guard.end().await;
+        deleted?
     };
     let mut config = Config::load(ctx.config.path())?;
     let had_id = config.remove(&profile.name, "client_id")?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{Context, format_span, format_time};
 use crate::config::{Profile, StoreKind};
 use crate::error::{Error, Result};
-use crate::lock::{RefreshLock, untrusted_lock_filesystem};
+use crate::guard::{RefreshLock, untrusted_lock_filesystem};
 use crate::private_fs::{Access, FileKind};
 use crate::store::{Keychain, SecretStore, StoreFailure, client_secret_account, token_set_account};
 use clap::Args;

@@ -1,7 +1,6 @@
 //! `xero-auth import FILE [--remove]`: move a plaintext token file into the keychain.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Args;
 
@@ -9,9 +8,10 @@ use super::{Context, format_time};
 use crate::config::StoreKind;
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
+use crate::guard::RefreshGuard;
 use crate::import::{read_token_file, read_token_stream};
 use crate::secret::ExposeSecret;
-use crate::session::{DEFAULT_MARGIN_SECS, RefreshLock, Session};
+use crate::session::{DEFAULT_MARGIN_SECS, Session};
 use crate::token_set::TokenSet;
 
 #[derive(Debug, Args)]
@@ -61,60 +61,12 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let profile = session.profile().name.clone();
 
-    // Hold the refresh lock: a refresh running meanwhile must not be overwritten by the import,
-    // nor the import by it.
-    let lock = RefreshLock::acquire(&ctx.paths, &profile, Duration::from_secs(60)).await?;
-    match session.stored_token_set().await {
-        Ok(None) => {}
-        Ok(Some(existing)) if existing.same_tokens(&imported) || args.force => {}
-        Ok(Some(existing)) => {
-            return Err(Error::InvalidInput(format!(
-                "profile '{profile}' already has a token set in {} (refresh token obtained {}); importing would replace it. \
-                 Nothing was changed. Use --force to replace it, or --profile NAME to import into another profile",
-                session.store().describe(),
-                format_time(existing.obtained_at)
-            )));
-        }
-        Err(e @ Error::StoredFormat { .. }) if !args.force => {
-            return Err(Error::InvalidInput(format!(
-                "{e}; use --force to replace it with the file's tokens"
-            )));
-        }
-        Err(Error::StoredFormat { .. }) => {}
-        Err(e) => return Err(e),
-    }
-
-    crash_point("import-checked");
-    session.store_token_set(&imported, &lock).await?;
-    lock.note_saved();
-    crash_point("import-stored");
-
-    // Read back before touching the file: the keychain, not our memory, must hold the token —
-    // nor a cache of what this process wrote (the file store keeps one).
-    session.store().forget_cached();
-    let kept = |e: Error| match e {
-        Error::StoreUnavailable { store, cause, fix } => Error::StoreUnavailable {
-            store,
-            cause: format!("reading the token set back failed: {cause}"),
-            fix: format!("{fix}; {source} was not deleted"),
-        },
-        other => other,
-    };
-    let back = session.stored_token_set().await.map_err(kept)?;
-    let matches = back.as_ref().is_some_and(|b| {
-        b.refresh_token.as_ref().map(|t| t.expose_secret())
-            == imported.refresh_token.as_ref().map(|t| t.expose_secret())
-    });
-    if !matches {
-        return Err(Error::StoreUnavailable {
-            store: session.store().describe(),
-            cause: "the token set read back from the keychain differs from the one written".into(),
-            fix: format!(
-                "{source} was not deleted; run {}",
-                crate::hint::command(&profile, "doctor")
-            ),
-        });
-    }
+    // Under the profile's guard: a refresh running meanwhile, here or on another machine
+    // sharing the store, must not be overwritten by the import, nor the import by it.
+    let guard = RefreshGuard::for_writing(&ctx.paths, &profile, session.store()).await?;
+    let replaced = replace_set(&args, &session, &imported, &source, &guard).await;
+    guard.end().await;
+    replaced?;
 
     let expiry = match imported.expires_at {
         Some(at) if at > session.now() => format!("access token valid until {}", format_time(at)),
@@ -160,6 +112,71 @@ pub async fn run(args: ImportArgs, ctx: &Context) -> Result<()> {
              them)",
             args.file.display(),
         );
+    }
+    Ok(())
+}
+
+/// Stores `imported` under `guard` unless the profile has another set (and no `--force`), then
+/// reads it back: the keychain, not this process's memory, must hold it.
+async fn replace_set(
+    args: &ImportArgs,
+    session: &Session,
+    imported: &TokenSet,
+    source: &str,
+    guard: &RefreshGuard,
+) -> Result<()> {
+    let profile = &session.profile().name;
+    match session.stored_token_set().await {
+        Ok(None) => {}
+        Ok(Some(existing)) if existing.same_tokens(imported) || args.force => {}
+        Ok(Some(existing)) => {
+            return Err(Error::InvalidInput(format!(
+                "profile '{profile}' already has a token set in {} (refresh token obtained {}); importing would replace it. \
+                 Nothing was changed. Use --force to replace it, or --profile NAME to import into another profile",
+                session.store().describe(),
+                format_time(existing.obtained_at)
+            )));
+        }
+        Err(e @ Error::StoredFormat { .. }) if !args.force => {
+            return Err(Error::InvalidInput(format!(
+                "{e}; use --force to replace it with the file's tokens"
+            )));
+        }
+        Err(Error::StoredFormat { .. }) => {}
+        Err(e) => return Err(e),
+    }
+
+    crash_point("import-checked");
+    session.store_token_set(imported, guard).await?;
+    // A new set: the notes of an unsaved refresh of the old one go (the lease's as it is freed).
+    guard.clear_notes().await;
+    crash_point("import-stored");
+
+    // Read back before touching the file: the keychain, not our memory, must hold the token —
+    // nor a cache of what this process wrote (the file store keeps one).
+    session.store().forget_cached();
+    let kept = |e: Error| match e {
+        Error::StoreUnavailable { store, cause, fix } => Error::StoreUnavailable {
+            store,
+            cause: format!("reading the token set back failed: {cause}"),
+            fix: format!("{fix}; {source} was not deleted"),
+        },
+        other => other,
+    };
+    let back = session.stored_token_set().await.map_err(kept)?;
+    let matches = back.as_ref().is_some_and(|b| {
+        b.refresh_token.as_ref().map(|t| t.expose_secret())
+            == imported.refresh_token.as_ref().map(|t| t.expose_secret())
+    });
+    if !matches {
+        return Err(Error::StoreUnavailable {
+            store: session.store().describe(),
+            cause: "the token set read back from the keychain differs from the one written".into(),
+            fix: format!(
+                "{source} was not deleted; run {}",
+                crate::hint::command(profile, "doctor")
+            ),
+        });
     }
     Ok(())
 }

@@ -9,10 +9,11 @@ use clap::Args;
 use super::{Context, format_time};
 use crate::error::Result;
 use crate::failpoints::crash_point;
+use crate::guard::RefreshGuard;
 use crate::login::{Pkce, authorize_url, bind, parse_redirect_uri, wait_for_code};
 use crate::secret::ExposeSecret;
 use crate::secret::random_urlsafe;
-use crate::session::{LOCK_WAIT, RefreshLock, Session};
+use crate::session::Session;
 use crate::token_set::TokenSet;
 use crate::xero::Connection;
 
@@ -135,9 +136,18 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     };
 
     {
-        let lock = RefreshLock::acquire(&ctx.paths, &session.profile().name, LOCK_WAIT).await?;
-        session.store_token_set(&set, &lock).await?;
-        lock.note_saved();
+        // A new set: the notes of an unsaved refresh of the old one go, in the lock file and,
+        // on a shared store, in the lease.
+        let guard =
+            RefreshGuard::for_writing(&ctx.paths, &session.profile().name, session.store()).await?;
+        let stored = session.store_token_set(&set, &guard).await;
+        match stored {
+            Ok(()) => guard.saved().await,
+            Err(e) => {
+                guard.end().await;
+                return Err(e);
+            }
+        }
         crash_point("login-stored");
     }
     if !args.scopes.is_empty() {

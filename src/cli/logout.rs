@@ -6,8 +6,9 @@ use std::io::BufRead;
 
 use super::Context;
 use crate::error::{Error, Rejection, Result};
+use crate::guard::RefreshGuard;
 use crate::secret::ExposeSecret;
-use crate::session::{LOCK_WAIT, RefreshLock, Session};
+use crate::session::Session;
 use crate::store::client_secret_account;
 
 #[derive(Debug, Args)]
@@ -40,7 +41,20 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
     {
         confirm_cutting_off_others(&args, ctx, &session)?;
     }
-    let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
+    let guard = RefreshGuard::for_writing(&ctx.paths, &name, session.store()).await?;
+    let outcome = log_out(&args, ctx, &session, &guard).await;
+    guard.end().await;
+    outcome
+}
+
+/// Revokes (unless `--keep-remote`) and deletes the profile's token set, under `guard`.
+async fn log_out(
+    args: &LogoutArgs,
+    ctx: &Context,
+    session: &Session,
+    guard: &RefreshGuard,
+) -> Result<()> {
+    let name = session.profile().name.clone();
     // Nothing stored is what logging out leads to: a second `logout` (or one after `client
     // remove` and a fresh start) has reached its goal, so it says so and succeeds, and a
     // script that logs out "to be sure" does not fail.
@@ -108,7 +122,7 @@ pub async fn run(args: LogoutArgs, ctx: &Context) -> Result<()> {
         ),
         (None, _) => {}
     }
-    session.delete_token_set(&lock).await?;
+    session.delete_token_set(guard).await?;
     // What is said to be kept is what there is: after `client remove`, nothing is.
     let secret_stored = session
         .store()

@@ -2,9 +2,10 @@
 //!
 //! The move copies the token set (every entry of it) and the client secret to the destination,
 //! reads them back from there, switches the profile's `store` in `config.toml`, and only then
-//! deletes them from the source — all under the profile's refresh lock and under both stores'
-//! own leases ([`crate::store::Store::take_lease`]; a store shared between machines has
-//! one), so that no refresh anywhere rotates the set mid-move. Until the switch the profile works
+//! deletes them from the source — all under the profile's refresh lock and a guard on each of
+//! the two stores ([`crate::guard::ProfileLock::guard`]: a store shared between machines has a
+//! lease, taken through the guard's one wait loop), so that no refresh anywhere rotates the set
+//! mid-move. Until the switch the profile works
 //! from the source, after it from the destination; a process that dies at any step leaves a note
 //! ([`PendingMove`]) from which running the same command again finishes the move, or
 //! `store move --abort` gives it up.
@@ -22,16 +23,13 @@ use super::{Context, format_time};
 use crate::config::{Config, Profile, StoreKind};
 use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
-use crate::session::RefreshLock;
+use crate::guard::ProfileLock;
 use crate::store::moving::{PendingMove, ProfileSecrets};
 use crate::store::{Store, client_secret_account, split};
 
 /// How long a store shared between machines keeps its lease for a move that dies half-way: the
 /// move's own calls take seconds; a dead mover keeps other machines from refreshing no longer.
 const MOVE_LEASE: Duration = Duration::from_secs(60);
-
-/// How long a move waits for a refresh in progress (the refresh lock), as `import` does.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:
@@ -99,31 +97,42 @@ async fn move_profile(args: MoveArgs, ctx: &Context) -> Result<()> {
         .ok_or_else(|| Error::InvalidInput(format!("there is no store named '{asked}'")))?;
     let in_effect = ctx.profile()?;
     // No refresh of this machine rotates the set while it is being moved.
-    let lock = RefreshLock::acquire(&ctx.paths, &name, LOCK_WAIT).await?;
+    let lock = ProfileLock::take(&ctx.paths, &name).await?;
     let plan = plan(ctx, in_effect, to)?;
-    let source = lock.hold(&ctx.store(&plan.from));
+    let source_store = ctx.store(&plan.from);
     // The user's word is needed once per move: a note of this move records it.
     let agreed = args.remove_shared || plan.pending.as_ref().is_some_and(|n| n.remove_shared);
-    if let Some(entries) = source.shared_entries(&name)
+    if let Some(entries) = source_store.shared_entries(&name)
         && !agreed
     {
         return Err(shared_source(&name, &entries, to));
     }
-    let dest = lock.hold(&ctx.store(&plan.to));
 
-    // Nor a refresh of another machine, where a store is shared.
-    let source_lease = source.take_lease(&name, MOVE_LEASE).await?;
-    let dest_lease = match dest.take_lease(&name, MOVE_LEASE).await {
-        Ok(lease) => lease,
+    // Nor a refresh of another machine, where a store is shared: a guard on each store, under
+    // the one lock, takes its lease.
+    let source = lock.guard(&source_store, MOVE_LEASE).await?;
+    let dest = match lock.guard(&ctx.store(&plan.to), MOVE_LEASE).await {
+        Ok(guard) => guard,
         Err(e) => {
-            source.release_lease(source_lease).await;
+            source.end().await;
             return Err(e);
         }
     };
-    let outcome = carry_out(&args, ctx, &plan, &source, &dest).await;
-    dest.release_lease(dest_lease).await;
-    source.release_lease(source_lease).await;
-    // The lock file's note of an unsaved refresh stays: the moved set is the same set.
+    let outcome = carry_out(&args, ctx, &plan, source.store(), dest.store()).await;
+    // The moved set is the same set: the note of a refresh sent with it and never saved goes
+    // with it, from the source's lease (a store shared between machines) to the destination's
+    // (the lock file, shared by both guards, keeps this machine's).
+    if outcome.is_ok()
+        && let Some(sent_at) = source.unsaved_refresh_sent_at().await
+        && let Err(e) = dest.note_refresh_sent(sent_at, Duration::ZERO).await
+    {
+        tracing::warn!(
+            "the note of an unsaved refresh was not carried to {}: {e}",
+            dest.store().describe()
+        );
+    }
+    dest.end().await;
+    source.end().await;
     drop(lock);
     outcome
 }
@@ -431,7 +440,7 @@ async fn forget_if_nothing_copied(ctx: &Context, dest: &Store, name: &str) {
 async fn give_up(ctx: &Context) -> Result<()> {
     let name = &ctx.profile_name;
     // A move running now holds the lock from its start to its end.
-    let _lock = RefreshLock::acquire(&ctx.paths, name, LOCK_WAIT).await?;
+    let _lock = ProfileLock::take(&ctx.paths, name).await?;
     let path = PendingMove::path(&ctx.paths, name);
     let note = match PendingMove::read_to_give_up(&ctx.paths, name)? {
         None => {

@@ -12,9 +12,9 @@ use clap::Args;
 
 use super::{Context, format_span};
 use crate::error::{Error, Result};
-use crate::session::{LOCK_WAIT, RefreshLock};
+use crate::guard::RefreshGuard;
 use crate::store::file::{CacheState, FileStore};
-use crate::store::{StoreFailure, file_store};
+use crate::store::{Store, StoreFailure, file_store};
 
 /// Arguments of `xero-auth unlock`.
 #[derive(Debug, Args)]
@@ -112,12 +112,15 @@ pub async fn run_passphrase(args: PassphraseArgs, ctx: &Context) -> Result<()> {
 }
 
 /// Re-encrypts to the store's key every profile's files still encrypted to the passphrase, each
-/// under that profile's refresh lock (so no refresh of it is overwritten by an older copy).
+/// under that profile's guard (so no refresh of it is overwritten by an older copy).
 async fn upgrade_every_profile(store: &Arc<FileStore>, ctx: &Context) -> Result<()> {
+    // What the guard is taken on: the file store, on this machine alone, has no lease.
+    let guarded = Store::new(store.clone(), ctx.profile()?.store_timeout);
     for profile in store.profiles() {
-        let lock = RefreshLock::acquire(&ctx.paths, &profile, LOCK_WAIT).await?;
-        blocking(store, move |s| s.upgrade_profile(&profile)).await?;
-        drop(lock);
+        let guard = RefreshGuard::for_writing(&ctx.paths, &profile, &guarded).await?;
+        let upgraded = blocking(store, move |s| s.upgrade_profile(&profile)).await;
+        guard.end().await;
+        upgraded?;
     }
     Ok(())
 }

@@ -26,15 +26,13 @@ mod send;
 #[cfg(test)]
 mod testing;
 
-pub use crate::lock::RefreshLock;
+use crate::guard::RefreshGuard;
 pub use crate::time::{Clock, SystemClock};
 pub use refresh::Refreshed;
 use refresh::Unsaved;
 
 /// The default margin: a token that expires within 5 minutes is refreshed first.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
-/// How long to wait for another process's refresh before giving up.
-pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// One profile's tokens and the flows around them.
 pub struct Session {
@@ -235,12 +233,12 @@ impl Session {
         }
     }
 
-    /// Writes `set` under the profile's `lock` (held until the write has finished, even if this
+    /// Writes `set` under the profile's `guard` (held until the write has finished, even if this
     /// call is given up on): the refresh token always in one keychain write. On a store with a
     /// per-entry limit a set too large for one entry has its access token written first, in
     /// entries of its own ([`crate::store::split`]).
-    pub async fn store_token_set(&self, set: &TokenSet, lock: &RefreshLock) -> Result<()> {
-        self.save_token_set(&lock.hold(&self.store), set).await
+    pub async fn store_token_set(&self, set: &TokenSet, guard: &RefreshGuard) -> Result<()> {
+        self.save_token_set(guard.store(), set).await
     }
 
     async fn save_token_set(&self, held: &Store, set: &TokenSet) -> Result<()> {
@@ -294,10 +292,10 @@ impl Session {
         })
     }
 
-    /// Deletes the profile's token set under the profile's `lock` (access-token entries first,
+    /// Deletes the profile's token set under the profile's `guard` (access-token entries first,
     /// if any); `false` when there was none.
-    pub async fn delete_token_set(&self, lock: &RefreshLock) -> Result<bool> {
-        split::delete(&lock.hold(&self.store), &self.profile.name).await
+    pub async fn delete_token_set(&self, guard: &RefreshGuard) -> Result<bool> {
+        split::delete(guard.store(), &self.profile.name).await
     }
 
     /// The paths this session uses (lock files).

@@ -478,12 +478,10 @@ pub(super) enum Need {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{NOW, store, with_expired_set};
+    use super::super::testing::{NOW, guard_of, store, unsaved_note, with_expired_set};
     use super::*;
     use crate::cli::testing::TestContext;
-    use crate::lock::RefreshLock;
     use crate::secret::{ExposeSecret, secret_from_str};
-    use crate::session::LOCK_WAIT;
     use crate::store::memory::HeldWrites;
     use fake_xero::{Counter, FakeXero};
     use std::sync::Arc;
@@ -525,9 +523,7 @@ mod tests {
         let session = t.ctx.session().unwrap();
         let seen = session.require_token_set().await.unwrap();
         let imported = fake.issue_tokens("APP1", "openid offline_access");
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
+        let guard = guard_of(&session).await;
         session
             .store_token_set(
                 &TokenSet {
@@ -538,11 +534,11 @@ mod tests {
                     scopes: vec![],
                     obtained_at: NOW,
                 },
-                &lock,
+                &guard,
             )
             .await
             .unwrap();
-        drop(lock);
+        guard.end().await;
 
         let refreshed = session.refresh_with(Need::NewerThan(seen)).await.unwrap();
 
@@ -560,11 +556,7 @@ mod tests {
         t.store.fail_writes(true);
         let err = session.valid_token_set(300).await.unwrap_err();
         assert_eq!(err.exit_code() as u8, 5);
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), Some(NOW), "the note stays");
-        drop(lock);
+        assert_eq!(unsaved_note(&session).await, Some(NOW), "the note stays");
 
         // The store is back, but only after Xero's grace window, and for another process (this
         // one would start from the set it kept in memory).
@@ -614,10 +606,7 @@ mod tests {
         let stored = session.require_token_set().await.unwrap();
         assert!(stored.same_tokens(&served), "the newer set is stored");
         assert_eq!(fake.count(Counter::Refresh), 1, "no second refresh");
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), None, "the note is cleared");
+        assert_eq!(unsaved_note(&session).await, None, "the note is cleared");
     }
 
     /// Without serving (a one-shot command or a library caller), the failed write is exit 5, but
@@ -690,10 +679,7 @@ mod tests {
         let (t, _) = with_expired_set(&fake).await;
         let session = t.ctx.session().unwrap();
         session.valid_token_set(300).await.unwrap();
-        let lock = RefreshLock::acquire(&t.ctx.paths, "default", LOCK_WAIT)
-            .await
-            .unwrap();
-        assert_eq!(lock.unsaved_refresh_sent_at(), None);
+        assert_eq!(unsaved_note(&session).await, None);
     }
 
     /// The context's profile, with a store whose calls time out after `timeout`.
@@ -708,17 +694,14 @@ mod tests {
 
     /// Whether another refresher could take the profile's lock now.
     async fn lock_is_free(t: &TestContext) -> bool {
-        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_millis(200))
+        crate::guard::testing::lock_is_free(&t.ctx.paths, "default", Duration::from_millis(200))
             .await
-            .is_ok()
     }
 
     /// Lets the held write finish and waits until the lock is free; true when it became free.
     async fn release_writes_and_wait_for_the_lock(held: HeldWrites, t: &TestContext) -> bool {
         drop(held);
-        RefreshLock::acquire(&t.ctx.paths, "default", Duration::from_secs(10))
-            .await
-            .is_ok()
+        crate::guard::testing::lock_is_free(&t.ctx.paths, "default", Duration::from_secs(10)).await
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{LOCK_WAIT, RefreshLock, Session};
+use super::Session;
+use crate::guard::RefreshGuard;
 use crate::cli::testing::{TestContext, context};
 use crate::secret::{Zeroizing, secret_from_str};
 use crate::token_set::TokenSet;
@@ -11,12 +12,26 @@ use fake_xero::FakeXero;
 
 pub(super) const NOW: i64 = 1_800_000_000;
 
-/// Writes `set` as the commands do: under the profile's lock.
+/// Writes `set` as the commands do: under the profile's guard.
 pub(super) async fn store(session: &Session, set: &TokenSet) {
-    let lock = RefreshLock::acquire(session.paths(), &session.profile().name, LOCK_WAIT)
+    let guard = guard_of(session).await;
+    session.store_token_set(set, &guard).await.unwrap();
+    guard.end().await;
+}
+
+/// The profile's guard, as a command that writes takes it.
+pub(super) async fn guard_of(session: &Session) -> RefreshGuard {
+    RefreshGuard::for_writing(session.paths(), &session.profile().name, session.store())
         .await
-        .unwrap();
-    session.store_token_set(set, &lock).await.unwrap();
+        .unwrap()
+}
+
+/// The note of an unsaved refresh, read under the profile's guard.
+pub(super) async fn unsaved_note(session: &Session) -> Option<i64> {
+    let guard = guard_of(session).await;
+    let note = guard.unsaved_refresh_sent_at().await;
+    guard.end().await;
+    note
 }
 
 /// A context whose profile talks to `fake`, with a client and an expired token set stored.

@@ -33,9 +33,6 @@ use crate::stack::scrubbed;
 /// The keychain service name every entry is filed under.
 pub const SERVICE: &str = "xero-auth";
 
-/// How long [`Store::take_lease`] waits for another holder of a shared store's lease.
-pub const LEASE_WAIT: Duration = Duration::from_secs(60);
-
 /// What a store can report when it fails. Never holds a secret.
 #[derive(Debug, Clone)]
 pub struct StoreFailure {
@@ -162,7 +159,7 @@ pub struct LeaseGuard {
     /// How long it is held after each write.
     pub ttl: Duration,
     /// When an earlier holder (on any machine) sent a refresh it never saved, if one did: the
-    /// shared counterpart of [`RefreshLock::unsaved_refresh_sent_at`](crate::lock::RefreshLock).
+    /// shared counterpart of [`RefreshLock::unsaved_refresh_sent_at`](crate::guard::RefreshLock).
     pub unsaved_refresh_sent_at: Option<i64>,
 }
 
@@ -305,66 +302,6 @@ impl Store {
     /// See [`SecretStore::shared_entries`]. Asks no store.
     pub fn shared_entries(&self, profile: &str) -> Option<String> {
         self.inner.shared_entries(profile)
-    }
-
-    /// Takes `profile`'s lease for `ttl` in a store that several machines share, waiting (at
-    /// most [`LEASE_WAIT`], with backoff) while another process holds it; `None` for a store on
-    /// one machine, where the refresh lock is enough. What must not be interleaved with a refresh
-    /// on any machine (a move of the profile between stores) holds it. Free it with
-    /// [`Store::release_lease`].
-    pub async fn take_lease(&self, profile: &str, ttl: Duration) -> Result<Option<LeaseGuard>> {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(50);
-        // A holder that died (a move cut short, then run again) leaves its lease until it
-        // expires: waiting that long, rather than giving up first, is what lets a second run
-        // finish the move.
-        let mut wait = LEASE_WAIT;
-        let mut first = true;
-        loop {
-            match self.try_lease(profile, ttl).await? {
-                LeaseAttempt::NotShared => return Ok(None),
-                LeaseAttempt::Taken(lease) => return Ok(Some(lease)),
-                LeaseAttempt::Held { holder, left } => {
-                    if std::mem::take(&mut first) {
-                        wait = wait.max(started.elapsed() + left + Duration::from_secs(1));
-                        tracing::warn!(
-                            "profile '{profile}''s lease in {} is held by {holder}: waiting up to {} s",
-                            self.describe(),
-                            wait.as_secs()
-                        );
-                    }
-                    if started.elapsed() >= wait {
-                        // Busy, not broken: exit 6, as for the local lock.
-                        return Err(Error::Temporary {
-                            what: format!(
-                                "waiting for profile '{profile}''s lease in {}",
-                                self.describe()
-                            ),
-                            cause: format!(
-                                "{holder} has held it for more than {} s",
-                                wait.as_secs()
-                            ),
-                            hint: Some(
-                                "a holder that stopped leaves the lease, which expires on its own"
-                                    .into(),
-                            ),
-                        });
-                    }
-                    tokio::time::sleep(pause.min(left.max(Duration::from_millis(10)))).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
-
-    /// Frees a lease taken with [`Store::take_lease`]. Best effort: a lease that cannot be
-    /// freed runs out on its own.
-    pub async fn release_lease(&self, lease: Option<LeaseGuard>) {
-        if let Some(lease) = lease
-            && let Err(e) = self.update_lease(lease, true).await
-        {
-            tracing::warn!("freeing a store's lease failed: {e}");
-        }
     }
 
     /// Reads the secret filed under `account`.

@@ -302,26 +302,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_store_lease_is_held_until_released_and_a_local_store_has_none() {
-        let shared = Arc::new(MemoryStore::with_leases());
-        let lease = store(&shared)
-            .take_lease("p", Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(lease.is_some());
-        assert_eq!(shared.leases_held(), 1);
-        store(&shared).release_lease(lease).await;
-        assert_eq!(shared.leases_held(), 0);
-
-        let local = Arc::new(MemoryStore::default());
-        let none = store(&local)
-            .take_lease("p", Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(none.is_none(), "the default: no lease");
-    }
-
     #[test]
     fn the_note_round_trips_and_a_damaged_one_is_an_error_that_names_it() {
         let dir = tempfile::tempdir().unwrap();

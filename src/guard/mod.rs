@@ -1,10 +1,18 @@
 //! The refresh protocol's guard: the profile's local lock and, on a store shared by many
 //! machines, its lease in the store, held as one thing.
 //!
+//! It is the one way to take the lock, and every command that writes a profile's secrets
+//! writes under it: the refresh ([`RefreshGuard::acquire`]), login, import, logout, `client set`
+//! and `client remove`, `unlock`'s re-encryption ([`RefreshGuard::for_writing`]) and a move
+//! between stores (one guard per store under one [`ProfileLock`]). The lock itself
+//! ([`RefreshLock`]) can be taken by this module only, so a new command cannot skip the guard.
+//! See ARCHITECTURE.md, The refresh protocol.
+//!
 //! What it promises:
 //! - **One acquire.** The local lock first (it queues this machine's processes), then the lease
 //!   (it queues the machines), with one wait loop that asks the caller, between attempts, whether
-//!   the work was done elsewhere meanwhile ([`RefreshGuard::acquire`]).
+//!   the work was done elsewhere meanwhile ([`RefreshGuard::acquire`]; a write has nothing to
+//!   ask).
 //! - **Held until every store call under it has ended.** Calls go through
 //!   [`RefreshGuard::store`], a handle whose every call keeps the lock file open and the lease
 //!   held until the call's thread has finished: a write that timed out on this side but is still
@@ -18,17 +26,24 @@
 //!   after it, with a margin, so that it runs out only after such a write has ended.
 //! - **The unsaved-refresh note, one value.** When a refresh was sent and its answer not saved,
 //!   the time it was sent is written to the lease first (another machine may be next) and then
-//!   to the lock file; [`RefreshGuard::saved`] clears both. A request whose answer was lost
+//!   to the lock file; [`RefreshGuard::saved`] clears both (a refresh saved, or a login or an
+//!   import storing a new set: a note left in either place would make the new set's next
+//!   failure look like a spent token). A request whose answer was lost
 //!   under the guard is recorded ([`RefreshGuard::note_answer_lost`]), so that a definite answer
 //!   to a later attempt cannot clear the note of one Xero may have carried out.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Paths;
 use crate::error::{Error, Result};
-use crate::lock::RefreshLock;
 use crate::store::{LeaseAttempt, LeaseGuard, Store};
+
+mod lock;
+
+pub use lock::{RefreshLock, untrusted_lock_filesystem};
 
 /// How long the guard waits for the local lock, and then for the lease.
 pub const GUARD_WAIT: Duration = Duration::from_secs(60);
@@ -43,6 +58,26 @@ pub enum Acquired<T> {
     Settled(T),
     /// The guard, and what the caller's check read under it.
     Held(RefreshGuard, T),
+}
+
+/// What the wait loop's check read: work still to do (`Open`), or done elsewhere (`Settled`).
+enum Read<T, S> {
+    Open(T),
+    Settled(S),
+}
+
+/// What the wait loop came to.
+enum Outcome<T, S> {
+    Settled(S),
+    Held(RefreshGuard, T),
+}
+
+/// Who waits: a refresh (its crash points, and quiet waits: a storm has many waiters) or a
+/// command that writes (a wait is worth a line).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Refresh,
+    Write,
 }
 
 /// The profile's refresh lock and, on a shared store, its lease. See the module documentation.
@@ -74,6 +109,39 @@ struct Lease {
     runtime: tokio::runtime::Handle,
 }
 
+/// A profile's local lock alone, before any lease: what a move holds from its start, to read
+/// its plan, and then turns into one guard per store ([`ProfileLock::guard`]).
+pub struct ProfileLock {
+    lock: RefreshLock,
+    profile: String,
+}
+
+impl ProfileLock {
+    /// Takes `profile`'s local lock, waiting at most [`GUARD_WAIT`].
+    pub async fn take(paths: &Paths, profile: &str) -> Result<Self> {
+        Ok(ProfileLock {
+            lock: RefreshLock::acquire(paths, profile, GUARD_WAIT).await?,
+            profile: profile.to_string(),
+        })
+    }
+
+    /// A guard of `store` under this lock: the lock, shared (held while this value or any guard
+    /// made from it lives), and, when `store` is shared by many machines, its lease for
+    /// `lease_ttl` (zero: the store's own), taken through the guard's one wait loop.
+    pub async fn guard(&self, store: &Store, lease_ttl: Duration) -> Result<RefreshGuard> {
+        let held = Held {
+            lock: self.lock.share(),
+            lease: std::sync::OnceLock::new(),
+            profile: self.profile.clone(),
+        };
+        let nothing_to_check = |_: Store| std::future::ready(Ok(Read::<(), Infallible>::Open(())));
+        match take_lease(held, store, lease_ttl, Mode::Write, nothing_to_check).await? {
+            Outcome::Held(guard, ()) => Ok(guard),
+            Outcome::Settled(never) => match never {},
+        }
+    }
+}
+
 impl RefreshGuard {
     /// Takes `profile`'s local lock (waiting at most [`GUARD_WAIT`]) and, when `store` is shared
     /// by many machines, its lease, waiting while another process holds it. `check` runs under
@@ -88,67 +156,38 @@ impl RefreshGuard {
     ) -> Result<Acquired<T>> {
         let lock = RefreshLock::acquire(paths, profile, GUARD_WAIT).await?;
         crate::failpoints::crash_point("refresh-lock-taken");
-        let held = Arc::new(Held {
+        let held = Held {
             lock,
             lease: std::sync::OnceLock::new(),
             profile: profile.to_string(),
-        });
-        let guard = RefreshGuard {
-            store: store.holding(held.clone()),
-            held,
-            answer_lost: std::sync::atomic::AtomicBool::new(false),
         };
-        let (read, settled) = check(guard.store.clone()).await?;
-        crate::failpoints::crash_point("refresh-set-read");
-        if settled {
-            return Ok(Acquired::Settled(read));
-        }
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        // A holder that ended with a refresh out leaves its lease for as long as that refresh's
-        // write could take: waiting that long, rather than giving up first, is what recovers.
-        let mut wait = None;
-        loop {
-            let (holder, left) = match store.try_lease(profile, Duration::ZERO).await? {
-                LeaseAttempt::NotShared => return Ok(Acquired::Held(guard, read)),
-                LeaseAttempt::Taken(lease) => {
-                    crate::failpoints::crash_point("refresh-lease-taken");
-                    guard.keep(lease, store);
-                    // Read again under the lease: another machine may have refreshed.
-                    let (read, settled) = check(guard.store.clone()).await?;
-                    if settled {
-                        return Ok(Acquired::Settled(read));
-                    }
-                    return Ok(Acquired::Held(guard, read));
-                }
-                LeaseAttempt::Held { holder, left } => (holder, left),
-            };
-            let wait = *wait.get_or_insert_with(|| {
-                GUARD_WAIT.max(started.elapsed() + left + Duration::from_secs(1))
-            });
-            if started.elapsed() >= wait {
-                // Busy, not broken: exit 6 like the local lock's timeout, so that a script
-                // that retries on 6 retries this too.
-                return Err(Error::Temporary {
-                    what: format!(
-                        "waiting for profile '{profile}''s refresh lease in {}",
-                        store.describe()
-                    ),
-                    cause: format!("{holder} has held it for more than {} s", wait.as_secs()),
-                    hint: Some(format!(
-                        "a holder that stopped leaves the lease, which expires within {} s",
-                        left.as_secs().max(1)
-                    )),
-                });
+        let check = |store: Store| {
+            let read = check(store);
+            async move {
+                let (read, settled) = read.await?;
+                Ok(match settled {
+                    true => Read::Settled(read),
+                    false => Read::Open(read),
+                })
             }
-            tracing::debug!(profile, %holder, "waiting for the refresh lease");
-            tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
-            pause = (pause * 3 / 2).min(Duration::from_secs(1));
-            let (read, settled) = check(guard.store.clone()).await?;
-            if settled {
-                return Ok(Acquired::Settled(read));
-            }
-        }
+        };
+        Ok(
+            match take_lease(held, store, Duration::ZERO, Mode::Refresh, check).await? {
+                Outcome::Settled(read) => Acquired::Settled(read),
+                Outcome::Held(guard, read) => Acquired::Held(guard, read),
+            },
+        )
+    }
+
+    /// The guard of a command that writes `profile`'s secrets in `store`: its lock and, on a
+    /// store shared by many machines, its lease, with nothing to check. Write through
+    /// [`RefreshGuard::store`], then [`RefreshGuard::saved`] after writing a token set (login,
+    /// import), else [`RefreshGuard::end`].
+    pub async fn for_writing(paths: &Paths, profile: &str, store: &Store) -> Result<Self> {
+        ProfileLock::take(paths, profile)
+            .await?
+            .guard(store, Duration::ZERO)
+            .await
     }
 
     /// Keeps `lease`, just taken: renewed in the background from now on, freed with the guard.
@@ -167,11 +206,6 @@ impl RefreshGuard {
     /// call has finished, past its timeout and past the guard itself.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// The local lock (for the writes that take no lease: login, import).
-    pub fn lock(&self) -> &RefreshLock {
-        &self.held.lock
     }
 
     /// Whether a store shared by many machines is guarded by a lease too.
@@ -299,6 +333,90 @@ impl RefreshGuard {
     }
 }
 
+/// The one wait loop: with `held`'s lock taken, runs `check` and, while it does not settle,
+/// tries `store`'s lease (for `ttl`; zero: the store's own) until it is taken, the store turns
+/// out not to be shared, or the wait is over. A holder that ended with a refresh out leaves its
+/// lease for as long as that refresh's write could take: waiting that long, rather than giving
+/// up first, is what recovers.
+async fn take_lease<T, S, F, Fut>(
+    held: Held,
+    store: &Store,
+    ttl: Duration,
+    mode: Mode,
+    mut check: F,
+) -> Result<Outcome<T, S>>
+where
+    F: FnMut(Store) -> Fut,
+    Fut: Future<Output = Result<Read<T, S>>>,
+{
+    let profile = held.profile.clone();
+    let held = Arc::new(held);
+    let guard = RefreshGuard {
+        store: store.holding(held.clone()),
+        held,
+        answer_lost: std::sync::atomic::AtomicBool::new(false),
+    };
+    let read = match check(guard.store.clone()).await? {
+        Read::Settled(read) => return Ok(Outcome::Settled(read)),
+        Read::Open(read) => read,
+    };
+    if mode == Mode::Refresh {
+        crate::failpoints::crash_point("refresh-set-read");
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut wait = None;
+    loop {
+        let (holder, left) = match store.try_lease(&profile, ttl).await? {
+            LeaseAttempt::NotShared => return Ok(Outcome::Held(guard, read)),
+            LeaseAttempt::Taken(lease) => {
+                if mode == Mode::Refresh {
+                    crate::failpoints::crash_point("refresh-lease-taken");
+                }
+                guard.keep(lease, store);
+                // Read again under the lease: another machine may have done the work.
+                return Ok(match check(guard.store.clone()).await? {
+                    Read::Settled(read) => Outcome::Settled(read),
+                    Read::Open(read) => Outcome::Held(guard, read),
+                });
+            }
+            LeaseAttempt::Held { holder, left } => (holder, left),
+        };
+        let wait = *wait.get_or_insert_with(|| {
+            let wait = GUARD_WAIT.max(started.elapsed() + left + Duration::from_secs(1));
+            if mode == Mode::Write {
+                tracing::warn!(
+                    "profile '{profile}''s lease in {} is held by {holder}: waiting up to {} s",
+                    store.describe(),
+                    wait.as_secs()
+                );
+            }
+            wait
+        });
+        if started.elapsed() >= wait {
+            // Busy, not broken: exit 6 like the local lock's timeout, so that a script that
+            // retries on 6 retries this too.
+            return Err(Error::Temporary {
+                what: format!(
+                    "waiting for profile '{profile}''s refresh lease in {}",
+                    store.describe()
+                ),
+                cause: format!("{holder} has held it for more than {} s", wait.as_secs()),
+                hint: Some(format!(
+                    "a holder that stopped leaves the lease, which expires within {} s",
+                    left.as_secs().max(1)
+                )),
+            });
+        }
+        tracing::debug!(profile, %holder, "waiting for the refresh lease");
+        tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
+        pause = (pause * 3 / 2).min(Duration::from_secs(1));
+        if let Read::Settled(read) = check(guard.store.clone()).await? {
+            return Ok(Outcome::Settled(read));
+        }
+    }
+}
+
 impl Lease {
     async fn renew(&self, profile: &str) -> Result<()> {
         let mut state = self.state.lock().await;
@@ -388,5 +506,135 @@ impl Drop for Held {
         if let Some((store, lease, runtime)) = self.lease_to_free() {
             runtime.spawn(free(store, lease, self.profile.clone()));
         }
+    }
+}
+
+/// For the crate's tests: what only the guard may do with the lock, asked from outside it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Whether another process could take `profile`'s lock within `wait`.
+    pub async fn lock_is_free(paths: &Paths, profile: &str, wait: Duration) -> bool {
+        RefreshLock::acquire(paths, profile, wait).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn paths(dir: &std::path::Path) -> Paths {
+        Paths {
+            config_dir: dir.join("config"),
+            state_dir: dir.join("state"),
+            data_dir: dir.join("data"),
+        }
+    }
+
+    fn store(memory: &Arc<MemoryStore>) -> Store {
+        Store::new(memory.clone(), Duration::from_secs(5))
+    }
+
+    /// The commands' files under `dir`, recursively.
+    fn rust_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// Taking the lock is this module's alone (its constructor is private to it: a compile
+    /// error elsewhere); what this test adds is that a command that writes a profile's secrets,
+    /// or hands a store to what writes them, names the guard: a new command that writes without
+    /// it fails here.
+    #[test]
+    fn every_command_that_writes_a_profiles_secrets_takes_the_guard() {
+        let writes = [
+            ".set(&",
+            ".delete(&",
+            "set_unless_changed(",
+            "split::save(",
+            "split::delete(",
+            "store_token_set(",
+            "delete_token_set(",
+            "secrets.write(",
+            ".upgrade_profile(",
+        ];
+        let mut files = Vec::new();
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+            &mut files,
+        );
+        let mut checked = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let Some(write) = writes.iter().find(|w| text.contains(*w)) else {
+                continue;
+            };
+            checked += 1;
+            assert!(
+                text.contains("RefreshGuard") || text.contains("ProfileLock"),
+                "{} writes ({write}) without the guard: take RefreshGuard::for_writing and \
+                 write through its store()",
+                file.display()
+            );
+        }
+        assert!(
+            checked >= 6,
+            "the commands that write were found ({checked})"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writers_guard_holds_the_lock_and_a_shared_stores_lease_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let shared = Arc::new(MemoryStore::with_leases());
+        let guard = RefreshGuard::for_writing(&paths, "p", &store(&shared))
+            .await
+            .unwrap();
+        assert!(guard.is_shared());
+        assert_eq!(shared.leases_held(), 1);
+        assert!(!testing::lock_is_free(&paths, "p", Duration::from_millis(50)).await);
+        guard.end().await;
+        assert_eq!(shared.leases_held(), 0);
+        assert!(testing::lock_is_free(&paths, "p", Duration::ZERO).await);
+
+        let local = Arc::new(MemoryStore::default());
+        let guard = RefreshGuard::for_writing(&paths, "p", &store(&local))
+            .await
+            .unwrap();
+        assert!(!guard.is_shared(), "the default: no lease");
+        guard.end().await;
+    }
+
+    #[tokio::test]
+    async fn a_moves_guards_share_one_lock_and_take_a_lease_in_each_shared_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let (one, two) = (
+            Arc::new(MemoryStore::with_leases()),
+            Arc::new(MemoryStore::with_leases()),
+        );
+        let lock = ProfileLock::take(&paths, "p").await.unwrap();
+        let source = lock.guard(&store(&one), Duration::from_secs(60)).await;
+        let dest = lock.guard(&store(&two), Duration::from_secs(60)).await;
+        let (source, dest) = (source.unwrap(), dest.unwrap());
+        assert_eq!((one.leases_held(), two.leases_held()), (1, 1));
+        drop(lock);
+        assert!(
+            !testing::lock_is_free(&paths, "p", Duration::from_millis(50)).await,
+            "the guards keep the lock"
+        );
+        dest.end().await;
+        source.end().await;
+        assert_eq!((one.leases_held(), two.leases_held()), (0, 0));
+        assert!(testing::lock_is_free(&paths, "p", Duration::ZERO).await);
     }
 }

@@ -12,9 +12,11 @@
 //! Where the lock cannot be trusted for reasons this process cannot see (a network or user-space
 //! file system, [`untrusted_lock_filesystem`]), `xero-auth doctor` says so.
 //!
-//! A store call started under the lock keeps it until the call has finished ([`RefreshLock::hold`]):
-//! a keychain write that outlives its timeout, or a library caller that gives up on a refresh,
-//! must not let another process rotate the tokens while an older set may still land.
+//! Only the guard ([`crate::guard`]) takes the lock: every other module reaches it through a
+//! [`crate::guard::RefreshGuard`], which takes the lease too where the store has one. A store
+//! call started under the guard keeps the lock until the call has finished: a keychain write
+//! that outlives its timeout, or a library caller that gives up on a refresh, must not let
+//! another process rotate the tokens while an older set may still land.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -24,11 +26,11 @@ use std::time::{Duration, Instant};
 use crate::config::Paths;
 use crate::error::{Error, Result};
 use crate::private_fs;
-use crate::store::Store;
 
 /// The profile's cross-process refresh lock. The operating system releases it when the last
-/// handle on the file closes: when this value and every store call started under it
-/// ([`RefreshLock::hold`]) are gone, or when the process ends, however it ends.
+/// handle on the file closes: when this value, every value sharing it (the guards of a move)
+/// and every store call started under it are gone, or when the process ends, however it ends.
+/// Taken only by the guard (its constructor is the guard module's).
 ///
 /// While a refresh is in flight the file also records when its request was sent (Unix seconds;
 /// never a secret): a process that dies before saving Xero's answer leaves that note behind,
@@ -47,12 +49,12 @@ impl RefreshLock {
     }
 
     /// The lock file of `profile`.
-    pub fn path(paths: &Paths, profile: &str) -> PathBuf {
+    pub(super) fn path(paths: &Paths, profile: &str) -> PathBuf {
         Self::folder(paths).join(format!("{profile}.lock"))
     }
 
     /// Waits at most `max_wait` for the lock.
-    pub async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
+    pub(super) async fn acquire(paths: &Paths, profile: &str, max_wait: Duration) -> Result<Self> {
         let path = Self::path(paths, profile);
         private_fs::private_folder_in(&paths.state_dir, &Self::folder(paths))?;
         let file = private_fs::open_lock_file(&path)?;
@@ -83,18 +85,17 @@ impl RefreshLock {
         }
     }
 
-    /// `store`, with every call made through it holding this lock until the call has finished:
-    /// past the call's timeout, and past the moment this `RefreshLock` is dropped (a library
-    /// caller that stopped waiting). Writes and deletes of a profile's secrets go through it.
-    /// The returned handle holds the lock too, as long as it lives: use it for the calls, then
-    /// let it go.
-    pub fn hold(&self, store: &Store) -> Store {
-        store.holding(self.file.clone())
+    /// The same lock, held until this value and the original are both gone: the guards of a
+    /// move (one per store) share one.
+    pub(super) fn share(&self) -> RefreshLock {
+        RefreshLock {
+            file: self.file.clone(),
+        }
     }
 
     /// When an earlier holder sent a refresh request whose answer it never saved (it died, or
     /// the keychain refused the write), if one did.
-    pub fn unsaved_refresh_sent_at(&self) -> Option<i64> {
+    pub(super) fn unsaved_refresh_sent_at(&self) -> Option<i64> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = &*self.file;
         let mut text = String::new();
@@ -106,12 +107,12 @@ impl RefreshLock {
     /// Notes that a refresh request is about to be sent (or, after an unsaved one, that one's
     /// time). Best effort: the note only improves a later message, so a failure to write it is
     /// ignored.
-    pub fn note_refresh_sent(&self, sent_at: i64) {
+    pub(super) fn note_refresh_sent(&self, sent_at: i64) {
         self.rewrite(&format!("{IN_FLIGHT_NOTE}{sent_at}\n"));
     }
 
     /// Clears the note: a token set was saved (by a refresh, a login or an import).
-    pub fn note_saved(&self) {
+    pub(super) fn note_saved(&self) {
         self.rewrite("");
     }
 
