@@ -82,6 +82,7 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
         let label = format!("xero-auth client secret ({})", profile.name);
         // The secret goes to the keychain first: if that fails, the config is left as it was.
         lock.hold(&store).set(&account, &label, bytes).await?;
+        #[cfg(feature = "failpoints")]
         fail::fail_point!("client-secret-stored");
     }
 
