@@ -46,6 +46,9 @@
 //!   [`Result`].
 //! - [`SecretString`] and [`ExposeSecret`] (re-exported from `secrecy`): secrets show redacted in
 //!   `Debug` and are wiped when dropped.
+//! - [`runtime`]: a single-threaded tokio runtime whose blocking threads (every secret store call
+//!   runs on one) wipe their stacks before they stop; a program that has its own runtime wipes
+//!   its own threads.
 //! - [`reqwest`], re-exported: [`Session::send`] takes a `reqwest::RequestBuilder` and
 //!   [`Session::http`] gives the client it is built from, so a program uses this re-export to
 //!   get the version the session speaks rather than adding its own `reqwest`, which could differ.
@@ -128,6 +131,7 @@ pub use error::{Error, ExitCode, Rejection, Result};
 pub use reqwest;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use session::{Refreshed, Session};
+pub use stack::runtime;
 pub use token_set::TokenSet;
 
 /// The `xero-auth` binary's whole run, from process set-up to its exit status; the binary's

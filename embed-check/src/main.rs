@@ -6,10 +6,7 @@ use std::process::ExitCode;
 use xero_auth::{Error, ExposeSecret, Session, reqwest};
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match xero_auth::runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");
