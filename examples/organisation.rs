@@ -6,7 +6,7 @@
 //! cargo run --example organisation -- [PROFILE]
 //! ```
 
-use xero_auth::session::Session;
+use xero_auth::Session;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -86,6 +86,7 @@ pub enum Rejection {
 
 /// Everything that can go wrong, each with what the user can do about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Nothing of the kind is stored for the profile (exit 3).
     #[error("profile '{profile}' has no {what} stored: {hint}")]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xero_auth::cli::format_time;
+use xero_auth::time::format_time;
 use xero_auth::import::parse_token_file;
 use xero_auth::token_set::{MAX_LIFETIME_SECS, TokenSet};
 

@@ -87,6 +87,7 @@ async fn set(args: SetArgs, ctx: &Context) -> Result<()> {
         let stored = guard.store().set(&account, &label, bytes).await;
         guard.end().await;
         stored?;
+        #[cfg(feature = "failpoints")]
         fail::fail_point!("client-secret-stored");
     }
 

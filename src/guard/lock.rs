@@ -133,6 +133,7 @@ impl RefreshLock {
 /// be found (other systems than Linux).
 pub fn untrusted_lock_filesystem(dir: &Path) -> Option<String> {
     // The tests' stand-in for a network file system: `FAILPOINTS='lock-filesystem=return(NFS)'`.
+    #[cfg(feature = "failpoints")]
     fail::fail_point!("lock-filesystem", |name| name);
     #[cfg(target_os = "linux")]
     {

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use file::FileStore;
-pub use keychain::{CREDENTIAL_MANAGER_MAX_SECRET_LEN, Keychain};
+#[cfg(test)]
+pub use keychain::CREDENTIAL_MANAGER_MAX_SECRET_LEN;
+pub use keychain::Keychain;
 pub use vault::VaultStore;
 
 use crate::config::{Paths, Profile, StoreKind};
