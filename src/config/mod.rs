@@ -27,7 +27,10 @@ mod file;
 mod resolve;
 
 pub use crate::names::{APP_NAME, DEFAULT_PROFILE};
-pub use file::{Config, closest};
+pub use file::Config;
+/// "Did you mean …?" for the command line's words.
+#[cfg(feature = "cli")]
+pub use file::closest;
 
 /// The redirect URI Xero's own CLIs register; ours too unless the profile says otherwise.
 pub const DEFAULT_REDIRECT_URI: &str = "http://localhost:8742/callback";

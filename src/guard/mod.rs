@@ -43,7 +43,10 @@ use crate::store::{LeaseAttempt, LeaseGuard, Store};
 
 mod lock;
 
-pub use lock::{RefreshLock, untrusted_lock_filesystem};
+pub use lock::RefreshLock;
+/// `doctor`'s check of where the lock files are.
+#[cfg(feature = "cli")]
+pub use lock::untrusted_lock_filesystem;
 
 /// How long the guard waits for the local lock, and then for the lease.
 pub const GUARD_WAIT: Duration = Duration::from_secs(60);
