@@ -26,6 +26,7 @@ pub enum Hardening {
     /// `XERO_AUTH_ALLOW_CORE_DUMPS=1` asked to skip it.
     SkippedByRequest,
     /// Nothing applies on this platform.
+    #[cfg_attr(unix, allow(dead_code, reason = "only the platforms without hardening have it"))]
     NotAvailable,
 }
 

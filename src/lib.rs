@@ -72,12 +72,12 @@
 // (or go) as the modules settle; until then the check is off where it cannot be right.
 #![cfg_attr(
     not(feature = "test-support"),
-    allow(dead_code, clippy::wrong_self_convention)
+    warn(dead_code, clippy::wrong_self_convention)
 )]
 // Some docs of public items still link to private ones (`Session::send` to the rate limits,
 // `TokenSet::from_json` to the split store, ...): rustdoc renders those links as plain text for a
 // reader of the API. To go once the methods only the crate calls are `pub(crate)`.
-#![allow(rustdoc::private_intra_doc_links)]
+#![warn(rustdoc::private_intra_doc_links)]
 
 /// Declares the crate's internal modules: private, or public (and hidden from the docs) with
 /// the `test-support` feature, for the integration tests and fuzz targets that drive internals.

@@ -211,11 +211,6 @@ impl Limiter {
         paths.state_dir.join("limits").join(file_name(app))
     }
 
-    /// The limits kept.
-    pub fn limits(&self) -> &RateLimits {
-        &self.limits
-    }
-
     /// Waits (until `deadline` at most) for a concurrency slot and a place in the minute
     /// budgets of `tenant` and of the app. Past the deadline it fails with exit 6 without
     /// waiting; a tenant stopped by the day limit fails at once with [`Error::DayLimit`].

@@ -211,11 +211,13 @@ impl HeadWaiters {
     }
 
     /// How many connections are waiting now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue().waiting.len()
     }
 
     /// Whether no connection is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
