@@ -34,7 +34,7 @@
 //! refresh protocol does it under the lock — costs nothing, while a file another process replaced
 //! (a rename makes a new inode) is read again. A file changed in place with its time put back
 //! would not be noticed, which is why `import` forgets the cache before its read-back
-//! ([`super::SecretStore::forget_cached`]): the check that allows deleting the plaintext token
+//! ([`super::Interactive::forget_cached`]): the check that allows deleting the plaintext token
 //! file decrypts what is on disk.
 
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ use std::sync::Mutex;
 
 use age::secrecy::SecretString;
 
-use super::{SecretStore, StoreFailure};
+use super::{Interactive, SecretStore, StoreFailure};
 use crate::config::{FILE_WORK_FACTORS, validate_profile_name};
 use crate::error::Error;
 use crate::failpoints::crash_point;
@@ -980,33 +980,8 @@ impl SecretStore for FileStore {
         self.describe_root()
     }
 
-    fn interactive(&self) -> bool {
-        true
-    }
-
-    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
-        let path = self.path_of(account)?;
-        if write {
-            // Checked now, not at the write: a wrong passphrase is found before a login
-            // exchanges its code. (The key or the decryption is kept, so the write costs no
-            // more.)
-            if self.unlock_identity(true, true)?.is_none() {
-                self.passphrase()?;
-                self.vouch_for_passphrase(&path)?;
-            }
-        } else if let Ok(sealed) = read_sealed(&path) {
-            match Sealed::of(&sealed) {
-                Ok(Sealed::Key) => {
-                    self.unlocked_identity()?;
-                }
-                Ok(Sealed::Passphrase) => {
-                    self.passphrase()?;
-                }
-                // Reported by the read itself.
-                Err(_) => {}
-            }
-        }
-        Ok(())
+    fn interactive(&self) -> Option<&dyn Interactive> {
+        Some(self)
     }
 
     fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
@@ -1047,6 +1022,33 @@ impl SecretStore for FileStore {
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         // Existence only: no passphrase, no decryption.
         Ok(self.path_of(account)?.is_file())
+    }
+}
+
+impl Interactive for FileStore {
+    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
+        let path = self.path_of(account)?;
+        if write {
+            // Checked now, not at the write: a wrong passphrase is found before a login
+            // exchanges its code. (The key or the decryption is kept, so the write costs no
+            // more.)
+            if self.unlock_identity(true, true)?.is_none() {
+                self.passphrase()?;
+                self.vouch_for_passphrase(&path)?;
+            }
+        } else if let Ok(sealed) = read_sealed(&path) {
+            match Sealed::of(&sealed) {
+                Ok(Sealed::Key) => {
+                    self.unlocked_identity()?;
+                }
+                Ok(Sealed::Passphrase) => {
+                    self.passphrase()?;
+                }
+                // Reported by the read itself.
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn forget_cached(&self) {

@@ -9,7 +9,7 @@
 //! - **Check-and-set.** The store remembers the version of each entry it read; a write of that
 //!   entry is conditional on it (`options.cas`), so a writer that read an older set can never
 //!   replace a newer one. The refresh protocol asks for the conflict
-//!   ([`SecretStore::set_unless_changed`]) and uses the newer set; other writes report it.
+//!   ([`SharedStore::set_unless_changed`]) and uses the newer set; other writes report it.
 //! - **Authentication.** `VAULT_TOKEN` / `BAO_TOKEN`, else AppRole when `vault_role_id` is set
 //!   (the secret id from `VAULT_SECRET_ID` or `vault_secret_id_file`), else the CLI's token file
 //!   `~/.vault-token`. The token and the secret id leave the environment at start-up
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{LeaseAttempt, LeaseGuard, SecretStore, StoreFailure, Written};
+use super::{LeaseAttempt, LeaseGuard, SecretStore, SharedStore, StoreFailure, Written};
 use crate::config::{Profile, VaultSettings};
 use crate::private_fs::{self, FileKind};
 use crate::secret::{ExposeSecret, SecretString, Zeroizing};
@@ -1019,16 +1019,8 @@ impl SecretStore for VaultStore {
         }
     }
 
-    fn shared_entries(&self, profile: &str) -> Option<String> {
-        let folder = match self.entry_path("data", profile) {
-            Ok(segments) => format!("{}/", Self::shown_path(&segments)),
-            Err(_) => format!("the folder of profile '{profile}'"),
-        };
-        Some(format!(
-            "{folder} in {}{}",
-            self.where_(),
-            self.namespace_note()
-        ))
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        Some(self)
     }
 
     fn hang_fix(&self) -> String {
@@ -1076,6 +1068,37 @@ impl SecretStore for VaultStore {
         }
     }
 
+    fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+        let entry = self.read_entry(account)?;
+        if entry.version == 0 {
+            return Ok(false);
+        }
+        // Every version goes, not only the latest: old versions hold spent refresh tokens.
+        let segments = self.entry_path("metadata", account)?;
+        let answer = self.call(reqwest::Method::DELETE, &segments, None, "delete")?;
+        match answer.status {
+            200 | 204 => {
+                self.remember(account, 0);
+                Ok(entry.fields.is_some())
+            }
+            _ => Err(self.unexpected("delete", &segments, &answer)),
+        }
+    }
+}
+
+impl SharedStore for VaultStore {
+    fn shared_entries(&self, profile: &str) -> Option<String> {
+        let folder = match self.entry_path("data", profile) {
+            Ok(segments) => format!("{}/", Self::shown_path(&segments)),
+            Err(_) => format!("the folder of profile '{profile}'"),
+        };
+        Some(format!(
+            "{folder} in {}{}",
+            self.where_(),
+            self.namespace_note()
+        ))
+    }
+
     fn set_unless_changed(
         &self,
         account: &str,
@@ -1093,23 +1116,6 @@ impl SecretStore for VaultStore {
                 Ok(Written::Stored)
             }
             None => Ok(Written::Changed),
-        }
-    }
-
-    fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
-        let entry = self.read_entry(account)?;
-        if entry.version == 0 {
-            return Ok(false);
-        }
-        // Every version goes, not only the latest: old versions hold spent refresh tokens.
-        let segments = self.entry_path("metadata", account)?;
-        let answer = self.call(reqwest::Method::DELETE, &segments, None, "delete")?;
-        match answer.status {
-            200 | 204 => {
-                self.remember(account, 0);
-                Ok(entry.fields.is_some())
-            }
-            _ => Err(self.unexpected("delete", &segments, &answer)),
         }
     }
 
