@@ -37,6 +37,9 @@
 //! ([`super::Interactive::forget_cached`]): the check that allows deleting the plaintext token
 //! file decrypts what is on disk.
 
+mod check;
+mod passphrase;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,16 +54,12 @@ use crate::failpoints::crash_point;
 use crate::private_fs::{self, FileKind};
 use crate::secret::{ExposeSecret, Zeroizing};
 
-/// The environment variable that carries the passphrase.
-pub const PASSPHRASE_ENV: &str = "XERO_AUTH_PASSPHRASE";
-/// A file whose first line is the passphrase (a secret manager's mount, a root-owned `0400`
-/// file for a cron job); read when [`PASSPHRASE_ENV`] is not set.
-pub const PASSPHRASE_FILE_ENV: &str = "XERO_AUTH_PASSPHRASE_FILE";
-/// The name of the passphrase among systemd's credentials (`LoadCredential=xero-auth-passphrase:…`,
-/// found in `$CREDENTIALS_DIRECTORY`); read when neither variable above is set.
-pub const PASSPHRASE_CREDENTIAL: &str = "xero-auth-passphrase";
-/// The longest passphrase file read.
-const MAX_PASSPHRASE_FILE: usize = 4096;
+pub use check::check;
+use passphrase::given_passphrase;
+pub use passphrase::{
+    PASSPHRASE_CREDENTIAL, PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, env_or_terminal, forget_passphrase,
+    new_passphrase, take_passphrase_from_env,
+};
 
 /// The largest file the store reads: a token set is a few kilobytes.
 const MAX_FILE_LEN: u64 = 1 << 20;
@@ -931,12 +930,10 @@ impl FileStore {
 
     /// Writes `sealed` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
     fn replace(&self, path: &Path, sealed: &[u8]) -> Result<(), StoreFailure> {
-        let dir = path.parent().expect("store files live in a profile folder");
-        let name = path
-            .file_name()
-            .expect("store files have a name")
-            .to_string_lossy()
-            .into_owned();
+        let (dir, name) = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
+            _ => return Err(not_a_store_file(path)),
+        };
         remove_leftovers(dir, &name);
         let temp = dir.join(format!(
             ".{name}.{}-{:08x}.tmp",
@@ -991,7 +988,7 @@ impl SecretStore for FileStore {
 
     fn set(&self, account: &str, _label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
         let path = self.path_of(account)?;
-        let dir = path.parent().expect("store files live in a profile folder");
+        let dir = path.parent().ok_or_else(|| not_a_store_file(&path))?;
         self.prepare_folders(dir)?;
         let recipient = self.key_for_writing(&path)?;
         let sealed = encrypt(secret, &recipient)?;
@@ -1201,6 +1198,15 @@ fn checked_folders(dir: &Path) -> Result<(), StoreFailure> {
         .map_err(|e| StoreFailure::mistyped(e.to_string()))
 }
 
+/// [`FileStore::path_of`] builds `ROOT/PROFILE/KIND.age`, so a path without a folder or a name
+/// is a mistake of this program's, reported rather than a panic.
+fn not_a_store_file(path: &Path) -> StoreFailure {
+    StoreFailure {
+        cause: format!("{} is not a file of the store", path.display()),
+        fix: "run the command again; if it keeps failing, report it as a bug".into(),
+    }
+}
+
 /// The bytes of `path` (not secret: age ciphertext).
 fn read_sealed(path: &Path) -> Result<Vec<u8>, OpenError> {
     match read_file(path, |_| None)? {
@@ -1282,307 +1288,6 @@ fn rand_u32() -> u32 {
             .unwrap_or(0);
     }
     u32::from_le_bytes(bytes)
-}
-
-/// What `xero-auth doctor` reports about the store in `root`: its files and their permissions,
-/// where the passphrase would come from, and — when `XERO_AUTH_PASSPHRASE` gives it — whether it
-/// opens the store. Never prompts, never writes.
-pub fn check(root: &Path, unlock_ttl: std::time::Duration) -> Result<String, StoreFailure> {
-    let files = store_files(root);
-    let cache = FileStore::new(
-        root.to_path_buf(),
-        FILE_WORK_FACTORS.0,
-        Box::new(|_| Err(StoreFailure::mistyped("not asked"))),
-    )
-    .with_unlock_cache(unlock_ttl)
-    .cache_state();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let loose = |path: &Path| {
-            std::fs::metadata(path)
-                .map(|m| m.permissions().mode() & 0o077 != 0)
-                .unwrap_or(false)
-        };
-        if let Some(open) = std::iter::once(root.to_path_buf())
-            .chain(
-                files
-                    .iter()
-                    .filter_map(|f| f.parent().map(Path::to_path_buf)),
-            )
-            .chain(files.iter().cloned())
-            .find(|p| loose(p))
-        {
-            return Err(StoreFailure {
-                cause: format!("{} can be read by other users", open.display()),
-                fix: format!(
-                    "`chmod -R go-rwx {}` (the next write also restores 0700 folders)",
-                    root.display()
-                ),
-            });
-        }
-    }
-    let count = match files.len() {
-        0 => "no file yet".to_string(),
-        1 => "1 file".to_string(),
-        n => format!("{n} files"),
-    };
-    let has_key = root.join(IDENTITY_FILE).exists();
-    if has_key && !files.is_empty() && matches!(cache, CacheState::Unlocked(_)) {
-        return Ok(format!("{count}; {}", cache.describe()));
-    }
-    let Some((passphrase, source)) = given_passphrase()? else {
-        use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() {
-            return Ok(format!(
-                "{count}; the passphrase is asked for on the terminal"
-            ));
-        }
-        // Unlocking once would do where the key can be kept.
-        let unlock = match (&cache, has_key || files.is_empty()) {
-            (CacheState::Locked, true) => {
-                "run `xero-auth unlock` once on a terminal (it keeps the store's key in the \
-                 kernel for file_unlock_ttl, and commands then need no passphrase); or "
-            }
-            _ => "",
-        };
-        return Err(StoreFailure {
-            cause: format!(
-                "{count}; no {PASSPHRASE_ENV}, no {PASSPHRASE_FILE_ENV}, no systemd credential \
-                 and no terminal to ask for the passphrase on; {}",
-                cache.describe()
-            ),
-            fix: format!(
-                "{unlock}set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} for the commands that use \
-                 the file store (from a secret manager or the CI's secret variables), or give a \
-                 systemd unit LoadCredential={PASSPHRASE_CREDENTIAL}:FILE"
-            ),
-        });
-    };
-    let Some(first) = files.first() else {
-        return Ok(format!(
-            "{count}; the passphrase in {source} becomes the store's at the first write"
-        ));
-    };
-    let mut with = FileStore::new(
-        root.to_path_buf(),
-        FILE_WORK_FACTORS.0,
-        Box::new(move |_| Ok(passphrase.clone())),
-    );
-    with.repairs = false;
-    with.open(first)
-        .map(|_| {
-            format!(
-                "{count}; the passphrase in {source} opens them; {}",
-                cache.describe()
-            )
-        })
-        .map_err(|e| e.into_failure(first))
-}
-
-/// The passphrase `XERO_AUTH_PASSPHRASE` held at start-up, taken by [`take_passphrase_from_env`].
-static TAKEN: Mutex<Option<SecretString>> = Mutex::new(None);
-
-/// For the command-line tool, first thing in `main`: moves `XERO_AUTH_PASSPHRASE` out of the
-/// environment into memory that is wiped, wipes the variable's bytes in the environment block
-/// and removes the variable, so no child process (`exec`'s command, the browser `login` opens)
-/// inherits it.
-///
-/// # Safety
-/// Changes the process environment: call it before any other thread exists.
-pub unsafe fn take_passphrase_from_env() {
-    let Some(value) = std::env::var_os(PASSPHRASE_ENV) else {
-        return;
-    };
-    let value = Zeroizing::new(value.into_string().unwrap_or_default());
-    if !value.is_empty() {
-        *TAKEN.lock().unwrap_or_else(|p| p.into_inner()) = Some(SecretString::from(value.as_str()));
-    }
-    crate::hardening::wipe_env_value(PASSPHRASE_ENV);
-    // SAFETY: the caller guarantees no other thread reads or writes the environment.
-    unsafe { std::env::remove_var(PASSPHRASE_ENV) };
-}
-
-/// Wipes the passphrase [`take_passphrase_from_env`] took: a static is never dropped, so the
-/// tool calls this before it exits.
-pub fn forget_passphrase() {
-    TAKEN.lock().unwrap_or_else(|p| p.into_inner()).take();
-}
-
-/// How to stop needing the passphrase, where the key can be kept.
-#[cfg(target_os = "linux")]
-const UNLOCK_HINT: &str = "; or unlock the store once with `xero-auth unlock` in a terminal, \
-    which keeps its key in the kernel for file_unlock_ttl";
-#[cfg(not(target_os = "linux"))]
-const UNLOCK_HINT: &str = "";
-
-/// Where the tool gets the passphrase: what [`take_passphrase_from_env`] took, else
-/// `XERO_AUTH_PASSPHRASE` (a program linking the library), else a no-echo prompt when stderr is
-/// a terminal (asked twice for a new store), else an error that says what to set.
-pub fn env_or_terminal(root: PathBuf) -> PassphraseSource {
-    Box::new(move |new_store| {
-        if let Some((given, _)) = given_passphrase()? {
-            return Ok(given);
-        }
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Err(StoreFailure {
-                cause: format!(
-                    "the file store ({}) needs its passphrase, and there is no terminal to ask on",
-                    root.display()
-                ),
-                fix: format!(
-                    "set {PASSPHRASE_ENV} in the environment (from a secret manager or the CI's \
-                     secret variables, never on a command line), or {PASSPHRASE_FILE_ENV} to a \
-                     file only you can read, or give a systemd unit \
-                     LoadCredential={PASSPHRASE_CREDENTIAL}:FILE; or run the command in a \
-                     terminal{UNLOCK_HINT}"
-                ),
-            });
-        }
-        prompt(&root, new_store)
-    })
-}
-
-/// The passphrase given without asking anyone, and where it came from (for messages): what
-/// [`take_passphrase_from_env`] took, else `XERO_AUTH_PASSPHRASE` (a program linking the
-/// library), else the file `XERO_AUTH_PASSPHRASE_FILE` names, else systemd's credential
-/// `xero-auth-passphrase`.
-fn given_passphrase() -> Result<Option<(SecretString, String)>, StoreFailure> {
-    if let Some(taken) = TAKEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        return Ok(Some((taken.clone(), PASSPHRASE_ENV.into())));
-    }
-    if let Some(value) = std::env::var_os(PASSPHRASE_ENV).filter(|v| !v.is_empty()) {
-        let value = Zeroizing::new(value.into_string().map_err(|_| StoreFailure {
-            cause: format!("{PASSPHRASE_ENV} is not valid UTF-8"),
-            fix: "give the passphrase as UTF-8 text".into(),
-        })?);
-        return Ok(Some((
-            SecretString::from(value.as_str()),
-            PASSPHRASE_ENV.into(),
-        )));
-    }
-    if let Some(path) = std::env::var_os(PASSPHRASE_FILE_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        let passphrase = passphrase_from_file(&path, PASSPHRASE_FILE_ENV)?;
-        return Ok(Some((
-            passphrase,
-            format!("{PASSPHRASE_FILE_ENV} ({})", path.display()),
-        )));
-    }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|v| !v.is_empty()) {
-        let path = Path::new(&dir).join(PASSPHRASE_CREDENTIAL);
-        if path.exists() {
-            let passphrase = passphrase_from_file(&path, "the systemd credential")?;
-            return Ok(Some((
-                passphrase,
-                format!("the systemd credential {PASSPHRASE_CREDENTIAL}"),
-            )));
-        }
-    }
-    Ok(None)
-}
-
-/// The first line of `path` (without its line ending), read into wiping memory. Refused when
-/// the file is not a regular file of the user's or others may read it (the passphrase would be
-/// theirs too), when it is empty, too long or not UTF-8; `what` names where the path came from.
-fn passphrase_from_file(path: &Path, what: &str) -> Result<SecretString, StoreFailure> {
-    let refuse = |cause: String, fix: &str| StoreFailure {
-        cause: format!("{what}: {} {cause}", path.display()),
-        fix: fix.into(),
-    };
-    // The one check of private_fs: a plain file (a link only when the user's), the user's, and
-    // no one else can read or change it. Refused here as an unusable store (exit 5, as for every
-    // problem with the passphrase), naming the file.
-    let read = private_fs::read_file(
-        path,
-        FileKind::Secret,
-        MAX_PASSPHRASE_FILE,
-        "give the path of a file that holds the passphrase",
-    );
-    let bytes = match read {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
-            return Err(refuse(
-                "does not exist".into(),
-                "give the path of a file that holds the passphrase",
-            ));
-        }
-        Err(Error::Untrusted { why, .. }) => {
-            return Err(refuse(
-                format!("was not used: {why}"),
-                &format!("`chmod 600 {}` (or 400), as your own file", path.display()),
-            ));
-        }
-        Err(Error::InvalidInput(_)) => {
-            return Err(refuse(
-                format!("is longer than {MAX_PASSPHRASE_FILE} bytes"),
-                "put the passphrase alone on the file's first line",
-            ));
-        }
-        Err(e) => return Err(refuse(format!("cannot be read ({e})"), "check the file")),
-    };
-    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let first = first.strip_suffix(b"\r").unwrap_or(first);
-    let text = std::str::from_utf8(first).map_err(|_| {
-        refuse(
-            "is not UTF-8 text".into(),
-            "give the passphrase as UTF-8 text",
-        )
-    })?;
-    if text.is_empty() {
-        return Err(refuse(
-            "has no passphrase on its first line".into(),
-            "put the passphrase alone on the file's first line",
-        ));
-    }
-    Ok(SecretString::from(text))
-}
-
-/// The new passphrase for `xero-auth store passphrase`: the first line of `file` (checked as
-/// `XERO_AUTH_PASSPHRASE_FILE` is), else asked twice on the terminal.
-pub fn new_passphrase(root: &Path, file: Option<&Path>) -> Result<SecretString, StoreFailure> {
-    if let Some(file) = file {
-        return passphrase_from_file(file, "--new-passphrase-file");
-    }
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return Err(StoreFailure::mistyped(
-            "there is no terminal to ask for the new passphrase on: give it with \
-             --new-passphrase-file FILE (a file only you can read)",
-        ));
-    }
-    prompt(root, true)
-}
-
-fn prompt(root: &Path, new_store: bool) -> Result<SecretString, StoreFailure> {
-    let read = |text: &str| {
-        rpassword::prompt_password(text)
-            .map(Zeroizing::new)
-            .map_err(|e| StoreFailure {
-                cause: format!("cannot read the passphrase from the terminal ({e})"),
-                fix: format!("set {PASSPHRASE_ENV} instead"),
-            })
-    };
-    if !new_store {
-        let typed = read(&format!(
-            "Passphrase of the xero-auth file store ({}): ",
-            root.display()
-        ))?;
-        return Ok(SecretString::from(typed.as_str()));
-    }
-    let first = read(&format!(
-        "New passphrase for the xero-auth file store ({}): ",
-        root.display()
-    ))?;
-    let again = read("The same passphrase again: ")?;
-    if *first != *again {
-        return Err(StoreFailure::mistyped(
-            "the two passphrases differ; nothing was written: run the command again and type \
-             the same new passphrase twice",
-        ));
-    }
-    Ok(SecretString::from(first.as_str()))
 }
 
 #[cfg(test)]
