@@ -30,6 +30,15 @@ pub fn format_span(secs: i64) -> String {
     }
 }
 
+/// Now, in Unix seconds on this machine's clock (0 before 1970). For code below the session,
+/// which takes its `Clock` instead where a test must set the time.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Unix seconds of an RFC 3339 time as Vault writes them (`2026-11-30T13:18:38.575474195Z`).
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;

@@ -1,8 +1,8 @@
 //! A profile's token set on any store, including one whose entries are smaller than the set.
 //!
 //! Windows Credential Manager keeps at most 2,560 bytes per entry, and a Xero access token alone
-//! is 1.2–1.6 KB, more with many granular scopes. The contract (DESIGN.md, "Secrets in the
-//! keychain") gives the access token up, never the refresh token: the refresh token is written
+//! is 1.2–1.6 KB, more with many granular scopes. The contract (ARCHITECTURE.md,
+//! Stores) gives the access token up, never the refresh token: the refresh token is written
 //! in one write and never split, the access token is a 30-minute cache that may live elsewhere.
 //!
 //! - When the whole set fits in one entry, or the store has no limit (the Secret Service, the

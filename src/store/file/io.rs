@@ -7,7 +7,7 @@ use super::*;
 impl FileStore {
     /// Moves the damaged file `path` aside (`NAME.damaged-UNIXTIME`) before it is replaced.
     pub(super) fn set_aside(&self, path: &Path, why: &str) -> Result<(), StoreFailure> {
-        let aside = path.with_extension(format!("age.damaged-{}", unix_now()));
+        let aside = path.with_extension(format!("age.damaged-{}", crate::time::unix_now()));
         tracing::warn!(
             "{} is damaged ({why}); moved to {} and replaced",
             path.display(),
@@ -203,13 +203,6 @@ pub(super) fn remove_leftovers(dir: &Path, name: &str) {
 /// Flushes a folder's entries (the rename) to disk. Best effort: not every platform can.
 pub(super) fn sync_folder(dir: &Path) {
     private_fs::sync_folder(dir);
-}
-
-pub(super) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub(super) fn rand_u32() -> u32 {

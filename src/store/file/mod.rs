@@ -125,8 +125,7 @@ impl CacheState {
     pub fn describe(&self) -> String {
         match self {
             CacheState::Unlocked(Some(left)) => {
-                use crate::session::Clock as _;
-                let now = crate::session::SystemClock.now();
+                let now = crate::time::unix_now();
                 let left = left.as_secs() as i64;
                 format!(
                     "unlocked until about {} (in {}; each use extends it): its key is kept in \

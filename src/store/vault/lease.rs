@@ -55,10 +55,7 @@ pub(super) fn held_by(entry: &Entry) -> Option<(String, Duration)> {
     // Without the server's times (a proxy that drops `Date`), the lease is not taken to be free:
     // this machine's clock stands in for the server's, and a missing creation time counts as
     // just written.
-    let now = entry.date.unwrap_or_else(|| {
-        use crate::session::Clock as _;
-        crate::session::SystemClock.now()
-    });
+    let now = entry.date.unwrap_or_else(crate::time::unix_now);
     let created = entry.created.unwrap_or(now);
     let left = created.saturating_add(ttl).saturating_sub(now);
     (left > 0).then(|| (holder, Duration::from_secs(left as u64)))
