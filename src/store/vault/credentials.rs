@@ -257,13 +257,12 @@ impl VaultStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
     /// Seen before the fix: `vault_secret_id_file` was read whatever its mode, while the
     /// passphrase file was checked.
-    #[cfg(unix)]
     #[test]
     fn a_secret_id_file_others_can_read_is_refused_naming_it() {
         use std::os::unix::fs::PermissionsExt;
