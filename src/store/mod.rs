@@ -625,3 +625,64 @@ pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
     .with_unlock_cache(profile.file_unlock_ttl)
     .asking_again_on_a_terminal()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+
+    /// A store with leases whose calls hang while its writes are held, and which says so in its
+    /// own words.
+    struct Slow(Arc<MemoryStore>);
+
+    impl SecretStore for Slow {
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
+            self.0.get(account)
+        }
+        fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
+            self.0.set(account, label, secret)
+        }
+        fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+            self.0.delete(account)
+        }
+        fn hang_fix(&self) -> String {
+            "the slow store's own fix".into()
+        }
+        fn shared(&self) -> Option<&dyn SharedStore> {
+            self.0.shared()
+        }
+    }
+
+    /// The options of a handle (a per-entry limit, a notice after the first write) keep what the
+    /// store is: its words when a call hangs, its lease. (The wrappers they replace forwarded
+    /// each method by hand and missed `hang_fix` and `set_unless_changed`.)
+    #[tokio::test]
+    async fn a_handle_with_options_keeps_the_stores_hang_fix_and_lease() {
+        let memory = Arc::new(MemoryStore::with_leases());
+        let store = Store::new(Arc::new(Slow(memory.clone())), Duration::from_millis(200))
+            .entry_limit(64)
+            .after_first_write(|| {});
+        assert_eq!(store.max_secret_len(), Some(64));
+        assert!(matches!(
+            store.try_lease("p", Duration::ZERO).await.unwrap(),
+            LeaseAttempt::Taken(_)
+        ));
+        let held = memory.hold_writes();
+        let err = store
+            .set_unless_changed("p/token-set", "label", Zeroizing::new(b"set".to_vec()))
+            .await
+            .unwrap_err()
+            .to_string();
+        drop(held);
+        assert!(err.contains("the slow store's own fix"), "{err}");
+        let err = store
+            .set("p/token-set", "label", Zeroizing::new(vec![b'x'; 65]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("64-byte limit"), "{err}");
+    }
+}
