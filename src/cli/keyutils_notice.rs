@@ -5,33 +5,38 @@
 //! costs shows only after a reboot, when the tokens are gone and someone has to log in again. So
 //! every command that writes a secret there says so on stderr, once per process.
 
-use std::sync::{Arc, Once};
-
 use crate::config::{Paths, Profile, StoreKind};
+#[cfg(test)]
 use crate::secret::Zeroizing;
-use crate::store::{Keychain, SecretStore, Store, StoreFailure};
+use crate::store::Store;
 
 /// Where the kernel keeps the idle lifetime of the persistent keyring, in seconds.
 const PERSISTENT_KEYRING_EXPIRY: &str = "/proc/sys/kernel/keys/persistent_keyring_expiry";
 
-/// The store the command-line tool uses for `profile`: its store, wrapped in [`WarnOnWrite`]
-/// when that is kernel keyutils (and, in test builds only, in the per-entry limit of
-/// [`crate::store::split::limit_for_tests`]).
+/// The store the command-line tool uses for `profile`: its store, saying once after its first
+/// write that it forgets when that is kernel keyutils (and, in test builds only, with the
+/// per-entry limit of [`crate::store::split::limit_for_tests`]).
 pub fn profile_store(profile: &Profile, paths: &Paths) -> Store {
     crate::store::split::limit_for_tests(unlimited_store(profile, paths))
 }
 
 fn unlimited_store(profile: &Profile, paths: &Paths) -> Store {
+    let store = Store::for_profile(profile, paths);
     if profile.store != StoreKind::Keyutils {
-        return Store::for_profile(profile, paths);
+        return store;
     }
     let notice = keyutils_warning(&profile.name, persistent_keyring_expiry());
-    let store = WarnOnWrite::new(
-        Arc::new(Keychain::new(profile.store)),
-        notice,
-        Box::new(|line| eprintln!("{line}")),
-    );
-    Store::new(Arc::new(store), profile.store_timeout)
+    warn_on_write(store, notice, |line| eprintln!("{line}"))
+}
+
+/// `store`, with `notice` shown (stderr in the tool, a buffer in tests) once, after the first
+/// write that succeeds. Reads and deletes pass through silently.
+pub fn warn_on_write(
+    store: Store,
+    notice: String,
+    show: impl Fn(&str) + Send + Sync + 'static,
+) -> Store {
+    store.after_first_write(move || show(&notice))
 }
 
 /// The idle lifetime of the kernel's persistent keyring, when the kernel says it.
@@ -59,117 +64,44 @@ pub fn keyutils_warning(profile: &str, persistent_expiry_secs: Option<u64>) -> S
     )
 }
 
-/// A store that says, once, what happens to what is written to it. Reads and deletes pass
-/// through silently; the notice follows the first successful write.
-pub struct WarnOnWrite {
-    inner: Arc<dyn SecretStore>,
-    notice: String,
-    show: Box<dyn Fn(&str) + Send + Sync>,
-    shown: Once,
-}
-
-impl WarnOnWrite {
-    /// Wraps `inner`; `show` prints `notice` (stderr in the tool, a buffer in tests).
-    pub fn new(
-        inner: Arc<dyn SecretStore>,
-        notice: String,
-        show: Box<dyn Fn(&str) + Send + Sync>,
-    ) -> Self {
-        WarnOnWrite {
-            inner,
-            notice,
-            show,
-            shown: Once::new(),
-        }
-    }
-}
-
-impl SecretStore for WarnOnWrite {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
-        self.inner.get(account)
-    }
-
-    fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
-        self.inner.set(account, label, secret)?;
-        self.shown.call_once(|| (self.show)(&self.notice));
-        Ok(())
-    }
-
-    fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
-        self.inner.delete(account)
-    }
-
-    fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
-        self.inner.contains(account)
-    }
-
-    fn interactive(&self) -> bool {
-        self.inner.interactive()
-    }
-
-    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure> {
-        self.inner.prepare(write, account)
-    }
-
-    fn max_secret_len(&self) -> Option<usize> {
-        self.inner.max_secret_len()
-    }
-
-    fn forget_cached(&self) {
-        self.inner.forget_cached();
-    }
-
-    fn shared_entries(&self, profile: &str) -> Option<String> {
-        self.inner.shared_entries(profile)
-    }
-
-    fn try_lease(
-        &self,
-        profile: &str,
-        ttl: std::time::Duration,
-    ) -> std::result::Result<crate::store::LeaseAttempt, crate::store::StoreFailure> {
-        self.inner.try_lease(profile, ttl)
-    }
-
-    fn update_lease(
-        &self,
-        lease: crate::store::LeaseGuard,
-        release: bool,
-    ) -> std::result::Result<Option<crate::store::LeaseGuard>, crate::store::StoreFailure> {
-        self.inner.update_lease(lease, release)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
-    fn wrapped() -> (WarnOnWrite, Arc<MemoryStore>, Arc<Mutex<Vec<String>>>) {
-        let memory = Arc::new(MemoryStore::default());
+    fn wrapped(memory: Arc<MemoryStore>) -> (Store, Arc<Mutex<Vec<String>>>) {
         let shown = Arc::new(Mutex::new(Vec::new()));
         let sink = shown.clone();
-        let store = WarnOnWrite::new(
-            memory.clone(),
+        let store = warn_on_write(
+            Store::new(memory, Duration::from_secs(5)),
             keyutils_warning("work", Some(259_200)),
-            Box::new(move |line| sink.lock().unwrap().push(line.to_string())),
+            move |line| sink.lock().unwrap().push(line.to_string()),
         );
-        (store, memory, shown)
+        (store, shown)
     }
 
-    #[test]
-    fn a_write_is_followed_by_one_warning_and_reads_by_none() {
-        let (store, memory, shown) = wrapped();
-        assert!(store.get("work/token-set").unwrap().is_none());
+    fn secret(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_write_is_followed_by_one_warning_and_reads_by_none() {
+        let memory = Arc::new(MemoryStore::default());
+        let (store, shown) = wrapped(memory.clone());
+        assert!(store.get("work/token-set").await.unwrap().is_none());
         assert!(shown.lock().unwrap().is_empty(), "a read warns nobody");
 
-        store.set("work/token-set", "label", b"set").unwrap();
-        store.set("work/client-secret", "label", b"secret").unwrap();
+        store
+            .set("work/token-set", "label", secret(b"set"))
+            .await
+            .unwrap();
+        store
+            .clone()
+            .set("work/client-secret", "label", secret(b"secret"))
+            .await
+            .unwrap();
 
         let shown = shown.lock().unwrap();
         assert_eq!(shown.len(), 1, "once per process: {shown:?}");
@@ -183,11 +115,27 @@ mod tests {
         assert_eq!(memory.raw("work/token-set").unwrap(), b"set");
     }
 
-    #[test]
-    fn a_failed_write_warns_nobody() {
-        let (store, memory, shown) = wrapped();
+    #[tokio::test]
+    async fn a_failed_write_warns_nobody() {
+        let memory = Arc::new(MemoryStore::default());
+        let (store, shown) = wrapped(memory.clone());
         memory.fail_writes(true);
-        assert!(store.set("work/token-set", "label", b"set").is_err());
+        assert!(
+            store
+                .set("work/token-set", "label", secret(b"set"))
+                .await
+                .is_err()
+        );
         assert!(shown.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conditional_write_warns_too() {
+        let (store, shown) = wrapped(Arc::new(MemoryStore::with_leases()));
+        store
+            .set_unless_changed("work/token-set", "label", secret(b"set"))
+            .await
+            .unwrap();
+        assert_eq!(shown.lock().unwrap().len(), 1);
     }
 }

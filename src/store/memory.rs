@@ -171,6 +171,30 @@ impl SecretStore for MemoryStore {
         self.limit
     }
 
+    fn shared(&self) -> Option<&dyn super::SharedStore> {
+        self.leases
+            .is_some()
+            .then_some(self as &dyn super::SharedStore)
+    }
+}
+
+/// With leases ([`MemoryStore::with_leases`]), a store whose leases are taken as a shared
+/// store's are; its entries stay this process's own.
+impl super::SharedStore for MemoryStore {
+    fn set_unless_changed(
+        &self,
+        account: &str,
+        label: &str,
+        secret: &[u8],
+    ) -> Result<super::Written, StoreFailure> {
+        self.set(account, label, secret)
+            .map(|()| super::Written::Stored)
+    }
+
+    fn shared_entries(&self, _profile: &str) -> Option<String> {
+        None
+    }
+
     fn try_lease(
         &self,
         profile: &str,

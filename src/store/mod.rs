@@ -17,8 +17,8 @@ pub mod unlock_cache;
 pub mod vault;
 
 use std::any::Any;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub use file::FileStore;
@@ -56,7 +56,21 @@ impl StoreFailure {
     }
 }
 
-/// A place that keeps named secrets. Calls block; use [`Store`] from async code.
+/// A place that keeps named secrets: the key-value core every store has. Calls block; use
+/// [`Store`] from async code.
+///
+/// Small on purpose (a new store writes `describe`, `get`, `set` and `delete`); what only some
+/// stores are is reached through them rather than defaulted here, so a store cannot half-have it:
+///
+/// - a store that several machines share (check-and-set, the refresh lease) is a
+///   [`SharedStore`], reached with [`SecretStore::shared`];
+/// - a store that may ask a person something, and keeps in this process what it learned, is an
+///   [`Interactive`] store, reached with [`SecretStore::interactive`].
+///
+/// What every store has an answer to stays here, defaulted to the keychains' answer: whether an
+/// entry exists, how big one may be, what to do when a call hangs. What a command adds around a
+/// store (a notice after its first write, a per-entry limit in tests) is an option of [`Store`],
+/// not a wrapper, so no method has to be forwarded by hand.
 pub trait SecretStore: Send + Sync {
     /// A name for messages: which store this is.
     fn describe(&self) -> String;
@@ -71,26 +85,11 @@ pub trait SecretStore: Send + Sync {
     fn contains(&self, account: &str) -> Result<bool, StoreFailure> {
         self.get(account).map(|secret| secret.is_some())
     }
-    /// True for a store that may have to ask a person something (the file store's passphrase):
-    /// [`Store`] then calls [`SecretStore::prepare`] first, outside the call's timeout.
-    fn interactive(&self) -> bool {
-        false
-    }
-    /// Asks what the next call on `account` needs from a person, if anything. Not timed.
-    fn prepare(&self, _write: bool, _account: &str) -> Result<(), StoreFailure> {
-        Ok(())
-    }
     /// The most bytes one secret may have here, when the store has a limit (Windows Credential
-    /// Manager does); `None` when it has none worth knowing of. Wrappers pass it through.
+    /// Manager does); `None` when it has none worth knowing of.
     fn max_secret_len(&self) -> Option<usize> {
         None
     }
-    /// Forgets what this process keeps of the store's secrets, so that the next read asks the
-    /// store itself (the file store keeps what it decrypted and wrote; the keychains keep
-    /// nothing). Used where a read must prove what is at rest: `import`'s read-back before it
-    /// deletes the plaintext file. Wrappers pass it through.
-    fn forget_cached(&self) {}
-
     /// What to do when a call gets no answer within the store's timeout. The default speaks of
     /// a keychain's unlock prompt or daemon.
     fn hang_fix(&self) -> String {
@@ -98,48 +97,62 @@ pub trait SecretStore: Send + Sync {
          unlock it (or restart it) and run the command again; XERO_AUTH_STORE_TIMEOUT sets the wait"
             .into()
     }
+    /// This store as one that several machines share, when it is; `None`, the default, for a
+    /// store on one machine (where the refresh lock is enough).
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        None
+    }
+    /// This store as one that may ask a person something, when it is; `None`, the default.
+    fn interactive(&self) -> Option<&dyn Interactive> {
+        None
+    }
+}
 
+/// What a store that several machines share adds to the key-value core (the vault store): writes
+/// that see another machine's, and the refresh lease that makes one refresh across machines
+/// (ARCHITECTURE.md, The refresh protocol). Reached with [`SecretStore::shared`].
+pub trait SharedStore: Send + Sync {
     /// Files `secret` under `account` unless another writer changed it since this process read
-    /// it: [`Written::Changed`] then, and nothing written. Only a store shared by many machines
-    /// (the vault store, with check-and-set) can tell; the default writes as
-    /// [`SecretStore::set`] does. Wrappers pass it through.
+    /// it: [`Written::Changed`] then, and nothing written.
     fn set_unless_changed(
         &self,
         account: &str,
         label: &str,
         secret: &[u8],
-    ) -> Result<Written, StoreFailure> {
-        self.set(account, label, secret).map(|()| Written::Stored)
-    }
+    ) -> Result<Written, StoreFailure>;
 
-    /// Where `profile`'s entries are, as messages name them, in a store that several machines
-    /// share (other machines may be using them); `None`, the default, for a store on one machine.
-    /// Wrappers pass it through.
-    fn shared_entries(&self, _profile: &str) -> Option<String> {
-        None
-    }
+    /// Where `profile`'s entries are, as messages name them (other machines may be using them);
+    /// `None` when this store's entries are seen by this machine alone (it has leases only).
+    fn shared_entries(&self, profile: &str) -> Option<String>;
 
-    /// One attempt at `profile`'s refresh lease, which a store shared by many machines keeps so
-    /// that one of them refreshes at a time (`ttl`: how long it is held unless renewed; zero for
-    /// the store's own setting). The default, for a store on one machine (where the refresh lock
-    /// is enough), is [`LeaseAttempt::NotShared`]. Wrappers pass it through.
-    fn try_lease(&self, _profile: &str, _ttl: Duration) -> Result<LeaseAttempt, StoreFailure> {
-        Ok(LeaseAttempt::NotShared)
-    }
+    /// One attempt at `profile`'s refresh lease, so that one machine refreshes at a time (`ttl`:
+    /// how long it is held unless renewed; zero for the store's own setting).
+    fn try_lease(&self, profile: &str, ttl: Duration) -> Result<LeaseAttempt, StoreFailure>;
 
     /// Writes `lease` again as it now is (renewing it, with its note), or frees it when
     /// `release`; `None` when the lease was no longer this process's (it expired and another
-    /// machine took it). Wrappers pass it through.
+    /// machine took it).
     fn update_lease(
         &self,
         lease: LeaseGuard,
-        _release: bool,
-    ) -> Result<Option<LeaseGuard>, StoreFailure> {
-        Ok(Some(lease))
-    }
+        release: bool,
+    ) -> Result<Option<LeaseGuard>, StoreFailure>;
 }
 
-/// What a conditional write did ([`SecretStore::set_unless_changed`]).
+/// What a store that may ask a person something adds (the file store, for its passphrase).
+/// Reached with [`SecretStore::interactive`].
+pub trait Interactive: Send + Sync {
+    /// Asks what the next call on `account` needs from a person, if anything. [`Store`] calls it
+    /// before the call, outside the call's timeout (a prompt may take a minute).
+    fn prepare(&self, write: bool, account: &str) -> Result<(), StoreFailure>;
+
+    /// Forgets what this process keeps of the store's secrets (what it asked for, decrypted and
+    /// wrote), so that the next read asks the store itself. Used where a read must prove what is
+    /// at rest: `import`'s read-back before it deletes the plaintext file.
+    fn forget_cached(&self);
+}
+
+/// What a conditional write did ([`SharedStore::set_unless_changed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     /// The secret was written.
@@ -148,7 +161,7 @@ pub enum Written {
     Changed,
 }
 
-/// A refresh lease this process holds in a shared store (see [`SecretStore::try_lease`]). It
+/// A refresh lease this process holds in a shared store (see [`SharedStore::try_lease`]). It
 /// ends when freed, or at its expiry on the store's clock if its holder dies.
 #[derive(Debug, Clone)]
 pub struct LeaseGuard {
@@ -211,6 +224,23 @@ pub struct Store {
     held: Option<Arc<dyn Any + Send + Sync>>,
     /// Calls made through this handle (or its clones) whose thread has not finished.
     running: Arc<AtomicUsize>,
+    /// The most bytes one secret may have, when set by [`Store::entry_limit`] rather than by
+    /// the store.
+    entry_limit: Option<usize>,
+    /// Said once after the first write that succeeds ([`Store::after_first_write`]).
+    first_write: Option<Arc<FirstWrite>>,
+}
+
+/// What a handle says once, after the first write through it (or its clones) succeeds.
+struct FirstWrite {
+    done: Once,
+    say: Box<dyn Fn() + Send + Sync>,
+}
+
+impl FirstWrite {
+    fn written(&self) {
+        self.done.call_once(|| (self.say)());
+    }
 }
 
 /// Counts a call as running until the blocking thread drops it.
@@ -246,6 +276,31 @@ impl Store {
             timeout,
             held: None,
             running: Arc::new(AtomicUsize::new(0)),
+            entry_limit: None,
+            first_write: None,
+        }
+    }
+
+    /// The same store, with `say` called once, after the first write through this handle (or
+    /// its clones) succeeds; reads and deletes say nothing. (Kernel keyutils forgets at reboot:
+    /// the command-line tool says so.)
+    pub fn after_first_write(self, say: impl Fn() + Send + Sync + 'static) -> Self {
+        Store {
+            first_write: Some(Arc::new(FirstWrite {
+                done: Once::new(),
+                say: Box::new(say),
+            })),
+            ..self
+        }
+    }
+
+    /// The same store, refusing secrets over `limit` bytes and reporting that limit as its own,
+    /// as Windows Credential Manager does: how the tests put the split layout ([`split`]) on a
+    /// store without a limit.
+    pub fn entry_limit(self, limit: usize) -> Self {
+        Store {
+            entry_limit: Some(limit),
+            ..self
         }
     }
 
@@ -253,10 +308,9 @@ impl Store {
     /// thread has finished — after its timeout, and after its caller stopped waiting for it.
     pub fn holding(&self, held: Arc<dyn Any + Send + Sync>) -> Self {
         Store {
-            inner: self.inner.clone(),
-            timeout: self.timeout,
             held: Some(held),
             running: Arc::new(AtomicUsize::new(0)),
+            ..self.clone()
         }
     }
 
@@ -293,17 +347,19 @@ impl Store {
     /// The most bytes one secret may have in this store (see [`SecretStore::max_secret_len`]).
     /// Asks no keychain.
     pub fn max_secret_len(&self) -> Option<usize> {
-        self.inner.max_secret_len()
+        self.entry_limit.or_else(|| self.inner.max_secret_len())
     }
 
-    /// See [`SecretStore::forget_cached`].
+    /// See [`Interactive::forget_cached`]; nothing for a store that keeps nothing.
     pub fn forget_cached(&self) {
-        self.inner.forget_cached();
+        if let Some(store) = self.inner.interactive() {
+            store.forget_cached();
+        }
     }
 
-    /// See [`SecretStore::shared_entries`]. Asks no store.
+    /// See [`SharedStore::shared_entries`]; `None` for a store on one machine. Asks no store.
     pub fn shared_entries(&self, profile: &str) -> Option<String> {
-        self.inner.shared_entries(profile)
+        self.inner.shared()?.shared_entries(profile)
     }
 
     /// Reads the secret filed under `account`.
@@ -316,20 +372,29 @@ impl Store {
     /// Files `secret` under `account` in one write.
     pub async fn set(&self, account: &str, label: &str, secret: Zeroizing<Vec<u8>>) -> Result<()> {
         self.prepare(true, account).await?;
+        self.within_limit(secret.len())?;
         let account = account.to_string();
         let label = label.to_string();
-        self.run("write", move |s| s.set(&account, &label, &secret))
-            .await
+        let first_write = self.first_write.clone();
+        self.run("write", move |s| {
+            s.set(&account, &label, &secret)?;
+            if let Some(first) = first_write {
+                first.written();
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks now what a write of `account` will need from a person, if anything (see
-    /// [`SecretStore::prepare`]); a later write asks nothing more.
+    /// [`Interactive::prepare`]); a later write asks nothing more.
     pub async fn prepare_write(&self, account: &str) -> Result<()> {
         self.prepare(true, account).await
     }
 
     /// Files `secret` under `account` unless another writer changed it since this process read
-    /// it (see [`SecretStore::set_unless_changed`]).
+    /// it (see [`SharedStore::set_unless_changed`]). Only a store that several machines share
+    /// can tell; any other writes as [`Store::set`] does.
     pub async fn set_unless_changed(
         &self,
         account: &str,
@@ -337,29 +402,52 @@ impl Store {
         secret: Zeroizing<Vec<u8>>,
     ) -> Result<Written> {
         self.prepare(true, account).await?;
+        self.within_limit(secret.len())?;
         let account = account.to_string();
         let label = label.to_string();
+        let first_write = self.first_write.clone();
         self.run("write", move |s| {
-            s.set_unless_changed(&account, &label, &secret)
+            let written = match s.shared() {
+                Some(shared) => shared.set_unless_changed(&account, &label, &secret)?,
+                None => s.set(&account, &label, &secret).map(|()| Written::Stored)?,
+            };
+            if let (Written::Stored, Some(first)) = (written, first_write) {
+                first.written();
+            }
+            Ok(written)
         })
         .await
     }
 
     /// One attempt at `profile`'s lease for `ttl` (zero: the store's own setting; see
-    /// [`SecretStore::try_lease`]).
+    /// [`SharedStore::try_lease`]); [`LeaseAttempt::NotShared`] for a store on one machine.
     pub async fn try_lease(&self, profile: &str, ttl: Duration) -> Result<LeaseAttempt> {
+        if self.inner.shared().is_none() {
+            return Ok(LeaseAttempt::NotShared);
+        }
         let profile = profile.to_string();
-        self.run("lease", move |s| s.try_lease(&profile, ttl)).await
+        self.run("lease", move |s| match s.shared() {
+            Some(shared) => shared.try_lease(&profile, ttl),
+            None => Ok(LeaseAttempt::NotShared),
+        })
+        .await
     }
 
-    /// Renews or frees `lease` (see [`SecretStore::update_lease`]).
+    /// Renews or frees `lease` (see [`SharedStore::update_lease`]); a store on one machine keeps
+    /// no lease, so there it is handed back as it was.
     pub async fn update_lease(
         &self,
         lease: LeaseGuard,
         release: bool,
     ) -> Result<Option<LeaseGuard>> {
-        self.run("lease", move |s| s.update_lease(lease, release))
-            .await
+        if self.inner.shared().is_none() {
+            return Ok(Some(lease));
+        }
+        self.run("lease", move |s| match s.shared() {
+            Some(shared) => shared.update_lease(lease, release),
+            None => Ok(Some(lease)),
+        })
+        .await
     }
 
     /// Deletes the secret filed under `account`.
@@ -377,15 +465,21 @@ impl Store {
     /// Lets an interactive store ask its person first (a passphrase prompt may take a minute:
     /// it is not held to the store's timeout). A no-op for the keychains.
     async fn prepare(&self, write: bool, account: &str) -> Result<()> {
-        if !self.inner.interactive() {
+        if self.inner.interactive().is_none() {
             return Ok(());
         }
         let inner = self.inner.clone();
         let account = account.to_string();
-        untimed(self.inner.describe(), move || {
-            inner.prepare(write, &account)
+        untimed(self.inner.describe(), move || match inner.interactive() {
+            Some(store) => store.prepare(write, &account),
+            None => Ok(()),
         })
         .await
+    }
+
+    /// Refuses, before any call, a secret longer than [`Store::entry_limit`] allows.
+    fn within_limit(&self, len: usize) -> Result<()> {
+        split::refuse_over_limit(len, self.entry_limit).map_err(|f| self.unavailable(f))
     }
 
     /// A store's failure as the error commands return (exit 5).
@@ -469,4 +563,65 @@ pub fn file_store(profile: &Profile, paths: &Paths) -> FileStore {
     )
     .with_unlock_cache(profile.file_unlock_ttl)
     .asking_again_on_a_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+
+    /// A store with leases whose calls hang while its writes are held, and which says so in its
+    /// own words.
+    struct Slow(Arc<MemoryStore>);
+
+    impl SecretStore for Slow {
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreFailure> {
+            self.0.get(account)
+        }
+        fn set(&self, account: &str, label: &str, secret: &[u8]) -> Result<(), StoreFailure> {
+            self.0.set(account, label, secret)
+        }
+        fn delete(&self, account: &str) -> Result<bool, StoreFailure> {
+            self.0.delete(account)
+        }
+        fn hang_fix(&self) -> String {
+            "the slow store's own fix".into()
+        }
+        fn shared(&self) -> Option<&dyn SharedStore> {
+            self.0.shared()
+        }
+    }
+
+    /// The options of a handle (a per-entry limit, a notice after the first write) keep what the
+    /// store is: its words when a call hangs, its lease. (The wrappers they replace forwarded
+    /// each method by hand and missed `hang_fix` and `set_unless_changed`.)
+    #[tokio::test]
+    async fn a_handle_with_options_keeps_the_stores_hang_fix_and_lease() {
+        let memory = Arc::new(MemoryStore::with_leases());
+        let store = Store::new(Arc::new(Slow(memory.clone())), Duration::from_millis(200))
+            .entry_limit(64)
+            .after_first_write(|| {});
+        assert_eq!(store.max_secret_len(), Some(64));
+        assert!(matches!(
+            store.try_lease("p", Duration::ZERO).await.unwrap(),
+            LeaseAttempt::Taken(_)
+        ));
+        let held = memory.hold_writes();
+        let err = store
+            .set_unless_changed("p/token-set", "label", Zeroizing::new(b"set".to_vec()))
+            .await
+            .unwrap_err()
+            .to_string();
+        drop(held);
+        assert!(err.contains("the slow store's own fix"), "{err}");
+        let err = store
+            .set("p/token-set", "label", Zeroizing::new(vec![b'x'; 65]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("64-byte limit"), "{err}");
+    }
 }

@@ -1,8 +1,8 @@
 //! A profile's token set on any store, including one whose entries are smaller than the set.
 //!
 //! Windows Credential Manager keeps at most 2,560 bytes per entry, and a Xero access token alone
-//! is 1.2–1.6 KB, more with many granular scopes. The contract (DESIGN.md, "Secrets in the
-//! keychain") gives the access token up, never the refresh token: the refresh token is written
+//! is 1.2–1.6 KB, more with many granular scopes. The contract (ARCHITECTURE.md,
+//! Stores) gives the access token up, never the refresh token: the refresh token is written
 //! in one write and never split, the access token is a 30-minute cache that may live elsewhere.
 //!
 //! - When the whole set fits in one entry, or the store has no limit (the Secret Service, the
@@ -141,7 +141,7 @@ pub async fn delete(store: &Store, profile: &str) -> Result<bool> {
 }
 
 /// [`save`], on condition that the set was not changed since this process read it, where the
-/// store can tell ([`crate::store::SecretStore::set_unless_changed`]: a store with no per-entry
+/// store can tell ([`crate::store::SharedStore::set_unless_changed`]: a store with no per-entry
 /// limit, such as the vault store). A store that splits sets writes as [`save`] does.
 pub async fn save_unless_changed(
     store: &Store,
@@ -288,8 +288,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Refuses a secret of `len` bytes in a store that holds at most `limit`, as Windows Credential
-/// Manager does (`TooLong`): for the stores of the tests that enforce its limit elsewhere.
-#[cfg(any(test, feature = "failpoints"))]
+/// Manager does (`TooLong`): for [`Store::entry_limit`] and the tests' memory store.
 pub(crate) fn refuse_over_limit(
     len: usize,
     limit: Option<usize>,
@@ -318,88 +317,9 @@ pub fn limit_for_tests(store: Store) -> Store {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
     {
-        let limited = EntryLimit {
-            inner: store.inner.clone(),
-            limit,
-        };
-        return Store::new(std::sync::Arc::new(limited), store.timeout);
+        return store.entry_limit(limit);
     }
     store
-}
-
-/// A store that enforces a per-entry limit on another (see [`limit_for_tests`]).
-#[cfg(feature = "failpoints")]
-struct EntryLimit {
-    inner: std::sync::Arc<dyn super::SecretStore>,
-    limit: usize,
-}
-
-#[cfg(feature = "failpoints")]
-impl super::SecretStore for EntryLimit {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn get(
-        &self,
-        account: &str,
-    ) -> std::result::Result<Option<Zeroizing<Vec<u8>>>, super::StoreFailure> {
-        self.inner.get(account)
-    }
-
-    fn set(
-        &self,
-        account: &str,
-        label: &str,
-        secret: &[u8],
-    ) -> std::result::Result<(), super::StoreFailure> {
-        refuse_over_limit(secret.len(), Some(self.limit))?;
-        self.inner.set(account, label, secret)
-    }
-
-    fn delete(&self, account: &str) -> std::result::Result<bool, super::StoreFailure> {
-        self.inner.delete(account)
-    }
-
-    fn contains(&self, account: &str) -> std::result::Result<bool, super::StoreFailure> {
-        self.inner.contains(account)
-    }
-
-    fn max_secret_len(&self) -> Option<usize> {
-        Some(self.limit)
-    }
-
-    fn forget_cached(&self) {
-        self.inner.forget_cached();
-    }
-
-    fn shared_entries(&self, profile: &str) -> Option<String> {
-        self.inner.shared_entries(profile)
-    }
-
-    fn try_lease(
-        &self,
-        profile: &str,
-        ttl: std::time::Duration,
-    ) -> std::result::Result<super::LeaseAttempt, super::StoreFailure> {
-        self.inner.try_lease(profile, ttl)
-    }
-
-    fn update_lease(
-        &self,
-        lease: super::LeaseGuard,
-        release: bool,
-    ) -> std::result::Result<Option<super::LeaseGuard>, super::StoreFailure> {
-        self.inner.update_lease(lease, release)
-    }
-
-    fn interactive(&self) -> bool {
-        self.inner.interactive()
-    }
-
-    fn prepare(&self, write: bool, account: &str) -> std::result::Result<(), super::StoreFailure> {
-        self.inner.prepare(write, account)
-    }
 }
 
 #[cfg(test)]
