@@ -13,7 +13,7 @@ pub mod moving;
 pub mod secret_service;
 pub mod split;
 #[cfg(target_os = "linux")]
-pub mod unlock_cache;
+pub use file::unlock_cache;
 pub mod vault;
 
 use std::any::Any;

@@ -10,7 +10,7 @@
 //!
 //! So one passphrase opens the whole store at the cost of one scrypt run (a second and 256 MB at
 //! the default work factor), and every file after that costs an X25519 decryption. The unlocked
-//! key is kept in the kernel for `file_unlock_ttl` ([`super::unlock_cache`], Linux), so later
+//! key is kept in the kernel for `file_unlock_ttl` ([`self::unlock_cache`], Linux), so later
 //! commands need neither the passphrase nor the scrypt run; it is checked against the store's
 //! recipient before use. The passphrase comes from `XERO_AUTH_PASSPHRASE`, a file, a systemd
 //! credential or a no-echo prompt on the terminal, once per process.
@@ -42,6 +42,8 @@ mod failures;
 mod io;
 mod keys;
 mod passphrase;
+#[cfg(target_os = "linux")]
+pub mod unlock_cache;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -91,7 +93,7 @@ pub struct FileStore {
     /// The store's key, once unlocked (from the kernel's cache or with the passphrase).
     identity: Mutex<Option<age::x25519::Identity>>,
     #[cfg(target_os = "linux")]
-    cache: Option<super::unlock_cache::KeyCache>,
+    cache: Option<self::unlock_cache::KeyCache>,
     /// Whether a missing or altered recipient file is written again when the key is unlocked
     /// (not for `doctor`, which never writes).
     repairs: bool,
@@ -247,11 +249,11 @@ impl FileStore {
     }
 
     /// Keeps the unlocked key in the kernel for `ttl` since its last use (zero: never), where the
-    /// platform can (Linux); see [`super::unlock_cache`].
+    /// platform can (Linux); see [`self::unlock_cache`].
     pub fn with_unlock_cache(self, ttl: std::time::Duration) -> Self {
         #[cfg(target_os = "linux")]
         return FileStore {
-            cache: Some(super::unlock_cache::KeyCache::new(&self.root, ttl)),
+            cache: Some(self::unlock_cache::KeyCache::new(&self.root, ttl)),
             ..self
         };
         #[cfg(not(target_os = "linux"))]

@@ -27,7 +27,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::CacheState;
+use super::CacheState;
 use crate::secret::Zeroizing;
 
 /// The longest payload read back: an age identity is 74 characters.
