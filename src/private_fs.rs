@@ -535,17 +535,56 @@ pub fn read_file(
 /// or the new one, never a part of either. The folder must exist (and be private: callers make it
 /// so with [`private_folder`]).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, bytes, true)
+    replace(path, bytes, true, None)
+}
+
+/// Where a write stops in the crash tests (`failpoints`; ARCHITECTURE.md, "Crash points").
+pub struct WritePoints {
+    /// Half of the new content is in the temporary file; the old file is untouched.
+    pub half_written: &'static str,
+    /// The temporary file is complete and synced, not yet renamed over the old one.
+    pub synced: &'static str,
+}
+
+/// [`replace_file`] for a file whose writers a lock the caller holds serialises (the file
+/// store's files, under the profile's guard): what a writer that died mid-write left beside it
+/// (its temporary files) is removed first, and the write stops at `points` in the crash tests.
+/// Without such a lock a leftover could be another writer's file in progress.
+pub fn replace_locked_file(path: &Path, bytes: &[u8], points: &WritePoints) -> std::io::Result<()> {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        remove_leftovers(dir, &name.to_string_lossy());
+    }
+    replace(path, bytes, true, Some(points))
+}
+
+/// Removes the temporary files of `name` in `dir` that a writer which died mid-write left.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// [`replace_file`] without syncing the file or its folder, for a file that only caches what can
 /// be learnt again (the rate-limit ledger, written after every API call): a crash still leaves
 /// the old file or the new one, and after a power loss at worst an empty one, read as none.
 pub fn replace_cache_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, bytes, false)
+    replace(path, bytes, false, None)
 }
 
-fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+fn replace(
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+    points: Option<&WritePoints>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut attempts = 0;
@@ -568,10 +607,24 @@ fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     };
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let written = (|| {
+        match points {
+            Some(points) => {
+                let (first, rest) = bytes.split_at(bytes.len() / 2);
+                file.write_all(first)?;
+                crate::failpoints::crash_point(points.half_written);
+                file.write_all(rest)?;
+            }
+            None => file.write_all(bytes)?,
+        }
+        if sync {
+            file.sync_all()?;
+        }
+        if let Some(points) = points {
+            crate::failpoints::crash_point(points.synced);
+        }
+        std::fs::rename(&tmp, path)
+    })();
     drop(file);
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);

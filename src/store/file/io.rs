@@ -33,47 +33,16 @@ impl FileStore {
         })
     }
 
-    /// Writes `sealed` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
+    /// Writes `sealed` to `path` atomically (temporary file, fsync, rename, fsync of the
+    /// folder), removing what a write cut short left first: the store's writes are serialised by
+    /// the profile's guard.
     pub(super) fn replace(&self, path: &Path, sealed: &[u8]) -> Result<(), StoreFailure> {
-        let (dir, name) = match (path.parent(), path.file_name()) {
-            (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
-            _ => return Err(not_a_store_file(path)),
+        let points = private_fs::WritePoints {
+            half_written: "file-store-writing",
+            synced: "file-store-written",
         };
-        remove_leftovers(dir, &name);
-        let temp = dir.join(format!(
-            ".{name}.{}-{:08x}.tmp",
-            std::process::id(),
-            rand_u32()
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&temp)
-            .map_err(|e| io_failure("cannot create", &temp, &e))?;
-        let written = (|| {
-            let (first, rest) = sealed.split_at(sealed.len() / 2);
-            file.write_all(first)?;
-            crash_point("file-store-writing");
-            file.write_all(rest)?;
-            file.sync_all()
-        })();
-        drop(file);
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io_failure("cannot write", &temp, &e));
-        }
-        crash_point("file-store-written");
-        if let Err(e) = std::fs::rename(&temp, path) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io_failure("cannot replace", path, &e));
-        }
-        sync_folder(dir);
-        Ok(())
+        private_fs::replace_locked_file(path, sealed, &points)
+            .map_err(|e| io_failure("cannot replace", path, &e))
     }
 }
 
@@ -184,35 +153,7 @@ pub(super) fn read_sealed(path: &Path) -> Result<Vec<u8>, OpenError> {
     }
 }
 
-/// Removes temporary files a crashed writer of `name` left behind. The caller holds the
-/// profile's lock, so no live writer of this file owns one.
-pub(super) fn remove_leftovers(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let file = file.to_string_lossy();
-        if file.starts_with(&prefix) && file.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// Flushes a folder's entries (the rename) to disk. Best effort: not every platform can.
 pub(super) fn sync_folder(dir: &Path) {
     private_fs::sync_folder(dir);
-}
-
-pub(super) fn rand_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    // A temporary name needs to be unlikely to clash, not unpredictable; fall back to the clock.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        return std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    }
-    u32::from_le_bytes(bytes)
 }
