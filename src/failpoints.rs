@@ -26,7 +26,7 @@
 //! | `login-stored` | `cli::login` | the new set is in the keychain; the lock is still held |
 //! | `import-checked` | `cli::import` | the file was read and the lock taken; nothing written yet |
 //! | `import-stored` | `cli::import` | the file's set is in the keychain; not read back, the file not removed |
-//! | `file-store-writing` | `store::file` (every write to the encrypted-file store) | half of the new file is in its temporary file; the old file is untouched |
+//! | `file-store-writing` | `store::file` (every write to the encrypted-file store, through `private_fs::replace_locked_file`) | half of the new file is in its temporary file; the old file is untouched |
 //! | `file-store-written` | `store::file` | the temporary file is complete and synced, not yet renamed over the old one |
 //! | `file-store-recipient-written` | `store::file` (a store's first key) | the recipient file is written; the key file not yet |
 //! | `file-store-key-written` | `store::file` (a store's first key) | the key file is written; no secret re-encrypted yet |
