@@ -37,6 +37,7 @@
 //! ([`super::Interactive::forget_cached`]): the check that allows deleting the plaintext token
 //! file decrypts what is on disk.
 
+mod cache_state;
 mod check;
 mod failures;
 mod io;
@@ -59,6 +60,7 @@ use crate::failpoints::crash_point;
 use crate::private_fs::{self, FileKind};
 use crate::secret::{ExposeSecret, Zeroizing};
 
+pub use cache_state::CacheState;
 pub use check::check;
 use failures::*;
 use io::*;
@@ -105,70 +107,6 @@ pub struct FileStore {
 
 /// How many times a passphrase is asked for on a terminal before a wrong one ends the command.
 const TYPED_TRIES: u8 = 3;
-
-/// What `status` and `doctor` say about the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheState {
-    /// The key is cached, and forgotten after this long unused (the kernel's rounding).
-    Unlocked(Option<std::time::Duration>),
-    /// No key is cached for this store.
-    Locked,
-    /// `file_unlock_ttl = 0`: the key is never kept.
-    Off,
-    /// `file_unlock_ttl = 0`, but a key kept under an earlier, longer TTL is still in the kernel
-    /// (for about this long): the next command that reads the store forgets it.
-    KeptWhileOff(Option<std::time::Duration>),
-    /// The platform or this process cannot keep it, and why.
-    Unavailable(String),
-}
-
-impl CacheState {
-    /// The state in a few words, for `status` and `doctor`.
-    pub fn describe(&self) -> String {
-        match self {
-            CacheState::Unlocked(Some(left)) => {
-                let now = crate::time::unix_now();
-                let left = left.as_secs() as i64;
-                format!(
-                    "unlocked until about {} (in {}; each use extends it): its key is kept in \
-                     the kernel (`xero-auth lock` forgets it now)",
-                    crate::time::format_time(now.saturating_add(left)),
-                    crate::time::format_span(left)
-                )
-            }
-            CacheState::Unlocked(None) => {
-                "unlocked: its key is kept in the kernel (`xero-auth lock` forgets it now)".into()
-            }
-            CacheState::Locked => "locked: the next command that reads it needs the passphrase \
-                 (`xero-auth unlock` keeps the key for file_unlock_ttl)"
-                .into(),
-            CacheState::Off => {
-                "its key is never kept (file_unlock_ttl = 0): every command needs the passphrase"
-                    .into()
-            }
-            CacheState::KeptWhileOff(left) => {
-                let left = left
-                    .map(|d| {
-                        format!(
-                            " for about {}",
-                            crate::time::format_span(d.as_secs() as i64)
-                        )
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "file_unlock_ttl is 0, yet a key kept by an earlier unlock is still in the \
-                     kernel{left}: the next command that reads the store forgets it \
-                     (`xero-auth lock` does now)"
-                )
-            }
-            CacheState::Unavailable(why) => {
-                format!(
-                    "its key cannot be kept between commands here ({why}): every command needs the passphrase"
-                )
-            }
-        }
-    }
-}
 
 /// A file this process decrypted (or wrote), and which version of it.
 type Opened = (FileId, Zeroizing<Vec<u8>>);
