@@ -70,7 +70,7 @@ impl Paths {
     /// variable is refused, naming it, rather than resolved against whatever folder this process
     /// happens to start in. (Relative `XDG_*` variables are ignored, as the XDG specification
     /// says; a relative `HOME` is refused like a relative variable.)
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let dirs = directories::ProjectDirs::from("", "", APP_NAME);
         // The variable when set, else the platform's folder.
         let folder = |key: &str, platform: fn(&directories::ProjectDirs) -> &Path| match env(key)
@@ -103,7 +103,7 @@ impl Paths {
     }
 
     /// The folder of the encrypted-file store.
-    pub fn file_store_dir(&self) -> PathBuf {
+    pub(crate) fn file_store_dir(&self) -> PathBuf {
         self.data_dir.join("secrets")
     }
 
@@ -149,7 +149,7 @@ pub enum StoreKind {
 
 impl StoreKind {
     /// The platform's keychain.
-    pub fn platform_default() -> Self {
+    pub(crate) fn platform_default() -> Self {
         if cfg!(target_os = "macos") {
             StoreKind::Keychain
         } else if cfg!(target_os = "windows") {
@@ -172,7 +172,7 @@ impl StoreKind {
     }
 
     /// Every store, in the order messages list them.
-    pub const ALL: [StoreKind; 6] = [
+    pub(crate) const ALL: [StoreKind; 6] = [
         StoreKind::SecretService,
         StoreKind::Keychain,
         StoreKind::CredentialManager,
@@ -182,7 +182,7 @@ impl StoreKind {
     ];
 
     /// The store named `s` (as in `config.toml`).
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         StoreKind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
@@ -281,10 +281,10 @@ pub struct Profile {
     /// Timeout of one keychain call.
     pub store_timeout: Duration,
     /// The file store's scrypt work factor (log2 of N) for new files
-    /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
+    /// (18 unless the profile says otherwise).
     pub file_work_factor: u8,
     /// How long the file store's unlocked key is kept in the kernel after its last use
-    /// (`file_unlock_ttl`, [`DEFAULT_FILE_UNLOCK_TTL`]); zero: never kept.
+    /// (`file_unlock_ttl`, 15 minutes unless the profile says otherwise); zero: never kept.
     pub file_unlock_ttl: Duration,
     /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
     pub rate_limits: RateLimits,
@@ -302,7 +302,8 @@ pub struct VaultSettings {
     pub addr: Option<Url>,
     /// Where the source of `addr` is named in messages.
     pub addr_source: String,
-    /// The KV version 2 engine's mount path (`secret`), checked by [`vault_path`].
+    /// The KV version 2 engine's mount path (`secret`): '/'-separated names of letters, digits,
+    /// '-', '_' or '.', none of them empty, '.' or '..'.
     pub mount: String,
     /// The folder of every profile's entries inside the mount (`xero-auth`).
     pub prefix: String,
@@ -382,7 +383,7 @@ impl Default for RateLimits {
 impl Profile {
     /// The value in effect for `key` (one of [`profile_keys`]), as `config.toml` would spell it;
     /// `None` when it has none (no client id, no default tenant, no scopes).
-    pub fn value_of(&self, key: &str) -> Option<String> {
+    pub(crate) fn value_of(&self, key: &str) -> Option<String> {
         let secs = |d: Duration| d.as_secs_f64().to_string();
         let e = &self.endpoints;
         match key {

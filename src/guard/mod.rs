@@ -212,6 +212,7 @@ impl RefreshGuard {
     }
 
     /// Whether a store shared by many machines is guarded by a lease too.
+    #[cfg(test)]
     pub fn is_shared(&self) -> bool {
         self.held.lease.get().is_some()
     }
