@@ -71,6 +71,7 @@ impl ExitCode {
 
 /// Why Xero asked for a new authorisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// `invalid_grant`: the refresh token expired, was revoked, or was reused outside the grace window.
     Grant,

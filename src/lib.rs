@@ -42,8 +42,9 @@
 //!   the refresh protocol's guard, which is not part of the API.
 //! - [`Profile`] with its [`Endpoints`], [`StoreKind`] (and its [`StoreKind::name`]),
 //!   [`RateLimits`] and [`VaultSettings`]: one profile, resolved from `config.toml` and the
-//!   environment, read through their fields; [`Paths`]: where the configuration and state live
-//!   (its fields and [`Paths::config_file`]).
+//!   environment, read through their fields (each `#[non_exhaustive]`, like [`Refreshed`] and
+//!   [`Rejection`]: a new setting, store or field is not a breaking change); [`Paths`]: where
+//!   the configuration and state live (its fields and [`Paths::config_file`]).
 //! - [`TokenSet`]: a read-only view of the stored tokens ([`TokenSet::access_token`],
 //!   [`TokenSet::expires_at`], [`TokenSet::scopes`], [`TokenSet::obtained_at`],
 //!   [`TokenSet::refresh_lapses_at`]). The single-use refresh token has no getter: only the

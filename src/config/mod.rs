@@ -130,6 +130,7 @@ fn no_home() -> Error {
 
 /// Which secret store a profile uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreKind {
     /// The freedesktop Secret Service over D-Bus (GNOME Keyring, KWallet, KeePassXC).
     SecretService,
@@ -189,6 +190,7 @@ impl StoreKind {
 
 /// The five URLs the tool talks to. Defaults are Xero's.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Endpoints {
     /// Where the browser is sent to authorise.
     pub authorize: Url,
@@ -261,6 +263,7 @@ pub fn profile_keys() -> impl Iterator<Item = &'static str> {
 
 /// One profile, resolved: config values with environment overrides and defaults applied.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Profile {
     /// The profile's name.
     pub name: String,
@@ -296,6 +299,7 @@ pub struct Profile {
 /// credential is among them: the Vault token and AppRole secret id come from the environment or
 /// files (see `store::vault`).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct VaultSettings {
     /// The server (`vault_addr`, else `VAULT_ADDR`, else `BAO_ADDR`); `https://`, or `http://`
     /// on loopback. The Vault token is sent to this origin only.
@@ -350,6 +354,7 @@ pub fn vault_path(what: &str, value: &str) -> std::result::Result<String, String
 /// Xero has to refuse it (`[profiles.NAME.limits]`; defaults are Xero's published limits,
 /// which Xero raises for some partners).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimits {
     /// False for a program that does its own limiting (`enabled = false`, or
     /// `XERO_AUTH_LIMITS=off`).

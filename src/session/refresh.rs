@@ -33,6 +33,7 @@ const STORE_WRITE_ATTEMPTS: u32 = 3;
 
 /// What a refresh did.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Refreshed {
     /// The token set now stored.
     pub token_set: TokenSet,
