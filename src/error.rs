@@ -33,7 +33,7 @@ pub enum ExitCode {
 impl ExitCode {
     /// Every code a command ends with, and what it tells a user or a script: the EXIT STATUS
     /// section of the man pages.
-    pub const MEANINGS: [(ExitCode, &'static str); 9] = [
+    pub(crate) const MEANINGS: [(ExitCode, &'static str); 9] = [
         (ExitCode::Success, "success"),
         (
             ExitCode::Failure,
@@ -71,6 +71,7 @@ impl ExitCode {
 
 /// Why Xero asked for a new authorisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// `invalid_grant`: the refresh token expired, was revoked, or was reused outside the grace window.
     Grant,
@@ -95,7 +96,7 @@ pub enum Error {
         profile: String,
         /// What is missing, or what was being done.
         what: &'static str,
-        /// What the user can do (its commands through [`crate::hint::command`]).
+        /// What the user can do, with the commands to run.
         hint: String,
     },
 
@@ -479,7 +480,7 @@ impl Error {
     }
 
     /// An I/O error on `path` while doing `what`.
-    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,
             path: path.into(),

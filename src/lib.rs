@@ -32,15 +32,23 @@
 //!
 //! What is listed here is the whole of it; everything else in the crate is private.
 //!
-//! - [`Session`]: one profile's tokens, refreshed under the cross-process lock;
-//!   [`Session::from_profile`] builds it from the CLI's configuration, `with_*` methods adjust it
-//!   (margin, tenant, how long to wait for another process's refresh), and
-//!   [`Session::access_token`], [`Session::send`], [`Session::valid_token_set`] and
-//!   [`Session::force_refresh`] (its [`Refreshed`]) use it.
-//! - [`Profile`] with its [`Endpoints`], [`StoreKind`], [`RateLimits`] and [`VaultSettings`]:
-//!   one profile, resolved from `config.toml` and the environment; [`Paths`]: where the
-//!   configuration and state live.
-//! - [`TokenSet`]: the stored tokens as a session reads them (`Debug` never shows a token).
+//! - [`Session`]: one profile's tokens, refreshed under the cross-process lock.
+//!   [`Session::from_profile`] builds it from the CLI's configuration;
+//!   [`Session::with_margin`], [`Session::with_tenant`], [`Session::with_max_wait`] and
+//!   [`Session::without_rate_limits`] adjust it; [`Session::access_token`], [`Session::send`],
+//!   [`Session::valid_token_set`] and [`Session::force_refresh`] (its [`Refreshed`]) use it;
+//!   [`Session::profile`], [`Session::paths`], [`Session::tenant`] and [`Session::http`] read it.
+//!   Writing a profile's secrets (login, import, logout) is the commands' alone: it goes through
+//!   the refresh protocol's guard, which is not part of the API.
+//! - [`Profile`] with its [`Endpoints`], [`StoreKind`] (and its [`StoreKind::name`]),
+//!   [`RateLimits`] and [`VaultSettings`]: one profile, resolved from `config.toml` and the
+//!   environment, read through their fields (each `#[non_exhaustive]`, like [`Refreshed`] and
+//!   [`Rejection`]: a new setting, store or field is not a breaking change); [`Paths`]: where
+//!   the configuration and state live (its fields and [`Paths::config_file`]).
+//! - [`TokenSet`]: a read-only view of the stored tokens ([`TokenSet::access_token`],
+//!   [`TokenSet::expires_at`], [`TokenSet::scopes`], [`TokenSet::obtained_at`],
+//!   [`TokenSet::refresh_lapses_at`]). The single-use refresh token has no getter: only the
+//!   refresh protocol spends it. `Debug` never shows a token.
 //! - [`Error`] (`#[non_exhaustive]`: a new kind of failure is not a breaking change), its
 //!   [`Rejection`], [`ExitCode`] (the CLI's exit status for an error, [`Error::exit_code`]) and
 //!   [`Result`].
@@ -63,21 +71,18 @@
 //!   memory. The library never sets a global allocator for the program that embeds it.
 //! - `failpoints`: crash points for the crash tests; never in a release build.
 //! - `test-support`: makes the internal modules public for the crate's own tests and fuzz
-//!   targets. Not part of the API: nothing reached through it is stable.
+//!   targets, with a `testing` module for what the public types above keep to the crate (a
+//!   session built from its parts, a token set's every field). Not part of the API: nothing
+//!   reached through it is stable.
 
 #![warn(missing_docs)]
-// The modules are private and their items `pub` for one another, so the compiler now sees which
-// of them nothing uses: the items only the integration tests reach (through `test-support`) and,
-// without the `cli` feature, what only the commands use. Each such item is to get its own `cfg`
-// (or go) as the modules settle; until then the check is off where it cannot be right.
-#![cfg_attr(
-    not(feature = "test-support"),
-    warn(dead_code, clippy::wrong_self_convention)
-)]
-// Some docs of public items still link to private ones (`Session::send` to the rate limits,
-// `TokenSet::from_json` to the split store, ...): rustdoc renders those links as plain text for a
-// reader of the API. To go once the methods only the crate calls are `pub(crate)`.
-#![warn(rustdoc::private_intra_doc_links)]
+// Without the `cli` feature (a program's build, and the fuzz targets') the library is compiled
+// without the commands, so what only they use (the process hardening, the grants of login and
+// logout, doctor's checks, the stores' moving and unlocking, ...) is unused there, and so are the
+// re-exports that bring it to them. The binary's build (`cli`) reports dead code as usual, and
+// `scripts/test` lints it without `test-support` (which makes every module public, so that
+// nothing looks unused).
+#![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 
 /// Declares the crate's internal modules: private, or public (and hidden from the docs) with
 /// the `test-support` feature, for the integration tests and fuzz targets that drive internals.
@@ -123,6 +128,11 @@ internal! {
     mod token_set;
     mod xero;
 }
+
+/// What the crate's integration tests and fuzz targets reach that the API keeps to the crate.
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use config::{Endpoints, Paths, Profile, RateLimits, StoreKind, VaultSettings};
 pub use error::{Error, ExitCode, Rejection, Result};

@@ -47,8 +47,6 @@ pub struct TokenResponse {
     pub token_type: String,
     /// The granted scopes, if the server said.
     pub scopes: Option<Vec<String>>,
-    /// The OpenID Connect id token, if any.
-    pub id_token: Option<SecretString>,
 }
 
 /// Why a token request did not produce tokens.
@@ -122,7 +120,8 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
     let access_token = take_token(raw.access_token, "access_token")?
         .ok_or_else(|| "the answer has no access_token".to_string())?;
     let refresh_token = take_token(raw.refresh_token, "refresh_token")?;
-    let id_token = take_token(raw.id_token, "id_token")?;
+    // Checked like the other tokens, then dropped: nothing uses the OpenID Connect id token.
+    take_token(raw.id_token, "id_token")?;
     let expires_in = match raw.expires_in {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(n)) => Some(
@@ -159,7 +158,6 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
         expires_in,
         token_type,
         scopes,
-        id_token,
     })
 }
 
@@ -447,7 +445,6 @@ mod tests {
         assert_eq!(r.refresh_token.unwrap().expose_secret(), "rt1");
         assert_eq!(r.expires_in, Some(1800));
         assert_eq!(r.scopes.unwrap(), vec!["openid", "offline_access"]);
-        assert_eq!(r.id_token.unwrap().expose_secret(), "eyJid");
     }
 
     #[test]

@@ -57,17 +57,17 @@ pub const CLOCK_SET_BACK_TOLERANCE_SECS: i64 = 60;
 /// A profile's tokens. `Debug` never shows a token.
 pub struct TokenSet {
     /// The single-use refresh token (`None` for client-credentials connections).
-    pub refresh_token: Option<RefreshToken>,
+    pub(crate) refresh_token: Option<RefreshToken>,
     /// The latest access token, a 30-minute cache.
-    pub access_token: Option<AccessToken>,
+    pub(crate) access_token: Option<AccessToken>,
     /// When the access token expires, in Unix seconds.
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// `Bearer`.
-    pub token_type: String,
+    pub(crate) token_type: String,
     /// The scopes Xero granted.
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// When the refresh token was obtained, in Unix seconds: it lapses 60 days later unless used.
-    pub obtained_at: i64,
+    pub(crate) obtained_at: i64,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -129,13 +129,42 @@ struct VersionOnly {
     version: Option<u32>,
 }
 
+/// What a program may read of a set: the access token and the times and scopes around it. The
+/// refresh token has no getter: it is single-use, and only the refresh protocol may spend it.
+impl TokenSet {
+    /// The cached access token, if the set holds one (a set imported without an expiry has none).
+    pub fn access_token(&self) -> Option<&AccessToken> {
+        self.access_token.as_ref()
+    }
+
+    /// When the access token expires, in Unix seconds.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
+    }
+
+    /// The scopes Xero granted.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// When the refresh token was obtained, in Unix seconds: it lapses 60 days later unless used.
+    pub fn obtained_at(&self) -> i64 {
+        self.obtained_at
+    }
+
+    /// When the refresh token lapses if it is not used (obtained + 60 days).
+    pub fn refresh_lapses_at(&self) -> i64 {
+        self.obtained_at.saturating_add(REFRESH_TOKEN_LIFETIME_SECS)
+    }
+}
+
 impl TokenSet {
     /// True when the access token is present and stays valid for more than `margin_secs`.
     ///
     /// Not when the clock was set back since the set was stored ([`TokenSet::clock_set_back`]):
     /// the expiry was computed on the later clock, so by this one the token would look valid
     /// for longer than it is. Refreshing re-bases every time on the clock as it is now.
-    pub fn access_valid_for(&self, now: i64, margin_secs: i64) -> bool {
+    pub(crate) fn access_valid_for(&self, now: i64, margin_secs: i64) -> bool {
         match (&self.access_token, self.expires_at) {
             (Some(_), Some(expires_at)) => {
                 !self.clock_set_back(now) && expires_at.saturating_sub(now) > margin_secs
@@ -146,31 +175,26 @@ impl TokenSet {
 
     /// True when the set says its refresh token was obtained later than `now` (beyond a small
     /// tolerance): the system clock was set back since the set was stored.
-    pub fn clock_set_back(&self, now: i64) -> bool {
+    pub(crate) fn clock_set_back(&self, now: i64) -> bool {
         self.obtained_at > now.saturating_add(CLOCK_SET_BACK_TOLERANCE_SECS)
     }
 
     /// The access token, or an error when the set has none (a set imported without an expiry,
     /// or whose cached token could not be used) — never a panic: callers that expect one after
     /// a refresh still get an error with an exit code if that expectation is ever wrong.
-    pub fn require_access_token(&self, profile: &str) -> crate::error::Result<&AccessToken> {
+    pub(crate) fn require_access_token(&self, profile: &str) -> crate::error::Result<&AccessToken> {
         self.access_token
             .as_ref()
             .ok_or_else(|| no_access_token(profile))
     }
 
     /// [`TokenSet::require_access_token`], taking the token out of the set.
-    pub fn into_access_token(self, profile: &str) -> crate::error::Result<AccessToken> {
+    pub(crate) fn into_access_token(self, profile: &str) -> crate::error::Result<AccessToken> {
         self.access_token.ok_or_else(|| no_access_token(profile))
     }
 
-    /// When the refresh token lapses if it is not used (obtained + 60 days).
-    pub fn refresh_lapses_at(&self) -> i64 {
-        self.obtained_at.saturating_add(REFRESH_TOKEN_LIFETIME_SECS)
-    }
-
     /// True when both sets hold the same tokens: used to notice that another process refreshed.
-    pub fn same_tokens(&self, other: &TokenSet) -> bool {
+    pub(crate) fn same_tokens(&self, other: &TokenSet) -> bool {
         fn eq(
             a: &Option<crate::secret::SecretString>,
             b: &Option<crate::secret::SecretString>,
@@ -186,20 +210,20 @@ impl TokenSet {
 
     /// An expiry from a lifetime in seconds as a server or file gives it: negative lifetimes
     /// count as already expired, huge ones are capped at a year.
-    pub fn expiry_from_lifetime(start: i64, lifetime_secs: i64) -> i64 {
+    pub(crate) fn expiry_from_lifetime(start: i64, lifetime_secs: i64) -> i64 {
         start.saturating_add(lifetime_secs.clamp(0, MAX_LIFETIME_SECS))
     }
 
     /// An expiry given as a time (a file's `expires_at`), capped like a lifetime: at most a year
     /// after `start`, so a far-future value cannot make a token look valid for ever.
-    pub fn capped_expiry(start: i64, expires_at: i64) -> i64 {
+    pub(crate) fn capped_expiry(start: i64, expires_at: i64) -> i64 {
         expires_at.min(start.saturating_add(MAX_LIFETIME_SECS))
     }
 
     /// The set that replaces this one after a successful refresh answered by `response` at `now`.
     /// A response without a refresh token keeps the old one (and its age); one with a refresh
     /// token starts a new 60-day life.
-    pub fn after_refresh(self, response: crate::oauth::TokenResponse, now: i64) -> TokenSet {
+    pub(crate) fn after_refresh(self, response: crate::oauth::TokenResponse, now: i64) -> TokenSet {
         let rotated = response.refresh_token.is_some();
         TokenSet {
             refresh_token: response.refresh_token.or(self.refresh_token),
@@ -215,7 +239,7 @@ impl TokenSet {
     }
 
     /// A new set from a token response obtained at `now` (login, client credentials).
-    pub fn from_response(
+    pub(crate) fn from_response(
         response: crate::oauth::TokenResponse,
         requested_scopes: &[String],
         now: i64,
@@ -234,14 +258,14 @@ impl TokenSet {
     }
 
     /// The stored form: one JSON document in a zeroizing buffer allocated once.
-    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn to_json(&self) -> Zeroizing<Vec<u8>> {
         self.stored_json(FORMAT_VERSION, true, None)
     }
 
     /// The stored form without the access token: with `parts`, a split set's core entry
     /// (format [`SPLIT_FORMAT_VERSION`]) that says where the access token is; without, a whole set
     /// (format 1) that has no access token to cache.
-    pub fn to_core_json(&self, parts: Option<&AccessTokenParts>) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn to_core_json(&self, parts: Option<&AccessTokenParts>) -> Zeroizing<Vec<u8>> {
         match parts {
             Some(parts) => self.stored_json(SPLIT_FORMAT_VERSION, false, Some(parts)),
             None => self.stored_json(FORMAT_VERSION, false, None),
@@ -281,7 +305,8 @@ impl TokenSet {
 
     /// Parses a whole set (format 1). A split set's core entry is refused here: its access token
     /// is elsewhere, read it with [`crate::store::split::load`]. The error never quotes the data.
-    pub fn from_json(bytes: &[u8]) -> Result<TokenSet, String> {
+    #[cfg(any(test, feature = "test-support"))]
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<TokenSet, String> {
         match TokenSet::from_stored(bytes)? {
             (set, None) => Ok(set),
             (_, Some(_)) => Err(format!(
@@ -294,7 +319,7 @@ impl TokenSet {
     /// Parses what a token-set entry holds: a whole set (format 1), or a split set's core (format
     /// [`SPLIT_FORMAT_VERSION`]) with no access token and the reference to its parts. The error
     /// never quotes the data.
-    pub fn from_stored(bytes: &[u8]) -> Result<(TokenSet, Option<AccessTokenParts>), String> {
+    pub(crate) fn from_stored(bytes: &[u8]) -> Result<(TokenSet, Option<AccessTokenParts>), String> {
         let version = serde_json::from_slice::<VersionOnly>(bytes)
             .map_err(|e| {
                 format!(
@@ -440,7 +465,6 @@ mod tests {
             expires_in,
             token_type: "Bearer".into(),
             scopes: None,
-            id_token: None,
         }
     }
 

@@ -133,7 +133,7 @@ fn library_session(env: &TestEnv) -> xero_auth::session::Session {
         .profile(&env.profile, &|k: &str| vars.get(k).cloned())
         .unwrap();
     let store = xero_auth::store::Store::for_profile(&profile, &paths);
-    xero_auth::session::Session::new(
+    xero_auth::testing::session(
         profile,
         paths,
         store,

@@ -36,6 +36,15 @@ async fn organisation() -> xero_auth::Result<reqwest::StatusCode> {
     let session = Session::from_profile("default")?.with_margin(600);
     let token = session.access_token().await?;
     let _length = token.expose_secret().len();
+    // The token set's public view: the access token and the times around it, no refresh token.
+    let set = session.valid_token_set(300).await?;
+    let _view = (
+        set.access_token().map(|t| t.expose_secret().len()),
+        set.expires_at(),
+        set.scopes().len(),
+        set.obtained_at(),
+        set.refresh_lapses_at(),
+    );
     let profile = session.profile();
     let _store = profile.store;
     let Ok(url) = profile.endpoints.api.join("api.xro/2.0/Organisation") else {

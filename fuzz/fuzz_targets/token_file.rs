@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use xero_auth::time::format_time;
 use xero_auth::import::parse_token_file;
-use xero_auth::token_set::{MAX_LIFETIME_SECS, TokenSet};
+use xero_auth::testing;
+use xero_auth::token_set::MAX_LIFETIME_SECS;
 
 fuzz_target!(|data: &[u8]| {
     // The first 8 bytes are the file's modification time (Unix seconds, never negative: the
@@ -18,17 +19,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(
-        set.refresh_token.is_some(),
+        testing::has_refresh_token(&set),
         "an import always has a refresh token"
     );
-    assert_eq!(set.obtained_at, modified);
-    if set.access_token.is_some() {
+    assert_eq!(set.obtained_at(), modified);
+    if set.access_token().is_some() {
         assert!(
-            set.expires_at.is_some(),
+            set.expires_at().is_some(),
             "an access token is kept only with an expiry"
         );
     }
-    if let Some(at) = set.expires_at {
+    if let Some(at) = set.expires_at() {
         assert!(
             at <= modified.saturating_add(MAX_LIFETIME_SECS),
             "expires_at {at} is more than a year after the file's date {modified}"
@@ -37,9 +38,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = format_time(set.refresh_lapses_at());
 
-    let back = TokenSet::from_json(&set.to_json()).expect("a stored set reads back");
-    assert!(back.same_tokens(&set));
-    assert_eq!(back.expires_at, set.expires_at);
-    assert_eq!(back.scopes, set.scopes);
-    assert_eq!(back.obtained_at, set.obtained_at);
+    let back = testing::from_json(&testing::to_json(&set)).expect("a stored set reads back");
+    assert!(testing::same_tokens(&back, &set));
+    assert_eq!(back.expires_at(), set.expires_at());
+    assert_eq!(back.scopes(), set.scopes());
+    assert_eq!(back.obtained_at(), set.obtained_at());
 });

@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use xero_auth::oauth::parse_token_response;
 use xero_auth::secret::{ExposeSecret, secret_from_str};
-use xero_auth::token_set::{MAX_LIFETIME_SECS, TokenSet};
+use xero_auth::testing::{self, TokenSetFields};
+use xero_auth::token_set::MAX_LIFETIME_SECS;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -17,31 +18,31 @@ fuzz_target!(|data: &[u8]| {
     assert!(!token.is_empty() && !token.chars().any(|c| c.is_whitespace() || c.is_control()));
     assert_eq!(response.token_type, "Bearer");
 
-    let previous = TokenSet {
+    let previous = testing::token_set(TokenSetFields {
         refresh_token: Some(secret_from_str("rt-previous")),
         access_token: None,
         expires_at: None,
         token_type: "Bearer".into(),
         scopes: vec!["offline_access".into()],
         obtained_at: NOW - 86_400,
-    };
-    let set = previous.after_refresh(response, NOW);
+    });
+    let set = testing::after_refresh(previous, response, NOW);
     // Never expired before it was issued, never valid for more than the cap.
-    let at = set.expires_at.expect("a refreshed set has an expiry");
+    let at = set.expires_at().expect("a refreshed set has an expiry");
     assert!(
         (NOW..=NOW + MAX_LIFETIME_SECS).contains(&at),
         "expires_at {at}"
     );
     assert!(
-        set.refresh_token.is_some(),
+        testing::has_refresh_token(&set),
         "a refresh never loses the refresh token"
     );
 
     // What is written to the keychain reads back as the same set.
-    let back = TokenSet::from_json(&set.to_json()).expect("a stored set reads back");
-    assert!(back.same_tokens(&set));
-    assert_eq!(back.expires_at, set.expires_at);
-    assert_eq!(back.token_type, set.token_type);
-    assert_eq!(back.scopes, set.scopes);
-    assert_eq!(back.obtained_at, set.obtained_at);
+    let back = testing::from_json(&testing::to_json(&set)).expect("a stored set reads back");
+    assert!(testing::same_tokens(&back, &set));
+    assert_eq!(back.expires_at(), set.expires_at());
+    assert_eq!(testing::token_type(&back), testing::token_type(&set));
+    assert_eq!(back.scopes(), set.scopes());
+    assert_eq!(back.obtained_at(), set.obtained_at());
 });

@@ -148,12 +148,12 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
     // config.toml's own `store` (or the default), without --store or XERO_AUTH_STORE.
     let configured = profile_on(ctx, None)?.store;
     let from = match &pending {
-        Some(note) if note.to_kind() != Some(to) => {
+        Some(note) if note.moved_to() != Some(to) => {
             // Before the switch the profile is whole in the source, and a destination that
             // cannot be used (the reason the move stopped, perhaps) must not keep it from
             // moving elsewhere; what that destination may hold cannot be told from another
             // machine's copy of the same set there, so it is not deleted unasked.
-            let give_up = match note.from_kind() {
+            let give_up = match note.moved_from() {
                 Some(from) if configured == from => format!(
                     ". If {} cannot be used, the profile is whole in {}: {} gives the move up \
                      ({} shows whether {} holds a copy of its secrets)",
@@ -171,7 +171,7 @@ fn plan(ctx: &Context, in_effect: Profile, to: StoreKind) -> Result<Plan> {
             )));
         }
         Some(note) => {
-            let from = note.from_kind().unwrap_or(in_effect.store);
+            let from = note.moved_from().unwrap_or(in_effect.store);
             if configured != from && configured != to {
                 return Err(Error::InvalidInput(format!(
                     "{}, but config.toml now sets the profile's store to {}, neither of the \
@@ -475,7 +475,7 @@ async fn give_up(ctx: &Context) -> Result<()> {
         )
     } else if configured.name() == to.as_str() {
         // A shared source's entries are another machine's token set as long as they are there.
-        let shared = match note.from_kind() {
+        let shared = match note.moved_from() {
             Some(kind) => ctx
                 .store(&profile_on(ctx, Some(kind))?)
                 .shared_entries(name),

@@ -70,7 +70,7 @@ impl Paths {
     /// variable is refused, naming it, rather than resolved against whatever folder this process
     /// happens to start in. (Relative `XDG_*` variables are ignored, as the XDG specification
     /// says; a relative `HOME` is refused like a relative variable.)
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let dirs = directories::ProjectDirs::from("", "", APP_NAME);
         // The variable when set, else the platform's folder.
         let folder = |key: &str, platform: fn(&directories::ProjectDirs) -> &Path| match env(key)
@@ -103,7 +103,7 @@ impl Paths {
     }
 
     /// The folder of the encrypted-file store.
-    pub fn file_store_dir(&self) -> PathBuf {
+    pub(crate) fn file_store_dir(&self) -> PathBuf {
         self.data_dir.join("secrets")
     }
 
@@ -130,6 +130,7 @@ fn no_home() -> Error {
 
 /// Which secret store a profile uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreKind {
     /// The freedesktop Secret Service over D-Bus (GNOME Keyring, KWallet, KeePassXC).
     SecretService,
@@ -149,7 +150,7 @@ pub enum StoreKind {
 
 impl StoreKind {
     /// The platform's keychain.
-    pub fn platform_default() -> Self {
+    pub(crate) fn platform_default() -> Self {
         if cfg!(target_os = "macos") {
             StoreKind::Keychain
         } else if cfg!(target_os = "windows") {
@@ -172,7 +173,7 @@ impl StoreKind {
     }
 
     /// Every store, in the order messages list them.
-    pub const ALL: [StoreKind; 6] = [
+    pub(crate) const ALL: [StoreKind; 6] = [
         StoreKind::SecretService,
         StoreKind::Keychain,
         StoreKind::CredentialManager,
@@ -182,13 +183,14 @@ impl StoreKind {
     ];
 
     /// The store named `s` (as in `config.toml`).
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         StoreKind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
 /// The five URLs the tool talks to. Defaults are Xero's.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Endpoints {
     /// Where the browser is sent to authorise.
     pub authorize: Url,
@@ -261,6 +263,7 @@ pub fn profile_keys() -> impl Iterator<Item = &'static str> {
 
 /// One profile, resolved: config values with environment overrides and defaults applied.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Profile {
     /// The profile's name.
     pub name: String,
@@ -281,10 +284,10 @@ pub struct Profile {
     /// Timeout of one keychain call.
     pub store_timeout: Duration,
     /// The file store's scrypt work factor (log2 of N) for new files
-    /// ([`DEFAULT_FILE_WORK_FACTOR`] unless the profile says otherwise).
+    /// (18 unless the profile says otherwise).
     pub file_work_factor: u8,
     /// How long the file store's unlocked key is kept in the kernel after its last use
-    /// (`file_unlock_ttl`, [`DEFAULT_FILE_UNLOCK_TTL`]); zero: never kept.
+    /// (`file_unlock_ttl`, 15 minutes unless the profile says otherwise); zero: never kept.
     pub file_unlock_ttl: Duration,
     /// Xero's API limits, kept before sending (`[profiles.NAME.limits]`).
     pub rate_limits: RateLimits,
@@ -296,13 +299,15 @@ pub struct Profile {
 /// credential is among them: the Vault token and AppRole secret id come from the environment or
 /// files (see `store::vault`).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct VaultSettings {
     /// The server (`vault_addr`, else `VAULT_ADDR`, else `BAO_ADDR`); `https://`, or `http://`
     /// on loopback. The Vault token is sent to this origin only.
     pub addr: Option<Url>,
     /// Where the source of `addr` is named in messages.
     pub addr_source: String,
-    /// The KV version 2 engine's mount path (`secret`), checked by [`vault_path`].
+    /// The KV version 2 engine's mount path (`secret`): '/'-separated names of letters, digits,
+    /// '-', '_' or '.', none of them empty, '.' or '..'.
     pub mount: String,
     /// The folder of every profile's entries inside the mount (`xero-auth`).
     pub prefix: String,
@@ -349,6 +354,7 @@ pub fn vault_path(what: &str, value: &str) -> std::result::Result<String, String
 /// Xero has to refuse it (`[profiles.NAME.limits]`; defaults are Xero's published limits,
 /// which Xero raises for some partners).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimits {
     /// False for a program that does its own limiting (`enabled = false`, or
     /// `XERO_AUTH_LIMITS=off`).
@@ -382,7 +388,7 @@ impl Default for RateLimits {
 impl Profile {
     /// The value in effect for `key` (one of [`profile_keys`]), as `config.toml` would spell it;
     /// `None` when it has none (no client id, no default tenant, no scopes).
-    pub fn value_of(&self, key: &str) -> Option<String> {
+    pub(crate) fn value_of(&self, key: &str) -> Option<String> {
         let secs = |d: Duration| d.as_secs_f64().to_string();
         let e = &self.endpoints;
         match key {

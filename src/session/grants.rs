@@ -50,7 +50,7 @@ impl Session {
 
     /// The client-credentials grant (Xero custom connections): a new access token, no refresh
     /// token.
-    pub async fn post_client_credentials(
+    pub(crate) async fn post_client_credentials(
         &self,
         app: &AppCredentials,
         scopes: &[String],
@@ -99,7 +99,7 @@ impl Session {
 
     /// Exchanges an authorization code (one attempt: a code is single use, so a retry after a
     /// lost answer could only be refused).
-    pub async fn exchange_code(
+    pub(crate) async fn exchange_code(
         &self,
         app: &AppCredentials,
         code: &str,
@@ -162,7 +162,7 @@ impl Session {
     }
 
     /// Revokes the refresh token at Xero (RFC 7009), retrying temporary failures.
-    pub async fn revoke(&self, app: &AppCredentials, refresh_token: &str) -> Result<()> {
+    pub(crate) async fn revoke(&self, app: &AppCredentials, refresh_token: &str) -> Result<()> {
         let url = &self.profile.endpoints.revocation;
         self.with_retries(
             &format!(
@@ -178,7 +178,7 @@ impl Session {
     /// Runs one OAuth request to `url`, retrying temporary failures with bounded backoff and a
     /// bounded `Retry-After`, and turns the final failure into the error of the exit-code table.
     /// Nothing stored is touched here. `send` makes one attempt (with a fresh body).
-    pub async fn with_retries<'a, T, Fut>(
+    pub(crate) async fn with_retries<'a, T, Fut>(
         &'a self,
         what: &str,
         url: &url::Url,

@@ -60,7 +60,7 @@ pub struct Session {
 
 impl Session {
     /// A session for `profile`, keeping secrets in `store`.
-    pub fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(profile: Profile, paths: Paths, store: Store, clock: Arc<dyn Clock>) -> Self {
         let limiter = Limiter::for_profile(&profile, &paths);
         Session {
             limiter,
@@ -119,14 +119,14 @@ impl Session {
     /// the stored one is spent but for its 30-minute grace window); every later refresh or token
     /// request starts from it and retries the write first. Without it, such a refresh fails with
     /// exit 5 (the set is still kept for the next refresh in this process).
-    pub fn serving_unsaved(mut self) -> Self {
+    pub(crate) fn serving_unsaved(mut self) -> Self {
         self.serve_unsaved = true;
         self
     }
 
     /// Whether this process holds a newer token set that the store has not taken yet (see
     /// [`Session::serving_unsaved`]).
-    pub fn has_unsaved_token_set(&self) -> bool {
+    pub(crate) fn has_unsaved_token_set(&self) -> bool {
         self.unsaved_lock().is_some()
     }
 
@@ -159,12 +159,12 @@ impl Session {
     }
 
     /// The store holding this profile's secrets.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// The current time, from the session's clock.
-    pub fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.clock.now()
     }
 
@@ -185,12 +185,12 @@ impl Session {
     /// The stored token set, if any. On a store with a per-entry limit its access token may come
     /// from entries of its own ([`crate::store::split`]); when those cannot be used the set comes
     /// back without one, and the next use refreshes.
-    pub async fn stored_token_set(&self) -> Result<Option<TokenSet>> {
+    pub(crate) async fn stored_token_set(&self) -> Result<Option<TokenSet>> {
         split::load(&self.store, &self.profile.name).await
     }
 
     /// The stored token set, or exit 3 when there is none.
-    pub async fn require_token_set(&self) -> Result<TokenSet> {
+    pub(crate) async fn require_token_set(&self) -> Result<TokenSet> {
         self.stored_token_set()
             .await?
             .ok_or_else(|| self.no_token_set())
@@ -199,7 +199,7 @@ impl Session {
     /// Exit 3 unless a token set is stored, found by a lookup that reads no secret (and asks the
     /// file store for no passphrase): for a command that would otherwise stop at something else
     /// first — `api` at a missing tenant — when nothing it could do would work without tokens.
-    pub async fn require_token_set_stored(&self) -> Result<()> {
+    pub(crate) async fn require_token_set_stored(&self) -> Result<()> {
         let account = crate::store::token_set_account(&self.profile.name);
         match self.store.contains(&account).await? {
             true => Ok(()),
@@ -212,7 +212,7 @@ impl Session {
     /// On a store that several machines share, the set may have been there and gone: another
     /// machine moved the profile out of it or logged out. The message names where it was looked
     /// for, and that a login here connects every machine that shares it.
-    pub fn no_token_set(&self) -> Error {
+    pub(crate) fn no_token_set(&self) -> Error {
         let name = &self.profile.name;
         let login = crate::hint::command(name, "login");
         let import = crate::hint::command(name, "import FILE");
@@ -237,7 +237,7 @@ impl Session {
     /// call is given up on): the refresh token always in one keychain write. On a store with a
     /// per-entry limit a set too large for one entry has its access token written first, in
     /// entries of its own ([`crate::store::split`]).
-    pub async fn store_token_set(&self, set: &TokenSet, guard: &RefreshGuard) -> Result<()> {
+    pub(crate) async fn store_token_set(&self, set: &TokenSet, guard: &RefreshGuard) -> Result<()> {
         self.save_token_set(guard.store(), set).await
     }
 
@@ -249,7 +249,7 @@ impl Session {
     /// Asks the store now for what writing the token set will need from a person (the file
     /// store's passphrase, checked against the store), so that nobody is asked after Xero has
     /// issued tokens that cannot wait: `login` calls it before its flow starts.
-    pub async fn prepare_to_store(&self) -> Result<()> {
+    pub(crate) async fn prepare_to_store(&self) -> Result<()> {
         self.store
             .prepare_write(&crate::store::token_set_account(&self.profile.name))
             .await
@@ -257,7 +257,7 @@ impl Session {
 
     /// The app's credentials: the client id from the config, the secret from the keychain
     /// (none for PKCE apps).
-    pub async fn app_credentials(&self) -> Result<AppCredentials> {
+    pub(crate) async fn app_credentials(&self) -> Result<AppCredentials> {
         let client_id = self
             .profile
             .client_id
@@ -294,7 +294,7 @@ impl Session {
 
     /// Deletes the profile's token set under the profile's `guard` (access-token entries first,
     /// if any); `false` when there was none.
-    pub async fn delete_token_set(&self, guard: &RefreshGuard) -> Result<bool> {
+    pub(crate) async fn delete_token_set(&self, guard: &RefreshGuard) -> Result<bool> {
         split::delete(guard.store(), &self.profile.name).await
     }
 

@@ -33,6 +33,7 @@ const STORE_WRITE_ATTEMPTS: u32 = 3;
 
 /// What a refresh did.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Refreshed {
     /// The token set now stored.
     pub token_set: TokenSet,
@@ -46,7 +47,7 @@ impl Session {
     /// token set kept unsaved, which this process's end would otherwise lose (after Xero's
     /// grace window the stored refresh token no longer works). Says on stderr whether it was
     /// saved. Nothing to do, and no request, when no set is unsaved.
-    pub async fn save_unsaved(&self) {
+    pub(crate) async fn save_unsaved(&self) {
         if !self.serve_unsaved || !self.has_unsaved_token_set() {
             return;
         }

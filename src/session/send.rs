@@ -15,9 +15,9 @@ impl Session {
     /// sets it) and `Accept: application/json`. On a 401 it refreshes once (through the refresh
     /// protocol) and retries once; a second 401 is returned as it is, never retried again.
     ///
-    /// Xero's limits are kept before sending ([`crate::limits`]): at most N requests in
-    /// progress per tenant and the per-minute budgets, shared with every process of the user;
-    /// waiting for them counts in the session's `max_wait`. A 429 for the minute, app-minute
+    /// Xero's limits are kept before sending (unless [`Session::without_rate_limits`]): at most
+    /// N requests in progress per tenant and the per-minute budgets, shared with every process
+    /// of the user; waiting for them counts in the session's `max_wait`. A 429 for the minute, app-minute
     /// or concurrency limit waits `Retry-After` (within `max_wait`, else [`Error::Temporary`]
     /// without waiting) and retries once; a 429 for the day limit is [`Error::DayLimit`] at
     /// once, without a retry.
@@ -27,11 +27,11 @@ impl Session {
     /// What it guarantees, whoever built the request: the access token goes only to the origin
     /// (scheme, host, port) of the profile's `api_url` or `connections_url`, and never to a URL
     /// with a user name or password in it — anything else is refused with
-    /// [`Error::InvalidInput`] before the token is even read
-    /// ([`crate::xero::check_bearer_target`]; reqwest itself moves a URL's user info into an
-    /// `Authorization` header when the request is built, which the bearer then replaces). The request is sent with the session's own client
-    /// ([`Session::http`]), not the one that built it: no redirects followed, no pooled
-    /// connection, and no proxy for a loopback URL ([`crate::http::client`]).
+    /// [`Error::InvalidInput`] before the token is even read (reqwest itself moves a URL's user
+    /// info into an `Authorization` header when the request is built, which the bearer then
+    /// replaces). The request is sent with the session's own client ([`Session::http`]), not the
+    /// one that built it: no redirects followed, no pooled connection, and no proxy for a
+    /// loopback URL.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
         let (_, built) = request.build_split();

@@ -297,6 +297,7 @@ impl Store {
     /// The same store, refusing secrets over `limit` bytes and reporting that limit as its own,
     /// as Windows Credential Manager does: how the tests put the split layout ([`split`]) on a
     /// store without a limit.
+    #[cfg(any(test, feature = "failpoints"))]
     pub fn entry_limit(self, limit: usize) -> Self {
         Store {
             entry_limit: Some(limit),

@@ -163,7 +163,7 @@ impl PendingMove {
         };
         let note = serde_json::from_slice::<PendingMove>(&bytes)
             .ok()
-            .filter(|note| note.from_kind().is_some() && note.to_kind().is_some());
+            .filter(|note| note.moved_from().is_some() && note.moved_to().is_some());
         Ok(Some(note))
     }
 
@@ -205,12 +205,12 @@ impl PendingMove {
     }
 
     /// The store moved from.
-    pub fn from_kind(&self) -> Option<StoreKind> {
+    pub fn moved_from(&self) -> Option<StoreKind> {
         StoreKind::parse(&self.from)
     }
 
     /// The store moved to.
-    pub fn to_kind(&self) -> Option<StoreKind> {
+    pub fn moved_to(&self) -> Option<StoreKind> {
         StoreKind::parse(&self.to)
     }
 }

@@ -307,6 +307,7 @@ pub(crate) fn refuse_over_limit(
 /// The environment variable that, in builds with the `failpoints` feature (the tests' build),
 /// makes the command-line tool's store refuse secrets over that many bytes and report the limit,
 /// as Credential Manager does — so the split layout is tested against the real Secret Service.
+#[cfg(feature = "failpoints")]
 pub const TEST_ENTRY_LIMIT_ENV: &str = "XERO_AUTH_TEST_ENTRY_LIMIT";
 
 /// `store`, limited to [`TEST_ENTRY_LIMIT_ENV`] bytes per entry when that variable is set in a

@@ -56,7 +56,9 @@ impl KeyCache {
         }
     }
 
-    /// The key's description in the keyring (`keyctl search @s user DESCRIPTION`).
+    /// The key's description in the keyring (`keyctl search @s user DESCRIPTION`), which the
+    /// tests look the key up by.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn description(&self) -> &str {
         &self.description
     }

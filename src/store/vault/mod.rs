@@ -147,11 +147,6 @@ impl VaultStore {
         }
     }
 
-    /// The settings this store uses.
-    pub fn settings(&self) -> &VaultSettings {
-        &self.settings
-    }
-
     fn addr(&self) -> Result<&url::Url, StoreFailure> {
         self.settings.addr.as_ref().ok_or_else(|| StoreFailure {
             cause: "no Vault server is configured for the vault store".into(),
