@@ -17,11 +17,16 @@
 //! of 0 cannot be raised again without privilege). [`restore_for_child`] puts the caller's limits
 //! back just before the command is started; `PR_SET_DUMPABLE` needs nothing, as `execve` resets
 //! it.
+#![cfg_attr(
+    not(unix),
+    allow(dead_code, reason = "what is undone before a child runs exists on Unix only")
+)]
 
 /// What [`harden_process`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hardening {
     /// Core dumps and ptrace by other processes of the user are refused.
+    #[cfg_attr(not(unix), allow(dead_code, reason = "only Unix has the hardening"))]
     Applied,
     /// `XERO_AUTH_ALLOW_CORE_DUMPS=1` asked to skip it.
     SkippedByRequest,

@@ -41,6 +41,7 @@ pub enum Access {
     Private,
     /// One of xero-auth's own folders that is the user's but open to others (its mode): the next
     /// command that uses it makes it `0700`.
+    #[cfg_attr(not(unix), allow(dead_code, reason = "modes are Unix's"))]
     Loose(u32),
     /// Another user could change it or what it leads to: refused. Says why.
     Refused(String),

@@ -6,6 +6,10 @@
 //! (which any process may do) at start, and the caller's soft limit is given back to the command
 //! xero-auth starts ([`restore_for_child`]), since programs that use `select(2)` or close every
 //! descriptor up to the limit misbehave under a very high one.
+#![cfg_attr(
+    not(unix),
+    allow(dead_code, reason = "the open-file limit is raised (and restored for a child) on Unix only")
+)]
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (or as close to it as the system allows).
 /// Unix only; elsewhere a no-op. A failure is not an error: the limit stays as it was.

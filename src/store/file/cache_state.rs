@@ -2,6 +2,10 @@
 
 /// What `status` and `doctor` say about the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(dead_code, reason = "the key is kept in the kernel on Linux only")
+)]
 pub enum CacheState {
     /// The key is cached, and forgotten after this long unused (the kernel's rounding).
     Unlocked(Option<std::time::Duration>),
