@@ -1,6 +1,6 @@
-//! Crash points for the crash tests (`tests/crash.rs`, `tests/store_move.rs`): one at every step
-//! of the refresh protocol, of login's code exchange, of import and of a move between stores,
-//! where a process may die for real.
+//! Crash points for the crash tests (`tests/it/crash.rs`, `tests/it/store_move.rs`): one at every
+//! step of the refresh protocol, of login's code exchange, of import and of a move between
+//! stores, where a process may die for real.
 //!
 //! They exist only with the `failpoints` cargo feature (off by default, never in a release
 //! build); without it [`crash_point`] compiles to nothing. With it, the binary reads the

@@ -6,7 +6,7 @@
 //! Without node/npm, or when the install fails, the test says why and skips; with
 //! `XERO_AUTH_REQUIRE_MCP_SERVER=1` (CI) that is a failure instead.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,9 +1,8 @@
 //! What other processes can see of a running xero-auth: its command line and its environment
 //! (`/proc/PID/cmdline`, `/proc/PID/environ`) hold no secret — except `XERO_ACCESS_TOKEN` in the
 //! environment of `exec`'s command, which is what `exec` is for.
-#![cfg(target_os = "linux")]
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

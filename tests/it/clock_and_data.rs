@@ -2,7 +2,7 @@
 //! absent or huge, expiry times in the past or the far future, scopes as a string or an array
 //! with unknown extra fields, and a system clock set back between two runs.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,7 +1,7 @@
 //! Profiles and `config.toml` as a user meets them: a mistyped `--profile`, `xero-auth profiles`,
 //! mistakes in the file (where they are, what was meant), and `xero-auth config`.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

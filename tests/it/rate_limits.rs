@@ -1,7 +1,7 @@
 //! Xero's API limits kept by every xero-auth process together, against the fake Xero (which
 //! enforces them as Xero does) and the real keychain.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! `xero-auth doctor` against the fake Xero and the real Secret Service: what it reports, the
 //! exit status it ends with, and what it never does (send a credential, print a secret).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `api`, `exec` and `token --env` against the fake Xero's API and the real keychain.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

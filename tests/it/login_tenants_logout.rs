@@ -5,7 +5,7 @@
 //! 302 to the redirect URI), then a GET of that `Location` on the login's listener. They only
 //! ever connect to 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};

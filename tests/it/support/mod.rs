@@ -4,7 +4,9 @@
 
 pub mod browser;
 pub mod driven;
+#[macro_use]
 pub mod openbao;
+#[macro_use]
 pub mod processes;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Every way a refresh can fail leaves the stored token set byte-for-byte unchanged, with the
 //! exit code of the table.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Import, token and refresh against the fake Xero and the real Secret Service.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

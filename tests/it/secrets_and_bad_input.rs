@@ -1,7 +1,7 @@
 //! No secret in output or on disk; an unreachable keychain is exit 5 with no fallback; bad
 //! token files leave everything untouched.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,8 +1,8 @@
 //! `exec --server`: the loopback token endpoint a command gets for as long as it runs, against
-//! the fake Xero and the real keychain. The command is tests/support/token_client.py, which
+//! the fake Xero and the real keychain. The command is tests/it/support/token_client.py, which
 //! fetches tokens when the test tells it to.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn client_script() -> String {
     format!(
-        "{}/tests/support/token_client.py",
+        "{}/tests/it/support/token_client.py",
         env!("CARGO_MANIFEST_DIR")
     )
 }
@@ -364,7 +364,10 @@ fn ctrl_c_on_a_terminal_reaches_the_child_and_xero_auth_ends_with_its_status() {
                  time.sleep(1)\n\
                  print('sigints=%d' % len(os.read(r, 100)), flush=True)\n\
                  raise SystemExit(7)\n";
-    let pty = format!("{}/tests/support/under_pty.py", env!("CARGO_MANIFEST_DIR"));
+    let pty = format!(
+        "{}/tests/it/support/under_pty.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut cmd = env.std_cmd(&[]);
     let xero_auth = cmd.get_program().to_owned();
     cmd = {

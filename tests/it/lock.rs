@@ -3,7 +3,7 @@
 //! are the user's alone (tightened, or refused when another user owns or can write them), the
 //! lock file is never a link, and `doctor` says where the lock cannot be trusted.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -31,7 +31,7 @@
 //!   set;
 //! - `CI secrets` — `XERO_CLIENT_ID` and `XERO_CLIENT_SECRET` are set, as a CI job has them.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,7 +100,9 @@ fn parse_marker(comment: &str, at: &str) -> Marker {
             "client stored" => marker.state = State::Client,
             "file store" => marker.file_store = true,
             "CI secrets" => marker.ci_secrets = true,
-            other => panic!("{at}: unknown example marker '{other}' (see tests/docs_examples.rs)"),
+            other => {
+                panic!("{at}: unknown example marker '{other}' (see tests/it/docs_examples.rs)")
+            }
         }
     }
     marker

@@ -8,9 +8,8 @@
 //! commands it starts inherit it and find the persistent keyring through it, as a cron job's
 //! commands do, and `keyctl` run by the test sees what they see. Where the kernel refuses
 //! keyutils altogether the tests say why and skip (a property of the kernel, not of the set-up).
-#![cfg(target_os = "linux")]
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! Secret Service behind the test-only limit (`XERO_AUTH_TEST_ENTRY_LIMIT`, failpoints builds):
 //! long access tokens go to entries of their own, the refresh token never leaves its one entry.
 
-mod support;
+use crate::support;
 
 use std::process::Command as StdCommand;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! written with the lowest work factor (XERO_AUTH_FILE_WORK_FACTOR=10) to keep the suite fast,
 //! except in the test that checks age's default.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ fn file_env(fake: &FakeXero, name: &str) -> TestEnv {
     env.set_env("XERO_AUTH_PASSPHRASE", PASSPHRASE);
     env.set_env("XERO_AUTH_FILE_WORK_FACTOR", "10");
     // Each command unlocks the store itself, so that what these tests say of the passphrase is
-    // what happens; keeping the key between commands is tests/file_unlock.rs's.
+    // what happens; keeping the key between commands is tests/it/file_unlock.rs's.
     env.set_env("XERO_AUTH_FILE_UNLOCK_TTL", "0");
     env
 }

@@ -1,8 +1,8 @@
 //! `xero-auth mcp`: the stdio bridge that keeps an MCP server's bearer token fresh, driven as an
 //! MCP client would drive it, with a small MCP server of the tests' own
-//! (tests/support/mcp_server.py) that reports the token it was given through a tool call.
+//! (tests/it/support/mcp_server.py) that reports the token it was given through a tool call.
 
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::process::Command;
@@ -135,7 +135,10 @@ impl Client {
 }
 
 fn server_script() -> String {
-    format!("{}/tests/support/mcp_server.py", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/it/support/mcp_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// The JSON a tool put in its text content.

@@ -5,7 +5,7 @@
 //! The tests that lock or kill something run in a private D-Bus session with a GNOME Keyring
 //! of their own ([`PrivateKeyring`]), so the session the other tests share is never touched.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

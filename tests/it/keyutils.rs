@@ -8,9 +8,8 @@
 //! kernel refuses even that (no keyutils in the kernel, a seccomp filter forbidding keyctl), the
 //! test says why and skips: whether keyutils works is a property of the kernel, not of the test
 //! set-up, so it skips even under XERO_AUTH_TEST_REQUIRE_KEYCHAIN.
-#![cfg(target_os = "linux")]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! while its access token expires under them. Zero failures, one refresh per expiry, no lock
 //! left behind; and a process killed (SIGKILL) while it holds the lock does not block the next.
 
-mod support;
+use crate::support;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;

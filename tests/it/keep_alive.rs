@@ -1,7 +1,7 @@
 //! Keeping the 60-day refresh token alive: `refresh --if-older-than DAYS` refreshes only an old
 //! enough token (and otherwise makes no request at all), and `status` warns past 45 days.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

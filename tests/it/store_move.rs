@@ -4,7 +4,7 @@
 //! profile that still gives a token, from one store or the other, and running the command again
 //! finishes the move with nothing lost. No secret reaches the output.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

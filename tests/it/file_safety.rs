@@ -5,9 +5,8 @@
 //!
 //! The cases with another user need root (to give a file to `nobody`): CI runs as root; elsewhere
 //! they are skipped, saying so (and fail under CI=true).
-#![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! was never saved), a second test moves the fake's clock past the window and checks that the
 //! tool says what happened and what to do, instead of failing obscurely.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

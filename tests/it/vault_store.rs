@@ -3,7 +3,7 @@
 //! one profile through it with one refresh per expiry, a lease holder crashing mid-refresh, the
 //! server's faults, and check-and-set refusing a stale write.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use std::time::Duration;
