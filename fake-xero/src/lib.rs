@@ -342,8 +342,33 @@ impl FakeXero {
             Client {
                 secret: secret.map(str::to_string),
                 redirect_uris,
+                granular_only: false,
             },
         );
+    }
+
+    /// Registers an app as Xero creates them from 2 March 2026 (custom connections from 29 April
+    /// 2026): it takes only granular scopes. A broad scope (`accounting.transactions`,
+    /// `.transactions.read`, `accounting.reports.read`) is refused at the authorize step (Xero's
+    /// error page, "unauthorized_client : Invalid scope for client", no redirect), at the code
+    /// exchange and in the client-credentials grant (`invalid_scope`).
+    pub fn add_granular_only_client(&self, client_id: &str, secret: Option<&str>) {
+        self.add_client(client_id, secret);
+        if let Some(c) = self.state().clients.get_mut(client_id) {
+            c.granular_only = true;
+        }
+    }
+
+    /// Makes a registered app granular-only (`true`) or not, as Xero does to older apps: codes
+    /// already issued for broad scopes are then refused at the exchange. Panics if the client is
+    /// unknown.
+    pub fn set_granular_only(&self, client_id: &str, granular_only: bool) {
+        let mut st = self.state();
+        let client = st
+            .clients
+            .get_mut(client_id)
+            .expect("fake-xero: set_granular_only for an unknown client; add_client first");
+        client.granular_only = granular_only;
     }
 
     /// Restricts an app's redirect URIs to exactly these (Xero requires registered

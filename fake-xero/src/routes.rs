@@ -9,7 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::{Conn, ReadError, Request, Response};
 use crate::sha256::pkce_s256;
-use crate::state::{AccessCheck, CODE_SECS, Client, CodeEntry, GrantResult, State};
+use crate::state::{
+    AccessCheck, CODE_SECS, Client, CodeEntry, GrantResult, State, refused_broad_scope,
+};
 use crate::util::{
     form_get, http_date, normalize_scope, parse_form, percent_decode, percent_encode, random_hex,
     token_expired_date,
@@ -350,6 +352,15 @@ fn oauth_error(code: &str) -> Response {
     Response::json(400, &json!({ "error": code })).with_header("Cache-Control", "no-store")
 }
 
+/// An OAuth error with Xero's `error_description`.
+fn oauth_error_described(code: &str, description: &str) -> Response {
+    Response::json(
+        400,
+        &json!({ "error": code, "error_description": description }),
+    )
+    .with_header("Cache-Control", "no-store")
+}
+
 // ---------------------------------------------------------------- authorize
 
 /// Xero's error page for a bad authorize request (no redirect: the redirect URI is
@@ -445,6 +456,11 @@ fn authorize(st: &mut State, req: &Request) -> Response {
     let scope = normalize_scope(get("scope").unwrap_or_default());
     if scope.is_empty() {
         return fail("invalid_scope");
+    }
+    // A broad scope asked of an app that takes only granular ones: Xero's error page, not a
+    // redirect (as for a restricted scope the app may not ask for).
+    if refused_broad_scope(client, &scope).is_some() {
+        return error_page("unauthorized_client : Invalid scope for client");
     }
     let challenge = get("code_challenge");
     match (challenge, get("code_challenge_method")) {
@@ -566,6 +582,16 @@ fn token(st: &mut State, req: &Request) -> Response {
         },
         Some("authorization_code") => code_grant(st, &client_id, &form),
         Some("client_credentials") if !confidential => Err("unauthorized_client"),
+        Some("client_credentials")
+            if st.clients.get(&client_id).is_some_and(|c| {
+                refused_broad_scope(c, form_get(&form, "scope").unwrap_or_default()).is_some()
+            }) =>
+        {
+            return oauth_error_described(
+                "invalid_scope",
+                "Client credentials scope validation failed",
+            );
+        }
         Some("client_credentials") => {
             Ok(st.client_credentials_grant(&client_id, form_get(&form, "scope")))
         }
@@ -603,6 +629,13 @@ fn code_grant(st: &mut State, client_id: &str, form: &[(String, String)]) -> Gra
         }
     }
     let scope = entry.scope.clone();
+    if st
+        .clients
+        .get(client_id)
+        .is_some_and(|c| refused_broad_scope(c, &scope).is_some())
+    {
+        return Err("invalid_scope");
+    }
     Ok(st.new_family(client_id, &scope))
 }
 

@@ -37,6 +37,24 @@ pub struct Client {
     pub secret: Option<String>,
     /// Empty: any http(s) redirect URI is accepted; otherwise exact match required.
     pub redirect_uris: Vec<String>,
+    /// An app created on or after 2 March 2026 (a custom connection from 29 April 2026): only
+    /// granular scopes; a broad one is refused at every step.
+    pub granular_only: bool,
+}
+
+/// The broad scopes Xero retires in favour of granular ones; a granular-only app is refused them.
+pub const BROAD_SCOPES: &[&str] = &[
+    "accounting.transactions",
+    "accounting.transactions.read",
+    "accounting.reports.read",
+];
+
+/// The first broad scope in the space-separated `scope`, if the app takes only granular ones.
+pub fn refused_broad_scope<'a>(client: &Client, scope: &'a str) -> Option<&'a str> {
+    client
+        .granular_only
+        .then(|| scope.split_whitespace().find(|s| BROAD_SCOPES.contains(s)))
+        .flatten()
 }
 
 /// One authorisation's chain of refresh tokens.
@@ -640,9 +658,12 @@ impl State {
 
     /// `grant_type=client_credentials` (Custom Connections): an access token only.
     pub fn client_credentials_grant(&mut self, client_id: &str, scope: Option<&str>) -> Value {
-        let scope = normalize_scope(
-            scope.unwrap_or("accounting.transactions accounting.contacts accounting.settings"),
-        );
+        let granular_only = self.clients.get(client_id).is_some_and(|c| c.granular_only);
+        let scope = normalize_scope(scope.unwrap_or(if granular_only {
+            "accounting.invoices accounting.contacts accounting.settings"
+        } else {
+            "accounting.transactions accounting.contacts accounting.settings"
+        }));
         let access = self.mint_access(client_id, &scope, None);
         json!({
             "access_token": access,

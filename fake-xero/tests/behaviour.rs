@@ -607,6 +607,58 @@ mod authorize {
     }
 
     #[test]
+    fn a_granular_only_app_refuses_broad_scopes_at_every_step() {
+        let fx = fake();
+        assert!(SCOPE.contains("accounting.transactions"));
+        // A code for broad scopes, issued while the app still took them.
+        let code = get_code(&fx, CONF, None);
+        fx.set_granular_only(CONF, true);
+        let r = request(
+            &fx,
+            "GET",
+            &authorize_target(CONF, REDIRECT, None),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 400, "Xero's error page, no redirect");
+        assert!(
+            r.text()
+                .contains("unauthorized_client : Invalid scope for client"),
+            "{}",
+            r.text()
+        );
+        let r = exchange(&fx, Auth::Basic(CONF, SECRET), &code, REDIRECT, None);
+        assert_eq!((r.status, r.error().as_str()), (400, "invalid_scope"));
+        let cc = |scope: Option<&str>| {
+            let mut params = vec![("grant_type", "client_credentials")];
+            params.extend(scope.map(|s| ("scope", s)));
+            token(&fx, Auth::Basic(CONF, SECRET), &params)
+        };
+        let r = cc(Some("accounting.contacts accounting.reports.read"));
+        assert_eq!((r.status, r.error().as_str()), (400, "invalid_scope"));
+        assert_eq!(
+            r.json()["error_description"],
+            "Client credentials scope validation failed"
+        );
+        let r = cc(Some("accounting.invoices.read"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = cc(None);
+        assert!(
+            !r.json()["scope"]
+                .as_str()
+                .unwrap()
+                .contains("accounting.transactions"),
+            "{}",
+            r.text()
+        );
+        // An older app takes broad scopes again.
+        fx.set_granular_only(CONF, false);
+        let code = get_code(&fx, CONF, None);
+        let r = exchange(&fx, Auth::Basic(CONF, SECRET), &code, REDIRECT, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    #[test]
     fn authorize_errors() {
         let fx = fake();
         let r = request(
