@@ -118,6 +118,7 @@ internal! {
     mod login;
     mod oauth;
     mod private_fs;
+    mod scopes;
     mod secret;
     #[cfg(feature = "cli")]
     mod serve;

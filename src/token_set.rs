@@ -159,6 +159,38 @@ impl TokenSet {
 }
 
 impl TokenSet {
+    /// The `scope` claim of the cached access token (Xero's are JWTs): what the token itself
+    /// carries, which may differ from the token response's `scope`. `None` when there is no
+    /// access token or it is not a JWT with such a claim. Only the scope names leave: the
+    /// decoded claims are wiped, and the token is never logged.
+    pub(crate) fn access_token_scopes(&self) -> Option<Vec<String>> {
+        use base64::Engine as _;
+        let token = self.access_token.as_ref()?;
+        let claims = token.expose_secret().split('.').nth(1)?;
+        let json = Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims.trim_end_matches('='))
+                .ok()?,
+        );
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum ScopeClaim {
+            List(Vec<String>),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        struct Claims {
+            scope: Option<ScopeClaim>,
+        }
+        let parsed: Claims = serde_json::from_slice(&json).ok()?;
+        Some(match parsed.scope? {
+            ScopeClaim::List(list) => list,
+            ScopeClaim::Text(text) => text.split_whitespace().map(String::from).collect(),
+        })
+    }
+}
+
+impl TokenSet {
     /// True when the access token is present and stays valid for more than `margin_secs`.
     ///
     /// Not when the clock was set back since the set was stored ([`TokenSet::clock_set_back`]):
@@ -406,6 +438,30 @@ pub(crate) fn owned_secret(s: String) -> crate::secret::SecretString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_access_token(token: &str) -> TokenSet {
+        TokenSet {
+            access_token: Some(secret_from_str(token)),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn the_access_tokens_scope_claim_is_read_from_the_jwt() {
+        use base64::Engine as _;
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = |claims: &str| format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims));
+        let list = with_access_token(&jwt(r#"{"scope":["openid","accounting.invoices"],"sub":"x"}"#));
+        assert_eq!(
+            list.access_token_scopes().unwrap(),
+            ["openid", "accounting.invoices"]
+        );
+        let text = with_access_token(&jwt(r#"{"scope":"a b"}"#));
+        assert_eq!(text.access_token_scopes().unwrap(), ["a", "b"]);
+        for not in ["opaque", "a.!!!.c", &jwt(r#"{"sub":"x"}"#), &jwt("[1]")] {
+            assert_eq!(with_access_token(not).access_token_scopes(), None, "{not}");
+        }
+    }
 
     fn sample() -> TokenSet {
         TokenSet {

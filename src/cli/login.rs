@@ -7,10 +7,11 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Context, format_time};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
 use crate::guard::RefreshGuard;
 use crate::login::{Pkce, authorize_url, bind, parse_redirect_uri, wait_for_code};
+use crate::scopes::{self, Checked};
 use crate::secret::ExposeSecret;
 use crate::secret::random_urlsafe;
 use crate::session::Session;
@@ -20,6 +21,7 @@ use crate::xero::Connection;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   xero-auth login --scope \"openid profile email accounting.invoices\"
+  xero-auth login --scope accounting.read          # every granular accounting read scope
   xero-auth login --no-browser                     # over SSH: open the URL elsewhere, paste the redirect back
   xero-auth login --client-credentials             # a Xero custom connection")]
 /// Arguments of `xero-auth login`.
@@ -38,7 +40,9 @@ pub struct LoginArgs {
     pub timeout: u64,
     /// Ask for this scope too (repeat, or space-separate), and keep it in the profile's `scopes`
     /// for later logins. Without it, login asks for the profile's scopes and those the stored
-    /// token set was granted. offline_access is always requested.
+    /// token set was granted. offline_access is always requested. Names are checked against
+    /// Xero's scopes (a typo is an error); shorthands: accounting, accounting.read,
+    /// accounting.reports, payroll, payroll.read (docs/scopes.md).
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
     /// A Xero custom connection: the client-credentials grant, no browser, no refresh token.
@@ -47,7 +51,9 @@ pub struct LoginArgs {
 }
 
 /// Logs in and stores the token set.
-pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
+pub async fn run(mut args: LoginArgs, ctx: &Context) -> Result<()> {
+    // Names first: a typo fails before anything is asked of the store, Xero or the browser.
+    args.scopes = checked_scopes(&args.scopes)?;
     let session = ctx.session()?;
     // Whatever the store will ask a person (the file store's passphrase, checked) is asked now:
     // once Xero has issued tokens they must be stored, and a prompt after the browser flow would
@@ -55,19 +61,33 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     session.prepare_to_store().await?;
     let app = session.app_credentials().await?;
     let name = session.profile().name.clone();
-    let scopes = scopes_to_ask(&session, &args).await;
+    let mut scopes = scopes_to_ask(&session, &args).await;
+    if !args.client_credentials && !scopes.iter().any(|s| s == "offline_access") {
+        scopes.push("offline_access".into());
+    }
 
-    let (set, interactive_stdin) = if args.client_credentials {
-        let response = session.post_client_credentials(&app, &scopes).await?;
+    let obtained = obtain(&args, &session, &app, &name, &scopes).await;
+    let (set, interactive_stdin) =
+        obtained.map_err(|e| explain_refusal(e, &session, &args, &scopes))?;
+    finish_login(ctx, &session, &args, &scopes, set, interactive_stdin).await
+}
+
+/// Gets a token set from Xero: the client-credentials grant, or the browser flow and the code
+/// exchange. Returns it, and whether stdin is free for a question afterwards.
+async fn obtain(
+    args: &LoginArgs,
+    session: &Session,
+    app: &crate::oauth::AppCredentials,
+    name: &str,
+    scopes: &[String],
+) -> Result<(TokenSet, bool)> {
+    Ok(if args.client_credentials {
+        let response = session.post_client_credentials(app, scopes).await?;
         (
-            TokenSet::from_response(response, &scopes, session.now()),
+            TokenSet::from_response(response, scopes, session.now()),
             false,
         )
     } else {
-        let mut scopes = scopes.clone();
-        if !scopes.iter().any(|s| s == "offline_access") {
-            scopes.push("offline_access".into());
-        }
         if scopes.len() == 1 {
             eprintln!(
                 "note: profile '{name}' has no scopes and no token set that was granted any; only \
@@ -75,6 +95,11 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
             );
         } else {
             eprintln!("asking for the scopes {}", scopes.join(" "));
+        }
+        // Xero answers a broad scope that the app may not have with an error page in the browser,
+        // not a redirect: the login learns nothing of it, so the way out is said now.
+        if let Some(note) = broad_scope_note(scopes, name) {
+            eprintln!("{note}");
         }
         let redirect_uri = args
             .redirect_uri
@@ -89,7 +114,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
             &session.profile().endpoints.authorize,
             &app.client_id,
             &target.uri,
-            &scopes,
+            scopes,
             &state,
             &pkce.challenge,
         );
@@ -114,7 +139,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         }
         let interactive = pasted.is_none();
         let code = wait_for_code(
-            &name,
+            name,
             listener,
             &target,
             &state,
@@ -123,18 +148,28 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         )
         .await?;
         let response = session
-            .exchange_code(&app, &code, &pkce.verifier, &target.uri)
+            .exchange_code(app, &code, &pkce.verifier, &target.uri)
             .await?;
         crash_point("login-code-exchanged");
-        let set = TokenSet::from_response(response, &scopes, session.now());
+        let set = TokenSet::from_response(response, scopes, session.now());
         if set.refresh_token.is_none() {
             eprintln!(
                 "warning: Xero returned no refresh token; the login lasts until the access token expires"
             );
         }
         (set, interactive)
-    };
+    })
+}
 
+/// Stores the new set, keeps `--scope` in the profile, and chooses the default tenant.
+async fn finish_login(
+    ctx: &Context,
+    session: &Session,
+    args: &LoginArgs,
+    scopes: &[String],
+    set: TokenSet,
+    interactive_stdin: bool,
+) -> Result<()> {
     {
         // A new set: the notes of an unsaved refresh of the old one go, in the lock file and,
         // on a shared store, in the lease.
@@ -151,7 +186,7 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
         crash_point("login-stored");
     }
     if !args.scopes.is_empty() {
-        keep_scopes(ctx, &session, &scopes);
+        keep_scopes(ctx, session, scopes);
     }
     eprintln!(
         "logged in: profile '{}' stored in {}; access token valid until {}{}",
@@ -169,11 +204,162 @@ pub async fn run(args: LoginArgs, ctx: &Context) -> Result<()> {
     );
     choose_tenant(
         ctx,
-        &session,
+        session,
         &set,
         interactive_stdin && ctx.stdin_is_terminal,
     )
     .await
+}
+
+/// The longest piece of a name a message repeats: scope names are short, and a long argument
+/// (something pasted by mistake) is not echoed whole.
+const ECHOED: usize = 64;
+
+fn echoed(name: &str) -> String {
+    let mut out: String = name.chars().take(ECHOED).collect();
+    if out.len() < name.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// `--scope` as given, checked against Xero's scopes (`crate::scopes`): a name a typo or two
+/// away from a known one is an error; a name the table does not know is sent as it is, with a
+/// warning (Xero adds scopes); shorthands become the scopes they stand for.
+fn checked_scopes(given: &[String]) -> Result<Vec<String>> {
+    let names: Vec<&str> = given.iter().flat_map(|s| s.split_whitespace()).collect();
+    let mut typos = Vec::new();
+    for name in &names {
+        match scopes::check(name) {
+            Checked::Known(_) | Checked::Shorthand(_) => {}
+            Checked::Typo { closest } => {
+                typos.push(format!("'{}' (did you mean '{closest}'?)", echoed(name)));
+            }
+            Checked::Unknown { closest } => eprintln!(
+                "warning: '{}' is not a scope xero-auth knows{}; it is sent to Xero as it is \
+                 (Xero may have added it)",
+                echoed(name),
+                closest
+                    .map(|c| format!(" (the closest known is '{c}')"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    if !typos.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "unknown scope {}: nothing was asked of Xero; fix the name and run login again",
+            typos.join(", ")
+        )));
+    }
+    Ok(scopes::expand(names))
+}
+
+/// The login that asks for the granular equivalents of `asked`, as a command to copy.
+fn granular_login(asked: &[String], profile: &str, client_credentials: bool) -> String {
+    let granular: Vec<String> = scopes::granular_equivalent(asked.iter().map(String::as_str))
+        .into_iter()
+        .filter(|s| s != "offline_access")
+        .collect();
+    let flags = if client_credentials {
+        "login --client-credentials"
+    } else {
+        "login"
+    };
+    crate::hint::command(profile, &format!("{flags} --scope \"{}\"", granular.join(" ")))
+}
+
+/// The dates of the move to granular scopes, said once the same way everywhere.
+fn broad_scope_rule(deprecated: &[&scopes::Scope]) -> String {
+    let names: Vec<&str> = deprecated.iter().map(|s| s.name).collect();
+    let d = &scopes::DEPRECATION;
+    format!(
+        "{} {} Xero is retiring: apps created from {} (custom connections from {}) are given \
+         only granular scopes, and older apps must move to them by {}",
+        names.join(", "),
+        if names.len() == 1 {
+            "is a broad scope"
+        } else {
+            "are broad scopes"
+        },
+        d.new_apps_from,
+        d.custom_connections_from,
+        d.existing_apps_until
+    )
+}
+
+/// Before the browser opens: what to do if Xero refuses a broad scope asked for.
+fn broad_scope_note(asked: &[String], profile: &str) -> Option<String> {
+    let deprecated = scopes::deprecated(asked.iter().map(String::as_str));
+    if deprecated.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "note: {}. If Xero shows \"Invalid scope for client\", stop this login (Ctrl-C) and ask \
+         for the granular equivalents: {}",
+        broad_scope_rule(&deprecated),
+        granular_login(asked, profile, false)
+    ))
+}
+
+/// Xero's refusal of the scopes (`unauthorized_client` or `invalid_scope`, at the authorize step
+/// or the token endpoint), said with what was asked, why a broad scope fails, and the command
+/// that asks for what works. Any other error is returned as it is. Nothing is retried with
+/// other scopes: the user chooses them.
+fn explain_refusal(e: Error, session: &Session, args: &LoginArgs, asked: &[String]) -> Error {
+    let Error::OAuth { code, .. } = &e else {
+        return e;
+    };
+    if code != "unauthorized_client" && code != "invalid_scope" {
+        return e;
+    }
+    let profile = &session.profile().name;
+    let deprecated = scopes::deprecated(asked.iter().map(String::as_str));
+    let mut message = format!("{e}\nasked for the scopes: {}", asked.join(" "));
+    if deprecated.is_empty() {
+        message.push_str(
+            "\nnone of them is a broad scope Xero is retiring: the app may not be allowed one of \
+             them (a restricted scope, or journals without Xero's Advanced plan); check the \
+             app's scopes at developer.xero.com",
+        );
+        return Error::InvalidInput(message);
+    }
+    message.push_str(&format!(
+        "\n{}.\nask for the granular equivalents instead: {}",
+        broad_scope_rule(&deprecated),
+        granular_login(asked, profile, args.client_credentials)
+    ));
+    // A login asks again for the profile's `scopes`: a broad one kept there would be asked
+    // again by the command above, so it goes first.
+    let kept: Vec<&str> = session
+        .profile()
+        .scopes
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .filter(|s| deprecated.iter().any(|d| d.name == *s))
+        .collect();
+    if !kept.is_empty() {
+        message.push_str(&format!(
+            "\n(profile '{profile}' keeps {} in its `scopes`: first run {})",
+            kept.join(" "),
+            crate::hint::command(profile, "config unset scopes")
+        ));
+    }
+    // Neither given nor kept: the stored token set was granted it, and a login asks for what
+    // the stored set has until the set is gone.
+    let from_stored: Vec<&str> = deprecated
+        .iter()
+        .map(|d| d.name)
+        .filter(|d| !kept.contains(d) && !args.scopes.iter().any(|a| a == d))
+        .collect();
+    if !from_stored.is_empty() {
+        message.push_str(&format!(
+            "\n(the stored token set was granted {}, and a login asks again for what it has: \
+             first run {})",
+            from_stored.join(" "),
+            crate::hint::command(profile, "logout")
+        ));
+    }
+    Error::InvalidInput(message)
 }
 
 /// The scopes a login asks for, `offline_access` aside: the profile's `scopes`, then those the

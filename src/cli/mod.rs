@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod process;
 pub mod profiles;
 pub mod refresh;
+pub mod scopes;
 pub mod status;
 pub mod store;
 pub mod tenants;
@@ -92,6 +93,9 @@ pub enum Command {
     Mcp(mcp::McpArgs),
     /// List the connected organisations, or choose the default one.
     Tenants(tenants::TenantsArgs),
+    /// The scopes the stored token set was granted, which Xero is retiring, and what a call
+    /// needs (`scopes for PATH [METHOD]`).
+    Scopes(scopes::ScopesArgs),
     /// Revoke the refresh token at Xero and delete the profile's tokens.
     Logout(logout::LogoutArgs),
     /// Check the secret stores, folders, clock and endpoints, and say what to do (never a secret).
@@ -306,6 +310,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Token(args) => token::run(args, ctx).await,
         Command::Status(args) => status::run(args, ctx).await,
         Command::Tenants(args) => tenants::run(args, ctx).await,
+        Command::Scopes(args) => scopes::run(args, ctx).await,
         Command::Api(args) => api::run(args, ctx, cli.verbose > 0).await,
         Command::Exec(args) => exec::run(args, ctx).await,
         Command::Mcp(args) => mcp::run(args, ctx).await,

@@ -74,6 +74,11 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 "refresh_token_lapses_at": s.refresh_lapses_at(),
                 "refresh_token_warning": keep_alive,
                 "scopes": s.scopes,
+                "access_token_scopes": s.access_token_scopes(),
+                "deprecated_scopes": crate::scopes::deprecated(s.scopes.iter().map(String::as_str))
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>(),
             })
         });
         ctx.write_json(&json!({
@@ -197,6 +202,23 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                         s.scopes.join(" ")
                     },
                 );
+                let deprecated =
+                    crate::scopes::deprecated(s.scopes.iter().map(String::as_str));
+                if !deprecated.is_empty() {
+                    let names: Vec<&str> = deprecated.iter().map(|d| d.name).collect();
+                    line(
+                        "",
+                        format!(
+                            "{} {} deprecated (apps created from {} cannot have {}); {} shows \
+                             the granular login",
+                            names.join(", "),
+                            if names.len() == 1 { "is" } else { "are" },
+                            crate::scopes::DEPRECATION.new_apps_from,
+                            if names.len() == 1 { "it" } else { "them" },
+                            crate::hint::command(&profile.name, "scopes")
+                        ),
+                    );
+                }
             }
         }
         line("default tenant:", tenant_text(profile, tenant_name.clone()));

@@ -56,6 +56,8 @@ fn the_names_cover_the_whole_interface() {
         "exec",
         "tenants",
         "use",
+        "scopes",
+        "for",
         "logout",
         "doctor",
         "completions",
@@ -250,7 +252,7 @@ fn completions_need_no_configuration_and_a_broken_one_does_not_stop_them() {
 #[test]
 fn help_keeps_a_commands_own_options_apart_from_the_global_ones_and_shows_examples() {
     for command in [
-        "login", "token", "api", "exec", "status", "refresh", "import", "tenants",
+        "login", "token", "api", "exec", "status", "refresh", "import", "tenants", "scopes",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_xero-auth"))
             .args([command, "--help"])

@@ -1520,3 +1520,190 @@ fn status_with_an_unavailable_store_shows_what_is_known_then_the_error() {
         "{report}"
     );
 }
+
+// ------------------------------------------------------------------ login: scopes
+
+/// The scopes of the `login --scope "..."` command a message shows, and whether it is a
+/// client-credentials login.
+fn suggested_login(stderr: &str) -> (String, bool) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("`xero-auth login") && l.contains("--scope \""))
+        .unwrap_or_else(|| panic!("no login command in:\n{stderr}"));
+    let start = line.find("--scope \"").unwrap() + "--scope \"".len();
+    let end = start + line[start..].find('"').unwrap();
+    (
+        line[start..end].to_string(),
+        line.contains("login --client-credentials"),
+    )
+}
+
+#[test]
+fn a_granular_only_app_refuses_a_broad_scope_and_the_login_says_what_works() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-granular-only");
+    env.set_client(&fake);
+    fake.add_granular_only_client(CLIENT_ID, Some(CLIENT_SECRET));
+    let asked = "openid accounting.transactions accounting.contacts";
+
+    // At the authorize step Xero shows its error page and never redirects: the login has said
+    // before the browser opened what to ask for instead.
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &["--scope", asked, "--timeout", "30"]);
+    let url = login.authorize_url(&fake);
+    let page = http_get(&url).unwrap();
+    assert_eq!(page.status, 400, "{page:?}");
+    assert!(
+        page.body.contains("Invalid scope for client"),
+        "{}",
+        page.body
+    );
+    assert!(
+        login
+            .seen
+            .contains("accounting.transactions is a broad scope")
+            && login.seen.contains("2 March 2026")
+            && login.seen.contains("29 April 2026"),
+        "the note before the browser:\n{}",
+        login.seen
+    );
+    let (before, _) = suggested_login(&login.seen);
+    drop(login);
+
+    // At the token endpoint (the app became granular-only after the consent): the error names
+    // what was asked, the rule, and the command.
+    fake.set_granular_only(CLIENT_ID, false);
+    let redirect = redirect_uri(free_port());
+    let mut login = Login::browser(&env, &redirect, &["--scope", asked]);
+    let url = login.authorize_url(&fake);
+    let location = consent(&url);
+    fake.set_granular_only(CLIENT_ID, true);
+    callback(location.as_str());
+    let done = login.finish(FINISH);
+    assert_eq!(done.code, Some(1), "stderr:\n{}", done.stderr);
+    assert!(env.stored().is_none(), "nothing stored after a refusal");
+    for part in [
+        "invalid_scope",
+        "asked for the scopes: openid accounting.transactions accounting.contacts offline_access",
+        "apps created from 2 March 2026 (custom connections from 29 April 2026)",
+        "September 2027",
+    ] {
+        assert!(done.stderr.contains(part), "{part:?} in:\n{}", done.stderr);
+    }
+    let (granular, cc) = suggested_login(&done.stderr);
+    assert!(!cc);
+    assert_eq!(granular, before, "the same command before and after");
+    assert_eq!(
+        granular,
+        "openid accounting.invoices accounting.payments accounting.banktransactions \
+         accounting.manualjournals accounting.classicexpenses accounting.contacts"
+    );
+    assert_no_secret("login stderr", &done.stderr, &secrets_of(&env));
+
+    // The command it shows works.
+    let (asked, _) = login_asking(&env, &fake, &["--scope", &granular]);
+    assert!(
+        !asked.iter().any(|s| s == "accounting.transactions"),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|s| s == "accounting.invoices"),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn a_typo_in_a_scope_is_caught_before_the_browser_opens() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-scope-typo");
+    env.set_client(&fake);
+    let out = env
+        .cmd(&[
+            "login",
+            "--no-browser",
+            "--scope",
+            "openid accounting.invoice",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("'accounting.invoice' (did you mean 'accounting.invoices'?)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Open this URL"), "{stderr}");
+    assert_eq!(fake.count(Counter::Authorize), 0);
+    assert_eq!(fake.count(Counter::TokenRequests), 0);
+}
+
+#[test]
+fn scope_shorthands_expand_and_unknown_names_are_sent_with_a_warning() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "login-scope-shorthand");
+    env.set_client(&fake);
+    let (asked, stderr) = login_asking(
+        &env,
+        &fake,
+        &["--scope", "accounting.read accounting.einvoicing"],
+    );
+    assert!(!asked.iter().any(|s| s == "accounting.read"), "{asked:?}");
+    for scope in [
+        "accounting.invoices.read",
+        "accounting.contacts.read",
+        "accounting.reports.profitandloss.read",
+        "accounting.einvoicing",
+        "offline_access",
+    ] {
+        assert!(asked.iter().any(|s| s == scope), "{scope} in {asked:?}");
+    }
+    assert!(
+        !asked.iter().any(|s| s == "accounting.journals.read"),
+        "{asked:?}"
+    );
+    assert!(
+        stderr.contains("warning: 'accounting.einvoicing' is not a scope xero-auth knows")
+            && stderr.contains("the closest known is 'accounting.invoices'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_custom_connection_refused_a_broad_scope_is_told_the_granular_command() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let env = TestEnv::new(&fake, "cc-granular-only");
+    env.set_client(&fake);
+    fake.add_granular_only_client(CLIENT_ID, Some(CLIENT_SECRET));
+    let out = env
+        .cmd(&[
+            "login",
+            "--client-credentials",
+            "--scope",
+            "accounting.transactions accounting.reports.read",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("invalid_scope")
+            && stderr.contains("Client credentials scope validation failed")
+            && stderr.contains("accounting.transactions, accounting.reports.read are broad scopes"),
+        "{stderr}"
+    );
+    let (granular, cc) = suggested_login(&stderr);
+    assert!(cc, "{stderr}");
+    assert!(!granular.contains("offline_access") && !granular.contains("openid"));
+    env.ok(&["login", "--client-credentials", "--scope", &granular]);
+    let status = status_json(&env).to_string();
+    assert!(
+        status.contains("accounting.reports.balancesheet.read"),
+        "{status}"
+    );
+}

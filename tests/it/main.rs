@@ -32,6 +32,7 @@ mod mcp_xero_server;
 mod process_view;
 mod profiles_config;
 mod rate_limits;
+mod scopes;
 mod secrets_and_bad_input;
 mod store_faults;
 mod store_move;

@@ -84,6 +84,9 @@ fn no_secret_in_any_output_even_at_trace_level() {
     run(&["import", file.to_str().unwrap()], false);
     run(&["status"], false);
     run(&["status", "--json"], false);
+    run(&["scopes"], false);
+    run(&["scopes", "--json"], false);
+    run(&["scopes", "for", "Invoices", "POST"], false);
     run(&["token"], false); // refreshes: the day-old access token expired
     run(&["refresh"], false);
     run(&["refresh", "--json"], false);
