@@ -11,6 +11,7 @@ use crate::http::{Conn, ReadError, Request, Response};
 use crate::sha256::pkce_s256;
 use crate::state::{
     AccessCheck, CODE_SECS, Client, CodeEntry, GrantResult, State, refused_broad_scope,
+    scope_allows,
 };
 use crate::util::{
     form_get, http_date, normalize_scope, parse_form, percent_decode, percent_encode, random_hex,
@@ -764,6 +765,17 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
         Ok(cc) => cc,
         Err(resp) => return resp,
     };
+    if st.require_scopes {
+        let scope = req
+            .bearer()
+            .and_then(|t| st.access_scope(t))
+            .unwrap_or_default();
+        let rest = req.path.strip_prefix("/api.xro/2.0/").unwrap_or_default();
+        if !scope_allows(scope, rest, &req.method) {
+            return unauthorized("AuthorizationUnsuccessful")
+                .with_header("WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
+        }
+    }
     let Some(tenant) = st
         .tenant_for(req.header("xero-tenant-id"), client_credentials)
         .cloned()

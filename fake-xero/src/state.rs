@@ -79,6 +79,8 @@ struct RefreshEntry {
 
 struct AccessEntry {
     expires_at: u64,
+    /// The scopes it carries, space-separated (its `scope` claim).
+    scope: String,
     /// Issued by `client_credentials` (a Custom Connection): no tenant header needed.
     client_credentials: bool,
 }
@@ -146,6 +148,9 @@ pub struct State {
     /// When set, every access token minted is exactly this long (see
     /// [`crate::FakeXero::set_access_token_len`]).
     pub access_token_len: Option<usize>,
+    /// API routes refuse a token without their scope (see
+    /// [`crate::FakeXero::set_require_scopes`]).
+    pub require_scopes: bool,
 }
 
 /// How long a call stays in a tenant's day window (Xero's day is a rolling 24 hours).
@@ -195,6 +200,7 @@ impl State {
             last_api_body: None,
             issued: Vec::new(),
             access_token_len: None,
+            require_scopes: false,
         };
         let created = xero_datetime(st.now());
         st.tenants.push(Tenant {
@@ -540,6 +546,7 @@ impl State {
             token.clone(),
             AccessEntry {
                 expires_at: exp,
+                scope: normalize_scope(scope),
                 client_credentials: family.is_none(),
             },
         );
@@ -714,6 +721,11 @@ impl State {
         }
     }
 
+    /// The scopes an access token carries, space-separated; `None` for a token never issued.
+    pub fn access_scope(&self, token: &str) -> Option<&str> {
+        self.access.get(token).map(|a| a.scope.as_str())
+    }
+
     pub fn check_access(&self, token: &str) -> AccessCheck {
         match self.access.get(token) {
             None => AccessCheck::Unknown,
@@ -744,4 +756,55 @@ pub fn issued(v: &Value) -> IssuedTokens {
             .unwrap_or_default(),
         scope: s("scope"),
     }
+}
+
+/// Whether a token with the space-separated `scope` may make a `method` call to `rest` (the
+/// path after `/api.xro/2.0/`): Xero's scope for the area, its `.read` twin for `GET`, or the
+/// broad scope that covered it before 2026. Areas not listed here need no scope.
+pub fn scope_allows(scope: &str, rest: &str, method: &str) -> bool {
+    let mut parts = rest.split('/').map(str::to_ascii_lowercase);
+    let first = parts.next().unwrap_or_default();
+    let second = parts.next().unwrap_or_default();
+    let any: &[&str] = match first.as_str() {
+        "contacts" | "contactgroups" => &["accounting.contacts"],
+        "organisation" | "accounts" | "taxrates" | "currencies" | "trackingcategories"
+        | "brandingthemes" | "users" => &["accounting.settings"],
+        "invoices" | "creditnotes" | "quotes" | "purchaseorders" | "repeatinginvoices"
+        | "linkedtransactions" => &["accounting.invoices", "accounting.transactions"],
+        "payments" | "batchpayments" | "overpayments" | "prepayments" => {
+            &["accounting.payments", "accounting.transactions"]
+        }
+        "banktransactions" | "banktransfers" => {
+            &["accounting.banktransactions", "accounting.transactions"]
+        }
+        "manualjournals" => &["accounting.manualjournals", "accounting.transactions"],
+        "items" => &["accounting.invoices", "accounting.settings"],
+        "journals" => &["accounting.journals.read"],
+        "reports" => match second.as_str() {
+            "agedpayablesbycontact" | "agedreceivablesbycontact" => {
+                &["accounting.reports.aged.read", "accounting.reports.read"]
+            }
+            "balancesheet" => &[
+                "accounting.reports.balancesheet.read",
+                "accounting.reports.read",
+            ],
+            "profitandloss" => &[
+                "accounting.reports.profitandloss.read",
+                "accounting.reports.read",
+            ],
+            "trialbalance" => &[
+                "accounting.reports.trialbalance.read",
+                "accounting.reports.read",
+            ],
+            _ => &["accounting.reports.read"],
+        },
+        _ => return true,
+    };
+    let reading = method == "GET";
+    any.iter().any(|needed| {
+        scope_has(scope, needed)
+            || (reading
+                && !needed.ends_with(".read")
+                && scope_has(scope, &format!("{needed}.read")))
+    })
 }

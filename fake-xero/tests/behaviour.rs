@@ -659,6 +659,44 @@ mod authorize {
     }
 
     #[test]
+    fn api_routes_require_their_scope_when_asked_to() {
+        let fx = fake();
+        let tokens = fx.issue_tokens(CONF, "accounting.contacts.read accounting.transactions");
+        let at = tokens.access_token.as_str();
+        let tenant = Some(DEFAULT_TENANT_ID);
+        // Off by default.
+        assert_eq!(
+            api(&fx, "GET", "/api.xro/2.0/Organisation", at, tenant).status,
+            200
+        );
+        fx.set_require_scopes(true);
+        let r = api(&fx, "GET", "/api.xro/2.0/Organisation", at, tenant);
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["Detail"], "AuthorizationUnsuccessful");
+        assert_eq!(
+            r.header("WWW-Authenticate"),
+            Some("Bearer error=\"insufficient_scope\"")
+        );
+        // A read scope reads, and does not write; a broad scope covers its areas.
+        assert_eq!(
+            api(&fx, "GET", "/api.xro/2.0/Contacts", at, tenant).status,
+            200
+        );
+        assert_eq!(
+            api(&fx, "POST", "/api.xro/2.0/Contacts", at, tenant).status,
+            401
+        );
+        assert_eq!(
+            api(&fx, "POST", "/api.xro/2.0/Invoices", at, tenant).status,
+            200
+        );
+        assert_eq!(
+            api(&fx, "GET", "/api.xro/2.0/Reports/BalanceSheet", at, tenant).status,
+            401
+        );
+    }
+
+    #[test]
     fn authorize_errors() {
         let fx = fake();
         let r = request(
