@@ -234,6 +234,28 @@ pub enum Error {
         detail: Option<String>,
     },
 
+    /// The API refused a call that needs a scope the profile's token set was not granted
+    /// (exit 4: a login that asks for it, with the user's consent, is the way on).
+    #[error(
+        "{endpoint} was refused (HTTP {status}): it needs the scope {needed}, and profile \
+         '{profile}' was granted {granted}; ask for it with {login} (each organisation consents \
+         again)"
+    )]
+    MissingScope {
+        /// The profile concerned.
+        profile: String,
+        /// The method and URL refused.
+        endpoint: String,
+        /// Xero's status (401 or 403).
+        status: u16,
+        /// The scopes any one of which would do, as a phrase (`a or b`).
+        needed: String,
+        /// What the set was granted, as a phrase.
+        granted: String,
+        /// The login that asks for the first of them.
+        login: String,
+    },
+
     /// The API refused a call (HTTP 403) and the profile's access token reaches no organisation
     /// at all: the user's connections to the app are gone, and only a new authorisation brings
     /// them back (exit 4).
@@ -453,6 +475,7 @@ impl Error {
             Error::NothingStored { .. } | Error::UnknownProfile { .. } => ExitCode::NothingStored,
             Error::ReauthRequired { .. }
             | Error::AccessRefused { .. }
+            | Error::MissingScope { .. }
             | Error::Disconnected { .. } => ExitCode::ReauthRequired,
             Error::StoreUnavailable { .. } | Error::StoreWriteFailed { .. } => {
                 ExitCode::StoreUnavailable

@@ -159,6 +159,14 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
         }
         out.extend_from_slice(b"\r\n");
     }
+    // Xero's answer for a token without the call's scope, as far as it can be told: a 401 whose
+    // Detail is AuthorizationUnsuccessful (not AuthenticationUnsuccessful, a token refused), or
+    // `WWW-Authenticate: ... insufficient_scope`.
+    let insufficient_scope = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("insufficient_scope"));
     let bytes = response.bytes().await.map_err(|e| Error::Temporary {
         what: format!("{method} {url}"),
         cause: crate::http::describe_transport(&e),
@@ -182,6 +190,13 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
                 .map(|d| d.chars().take(200).collect::<String>())
         });
     if status.as_u16() == 401 {
+        let authorization = insufficient_scope
+            || detail
+                .as_deref()
+                .is_some_and(|d| d.contains("AuthorizationUnsuccessful"));
+        if authorization && let Some(e) = missing_scope(&session, &method, &url, 401).await {
+            return Err(e);
+        }
         return Err(Error::AccessRefused {
             profile: session.profile().name.clone(),
             endpoint: url.to_string(),
@@ -230,17 +245,73 @@ pub async fn run(args: ApiArgs, ctx: &Context, verbose: bool) -> Result<()> {
                     crate::hint::command(name, "login")
                 ));
             }
-            _ => summary.push_str(&format!(
-                "; check the tenant id {tenant} ({}) and the scopes the login asked for ({})",
-                crate::hint::command(name, "tenants"),
-                crate::hint::command(name, "status")
-            )),
+            _ => {
+                if let Some(e) = missing_scope(&session, &method, &url, 403).await {
+                    return Err(e);
+                }
+                summary.push_str(&format!(
+                    "; check the tenant id {tenant} ({}) and the scopes the login asked for ({})",
+                    crate::hint::command(name, "tenants"),
+                    crate::hint::command(name, "status")
+                ));
+            }
         }
     }
     Err(Error::Http {
         endpoint: format!("{method} {url}"),
         status: status.as_u16(),
         summary,
+    })
+}
+
+/// Xero refuses a call for want of a scope with a bare 401 or 403. When the stored token set
+/// (its granted scopes, and the access token's own claim) has none of the scopes the path needs
+/// (`crate::scopes`), the error names them, what the set has, and the login that adds one.
+/// `None` when the table knows no scope for the path, or the set has one: then the refusal is
+/// something else.
+async fn missing_scope(
+    session: &crate::session::Session,
+    method: &Method,
+    url: &Url,
+    status: u16,
+) -> Option<Error> {
+    let needed = crate::scopes::needed_for(url.path(), method.as_str());
+    let set = session.stored_token_set().await.ok().flatten()?;
+    let mut granted = set.scopes.clone();
+    for claimed in set.access_token_scopes().unwrap_or_default() {
+        if !granted.contains(&claimed) {
+            granted.push(claimed);
+        }
+    }
+    if crate::scopes::grants(&granted, &needed) {
+        return None;
+    }
+    // The narrowest that works today: granular or unchanged, a read scope for a read.
+    let current = || {
+        needed
+            .iter()
+            .filter(|s| s.kind != crate::scopes::Kind::Deprecated)
+    };
+    let best = current()
+        .find(|s| method == Method::GET && s.access == crate::scopes::Access::Read)
+        .or_else(|| current().next())
+        .or(needed.first())?;
+    let profile = &session.profile().name;
+    Some(Error::MissingScope {
+        profile: profile.clone(),
+        endpoint: format!("{method} {url}"),
+        status,
+        needed: needed
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(" or "),
+        granted: if granted.is_empty() {
+            "no scopes".into()
+        } else {
+            granted.join(" ")
+        },
+        login: crate::hint::command(profile, &format!("login --scope {}", best.name)),
     })
 }
 

@@ -218,3 +218,46 @@ fn scopes_all_lists_the_table_and_the_shorthands() {
             .any(|s| s["name"] == "accounting.read")
     );
 }
+
+#[test]
+fn api_names_the_scope_a_refused_call_needs() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    fake.set_require_scopes(true);
+    let (env, tokens) = ready_profile(&fake, "scopes-api", Duration::from_secs(60));
+
+    // The set has accounting.transactions, not contacts.
+    let out = env
+        .cmd(&["api", "api.xro/2.0/Contacts"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    for part in [
+        "needs the scope accounting.contacts or accounting.contacts.read",
+        "was granted openid profile email accounting.transactions offline_access",
+        &format!(
+            "`xero-auth login --scope accounting.contacts.read --profile {}`",
+            env.profile
+        ),
+    ] {
+        assert!(stderr.contains(part), "{part:?} in:\n{stderr}");
+    }
+    assert_only_scope_names(&stderr, &tokens);
+
+    // A write names the write scope; a call the set has a scope for goes through.
+    let out = env
+        .cmd(&["api", "POST", "api.xro/2.0/Contacts", "--data", "{}"])
+        .assert()
+        .code(4)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("needs the scope accounting.contacts,")
+            && stderr.contains("login --scope accounting.contacts --profile"),
+        "{stderr}"
+    );
+    env.ok(&["api", "api.xro/2.0/Invoices"]);
+}
