@@ -127,3 +127,54 @@ pub async fn connections(
         summary: "the answer is not a list of connections".into(),
     })
 }
+
+/// `DELETE /connections/{id}`: removes one organisation's connection to the app (for every token
+/// of the app: Xero keeps one connection per user, app and organisation), which frees a slot of
+/// the app's plan. `profile` and `access_token` as for [`connections`].
+pub async fn disconnect(
+    http: &reqwest::Client,
+    profile: &str,
+    connections_url: &Url,
+    access_token: &str,
+    connection_id: &str,
+) -> Result<()> {
+    let mut url = connections_url.clone();
+    url.path_segments_mut()
+        .map_err(|()| Error::InvalidInput(format!("{connections_url} cannot take a path")))?
+        .pop_if_empty()
+        .push(connection_id);
+    let temporary = |cause: String| Error::Temporary {
+        what: format!("removing the connection at {url}"),
+        cause,
+        hint: None,
+    };
+    let response = http
+        .delete(url.clone())
+        .header(AUTHORIZATION, bearer(profile, access_token)?)
+        .send()
+        .await
+        .map_err(|e| temporary(http::describe_transport(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(temporary(format!("HTTP {status}")));
+    }
+    Err(Error::Http {
+        endpoint: format!("DELETE {url}"),
+        status: status.as_u16(),
+        summary: match status.as_u16() {
+            404 => format!(
+                "no such connection (removed already?); {} lists them",
+                crate::hint::command(profile, "tenants")
+            ),
+            401 => format!(
+                "the access token was refused; run {} or {}",
+                crate::hint::command(profile, "refresh"),
+                crate::hint::command(profile, "login")
+            ),
+            _ => "the connection was not removed".into(),
+        },
+    })
+}

@@ -1,5 +1,5 @@
-//! `xero-auth tenants [use ID|NAME]`: the organisations the app is connected to, and the
-//! profile's default one.
+//! `xero-auth tenants [use|disconnect ID|NAME]`: the organisations the app is connected to, the
+//! profile's default one, and removing one's connection.
 
 use clap::{Args, Subcommand};
 
@@ -13,7 +13,8 @@ use crate::xero::Connection;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   xero-auth tenants                                # the connected organisations; * is the default
-  xero-auth tenants use \"Demo Company (NZ)\"        # by name (any case) or id")]
+  xero-auth tenants use \"Demo Company (NZ)\"        # by name (any case) or id
+  xero-auth tenants disconnect \"Old Ltd\" --yes     # remove one organisation's connection")]
 /// Arguments of `xero-auth tenants`.
 pub struct TenantsArgs {
     #[command(subcommand)]
@@ -28,6 +29,15 @@ pub enum TenantsAction {
     Use {
         /// A tenant id, or an organisation's name (case-insensitive).
         tenant: String,
+    },
+    /// Remove one organisation's connection to the app at Xero (DELETE /connections/ID): every
+    /// token of the app loses it, and it frees a slot of the app's plan.
+    Disconnect {
+        /// A tenant id, or an organisation's name (case-insensitive; refused when several match).
+        tenant: String,
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -76,6 +86,9 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
             }
             ctx.write_out(text.as_bytes())
         }
+        Some(TenantsAction::Disconnect { tenant, yes }) => {
+            disconnect(ctx, &session, &connections, &tenant, yes).await
+        }
         Some(TenantsAction::Use { tenant }) => {
             let chosen = find(&connections, &tenant)?;
             set_default_tenant(ctx, &session.profile().name, &chosen.tenant_id)?;
@@ -88,6 +101,67 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tenants disconnect`: asks (unless `yes`), removes the connection at Xero, then updates the
+/// kept tenant names and, when it was the default tenant, the profile's `default_tenant`.
+async fn disconnect(
+    ctx: &Context,
+    session: &Session,
+    connections: &[Connection],
+    wanted: &str,
+    yes: bool,
+) -> Result<()> {
+    let chosen = find(connections, wanted)?;
+    let profile = &session.profile().name;
+    let what = format!("{} ({})", chosen.tenant_name, chosen.tenant_id);
+    if !yes {
+        if !ctx.stdin_is_terminal {
+            return Err(Error::InvalidInput(format!(
+                "disconnecting {what} removes it for every token of the app; nothing was done: \
+                 confirm with {}",
+                crate::hint::command(profile, &format!("tenants disconnect {} --yes", chosen.tenant_id))
+            )));
+        }
+        eprint!("Disconnect {what} from the app, for every token of it? Type yes: ");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line).ok();
+        if line.trim() != "yes" {
+            return Err(Error::InvalidInput(format!("{what} was not disconnected")));
+        }
+    }
+    let set = session.valid_token_set(DEFAULT_MARGIN_SECS).await?;
+    let token = set.require_access_token(profile)?;
+    crate::xero::disconnect(
+        session.http().await?,
+        profile,
+        &session.profile().endpoints.connections,
+        token.expose_secret(),
+        &chosen.id,
+    )
+    .await?;
+    let rest: Vec<Connection> = connections
+        .iter()
+        .filter(|c| c.id != chosen.id)
+        .cloned()
+        .collect();
+    remember_names(session.paths(), profile, &rest);
+    eprintln!("disconnected {what}");
+    let was_default = session
+        .profile()
+        .default_tenant
+        .as_deref()
+        .is_some_and(|d| d.eq_ignore_ascii_case(&chosen.tenant_id));
+    if was_default {
+        let mut config = Config::load(ctx.config.path())?;
+        config.remove(profile, "default_tenant")?;
+        config.save()?;
+        eprintln!(
+            "it was profile '{profile}''s default tenant: choose another with {}",
+            crate::hint::command(profile, "tenants use ID|NAME")
+        );
+    }
+    Ok(())
 }
 
 /// `session` addressing the tenant `wanted` names — an id as it is, or a connected

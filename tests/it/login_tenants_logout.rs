@@ -1707,3 +1707,60 @@ fn a_custom_connection_refused_a_broad_scope_is_told_the_granular_command() {
         "{status}"
     );
 }
+
+#[test]
+fn tenants_disconnect_removes_the_connection_at_xero_and_the_default_tenant() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "tenants-disconnect", Duration::from_secs(60));
+    fake.add_tenant(ACME_ID, ACME_NAME, "ORGANISATION");
+    fake.add_tenant(SMITH_ID, ACME_NAME, "ORGANISATION");
+
+    // No terminal and no --yes: nothing is done.
+    let out = env
+        .cmd(&["tenants", "disconnect", DEFAULT_TENANT_NAME])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(stderr_of(&out).contains("--yes"), "{}", stderr_of(&out));
+    // A name several organisations share is refused.
+    let out = env
+        .cmd(&["tenants", "disconnect", ACME_NAME, "--yes"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("names several tenants"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(fake.tenants().len(), 3, "nothing removed yet");
+
+    let out = env.ok(&["tenants", "disconnect", DEFAULT_TENANT_NAME, "--yes"]);
+    assert!(
+        stderr_of(&out).contains("disconnected"),
+        "{}",
+        stderr_of(&out)
+    );
+    let left: Vec<String> = fake.tenants().into_iter().map(|t| t.tenant_id).collect();
+    assert_eq!(left, [ACME_ID, SMITH_ID], "removed at the fake");
+    assert_eq!(
+        status_json(&env)["default_tenant"],
+        Value::Null,
+        "the default went"
+    );
+    let listed = stdout_of(&env.ok(&["tenants"]));
+    assert!(
+        !listed.contains(DEFAULT_TENANT_ID) && listed.contains(ACME_ID),
+        "{listed}"
+    );
+
+    // By id, and a connection that is gone already.
+    env.ok(&["tenants", "disconnect", SMITH_ID, "--yes"]);
+    assert_eq!(fake.tenants().len(), 1);
+    env.cmd(&["tenants", "disconnect", SMITH_ID, "--yes"])
+        .assert()
+        .code(1);
+}
