@@ -117,6 +117,7 @@ internal! {
     #[cfg(any(feature = "cli", feature = "test-support"))]
     mod login;
     mod oauth;
+    mod plans;
     mod private_fs;
     mod scopes;
     mod secret;

@@ -215,12 +215,15 @@ async fn needed(ctx: &Context, path: &str, method: &str) -> Result<()> {
         .map(|set| scopes::grants(&set.scopes, &needed));
     let best = needed.iter().find(|s| s.kind != Kind::Deprecated);
     let profile = &session.profile().name;
+    // Journals are the one API a plan gates (see `plans`).
+    let needs_advanced = needed.iter().any(|s| s.name == "accounting.journals.read");
     if ctx.json {
         return ctx.write_json(&json!({
             "path": path,
             "method": method,
             "any_of": needed.iter().copied().map(scope_json).collect::<Vec<_>>(),
             "granted": granted,
+            "needs_plan": needs_advanced.then_some("advanced"),
         }));
     }
     let mut text = String::new();
@@ -246,6 +249,16 @@ async fn needed(ctx: &Context, path: &str, method: &str) -> Result<()> {
             crate::hint::command(profile, &format!("login --scope {}", best.name))
         )),
         (Some(false), None) => text.push_str("the stored token set has none of them\n"),
+    }
+    if needs_advanced {
+        text.push_str("Xero opens Journals only to apps on its Advanced plan or above");
+        match session.profile().plan {
+            Some(plan) if !plan.has_journals() => text.push_str(&format!(
+                ": the profile's plan is {}, so Xero will refuse this call\n",
+                plan.name()
+            )),
+            _ => text.push('\n'),
+        }
     }
     ctx.write_out(text.as_bytes())
 }

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use super::Context;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::plans::{Plan, Standing};
 use crate::secret::ExposeSecret;
 use crate::session::{DEFAULT_MARGIN_SECS, Session};
 use crate::xero::Connection;
@@ -14,12 +15,21 @@ use crate::xero::Connection;
 #[command(after_help = "Examples:
   xero-auth tenants                                # the connected organisations; * is the default
   xero-auth tenants use \"Demo Company (NZ)\"        # by name (any case) or id
+  xero-auth tenants --plan starter                 # and how near the plan's limit they are
   xero-auth tenants disconnect \"Old Ltd\" --yes     # remove one organisation's connection")]
 /// Arguments of `xero-auth tenants`.
 pub struct TenantsArgs {
     #[command(subcommand)]
     /// `use ID|NAME`, or nothing to list.
     pub action: Option<TenantsAction>,
+    /// The app's Xero plan (starter, core, plus, advanced, enterprise), to compare the connected
+    /// organisations with its limit; overrides the profile's `plan`.
+    #[arg(long, value_name = "PLAN", value_parser = parse_plan)]
+    pub plan: Option<Plan>,
+}
+
+fn parse_plan(text: &str) -> std::result::Result<Plan, String> {
+    Plan::parse(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +56,7 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let connections = connections_of(&session).await?;
     let default = session.profile().default_tenant.as_deref();
+    let plan = args.plan.or(session.profile().plan);
 
     match args.action {
         None if ctx.json => {
@@ -63,6 +74,7 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
                     })
                 })
                 .collect();
+            tell_plan_standing(ctx, plan, connections.len());
             ctx.write_json(&serde_json::Value::Array(listed))
         }
         None => {
@@ -84,6 +96,7 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
                     crate::hint::command(&ctx.profile_name, "login")
                 );
             }
+            tell_plan_standing(ctx, plan, connections.len());
             ctx.write_out(text.as_bytes())
         }
         Some(TenantsAction::Disconnect { tenant, yes }) => {
@@ -100,6 +113,45 @@ pub async fn run(args: TenantsArgs, ctx: &Context) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// On stderr: how many organisations the token reaches and, with a plan, how that stands
+/// against the plan's limit — a warning near it or at it. The token's count is a lower bound of
+/// the app's: other users' organisations count too (see `plans`).
+fn tell_plan_standing(ctx: &Context, plan: Option<Plan>, count: usize) {
+    let orgs = |n: usize| match n {
+        1 => "1 organisation".to_string(),
+        n => format!("{n} organisations"),
+    };
+    let Some(plan) = plan else {
+        if count > 0 {
+            eprintln!(
+                "this token reaches {}; to compare with the app's plan (starter, core, plus, advanced or enterprise), set it: {}",
+                orgs(count),
+                crate::hint::command(&ctx.profile_name, "config set plan PLAN")
+            );
+        }
+        return;
+    };
+    let name = plan.name();
+    let disconnect = crate::hint::command(&ctx.profile_name, "tenants disconnect NAME");
+    match plan.standing(count) {
+        Standing::Unlimited => {
+            eprintln!("this token reaches {}; the {name} plan has no connection limit", orgs(count))
+        }
+        Standing::Within { limit } => eprintln!(
+            "this token reaches {} of the {name} plan's {limit} (other users' organisations count too)",
+            orgs(count)
+        ),
+        Standing::Near { limit } => eprintln!(
+            "warning: this token alone reaches {} of the {name} plan's {limit}; at {limit}, Xero lets no other organisation connect (other users' organisations count too). Free a connection with {disconnect}, or move the app to a larger plan in Xero's developer portal",
+            orgs(count)
+        ),
+        Standing::AtLimit { limit } => eprintln!(
+            "warning: this token alone reaches {}: the {name} plan allows {limit}, so Xero lets no other organisation connect. Free a connection with {disconnect}, or move the app to a larger plan in Xero's developer portal",
+            orgs(count)
+        ),
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::plans::Plan;
 
 mod file;
 mod resolve;
@@ -233,9 +234,10 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 const LIMITS_TABLE: &str = "limits";
 
 /// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
-const SETTING_KEYS: [&str; 17] = [
+const SETTING_KEYS: [&str; 18] = [
     "client_id",
     "scopes",
+    "plan",
     "redirect_uri",
     "default_tenant",
     "store",
@@ -275,6 +277,9 @@ pub struct Profile {
     pub redirect_uri: String,
     /// The tenant `api` and `exec` address by default.
     pub default_tenant: Option<String>,
+    /// The app's Xero plan (`plan`), when the user set it: `tenants` compares the connected
+    /// organisations with its limit.
+    pub plan: Option<Plan>,
     /// Which secret store holds the profile's secrets.
     pub store: StoreKind,
     /// The endpoints.
@@ -396,6 +401,7 @@ impl Profile {
             "scopes" => (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             "redirect_uri" => Some(self.redirect_uri.clone()),
             "default_tenant" => self.default_tenant.clone(),
+            "plan" => self.plan.map(|p| p.name().to_string()),
             "store" => Some(self.store.name().to_string()),
             "file_work_factor" => Some(self.file_work_factor.to_string()),
             "file_unlock_ttl" => Some(self.file_unlock_ttl.as_secs().to_string()),

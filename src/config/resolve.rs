@@ -14,6 +14,7 @@ use super::{
     validate_profile_name, vault_path,
 };
 use crate::error::{Error, Result};
+use crate::plans::Plan;
 
 /// The environment's override of endpoint variable `env_key`, if any. Each variable names one
 /// endpoint of Xero's (or a stand-in's) and nothing else: `exec --server` gives its command
@@ -110,6 +111,16 @@ impl Config {
             })?,
         };
 
+        let plan = match get_str("plan")?.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(v) => Some(Plan::parse(&v).map_err(|why| {
+                self.error(
+                    &["profiles", name, "plan"],
+                    &format!("`profiles.{name}.plan`: {why}"),
+                )
+            })?),
+        };
+
         let redirect_uri = get_str("redirect_uri")?.unwrap_or_else(|| DEFAULT_REDIRECT_URI.into());
         Ok(Profile {
             name: name.to_string(),
@@ -117,6 +128,7 @@ impl Config {
             scopes,
             redirect_uri,
             default_tenant: get_str("default_tenant")?.filter(|s| !s.is_empty()),
+            plan,
             store,
             endpoints: Endpoints {
                 authorize,

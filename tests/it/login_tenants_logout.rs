@@ -1764,3 +1764,104 @@ fn tenants_disconnect_removes_the_connection_at_xero_and_the_default_tenant() {
         .assert()
         .code(1);
 }
+
+#[test]
+fn tenants_counts_the_organisations_and_warns_near_the_plans_limit() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _) = ready_profile(&fake, "tenants-plan", Duration::from_secs(60));
+    fake.add_tenant(ACME_ID, ACME_NAME, "ORGANISATION");
+    fake.add_tenant(SMITH_ID, "Smith & Co", "ORGANISATION");
+
+    // No plan: the count, and how to set one.
+    let err = stderr_of(&env.ok(&["tenants"]));
+    assert!(err.contains("this token reaches 3 organisations"), "{err}");
+    assert!(err.contains("config set plan PLAN"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    // Starter allows 5: 3 is within.
+    let err = stderr_of(&env.ok(&["tenants", "--plan", "starter"]));
+    assert!(
+        err.contains("3 organisations of the starter plan's 5"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+
+    // The profile's plan, and a fourth organisation: 80 %, a warning naming the way out.
+    env.ok(&["config", "set", "plan", "Starter"]);
+    fake.add_tenant(
+        "4a3a8f8e-1111-4e5e-9b6f-0c1d2e3f4a5b",
+        "Fourth Ltd",
+        "ORGANISATION",
+    );
+    let err = stderr_of(&env.ok(&["tenants"]));
+    assert!(
+        err.contains("warning: this token alone reaches 4 organisations of the starter plan's 5"),
+        "{err}"
+    );
+    assert!(err.contains("tenants disconnect NAME"), "{err}");
+    // The JSON listing stays an array (the count is its length); the warning goes to stderr.
+    let out = env.ok(&["tenants", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(4));
+    assert!(stderr_of(&out).contains("warning"), "{}", stderr_of(&out));
+
+    // At the limit.
+    fake.add_tenant(
+        "5b4b9f9f-2222-4f6f-8c7a-1d2e3f4a5b6c",
+        "Fifth Ltd",
+        "ORGANISATION",
+    );
+    let err = stderr_of(&env.ok(&["tenants"]));
+    assert!(
+        err.contains("the starter plan allows 5, so Xero lets no other organisation connect"),
+        "{err}"
+    );
+    // --plan overrides the profile's.
+    let err = stderr_of(&env.ok(&["tenants", "--plan", "core"]));
+    assert!(
+        err.contains("5 organisations of the core plan's 50") && !err.contains("warning"),
+        "{err}"
+    );
+    let err = stderr_of(&env.ok(&["tenants", "--plan", "enterprise"]));
+    assert!(err.contains("no connection limit"), "{err}");
+
+    // A plan Xero does not have: named, with the ones it has; nothing listed.
+    let out = env
+        .cmd(&["tenants", "--plan", "premium"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("starter, core, plus, advanced, enterprise"),
+        "{}",
+        stderr_of(&out)
+    );
+    // `config set` refuses it, naming the plans, and keeps the plan that was set.
+    let out = env
+        .cmd(&["config", "set", "plan", "gold"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(".plan`: 'gold' is not one of Xero's plans"),
+        "{err}"
+    );
+    assert!(
+        err.contains("starter, core, plus, advanced, enterprise"),
+        "{err}"
+    );
+    let out = stdout_of(&env.ok(&["config", "get", "plan"]));
+    assert_eq!(out.trim(), "starter");
+
+    // Journals: `scopes for` says which plan opens them, and that this one does not.
+    env.ok(&["config", "set", "plan", "core"]);
+    let out = stdout_of(&env.ok(&["scopes", "for", "/api.xro/2.0/Journals"]));
+    assert!(
+        out.contains("Advanced plan or above: the profile's plan is core"),
+        "{out}"
+    );
+}
