@@ -656,6 +656,18 @@ pub fn granular_equivalent<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<
     out
 }
 
+/// Of the scopes `needed` for a call of `method` (from [`needed_for`]), the narrowest that works
+/// today — granular or unchanged, and a read scope for a read — for the `login --scope` a message
+/// suggests; a deprecated one only when nothing else opens the path.
+pub fn narrowest(needed: &[&'static Scope], method: &str) -> Option<&'static Scope> {
+    let reading = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
+    let current = || needed.iter().copied().filter(|s| s.kind != Kind::Deprecated);
+    current()
+        .find(|s| reading && s.access == Access::Read)
+        .or_else(|| current().next())
+        .or_else(|| needed.first().copied())
+}
+
 /// Whether `path` (a request's path, without query) is one of `prefix`'s: compared segment by
 /// segment, without regard to case, `*` in the prefix matching any one segment.
 fn path_matches(prefix: &str, path: &str) -> bool {
@@ -719,6 +731,18 @@ pub fn grants(granted: &[String], needed: &[&Scope]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_narrowest_scope_is_a_current_read_scope_for_a_read() {
+        let read = needed_for("/payroll.xro/2.0/Timesheets", "GET");
+        assert_eq!(narrowest(&read, "GET").map(|s| s.name), Some("payroll.timesheets.read"));
+        let write = needed_for("/payroll.xro/2.0/Timesheets", "POST");
+        assert_eq!(narrowest(&write, "POST").map(|s| s.name), Some("payroll.timesheets"));
+        let invoices = needed_for("Invoices", "GET");
+        assert_eq!(narrowest(&invoices, "get").map(|s| s.name), Some("accounting.invoices.read"));
+        assert_eq!(narrowest(&[], "GET").map(|s| s.name), None);
+    }
+
     use super::*;
 
     #[test]

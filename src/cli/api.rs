@@ -286,16 +286,7 @@ async fn missing_scope(
     if crate::scopes::grants(&granted, &needed) {
         return None;
     }
-    // The narrowest that works today: granular or unchanged, a read scope for a read.
-    let current = || {
-        needed
-            .iter()
-            .filter(|s| s.kind != crate::scopes::Kind::Deprecated)
-    };
-    let best = current()
-        .find(|s| method == Method::GET && s.access == crate::scopes::Access::Read)
-        .or_else(|| current().next())
-        .or(needed.first())?;
+    let best = crate::scopes::narrowest(&needed, method.as_str())?;
     let profile = &session.profile().name;
     Some(Error::MissingScope {
         profile: profile.clone(),

@@ -213,7 +213,7 @@ async fn needed(ctx: &Context, path: &str, method: &str) -> Result<()> {
     let granted = stored
         .as_ref()
         .map(|set| scopes::grants(&set.scopes, &needed));
-    let best = needed.iter().find(|s| s.kind != Kind::Deprecated);
+    let best = scopes::narrowest(&needed, &method);
     let profile = &session.profile().name;
     // Journals are the one API a plan gates (see `plans`).
     let needs_advanced = needed.iter().any(|s| s.name == "accounting.journals.read");

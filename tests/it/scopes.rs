@@ -189,6 +189,14 @@ fn scopes_for_agrees_with_the_table_for_read_and_write_calls() {
     );
     assert_only_scope_names(&shown, &tokens);
 
+    // A read the set lacks: the login asks for the read scope, not the write one that also
+    // opens it (least privilege).
+    let shown = text(&env.ok(&["scopes", "for", "/payroll.xro/2.0/Timesheets"]));
+    assert!(
+        shown.contains("ask with `xero-auth login --scope payroll.timesheets.read --profile"),
+        "{shown}"
+    );
+
     // Write calls to a read-only area: nothing opens them.
     let none = json_of(&env, &["scopes", "for", "Reports/BalanceSheet", "POST"]);
     assert_eq!(none["any_of"], serde_json::json!([]));
