@@ -35,6 +35,8 @@ import urllib.request
 
 CLIENT_ID = "MEMCHECK0CLIENT0ID00000000000001"
 SCOPE = "openid profile email accounting.transactions offline_access"
+# The fake's one organisation (fake-xero's DEFAULT_TENANT_ID).
+DEFAULT_TENANT_ID = "f4c6a0a3-2e1d-4b5c-9a8f-7e6d5c4b3a21"
 
 
 def free_port():
@@ -465,6 +467,19 @@ def main():
                                                 ("new refresh token", new["refresh_token"]),
                                                 ("new access token", new["access_token"]),
                                                 ("endpoint key", got["key"])])
+
+        # `scopes` decodes the access token's claims; `tenants disconnect` sends the token to
+        # DELETE /connections/ID. The last of this store's commands: it removes the fake's only
+        # connection, which no later command needs.
+        data, _ = run.under_gdb("scopes", ["scopes"])
+        results["scopes"] = count(data, [("refresh token", new["refresh_token"]),
+                                         ("access token", new["access_token"])])
+        data, out = run.under_gdb("tenants-disconnect",
+                                  ["tenants", "disconnect", DEFAULT_TENANT_ID, "--yes"])
+        if "disconnected" not in out:
+            raise SystemExit("tenants disconnect under gdb did not disconnect:\n" + out)
+        results["tenants disconnect"] = count(data, [("refresh token", new["refresh_token"]),
+                                                     ("access token", new["access_token"])])
 
         # The encrypted-file store: the same commands, and the passphrase, the key scrypt
         # derives from it and the store's key (an age identity, kept in the kernel between
