@@ -28,8 +28,8 @@ pub struct TokenArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
-    /// Xero refused (401) the access token with this id (`access_token_id` in `--json`: 16 hex
-    /// digits of its SHA-256): refresh, unless the stored token is a newer one already.
+    /// Xero refused (401) the access token with this id (its `access_token_id` in the JSON
+    /// output: 16 hex digits of its SHA-256): refresh, unless the stored token is newer already.
     #[arg(long, value_name = "ID")]
     pub refused: Option<RefusedToken>,
 }
