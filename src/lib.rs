@@ -142,7 +142,7 @@ pub use reqwest;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use session::{Refreshed, Session};
 pub use stack::runtime;
-pub use token_set::TokenSet;
+pub use token_set::{RefusedToken, TokenSet};
 
 /// The `xero-auth` binary's whole run, from process set-up to its exit status; the binary's
 /// `main` calls it. Not part of the API.

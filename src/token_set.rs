@@ -190,6 +190,63 @@ impl TokenSet {
     }
 }
 
+/// Hex digits of an access token's SHA-256 in its [id](TokenSet::access_token_id).
+pub const ACCESS_TOKEN_ID_LEN: usize = 16;
+
+impl TokenSet {
+    /// The access token's id: the first 16 hex digits (64 bits) of the SHA-256 of the token.
+    /// Not a secret (nothing of the token can be had from it): a program that sees the token
+    /// refused (a 401) sends the id back, never the token, to ask for a new one
+    /// ([`RefusedToken`]). `None` when the set has no access token.
+    pub fn access_token_id(&self) -> Option<String> {
+        let token = self.access_token.as_ref()?;
+        let mut id = sha256_hex(token.expose_secret().as_bytes());
+        id.truncate(ACCESS_TOKEN_ID_LEN);
+        Some(id)
+    }
+}
+
+/// The lower-case hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An access token a program saw refused (Xero answered 401), named by its
+/// [id](TokenSet::access_token_id) — 16 to 64 hex digits of the token's SHA-256, in any case —
+/// so the token itself never travels back. Asking for a token with it refreshes only while the
+/// stored access token is still the refused one: N programs that saw the same 401 make one
+/// refresh, and the ones after it get the newer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedToken(String);
+
+impl RefusedToken {
+    /// `None` unless `id` is 16 to 64 hex digits.
+    pub fn parse(id: &str) -> Option<RefusedToken> {
+        let hex = id.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex && (ACCESS_TOKEN_ID_LEN..=64).contains(&id.len()))
+            .then(|| RefusedToken(id.to_ascii_lowercase()))
+    }
+
+    /// True when `set`'s access token is the refused one.
+    pub(crate) fn names(&self, set: &TokenSet) -> bool {
+        set.access_token
+            .as_ref()
+            .is_some_and(|t| sha256_hex(t.expose_secret().as_bytes()).starts_with(&self.0))
+    }
+}
+
+impl std::str::FromStr for RefusedToken {
+    type Err = String;
+
+    /// For the command line's `--refused ID`.
+    fn from_str(id: &str) -> Result<RefusedToken, String> {
+        RefusedToken::parse(id).ok_or_else(|| {
+            "expected the refused access token's id: 16 to 64 hex digits of its SHA-256 (the `access_token_id` of `token --json`)".into()
+        })
+    }
+}
+
 impl TokenSet {
     /// True when the access token is present and stays valid for more than `margin_secs`.
     ///
@@ -438,6 +495,31 @@ pub(crate) fn owned_secret(s: String) -> crate::secret::SecretString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_token_is_named_by_a_prefix_of_its_sha256_and_nothing_else() {
+        let set_with = |token: Option<&str>| TokenSet {
+            refresh_token: None,
+            access_token: token.map(secret_from_str),
+            expires_at: None,
+            token_type: "Bearer".into(),
+            scopes: vec![],
+            obtained_at: 0,
+        };
+        let set = set_with(Some("abc"));
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(set.access_token_id().as_deref(), Some("ba7816bf8f01cfea"));
+        for id in ["ba7816bf8f01cfea", "BA7816BF8F01CFEA41", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] {
+            assert!(RefusedToken::parse(id).unwrap().names(&set), "{id}");
+        }
+        assert!(!RefusedToken::parse("ba7816bf8f01cfeb").unwrap().names(&set));
+        for bad in ["", "ba7816bf8f01cfe", "ba7816bf8f01cfez", "abc", &"a".repeat(65)[..]] {
+            assert!(RefusedToken::parse(bad).is_none(), "{bad:?}");
+        }
+        let none = set_with(None);
+        assert_eq!(none.access_token_id(), None);
+        assert!(!RefusedToken::parse("ba7816bf8f01cfea").unwrap().names(&none));
+    }
 
     fn with_access_token(token: &str) -> TokenSet {
         TokenSet {

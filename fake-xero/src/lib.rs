@@ -58,13 +58,14 @@ pub struct FakeXero {
 /// Tokens as a user authorisation would return them.
 #[derive(Clone, Debug)]
 pub struct IssuedTokens {
-    /// A JWT-looking access token, valid 30 minutes.
+    /// A JWT-looking access token, valid 30 minutes (or what
+    /// [`FakeXero::set_access_token_secs`] set).
     pub access_token: String,
     /// 64 hex characters; empty when the scope lacks `offline_access`.
     pub refresh_token: String,
     /// A JWT-looking id token; empty when the scope lacks `openid`.
     pub id_token: String,
-    /// Seconds the access token lives (1800).
+    /// Seconds the access token lives (1800, or what [`FakeXero::set_access_token_secs`] set).
     pub expires_in: u64,
     /// The granted scopes, space-separated.
     pub scope: String,
@@ -534,6 +535,20 @@ impl FakeXero {
     /// windows) are untouched, and tokens issued afterwards live their 30 minutes.
     pub fn expire_access_tokens(&self) {
         self.state().expire_access_tokens();
+    }
+
+    /// Makes the API refuse every access token issued so far, before its expiry: the API and
+    /// `/connections` answer them 401 `AuthenticationUnsuccessful`, Xero's answer for a token it
+    /// does not accept (revoked, or from a clock that disagrees). Their `exp` claims are
+    /// unchanged; tokens issued afterwards are accepted.
+    pub fn refuse_access_tokens(&self) {
+        self.state().refuse_access_tokens();
+    }
+
+    /// Makes every access token minted from now on live `secs` seconds (`expires_in` and the
+    /// `exp` claim say so), instead of Xero's 1800: expiry tests then need no clock tricks.
+    pub fn set_access_token_secs(&self, secs: u64) {
+        self.state().access_token_secs = secs;
     }
 
     /// Where `refresh_token` stands now.

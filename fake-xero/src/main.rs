@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! fake-xero [--port N] [--client-id ID] [--client-secret-env VAR]
-//!           [--write-token-file PATH] [--scope S]
+//!           [--write-token-file PATH] [--scope S] [--access-token-secs N]
 //! ```
+//! `--access-token-secs N`: access tokens live N seconds instead of Xero's 1800.
 //! Prints `listening on http://127.0.0.1:PORT` once ready, then serves until killed.
 //! Control routes on the same port: `GET /_fake/counts`, `GET /_fake/requests`,
 //! `POST /_fake/clock/advance?secs=N`, `POST /_fake/expire_access_tokens`,
+//! `POST /_fake/refuse_access_tokens` (401 `AuthenticationUnsuccessful` for every token so far),
 //! `POST /_fake/minute_limit?limit=N|none&retry_after=N`, `POST /_fake/access_token_len?len=N|none`,
 //! `POST /_fake/limits?concurrent=N&day=N&app_minute=N&window_ms=N` (each `none` when absent),
 //! `POST /_fake/fault?target=token&kind=server_error|reset|reset_after|html|truncated|too_many|delay&retry_after=N&ms=N[&persistent=1]`.
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use fake_xero::FakeXero;
 
 const USAGE: &str = "usage: fake-xero [--port N] [--client-id ID] [--client-secret-env VAR] \
-[--write-token-file PATH] [--scope S]";
+[--write-token-file PATH] [--scope S] [--access-token-secs N]";
 
 /// The scope of the token file when `--scope` is not given (the classic example's).
 const DEFAULT_SCOPE: &str = "openid profile email accounting.transactions offline_access";
@@ -28,6 +30,7 @@ struct Args {
     secret_env: Option<String>,
     token_file: Option<String>,
     scope: String,
+    access_token_secs: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         secret_env: None,
         token_file: None,
         scope: DEFAULT_SCOPE.to_string(),
+        access_token_secs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +57,17 @@ fn parse_args() -> Result<Args, String> {
             "--client-secret-env" => args.secret_env = Some(value()?),
             "--write-token-file" => args.token_file = Some(value()?),
             "--scope" => args.scope = value()?,
+            "--access-token-secs" => {
+                let v = value()?;
+                match v.parse() {
+                    Ok(secs) if secs > 0 => args.access_token_secs = Some(secs),
+                    _ => {
+                        return Err(format!(
+                            "bad --access-token-secs {v:?} (seconds, 1 or more)"
+                        ));
+                    }
+                }
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -84,6 +99,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(secs) = args.access_token_secs {
+        fake.set_access_token_secs(secs);
+    }
     if let Some(id) = &args.client_id {
         // The secret comes from the environment, never the command line (which other
         // users can read); a missing variable makes a public (PKCE) app.

@@ -62,8 +62,12 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// Paths are matched in any case, as Xero's are: Xero documents `GET /connections`, while
+    /// its own xero-python SDK requests `GET /Connections` (`IdentityApi.get_connections`), and
+    /// Xero's accounting paths appear in either case in its documentation
+    /// (`/api.xro/2.0/Invoices`, `/api.xro/1.0/invoice`).
     fn of(path: &str) -> Endpoint {
-        match path {
+        match path.to_ascii_lowercase().as_str() {
             "/identity/connect/authorize" => Endpoint::Authorize,
             "/connect/token" => Endpoint::Token,
             "/connect/revocation" => Endpoint::Revocation,
@@ -683,7 +687,7 @@ fn bearer_ok(st: &State, req: &Request) -> Result<bool, Response> {
 }
 
 fn connections(st: &mut State, req: &Request) -> Response {
-    let id = req.path.strip_prefix("/connections/");
+    let id = strip_prefix_any_case(&req.path, "/connections/");
     match (req.method.as_str(), id) {
         ("GET", None) => {}
         ("DELETE", Some(id)) if !id.is_empty() && !id.contains('/') => {}
@@ -722,6 +726,14 @@ fn connections(st: &mut State, req: &Request) -> Response {
         })
         .collect();
     Response::json(200, &Value::Array(list))
+}
+
+/// `path` without `prefix`, matched in any ASCII case (as [`Endpoint::of`] routes).
+fn strip_prefix_any_case<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = path.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| path.get(prefix.len()..))
+        .flatten()
 }
 
 fn with_limits(resp: Response, (minute, day, app): (usize, usize, usize)) -> Response {
@@ -770,7 +782,7 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
             .bearer()
             .and_then(|t| st.access_scope(t))
             .unwrap_or_default();
-        let rest = req.path.strip_prefix("/api.xro/2.0/").unwrap_or_default();
+        let rest = strip_prefix_any_case(&req.path, "/api.xro/2.0/").unwrap_or_default();
         if !scope_allows(scope, rest, &req.method) {
             return unauthorized("AuthorizationUnsuccessful")
                 .with_header("WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
@@ -808,7 +820,7 @@ fn api_inner(st: &mut State, req: &Request) -> Response {
         }
         v
     };
-    let rest = &req.path["/api.xro/2.0/".len()..];
+    let rest = strip_prefix_any_case(&req.path, "/api.xro/2.0/").unwrap_or_default();
     if rest.eq_ignore_ascii_case("contacts") {
         match req.method.as_str() {
             "GET" => {
@@ -985,6 +997,10 @@ fn control(shared: &Shared, req: &Request) -> Response {
             st.expire_access_tokens();
             Response::json(200, &json!({}))
         }
+        ("POST", "/_fake/refuse_access_tokens") => {
+            st.refuse_access_tokens();
+            Response::json(200, &json!({}))
+        }
         ("POST", "/_fake/access_token_len") => {
             let Ok(len) = number_or_none(&q, "len") else {
                 return bad("len must be a number or none");
@@ -1041,6 +1057,7 @@ fn control(shared: &Shared, req: &Request) -> Response {
             | "/_fake/minute_limit"
             | "/_fake/limits"
             | "/_fake/expire_access_tokens"
+            | "/_fake/refuse_access_tokens"
             | "/_fake/access_token_len",
         ) => method_not_allowed("POST"),
         _ => not_found(),

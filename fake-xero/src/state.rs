@@ -79,6 +79,9 @@ struct RefreshEntry {
 
 struct AccessEntry {
     expires_at: u64,
+    /// Refused before its expiry ([`crate::FakeXero::refuse_access_tokens`]): the API answers
+    /// 401 `AuthenticationUnsuccessful`, as Xero does for a token it does not accept.
+    refused: bool,
     /// The scopes it carries, space-separated (its `scope` claim).
     scope: String,
     /// Issued by `client_credentials` (a Custom Connection): no tenant header needed.
@@ -148,6 +151,9 @@ pub struct State {
     /// When set, every access token minted is exactly this long (see
     /// [`crate::FakeXero::set_access_token_len`]).
     pub access_token_len: Option<usize>,
+    /// Seconds an access token minted from now on lives ([`ACCESS_TOKEN_SECS`] unless a test
+    /// set it, [`crate::FakeXero::set_access_token_secs`]).
+    pub access_token_secs: u64,
     /// API routes refuse a token without their scope (see
     /// [`crate::FakeXero::set_require_scopes`]).
     pub require_scopes: bool,
@@ -200,6 +206,7 @@ impl State {
             last_api_body: None,
             issued: Vec::new(),
             access_token_len: None,
+            access_token_secs: ACCESS_TOKEN_SECS,
             require_scopes: false,
         };
         let created = xero_datetime(st.now());
@@ -504,7 +511,7 @@ impl State {
     /// Mints an access token (and, for user grants, id_token) for `client_id`.
     fn mint_access(&mut self, client_id: &str, scope: &str, family: Option<usize>) -> String {
         let now = self.now();
-        let exp = now + ACCESS_TOKEN_SECS;
+        let exp = now + self.access_token_secs;
         let scopes: Vec<&str> = scope.split_whitespace().collect();
         let claims = match family {
             Some(f) => {
@@ -546,6 +553,7 @@ impl State {
             token.clone(),
             AccessEntry {
                 expires_at: exp,
+                refused: false,
                 scope: normalize_scope(scope),
                 client_credentials: family.is_none(),
             },
@@ -589,7 +597,7 @@ impl State {
         }
         let access = self.mint_access(&client_id, &scope, Some(family));
         body.insert("access_token".into(), access.into());
-        body.insert("expires_in".into(), ACCESS_TOKEN_SECS.into());
+        body.insert("expires_in".into(), self.access_token_secs.into());
         body.insert("token_type".into(), "Bearer".into());
         if scope_has(&scope, "offline_access") {
             let rt = random_hex(64);
@@ -674,7 +682,7 @@ impl State {
         let access = self.mint_access(client_id, &scope, None);
         json!({
             "access_token": access,
-            "expires_in": ACCESS_TOKEN_SECS,
+            "expires_in": self.access_token_secs,
             "token_type": "Bearer",
             "scope": scope,
         })
@@ -726,9 +734,17 @@ impl State {
         self.access.get(token).map(|a| a.scope.as_str())
     }
 
+    /// Makes every access token issued so far refused (see [`AccessEntry::refused`]).
+    pub fn refuse_access_tokens(&mut self) {
+        for a in self.access.values_mut() {
+            a.refused = true;
+        }
+    }
+
     pub fn check_access(&self, token: &str) -> AccessCheck {
         match self.access.get(token) {
             None => AccessCheck::Unknown,
+            Some(a) if a.refused => AccessCheck::Unknown,
             Some(a) if self.now() >= a.expires_at => AccessCheck::Expired(a.expires_at),
             Some(a) => AccessCheck::Valid {
                 client_credentials: a.client_credentials,

@@ -959,6 +959,73 @@ mod api_side {
         );
         assert_eq!(r.status, 200);
     }
+
+    #[test]
+    fn paths_are_matched_in_any_case_as_xeros_are() {
+        let fx = fake();
+        let t = fx.issue_tokens(CONF, SCOPE);
+        let auth = bearer(&t.access_token);
+        // xero-python's IdentityApi.get_connections() asks for `/Connections`.
+        let r = request(&fx, "GET", "/Connections", &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()[0]["tenantId"], DEFAULT_TENANT_ID);
+        for path in ["/API.XRO/2.0/ORGANISATION", "/api.xro/2.0/organisation"] {
+            let r = api(&fx, "GET", path, &t.access_token, Some(DEFAULT_TENANT_ID));
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(
+                r.json()["Organisations"][0]["OrganisationID"],
+                DEFAULT_TENANT_ID
+            );
+        }
+        let id = r#"/CONNECTIONS/"#.to_string() + fake_xero::DEFAULT_CONNECTION_ID;
+        let r = request(&fx, "DELETE", &id, &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 204, "{}", r.text());
+        assert!(fx.tenants().is_empty());
+    }
+
+    #[test]
+    fn access_token_lifetime_can_be_shortened() {
+        let fx = fake();
+        fx.set_access_token_secs(5);
+        let t = fx.issue_tokens(CONF, SCOPE);
+        assert_eq!(t.expires_in, 5);
+        let j = refresh(&fx, Auth::Basic(CONF, SECRET), &t.refresh_token).json();
+        assert_eq!(j["expires_in"], 5);
+        let access = j["access_token"].as_str().unwrap();
+        assert!(fx.access_token_valid(access));
+        fx.advance_clock(Duration::from_secs(6));
+        assert!(!fx.access_token_valid(access));
+        let r = api(
+            &fx,
+            "GET",
+            "/api.xro/2.0/Organisation",
+            access,
+            Some(DEFAULT_TENANT_ID),
+        );
+        assert_eq!(r.status, 401);
+    }
+
+    #[test]
+    fn refused_tokens_get_401_authentication_unsuccessful_before_their_expiry() {
+        let fx = fake();
+        let t = fx.issue_tokens(CONF, SCOPE);
+        fx.refuse_access_tokens();
+        assert!(!fx.access_token_valid(&t.access_token));
+        let r = api(
+            &fx,
+            "GET",
+            "/api.xro/2.0/Organisation",
+            &t.access_token,
+            Some(DEFAULT_TENANT_ID),
+        );
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["Detail"], "AuthenticationUnsuccessful");
+        assert_eq!(connections(&fx, &t.access_token).status, 401);
+        // A token issued afterwards is accepted.
+        let j = refresh(&fx, Auth::Basic(CONF, SECRET), &t.refresh_token).json();
+        let access = j["access_token"].as_str().unwrap();
+        assert_eq!(connections(&fx, access).status, 200);
+    }
 }
 
 mod faults {

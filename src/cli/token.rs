@@ -5,13 +5,15 @@ use clap::Args;
 use super::Context;
 use crate::error::Result;
 use crate::secret::{ExposeSecret, Zeroizing};
-use crate::session::DEFAULT_MARGIN_SECS;
+use crate::session::{DEFAULT_MARGIN_SECS, Session};
+use crate::token_set::{RefusedToken, TokenSet};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   xero-auth token                                  # the access token, on stdout
   xero-auth token --header | curl -H @- https://api.xero.com/connections
   xero-auth token --min-valid 900                  # valid for at least 15 more minutes
+  xero-auth token --json --refused 3f1c9a0b7d2e4f68 # Xero answered 401 to that token: a new one
   eval \"$(xero-auth token --env)\"                  # XERO_ACCESS_TOKEN and XERO_TENANT_ID")]
 /// Arguments of `xero-auth token`.
 pub struct TokenArgs {
@@ -26,22 +28,62 @@ pub struct TokenArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MARGIN_SECS as u64,
           value_parser = clap::value_parser!(u64).range(0..=1500))]
     pub min_valid: u64,
+    /// Xero refused (401) the access token with this id (its `access_token_id` in the JSON
+    /// output: 16 hex digits of its SHA-256): refresh, unless the stored token is newer already.
+    #[arg(long, value_name = "ID")]
+    pub refused: Option<RefusedToken>,
 }
 
-/// `token --json`, borrowing the token rather than copying it into a `serde_json::Value`.
+/// `token --json` and the `exec --server` endpoint's answer, one shape for both (documented
+/// field by field in docs/scripting.md): the fields Xero's token response and its SDKs' token
+/// sets use, with their units (`expires_at` in Unix seconds, as xero-python and xero-node keep
+/// it), and ours beside them. Borrows the token rather than copying it into a `serde_json::Value`.
 #[derive(serde::Serialize)]
-struct TokenJson<'a> {
+pub(crate) struct TokenJson<'a> {
     access_token: &'a str,
-    expires_at: Option<i64>,
     token_type: &'a str,
+    /// Unix seconds; `null` when unknown.
+    expires_at: Option<i64>,
+    /// Seconds from now until `expires_at`.
+    expires_in: Option<i64>,
+    /// `expires_at` as RFC 3339 UTC.
+    expires_at_rfc3339: Option<String>,
+    /// The granted scopes, space-separated, as Xero's token response gives them.
+    scope: String,
+    /// 16 hex digits of the access token's SHA-256: sent back as `refused` after a 401.
+    access_token_id: Option<String>,
     tenant_id: Option<&'a str>,
+}
+
+impl<'a> TokenJson<'a> {
+    /// The document for `set` (whose access token is `token`), as `session` hands it out now.
+    pub(crate) fn new(set: &TokenSet, token: &'a str, session: &'a Session) -> TokenJson<'a> {
+        let expires_at = set.expires_at;
+        TokenJson {
+            access_token: token,
+            token_type: "Bearer",
+            expires_at,
+            expires_in: expires_at.map(|at| at.saturating_sub(session.now()).max(0)),
+            expires_at_rfc3339: expires_at.map(crate::time::format_time),
+            scope: set.scopes.join(" "),
+            access_token_id: set.access_token_id(),
+            tenant_id: session.tenant(),
+        }
+    }
 }
 
 /// Prints the access token, refreshing first only when it expires within the margin.
 pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     let started = session.now();
-    let set = session.valid_token_set(args.min_valid as i64).await?;
+    let set = match &args.refused {
+        Some(refused) => {
+            session
+                .token_set_replacing(refused, args.min_valid as i64)
+                .await?
+        }
+        None => session.valid_token_set(args.min_valid as i64).await?,
+    };
     // -v says which it was: a token handed out as stored makes no request, so nothing else
     // would be said.
     if let Some(at) = set.expires_at {
@@ -64,12 +106,7 @@ pub async fn run(args: TokenArgs, ctx: &Context) -> Result<()> {
     // One buffer, sized up front (no reallocation leaves a copy), written in one call.
     let mut out = Zeroizing::new(Vec::with_capacity(2 * token.len() + 256));
     if ctx.json {
-        let doc = TokenJson {
-            access_token: token,
-            expires_at: set.expires_at,
-            token_type: &set.token_type,
-            tenant_id: session.profile().default_tenant.as_deref(),
-        };
+        let doc = TokenJson::new(&set, token, &session);
         serde_json::to_writer(&mut *out, &doc).expect("JSON to memory");
     } else if args.env {
         // The line is meant for `eval`: refuse anything a shell could read as more than a word.

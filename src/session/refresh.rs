@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::failpoints::crash_point;
 use crate::guard::{Acquired, RefreshGuard};
 use crate::store::{Store, Written, split};
-use crate::token_set::TokenSet;
+use crate::token_set::{RefusedToken, TokenSet};
 
 /// How many times a refreshed set's write is attempted before giving up with exit 5.
 const STORE_WRITE_ATTEMPTS: u32 = 3;
@@ -74,6 +74,30 @@ impl Session {
         }
         Ok(self
             .refresh_with(Need::ValidFor(margin_secs))
+            .await?
+            .token_set)
+    }
+
+    /// [`Session::valid_token_set`] for a program whose last access token Xero refused (a 401:
+    /// revoked, expired early, or a clock that disagrees): refreshes, under the guard, only while
+    /// the stored access token is still the one `refused` names; otherwise the stored one is
+    /// newer and is handed back (refreshed only if it is not valid for `margin_secs`). So any
+    /// number of programs reporting the same refused token make one refresh.
+    pub async fn token_set_replacing(
+        &self,
+        refused: &RefusedToken,
+        margin_secs: i64,
+    ) -> Result<TokenSet> {
+        let stored = self.require_token_set().await?;
+        if !self.has_unsaved_token_set()
+            && !refused.names(&stored)
+            && stored.access_valid_for(self.now(), margin_secs)
+        {
+            return Ok(stored);
+        }
+        tracing::info!(profile = %self.profile.name, "the program's access token was refused: getting a new one");
+        Ok(self
+            .refresh_with(Need::Replacing(refused.clone(), margin_secs))
             .await?
             .token_set)
     }
@@ -193,6 +217,9 @@ impl Session {
     fn done_elsewhere(&self, need: &Need, current: &TokenSet) -> bool {
         match need {
             Need::ValidFor(margin) => current.access_valid_for(self.now(), *margin),
+            Need::Replacing(refused, margin) => {
+                !refused.names(current) && current.access_valid_for(self.now(), *margin)
+            }
             // Newer, and usable: a set replaced by one without an access token (an import of
             // a file without an expiry) still needs this refresh.
             Need::NewerThan(seen) => {
@@ -475,6 +502,9 @@ pub(super) enum Need {
     /// Tokens other than these, with an access token valid beyond the margin (a forced refresh,
     /// or a 401).
     NewerThan(TokenSet),
+    /// An access token other than the refused one, valid for more than this many seconds (a
+    /// program's 401, told through `token --refused` or the token endpoint).
+    Replacing(RefusedToken, i64),
 }
 
 #[cfg(test)]
@@ -813,6 +843,40 @@ mod tests {
         assert_ne!(stored.refresh_token.unwrap().expose_secret(), old_rt);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sixteen_tasks_reporting_the_same_refused_token_make_one_refresh() {
+        let fake = FakeXero::start();
+        let (t, _) = with_expired_set(&fake).await;
+        let session = Arc::new(t.ctx.session().unwrap());
+        let first = session.valid_token_set(300).await.unwrap();
+        assert_eq!(fake.count(Counter::Refresh), 1);
+        // Valid for 30 minutes, but Xero refuses it.
+        fake.refuse_access_tokens();
+        let refused = RefusedToken::parse(&first.access_token_id().unwrap()).unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, refused) = (session.clone(), refused.clone());
+                tokio::spawn(async move {
+                    let set = s.token_set_replacing(&refused, 300).await?;
+                    Ok::<_, Error>(set.access_token().unwrap().expose_secret().to_string())
+                })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(fake.count(Counter::Refresh), 2, "one refresh for the 16 refusals");
+        assert!(tokens.iter().all(|t| t == &tokens[0]));
+        assert_ne!(&tokens[0], first.access_token().unwrap().expose_secret());
+        assert!(fake.access_token_valid(&tokens[0]));
+        // A refusal reported late, naming the token already replaced, gets the newer one
+        // without a request.
+        let again = session.token_set_replacing(&refused, 300).await.unwrap();
+        assert_eq!(again.access_token().unwrap().expose_secret(), tokens[0]);
+        assert_eq!(fake.count(Counter::Refresh), 2);
+    }
+
     #[tokio::test]
     async fn token_command_serves_a_valid_token_without_any_request() {
         let fake = FakeXero::start();
@@ -828,6 +892,7 @@ mod tests {
                 header: true,
                 env: false,
                 min_valid: 300,
+                refused: None,
             },
             &t.ctx,
         )

@@ -173,6 +173,112 @@ fn fifty_concurrent_fetches_make_one_refresh() {
 }
 
 #[test]
+fn sixteen_concurrent_refusals_of_one_token_make_one_refresh() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-refused", FRESH);
+    let mut server = serve(&env, &[]);
+    let (_, first) = fetch(&mut server, "");
+    assert_eq!(token_of(&first), tokens.access_token);
+    let id = first["access_token_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16, "{first}");
+    assert!(
+        !tokens.access_token.contains(&id),
+        "an id, not a piece of the token"
+    );
+    // Valid for 30 minutes by its expiry, but the API refuses it from now on.
+    fake.refuse_access_tokens();
+
+    server.send(&format!("PAR 16 ?refused={id}"));
+    let answers = server.recv(WAIT);
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 16);
+    let mut seen = std::collections::HashSet::new();
+    for answer in answers {
+        assert_eq!(answer["status"], 200, "{answer}");
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        seen.insert(token_of(&body));
+    }
+    assert_eq!(seen.len(), 1, "every worker got the same new token");
+    let token = seen.into_iter().next().unwrap();
+    assert_ne!(token, tokens.access_token);
+    assert!(fake.access_token_valid(&token));
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "one refresh for 16 refusals"
+    );
+    assert_eq!(env.stored_access_token(), token);
+
+    // A refusal that arrives after the refresh names the old token: the newer one, no request.
+    let (status, late) = fetch(&mut server, &format!("?refused={}", id.to_uppercase()));
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(token_of(&late), token);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    // Not an id: 400, no token, nothing refreshed.
+    for bad in ["?refused=xyz", "?refused=0123456789abcde", "?refused="] {
+        let (status, body) = fetch(&mut server, bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.get("access_token").is_none());
+    }
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    server.send("EXIT 0");
+    server.finish(WAIT);
+}
+
+#[test]
+fn token_refused_gets_a_new_token_once_and_matches_the_endpoints_json() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "tok-refused", FRESH);
+    let json = |args: &[&str]| -> Value { serde_json::from_slice(&env.ok(args).stdout).unwrap() };
+    let first = json(&["token", "--json"]);
+    assert_eq!(first["access_token"], tokens.access_token.as_str());
+    let id = first["access_token_id"].as_str().unwrap().to_string();
+    fake.refuse_access_tokens();
+
+    let second = json(&["token", "--json", "--refused", &id]);
+    assert_ne!(second["access_token"], first["access_token"]);
+    assert!(fake.access_token_valid(second["access_token"].as_str().unwrap()));
+    assert_ne!(second["access_token_id"], first["access_token_id"]);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    // The same refusal again (another script that saw the same 401): the newer token, no request.
+    let third = json(&["token", "--json", "--refused", &id]);
+    assert_eq!(third["access_token"], second["access_token"]);
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    env.cmd(&["token", "--refused", "not-hex"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("16 to 64 hex digits"));
+
+    // `token --json` and the endpoint give the same fields, of the same kinds.
+    let mut server = serve(&env, &[]);
+    let (_, endpoint) = fetch(&mut server, "");
+    server.send("EXIT 0");
+    server.finish(WAIT);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&third), keys(&endpoint), "{third} / {endpoint}");
+    for (k, v) in third.as_object().unwrap() {
+        let e = &endpoint[k];
+        if k == "expires_in" {
+            assert!(
+                (v.as_i64().unwrap() - e.as_i64().unwrap()).abs() <= 5,
+                "{k}"
+            );
+        } else {
+            assert_eq!(v, e, "{k}");
+        }
+    }
+    assert_eq!(endpoint["scope"], tokens.scope.as_str());
+    assert_eq!(endpoint["tenant_id"], DEFAULT_TENANT_ID);
+    assert!(endpoint.get("refresh_token").is_none());
+}
+
+#[test]
 fn a_wrong_or_missing_key_another_path_or_method_gets_no_token() {
     require_keychain!();
     let fake = FakeXero::start();

@@ -33,6 +33,7 @@ mod process_view;
 mod profiles_config;
 mod rate_limits;
 mod scopes;
+mod sdk;
 mod secrets_and_bad_input;
 mod store_faults;
 mod store_move;

@@ -15,10 +15,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::child::{self, StopSignals};
+use crate::cli::token::TokenJson;
 use crate::error::{Error, ExitCode, Result};
 use crate::secret::{ExposeSecret, SecretString, Zeroizing, constant_time_eq};
 use crate::serve::{HeadError, HeadWaiters, LoopbackListener, RequestHead, respond};
 use crate::session::Session;
+use crate::token_set::RefusedToken;
 
 /// The child's variable with the endpoint's URL. Not `XERO_AUTH_TOKEN_URL`: that one names the
 /// identity server's token endpoint, for a `xero-auth` the child runs as for any other.
@@ -97,19 +99,6 @@ struct Endpoint {
     heads: HeadWaiters,
 }
 
-/// `GET /token`'s answer, borrowing the token rather than copying it into a `serde_json::Value`.
-#[derive(serde::Serialize)]
-struct TokenJson<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    /// Unix seconds, as `expires_at` is in every JSON the tool prints.
-    expires_at: i64,
-    /// The same time as RFC 3339 UTC, for programs that would rather parse that.
-    expires_at_rfc3339: String,
-    expires_in: i64,
-    tenant_id: Option<&'a str>,
-}
-
 impl Endpoint {
     /// Answers one connection.
     async fn answer(self: Arc<Self>, mut stream: TcpStream) {
@@ -163,8 +152,24 @@ impl Endpoint {
                 }
             },
         };
+        // `refused=ID`: Xero answered 401 to the token with this id (never the token itself).
+        let refused = match head.query_param("refused") {
+            None => None,
+            Some(id) => match RefusedToken::parse(&id) {
+                Some(refused) => Some(refused),
+                None => {
+                    return self
+                        .refuse(
+                            &mut stream,
+                            400,
+                            "refused must be the refused token's access_token_id (16 to 64 hex digits of its SHA-256)",
+                        )
+                        .await;
+                }
+            },
+        };
         drop(head);
-        match self.clone().fetch(margin).await {
+        match self.clone().fetch(margin, refused).await {
             Ok(body) => {
                 tracing::debug!("token endpoint: handed out an access token");
                 respond(&mut stream, 200, "application/json", &[], &body).await;
@@ -188,10 +193,15 @@ impl Endpoint {
         }
     }
 
-    /// A token valid for more than `margin` seconds, as the answer's JSON. The work runs in a
+    /// A token valid for more than `margin` seconds (and not the `refused` one), as the answer's
+    /// JSON. The work runs in a
     /// task of its own that holds a place in `fetches`: a refresh is never cut short because the
     /// connection that asked went away or the command ended.
-    async fn fetch(self: Arc<Self>, margin: i64) -> Result<Zeroizing<Vec<u8>>> {
+    async fn fetch(
+        self: Arc<Self>,
+        margin: i64,
+        refused: Option<RefusedToken>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let permit = self
             .fetches
             .clone()
@@ -200,19 +210,14 @@ impl Endpoint {
             .expect("the semaphore is never closed");
         let work = tokio::spawn(async move {
             let _permit = permit;
-            let set = self.session.valid_token_set(margin).await?;
+            let set = match &refused {
+                Some(refused) => self.session.token_set_replacing(refused, margin).await?,
+                None => self.session.valid_token_set(margin).await?,
+            };
             let token = set
                 .require_access_token(&self.session.profile().name)?
                 .expose_secret();
-            let expires_at = set.expires_at.unwrap_or(0);
-            let doc = TokenJson {
-                access_token: token,
-                token_type: "Bearer",
-                expires_at,
-                expires_at_rfc3339: crate::time::format_time(expires_at),
-                expires_in: expires_at - self.session.now(),
-                tenant_id: self.session.tenant(),
-            };
+            let doc = TokenJson::new(&set, token, &self.session);
             // One buffer, sized up front (no reallocation leaves a copy of the token behind).
             let mut body = Zeroizing::new(Vec::with_capacity(token.len() + 256));
             serde_json::to_writer(&mut *body, &doc).expect("JSON to memory");
