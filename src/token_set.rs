@@ -228,6 +228,12 @@ impl RefusedToken {
             .then(|| RefusedToken(id.to_ascii_lowercase()))
     }
 
+    /// True when `id` (an `access_token_id`) names the same token: both are prefixes of its
+    /// SHA-256, so they agree on their common length.
+    pub(crate) fn is(&self, id: &str) -> bool {
+        id.starts_with(&self.0) || self.0.starts_with(id)
+    }
+
     /// True when `set`'s access token is the refused one.
     pub(crate) fn names(&self, set: &TokenSet) -> bool {
         set.access_token

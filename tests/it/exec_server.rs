@@ -889,3 +889,43 @@ fn another_users_idle_connections_do_not_stop_the_childs_fetches() {
         "the refusal is logged once: {stderr}"
     );
 }
+
+#[test]
+fn a_replacement_refused_too_is_logged_as_the_call_not_the_token() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, tokens) = ready_profile(&fake, "srv-refused-twice", FRESH);
+    let mut server = serve(&env, &[]);
+    let (_, first) = fetch(&mut server, "");
+    let first_id = first["access_token_id"].as_str().unwrap().to_string();
+    fake.refuse_access_tokens();
+    // One refusal: a new token, and nothing to say.
+    let (status, second) = fetch(&mut server, &format!("?refused={first_id}"));
+    assert_eq!(status, 200, "{second}");
+    let second_id = second["access_token_id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, first_id);
+    // The same first refusal again (another worker): the same replacement, still nothing.
+    fetch(&mut server, &format!("?refused={first_id}"));
+    // The replacement refused too, twice: told once.
+    fetch(&mut server, &format!("?refused={second_id}"));
+    let (_, third) = fetch(&mut server, &format!("?refused={}", &second_id[..16]));
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("was refused too").count(),
+        1,
+        "told once: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("it was granted: {}", tokens.scope)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("scopes for PATH [METHOD]"), "{stderr}");
+    for token in [&tokens.access_token, &tokens.refresh_token] {
+        assert!(!stderr.contains(token.as_str()), "a token in the log");
+    }
+    for doc in [&second, &third] {
+        assert!(!stderr.contains(&token_of(doc)), "a token in the log");
+    }
+}

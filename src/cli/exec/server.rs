@@ -65,6 +65,7 @@ pub(super) async fn run(session: Session, mut command: Command, margin: i64) -> 
         margin,
         fetches: Arc::new(Semaphore::new(MAX_FETCHES)),
         heads: HeadWaiters::default(),
+        replacement: std::sync::Mutex::default(),
     });
     let mut connections = tokio::task::JoinSet::new();
     let status = loop {
@@ -97,6 +98,21 @@ struct Endpoint {
     fetches: Arc<Semaphore>,
     /// The connections still waiting for their request head.
     heads: HeadWaiters,
+    /// The `access_token_id` of the last token handed out in place of a refused one, and
+    /// whether its own refusal was told: a replacement refused too means Xero refuses the call,
+    /// not the token (see [`Endpoint::tell_refused_replacement`]).
+    replacement: std::sync::Mutex<Replacement>,
+}
+
+/// See [`Endpoint::replacement`].
+#[derive(Default)]
+struct Replacement {
+    /// The replacement's `access_token_id`.
+    id: Option<String>,
+    /// The scope names its set was granted (no secret).
+    scopes: String,
+    /// Whether its refusal was told.
+    told: bool,
 }
 
 impl Endpoint {
@@ -211,7 +227,20 @@ impl Endpoint {
         let work = tokio::spawn(async move {
             let _permit = permit;
             let set = match &refused {
-                Some(refused) => self.session.token_set_replacing(refused, margin).await?,
+                Some(refused) => {
+                    self.tell_refused_replacement(refused);
+                    let set = self.session.token_set_replacing(refused, margin).await?;
+                    if let Ok(mut r) = self.replacement.lock()
+                        && r.id != set.access_token_id()
+                    {
+                        *r = Replacement {
+                            id: set.access_token_id(),
+                            scopes: set.scopes.join(" "),
+                            told: false,
+                        };
+                    }
+                    set
+                }
                 None => self.session.valid_token_set(margin).await?,
             };
             let token = set
@@ -225,6 +254,29 @@ impl Endpoint {
         });
         work.await
             .map_err(|e| Error::InvalidInput(format!("the token fetch failed: {e}")))?
+    }
+
+    /// The endpoint cannot see the program's calls, but it can tell one case: the token it handed
+    /// out in place of a refused one is refused too. Then a new token will not help: Xero refuses
+    /// the call itself, most often for a scope the token lacks. Said once per replacement, with
+    /// the scope names the set was granted (never a token).
+    fn tell_refused_replacement(&self, refused: &RefusedToken) {
+        let Ok(mut r) = self.replacement.lock() else {
+            return;
+        };
+        let refused_again = r.id.as_deref().is_some_and(|id| refused.is(id));
+        if !refused_again || r.told {
+            return;
+        }
+        r.told = true;
+        let profile = &self.session.profile().name;
+        tracing::warn!(
+            "token endpoint: the token handed out after a refusal was refused too: Xero refuses \
+             the call, not the token — most often it needs a scope the token lacks (it was \
+             granted: {}). {} names the scopes a call needs and whether this token has them",
+            if r.scopes.is_empty() { "no scopes" } else { &r.scopes },
+            crate::hint::command(profile, "scopes for PATH [METHOD]")
+        );
     }
 
     /// Waits (bounded) until no token fetch is under way.
