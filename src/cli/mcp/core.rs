@@ -399,6 +399,16 @@ impl<T> Core<T> {
             Event::Started(generation) => self.on_started(generation, now),
             Event::StartFailed { message, code } => {
                 self.phase = Phase::Idle;
+                // No server is started again, and a running one (the check before its
+                // replacement refused) is stopped now: it would go on working on whatever the
+                // check refused.
+                if let Some(old) = self.child.take() {
+                    self.end_exchanges(
+                        &format!("xero-auth mcp: {message}"),
+                        &format!("xero-auth mcp: {message}"),
+                    );
+                    self.actions.push(Action::Kill(old.generation));
+                }
                 self.say(format!(
                     "xero-auth mcp: cannot start the MCP server again: {message}"
                 ));
@@ -1631,6 +1641,34 @@ mod tests {
             listed_names(&server(&mut core, 1, TOOLS, t0)).len(),
             5,
             "the nameless tool is listed too"
+        );
+    }
+
+    #[test]
+    fn a_refused_check_before_a_rotation_stops_the_running_server_and_the_bridge() {
+        let t0 = Instant::now();
+        let mut core = opened(t0);
+        let call = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"list-invoices"}}"#;
+        let _ = client(&mut core, call, t0);
+        let _ = core.on(Event::Tick, t0 + secs(1501));
+        let at = t0 + secs(1501) + QUIET_WAIT;
+        assert_eq!(core.on(Event::Tick, at).last(), Some(&Action::FetchToken));
+        let refused = core.on(
+            Event::StartFailed {
+                message: "Xero's MCP server would work on Beta Ltd".into(),
+                code: 1,
+            },
+            at,
+        );
+        assert!(refused.contains(&Action::Kill(1)), "{refused:?}");
+        assert_eq!(refused.last(), Some(&Action::Exit(1)));
+        let answers = for_client(&refused);
+        assert_eq!(answers[0]["id"], 4);
+        assert!(
+            answers[0]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("would work on Beta Ltd")),
+            "{answers:?}"
         );
     }
 }

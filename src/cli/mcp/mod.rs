@@ -19,6 +19,7 @@ mod core;
 mod driver;
 mod guard;
 mod message;
+mod pin;
 
 use std::ffi::OsString;
 
@@ -58,6 +59,12 @@ pub struct McpArgs {
     /// for more. Adds to the profile's `mcp_deny_tools`.
     #[arg(long = "deny-tool", value_name = "PATTERN")]
     pub deny_tools: Vec<String>,
+    /// The organisation the server must work on (a tenant id, or its name): the server is
+    /// started, and started again after each rotation, only while it is the one Xero's server
+    /// will use; else the bridge refuses and says how to make it so. Without it, the profile's
+    /// default tenant when several organisations are connected.
+    #[arg(long, value_name = "NAME|ID")]
+    pub tenant: Option<String>,
     /// The MCP server's command and its arguments (after `--`).
     #[arg(
         required = true,
@@ -112,6 +119,7 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
     let server = driver::ServerCommand {
         command: &args.command,
         env_name: &args.env_name,
+        tenant: args.tenant.as_deref(),
     };
     let settings = self::core::Settings {
         min_valid: args.min_valid as i64,
