@@ -12,7 +12,7 @@
 //! Whether a tool reads: by its MCP annotations where the server gives them
 //! (`destructiveHint: true` or `readOnlyHint: false`: it writes; `readOnlyHint: true`: it
 //! reads), else by Xero's tool names: `list-…` and `get-…` read, anything else does not. Xero's
-//! server (`@xeroapi/xero-mcp-server` 0.0.17) gives no annotations: `tools/tool-factory.ts`
+//! server (`@xeroapi/xero-mcp-server` 0.0.17) gives no annotations: `src/tools/tool-factory.ts`
 //! registers each tool with `server.tool(name, description, schema, handler)` only; its read
 //! tools are named `list-…` (and `get-timesheet`), its writes `create-…`, `update-…`,
 //! `delete-…`, `add-timesheet-line`, `approve-timesheet` and `revert-timesheet` — which the name
