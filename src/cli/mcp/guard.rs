@@ -114,7 +114,8 @@ impl Annotations {
 /// Why a tool is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The rule, short: `deny-tool`, `read-only` or `allow-tool`.
+    /// The rule, short: `deny-tool`, `read-only` or `allow-tool` (and `no-name` for a call
+    /// that names no tool).
     pub rule: &'static str,
     /// The whole message for the client.
     pub message: String,

@@ -48,7 +48,8 @@ pub struct McpArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub check_every: u64,
     /// Pass only the server's tools that read: `tools/list` lists only those, and a call of any
-    /// other is answered with an error and never reaches the server.
+    /// other is answered with an error and never reaches the server. Also on with the profile's
+    /// `mcp_read_only = true`.
     #[arg(long)]
     pub read_only: bool,
     /// Pass only the tools whose name matches PATTERN (`*`: any characters, `?`: one); give it

@@ -106,12 +106,12 @@ pub fn server_choice(connections: &[Connection]) -> Result<&Connection, String> 
             c.tenant_name, c.tenant_id, c.updated_date_utc
         )
     };
+    if let [one] = connections {
+        return Ok(one);
+    }
     let mut best: Option<(&Connection, Stamp)> = None;
     let mut in_utc: Option<bool> = None;
     for c in connections {
-        if connections.len() == 1 {
-            return Ok(c);
-        }
         let stamp = c
             .updated_date_utc
             .as_deref()
