@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Searches the memory image of xero-auth for the secrets it handled.
 
-Runs `client set`, `import`, `token`, `refresh`, `login` and `exec --server` (the parent, which
-outlives its child and refreshes for it) against the fake Xero, each under
+Runs `client set`, `import`, `token`, `refresh`, `login`, `exec --server` (the parent, which
+outlives its child and refreshes for it) and `mcp` with its guard rails against the fake Xero,
+each under
 gdb, stops it at the exit_group system call, dumps the process image with gcore, and counts
 every secret that process handled -- client secret, old and new refresh token, access tokens,
 id token -- as raw bytes, as UTF-16LE, as 32-byte pieces of its random part (a buffer that held
@@ -274,6 +275,50 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+# The MCP server under `mcp`: answers `initialize`, lists a tool that reads and one that writes,
+# answers each call, and notes the names of the calls that reached it in the file named by its
+# argument; ends when its stdin does.
+MCP_SERVER = """
+import json, sys
+calls = open(sys.argv[1], "w")
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if mid is None:
+        continue
+    if method == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "memcheck", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "list-contacts", "inputSchema": {"type": "object"}},
+                            {"name": "create-contact", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        calls.write(msg["params"]["name"] + "\\n")
+        calls.flush()
+        result = {"content": [{"type": "text", "text": "called " + msg["params"]["name"]}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": mid, "result": result}), flush=True)
+"""
+
+# What the MCP client sends the bridge: a session that lists the tools, calls one that writes
+# (refused by --read-only) and one that reads.
+MCP_CLIENT_LINES = [
+    {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+     "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "memcheck", "version": "1"}}},
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+     "params": {"name": "create-contact", "arguments": {"name": "x"}}},
+    {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+     "params": {"name": "list-contacts", "arguments": {}}},
+]
+
+# The fake's one organisation (fake_xero::DEFAULT_TENANT_ID), pinned with --tenant.
+FAKE_TENANT_ID = "f4c6a0a3-2e1d-4b5c-9a8f-7e6d5c4b3a21"
+
+
 def start_openbao(work):
     """A `bao server -dev` on 127.0.0.1 with a random root token, an AppRole and a policy for the
     vault-store cases, started by scripts/openbao-dev; None (said on stderr) when OpenBao cannot
@@ -467,6 +512,31 @@ def main():
                                                 ("new refresh token", new["refresh_token"]),
                                                 ("new access token", new["access_token"]),
                                                 ("endpoint key", got["key"])])
+
+        # mcp with its guard rails (--read-only, a deny pattern, --tenant): the bridge reads
+        # every message, lists /connections with the token before it starts the server, and
+        # hands the server the access token in its environment.
+        current = run.issued()[-1]
+        server = os.path.join(work, "mcp-server.py")
+        with open(server, "w") as f:
+            f.write(MCP_SERVER)
+        calls = os.path.join(work, "mcp-calls.txt")
+        client = os.path.join(work, "mcp-client.jsonl")
+        with open(client, "w") as f:
+            f.write("".join(json.dumps(m) + "\n" for m in MCP_CLIENT_LINES))
+        data, out = run.under_gdb(
+            "mcp-guarded",
+            ["mcp", "--read-only", "--deny-tool", "update-invoice", "--tenant", FAKE_TENANT_ID,
+             "--", sys.executable, server, calls],
+            stdin_path=client)
+        with open(calls) as f:
+            reached = f.read().split()
+        if reached != ["list-contacts"] or '"rule":"read-only"' not in out:
+            raise SystemExit("mcp under gdb did not keep to its guard rails (calls %r):\n%s"
+                             % (reached, out))
+        results["mcp (guard rails)"] = count(data, [("client secret", run.secret),
+                                                    ("refresh token", current["refresh_token"]),
+                                                    ("access token", current["access_token"])])
 
         # `scopes` decodes the access token's claims; `tenants disconnect` sends the token to
         # DELETE /connections/ID. The last of this store's commands: it removes the fake's only

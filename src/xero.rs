@@ -23,6 +23,9 @@ pub struct Connection {
     #[serde(default)]
     /// The organisation's name.
     pub tenant_name: String,
+    #[serde(default)]
+    /// When the connection was last updated (`2019-07-09T23:40:30.1833130`, UTC).
+    pub updated_date_utc: Option<String>,
 }
 
 /// Checks that a request to `url` may carry the access token: once resolved, its origin (scheme,

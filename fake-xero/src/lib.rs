@@ -408,6 +408,15 @@ impl FakeXero {
         self.state().add_tenant(tenant_id, name, tenant_type);
     }
 
+    /// Sets when the connection to `tenant_id` was last updated, as `/connections` says
+    /// (`updatedDateUtc`), to order the connections as a test needs.
+    pub fn set_tenant_updated(&self, tenant_id: &str, updated_date_utc: &str) {
+        let mut st = self.state();
+        for t in st.tenants.iter_mut().filter(|t| t.tenant_id == tenant_id) {
+            t.updated_date_utc = updated_date_utc.to_string();
+        }
+    }
+
     /// Removes every connection, the default one included.
     pub fn clear_tenants(&self) {
         self.state().clear_tenants();

@@ -285,6 +285,7 @@ impl Config {
         }
         let value = match key {
             "file_work_factor" | "file_unlock_ttl" => text.parse::<i64>().map(Value::from).ok(),
+            "mcp_read_only" => text.parse::<bool>().map(Value::from).ok(),
             "http_timeout" | "store_timeout" | "vault_lease_ttl" => {
                 (text.parse::<i64>().map(Value::from).ok())
                     .or_else(|| text.parse::<f64>().ok().map(Value::from))

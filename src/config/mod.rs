@@ -234,7 +234,7 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 const LIMITS_TABLE: &str = "limits";
 
 /// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
-const SETTING_KEYS: [&str; 18] = [
+const SETTING_KEYS: [&str; 21] = [
     "client_id",
     "scopes",
     "plan",
@@ -253,6 +253,9 @@ const SETTING_KEYS: [&str; 18] = [
     "vault_role_id",
     "vault_secret_id_file",
     "vault_lease_ttl",
+    "mcp_read_only",
+    "mcp_allow_tools",
+    "mcp_deny_tools",
 ];
 
 /// Every key a `[profiles.NAME]` table may hold: what [`Config::profile`] reads, what
@@ -298,6 +301,21 @@ pub struct Profile {
     pub rate_limits: RateLimits,
     /// Where the vault store is and how to sign in to it (`vault_*`; used by `store = "vault"`).
     pub vault: VaultSettings,
+    /// The guard rails of `xero-auth mcp` (`mcp_*`), which its command line adds to.
+    pub mcp_guard: McpGuard,
+}
+
+/// The profile's guard rails for the MCP bridge (`mcp_read_only`, `mcp_allow_tools`,
+/// `mcp_deny_tools`): which of the MCP server's tools the client may see and call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct McpGuard {
+    /// Pass only the tools that read.
+    pub read_only: bool,
+    /// Tool name patterns: with any, a tool must match one.
+    pub allow_tools: Vec<String>,
+    /// Tool name patterns: a tool that matches one is refused.
+    pub deny_tools: Vec<String>,
 }
 
 /// The vault store's settings (`vault_*` keys, each overridden by `XERO_AUTH_VAULT_*`). No
@@ -419,6 +437,13 @@ impl Profile {
                 .as_ref()
                 .map(|p| p.display().to_string()),
             "vault_lease_ttl" => Some(secs(self.vault.lease_ttl)),
+            "mcp_read_only" => Some(self.mcp_guard.read_only.to_string()),
+            "mcp_allow_tools" => {
+                (!self.mcp_guard.allow_tools.is_empty()).then(|| self.mcp_guard.allow_tools.join(" "))
+            }
+            "mcp_deny_tools" => {
+                (!self.mcp_guard.deny_tools.is_empty()).then(|| self.mcp_guard.deny_tools.join(" "))
+            }
             "authorize_url" => Some(e.authorize.to_string()),
             "token_url" => Some(e.token.to_string()),
             "revocation_url" => Some(e.revocation.to_string()),

@@ -10,7 +10,7 @@ use url::Url;
 use super::{
     Config, DEFAULT_FILE_UNLOCK_TTL, DEFAULT_FILE_WORK_FACTOR, DEFAULT_REDIRECT_URI,
     DEFAULT_VAULT_MOUNT, DEFAULT_VAULT_PREFIX, ENDPOINTS, Endpoints, FILE_WORK_FACTORS,
-    LIMITS_TABLE, Profile, RateLimits, StoreKind, VaultSettings, parse_endpoint, shown,
+    LIMITS_TABLE, McpGuard, Profile, RateLimits, StoreKind, VaultSettings, parse_endpoint, shown,
     validate_profile_name, vault_path,
 };
 use crate::error::{Error, Result};
@@ -121,6 +121,40 @@ impl Config {
             })?),
         };
 
+        let tool_patterns = |key: &str| -> Result<Vec<String>> {
+            match table.and_then(|t| t.get(key)) {
+                None => Ok(Vec::new()),
+                Some(item) => parse_scopes(item).ok_or_else(|| {
+                    self.error(
+                        &["profiles", name, key],
+                        &format!(
+                            "`profiles.{name}.{key}` must be a space-separated string or an array of strings (tool name patterns)"
+                        ),
+                    )
+                }),
+            }
+        };
+        let mcp_guard = McpGuard {
+            read_only: match table.and_then(|t| t.get("mcp_read_only")) {
+                None => false,
+                Some(item) => item
+                    .as_bool()
+                    .or_else(|| match item.as_str() {
+                        Some("true") => Some(true),
+                        Some("false") => Some(false),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        self.error(
+                            &["profiles", name, "mcp_read_only"],
+                            &format!("`profiles.{name}.mcp_read_only` must be true or false"),
+                        )
+                    })?,
+            },
+            allow_tools: tool_patterns("mcp_allow_tools")?,
+            deny_tools: tool_patterns("mcp_deny_tools")?,
+        };
+
         let redirect_uri = get_str("redirect_uri")?.unwrap_or_else(|| DEFAULT_REDIRECT_URI.into());
         Ok(Profile {
             name: name.to_string(),
@@ -143,6 +177,7 @@ impl Config {
             file_unlock_ttl: self.file_unlock_ttl(name, table, env)?,
             rate_limits: self.rate_limits(name, table, env)?,
             vault: self.vault_settings(name, &get_str, &get_secs, env)?,
+            mcp_guard,
         })
     }
 
@@ -469,6 +504,27 @@ http_timeout = 5
             .profile("default", &env(&[("XERO_AUTH_HTTP_TIMEOUT", "5e-10")]))
             .unwrap_err();
         assert!(err.to_string().contains("XERO_AUTH_HTTP_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn the_mcp_guard_rails_read_as_a_flag_and_pattern_lists() {
+        let (_dir, config) = load(
+            "[profiles.default]\nmcp_read_only = true\nmcp_allow_tools = \"list-* get-*\"\nmcp_deny_tools = [\"list-payroll-*\"]\n",
+        );
+        let p = config.profile("default", &env(&[])).unwrap();
+        assert!(p.mcp_guard.read_only);
+        assert_eq!(p.mcp_guard.allow_tools, ["list-*", "get-*"]);
+        assert_eq!(p.mcp_guard.deny_tools, ["list-payroll-*"]);
+        assert_eq!(p.value_of("mcp_allow_tools").as_deref(), Some("list-* get-*"));
+        // As `config set` writes it.
+        let (_dir, config) = load("[profiles.default]\nmcp_read_only = \"false\"\n");
+        let p = config.profile("default", &env(&[])).unwrap();
+        assert_eq!(p.mcp_guard, McpGuard::default());
+        for bad in ["mcp_read_only = \"yes\"", "mcp_deny_tools = 3", "mcp_allow_tools = [1]"] {
+            let (_dir, config) = load(&format!("[profiles.default]\n{bad}\n"));
+            let err = config.profile("default", &env(&[])).unwrap_err();
+            assert!(err.to_string().contains("profiles.default.mcp_"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -580,3 +580,47 @@ fn a_crashed_servers_question_is_withdrawn_and_a_late_answer_reaches_no_other_se
     client.bridge.close_stdin();
     client.bridge.finish(WAIT);
 }
+
+#[test]
+fn allow_and_deny_patterns_from_the_config_and_the_command_line_add_up_and_deny_wins() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (env, _tokens) = ready_profile(&fake, "mcp-patterns", FRESH);
+    env.ok(&["config", "set", "mcp_deny_tools", "crash"]);
+    env.ok(&["config", "set", "mcp_allow_tools", "whoami cr*"]);
+    let mut client = Client::start(&env, &["--allow-tool", "s?o*"]);
+    client.initialize();
+    let listed = client.request(json!(1), "tools/list", json!({}));
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {listed}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["whoami", "slow"], "{listed}");
+
+    for (id, tool, rule, names_it) in [
+        (
+            2,
+            "crash",
+            "deny-tool",
+            "'crash' (mcp_deny_tools in the profile's configuration)",
+        ),
+        (3, "roots", "allow-tool", "'s?o*' (--allow-tool)"),
+    ] {
+        let refused = client.request(json!(id), "tools/call", json!({"name": tool}));
+        assert_eq!(refused["error"]["code"], -32602, "{refused}");
+        assert_eq!(refused["error"]["data"]["rule"], rule, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(names_it)),
+            "{refused}"
+        );
+    }
+    // The refused calls never reached the server: this is the first call it counts, and it
+    // did not crash.
+    assert_eq!(client.whoami(4, "after")["seq"], 1);
+    let (status, _, stderr) = client.bridge.finish(WAIT);
+    assert!(status.success(), "{stderr}");
+}

@@ -6,12 +6,23 @@
 //! the driver is to come back with [`Event::Tick`]. It is generic over the token `T` it hands
 //! to [`Action::Start`], so unit tests drive it with plain strings.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use serde_json::Value;
+
+use super::guard::{Annotations, Guard};
 use super::message::{self as mcp, Id, Message};
+
+/// The method that calls a tool (`params.name`).
+const TOOLS_CALL: &str = "tools/call";
+/// JSON-RPC's "invalid params", which MCP answers a call of an unknown tool with: the client is
+/// told the tool is not there for it, and why.
+const REFUSED_CODE: i64 = -32602;
+/// JSON-RPC's "parse error".
+const PARSE_ERROR: i64 = -32700;
 
 /// How long a restart waits for the requests in flight to be answered.
 const QUIET_WAIT: Duration = Duration::from_secs(30);
@@ -116,12 +127,14 @@ pub enum Action<T> {
 }
 
 /// What the core needs to know of the command line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// A server is replaced when its token expires within this many seconds.
     pub min_valid: i64,
     /// How often to look whether another process rotated the tokens.
     pub check_every: Duration,
+    /// Which tools the client may see and call.
+    pub guard: Guard,
 }
 
 /// The requests in flight between the client and the running server, both ways: when the
@@ -305,6 +318,9 @@ pub struct Core<T> {
     finished: Option<i32>,
     /// [`Action::Exit`] was given.
     ended: bool,
+    /// The annotations of the tools the servers listed (`None`: listed without any), by name:
+    /// what the guard decides a `tools/call` by.
+    listed_tools: HashMap<String, Option<Annotations>>,
     actions: Vec<Action<T>>,
 }
 
@@ -312,7 +328,6 @@ impl<T> Core<T> {
     /// The bridge before its first server: [`Action::Start`] of server 1 with `fresh`'s token.
     pub fn new(settings: Settings, fresh: Fresh<T>, now: Instant) -> (Self, Action<T>) {
         let core = Core {
-            settings,
             child: None,
             generation: 1,
             phase: Phase::Starting {
@@ -328,11 +343,13 @@ impl<T> Core<T> {
             restart: None,
             rotate_at: now,
             next_poll: now + settings.check_every,
+            settings,
             quick_ends: 0,
             stopping: false,
             signal: None,
             finished: None,
             ended: false,
+            listed_tools: HashMap::new(),
             actions: Vec::new(),
         };
         let start = Action::Start {
@@ -382,6 +399,16 @@ impl<T> Core<T> {
             Event::Started(generation) => self.on_started(generation, now),
             Event::StartFailed { message, code } => {
                 self.phase = Phase::Idle;
+                // No server is started again, and a running one (the check before its
+                // replacement refused) is stopped now: it would go on working on whatever the
+                // check refused.
+                if let Some(old) = self.child.take() {
+                    self.end_exchanges(
+                        &format!("xero-auth mcp: {message}"),
+                        &format!("xero-auth mcp: {message}"),
+                    );
+                    self.actions.push(Action::Kill(old.generation));
+                }
                 self.say(format!(
                     "xero-auth mcp: cannot start the MCP server again: {message}"
                 ));
@@ -513,6 +540,9 @@ impl<T> Core<T> {
     /// A line from the client: to the server, held while a restart is due (unless it carries
     /// on the running server's exchanges), or dropped.
     fn on_client(&mut self, line: Vec<u8>) {
+        let Some(line) = self.guard_client_line(line) else {
+            return;
+        };
         let holding = self.restart.is_some() || self.child.is_none();
         let messages = mcp::classify(&line);
         match self.exchanges.route_client(&messages, holding) {
@@ -540,6 +570,9 @@ impl<T> Core<T> {
     /// A line of the running server: to the client, unless it is the new server's answer to
     /// the replayed `initialize` (the client had its answer from the first server).
     fn on_server_line(&mut self, line: Vec<u8>) {
+        let Some(line) = self.guard_server_line(line) else {
+            return;
+        };
         let messages = mcp::classify(&line);
         if let Phase::Initializing { id, why, .. } = &self.phase
             && messages
@@ -826,6 +859,143 @@ impl<T> Core<T> {
         self.answer_held(&message);
     }
 
+    /// Applies the guard rails to a line of the client: answers each `tools/call` they refuse
+    /// (none of it reaches a server) and returns what is left to pass on, if anything. Without
+    /// rails the line is passed on as it is.
+    ///
+    /// With rails, a line the bridge cannot read as JSON is refused too (answered with a parse
+    /// error): the server might read it otherwise (invalid UTF-8, a lone surrogate) and find a
+    /// call in it that the bridge never saw.
+    fn guard_client_line(&mut self, line: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.settings.guard.is_active() {
+            return Some(line);
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(&line) else {
+            self.actions.push(Action::ToClient(mcp::error_response_with(
+                &Value::Null,
+                PARSE_ERROR,
+                "xero-auth mcp: a message that is not valid JSON is not passed on while guard \
+                 rails are on (--read-only, --allow-tool, --deny-tool)",
+                Value::Null,
+            )));
+            return None;
+        };
+        match value {
+            Value::Array(items) => {
+                let count = items.len();
+                let kept: Vec<Value> = items
+                    .into_iter()
+                    .filter(|item| self.admit_client_message(item))
+                    .collect();
+                if kept.len() == count {
+                    Some(line)
+                } else if kept.is_empty() {
+                    None
+                } else {
+                    Some(mcp::to_line(&Value::Array(kept)))
+                }
+            }
+            value => self.admit_client_message(&value).then_some(line),
+        }
+    }
+
+    /// Whether one message of the client may reach the server: anything but a `tools/call` the
+    /// guard rails refuse, which is answered here instead (a refused notification is dropped).
+    fn admit_client_message(&mut self, message: &Value) -> bool {
+        if message.get("method").and_then(Value::as_str) != Some(TOOLS_CALL) {
+            return true;
+        }
+        let id = message.get("id");
+        let name = message
+            .get("params")
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str);
+        let refusal = match name {
+            Some(name) => {
+                let annotations = self.listed_tools.get(name).copied().flatten();
+                self.settings.guard.check(name, annotations).err()
+            }
+            None => Some(super::guard::Refusal {
+                rule: "no-name",
+                message: "xero-auth mcp: a tools/call without a tool name is refused while \
+                          guard rails are on"
+                    .into(),
+            }),
+        };
+        // Where the audit log records a tool call: its name, and whether it went to the server
+        // or which rule refused it.
+        let Some(refusal) = refusal else {
+            self.actions.push(Action::Debug("a tool call passed the guard rails"));
+            return true;
+        };
+        self.actions
+            .push(Action::Debug("a tool call was refused by the guard rails"));
+        if let Some(id) = id {
+            self.actions.push(Action::ToClient(mcp::error_response_with(
+                id,
+                REFUSED_CODE,
+                &refusal.message,
+                serde_json::json!({"rule": refusal.rule, "tool": name}),
+            )));
+        }
+        false
+    }
+
+    /// Applies the guard rails to a line of the running server: each `tools/list` answer in it
+    /// loses the tools they refuse (the tools' annotations are kept for the calls). Lines without
+    /// one pass as they are. With rails, a line the bridge cannot read as JSON is dropped
+    /// (it could be a list the client reads and the bridge cannot filter).
+    fn guard_server_line(&mut self, line: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.settings.guard.is_active() {
+            return Some(line);
+        }
+        let Ok(mut value) = serde_json::from_slice::<Value>(&line) else {
+            self.say(
+                "xero-auth mcp: dropped a line of the MCP server that is not valid JSON \
+                 (guard rails are on)"
+                    .into(),
+            );
+            return None;
+        };
+        let mut filtered = false;
+        match &mut value {
+            Value::Array(items) => {
+                for item in items {
+                    filtered |= self.filter_tool_list(item);
+                }
+            }
+            item => filtered = self.filter_tool_list(item),
+        }
+        Some(if filtered { mcp::to_line(&value) } else { line })
+    }
+
+    /// Removes from a `tools/list` result (a response whose `result.tools` is a list) the tools
+    /// the guard rails refuse; whether it was one. Every server's lists are filtered: a new
+    /// server (a restart, a rotation) is listed through here as the first was.
+    fn filter_tool_list(&mut self, message: &mut Value) -> bool {
+        if message.get("method").is_some() {
+            return false;
+        }
+        let Some(tools) = message
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(Value::as_array_mut)
+        else {
+            return false;
+        };
+        let guard = &self.settings.guard;
+        let listed = &mut self.listed_tools;
+        tools.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            let annotations = Annotations::of(tool);
+            listed.insert(name.to_string(), annotations);
+            guard.check(name, annotations).is_ok()
+        });
+        true
+    }
+
     fn say(&mut self, text: String) {
         self.actions.push(Action::Say(text));
     }
@@ -945,9 +1115,14 @@ mod tests {
     /// A bridge whose first server runs with token "t1", valid for 1800 s with a margin of
     /// 300 s: its rotation is due at `t0` + 1501 s.
     fn running(t0: Instant) -> Core<&'static str> {
+        running_with(t0, Guard::default())
+    }
+
+    fn running_with(t0: Instant, guard: Guard) -> Core<&'static str> {
         let settings = Settings {
             min_valid: 300,
             check_every: secs(60),
+            guard,
         };
         let (mut core, start) = Core::new(settings, fresh("t1", 1800), t0);
         assert_eq!(
@@ -1348,6 +1523,152 @@ mod tests {
         assert_eq!(
             core.on(Event::Tick, at + TOKEN_RETRY).last(),
             Some(&Action::FetchToken)
+        );
+    }
+
+    // The guard rails.
+
+    fn read_only() -> Guard {
+        Guard {
+            read_only: true,
+            ..Guard::default()
+        }
+    }
+
+    /// A `tools/list` answer of Xero's server (no annotations) and of a server with some.
+    const TOOLS: &str = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"list-contacts","inputSchema":{}},{"name":"create-contact","inputSchema":{}},{"name":"search","annotations":{"readOnlyHint":true}},{"name":"get-report","annotations":{"destructiveHint":true}},{"inputSchema":{}}]}}"#;
+
+    fn listed_names(actions: &Actions) -> Vec<String> {
+        for_client(actions)
+            .iter()
+            .filter_map(|m| m["result"]["tools"].as_array().cloned())
+            .flatten()
+            .map(|t| t["name"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn read_only_lists_only_the_tools_that_read_after_every_restart() {
+        let t0 = Instant::now();
+        let mut core = running_with(t0, read_only());
+        let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+        assert_eq!(client(&mut core, list, t0), vec![to_server(list)]);
+        let listed = server(&mut core, 1, TOOLS, t0);
+        assert_eq!(listed_names(&listed), ["list-contacts", "search"]);
+        // The same from the server of the next generation.
+        let _ = client(&mut core, INIT, t0);
+        let _ = server(&mut core, 1, INIT_ANSWER, t0);
+        let at = t0 + secs(1501);
+        let _ = rotate(&mut core, at);
+        let _ = server(&mut core, 2, INIT_ANSWER, at);
+        let _ = client(&mut core, list, at);
+        let again = server(&mut core, 2, TOOLS, at);
+        assert_eq!(listed_names(&again), ["list-contacts", "search"]);
+        // Other answers pass byte for byte.
+        let other = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]} }"#;
+        assert_eq!(
+            server(&mut core, 2, other, at),
+            vec![Action::ToClient(other.as_bytes().to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_refused_call_is_answered_by_the_bridge_and_never_reaches_the_server() {
+        let t0 = Instant::now();
+        let mut core = running_with(t0, read_only());
+        let _ = client(&mut core, r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, t0);
+        let _ = server(&mut core, 1, TOOLS, t0);
+        let call = r#"{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"create-contact","arguments":{"name":"x"}}}"#;
+        let refused = client(&mut core, call, t0);
+        assert!(
+            !refused.iter().any(|a| matches!(a, Action::ToServer(_))),
+            "{refused:?}"
+        );
+        let answer = &for_client(&refused)[0];
+        assert_eq!(answer["id"], "c");
+        assert_eq!(answer["error"]["code"], REFUSED_CODE);
+        assert_eq!(answer["error"]["data"]["rule"], "read-only");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("'create-contact' is refused")
+                    && m.contains("read-only")),
+            "{answer}"
+        );
+        // By the annotations the server gave, whatever the name says.
+        let destructive =
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get-report"}}"#;
+        assert!(!client(&mut core, destructive, t0).contains(&to_server(destructive)));
+        for passes in [
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"search"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list-contacts"}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#,
+        ] {
+            assert!(client(&mut core, passes, t0).contains(&to_server(passes)), "{passes}");
+        }
+        // Escapes and batches do not hide a call.
+        let escaped = r#"{"jsonrpc":"2.0","id":9,"method":"tools\/call","params":{"name":"create\u002dcontact"}}"#;
+        assert!(!client(&mut core, escaped, t0).iter().any(|a| matches!(a, Action::ToServer(_))));
+        let batch = r#"[{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"delete-timesheet"}},{"jsonrpc":"2.0","id":11,"method":"ping"}]"#;
+        let split = client(&mut core, batch, t0);
+        assert!(
+            split.contains(&to_server(r#"[{"id":11,"jsonrpc":"2.0","method":"ping"}]"#)),
+            "{split:?}"
+        );
+        assert_eq!(for_client(&split)[0]["id"], 10);
+        // Nor does a line the bridge cannot read, or a call without a name.
+        for unreadable in [
+            &b"{\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"tools/call\",\"params\":{\"name\":\"create-contact\",\"x\":\"\xff\"}}"[..],
+            br#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"\ud800"}}"#,
+            br#"{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{}}"#,
+        ] {
+            let answered = core.on(Event::Client(unreadable.to_vec()), t0);
+            assert!(
+                !answered.iter().any(|a| matches!(a, Action::ToServer(_))),
+                "{answered:?}"
+            );
+            assert!(for_client(&answered)[0]["error"].is_object(), "{answered:?}");
+        }
+    }
+
+    #[test]
+    fn without_guard_rails_lines_are_not_looked_into() {
+        let t0 = Instant::now();
+        let mut core = opened(t0);
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create-contact"}}"#;
+        assert_eq!(client(&mut core, call, t0), vec![to_server(call)]);
+        assert_eq!(
+            listed_names(&server(&mut core, 1, TOOLS, t0)).len(),
+            5,
+            "the nameless tool is listed too"
+        );
+    }
+
+    #[test]
+    fn a_refused_check_before_a_rotation_stops_the_running_server_and_the_bridge() {
+        let t0 = Instant::now();
+        let mut core = opened(t0);
+        let call = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"list-invoices"}}"#;
+        let _ = client(&mut core, call, t0);
+        let _ = core.on(Event::Tick, t0 + secs(1501));
+        let at = t0 + secs(1501) + QUIET_WAIT;
+        assert_eq!(core.on(Event::Tick, at).last(), Some(&Action::FetchToken));
+        let refused = core.on(
+            Event::StartFailed {
+                message: "Xero's MCP server would work on Beta Ltd".into(),
+                code: 1,
+            },
+            at,
+        );
+        assert!(refused.contains(&Action::Kill(1)), "{refused:?}");
+        assert_eq!(refused.last(), Some(&Action::Exit(1)));
+        let answers = for_client(&refused);
+        assert_eq!(answers[0]["id"], 4);
+        assert!(
+            answers[0]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("would work on Beta Ltd")),
+            "{answers:?}"
         );
     }
 }

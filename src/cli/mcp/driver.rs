@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::core::{Action, Core, Event, Fresh, Settings};
+use super::pin;
 use crate::child::{self, StopSignals};
 use crate::error::{Error, Result};
 use crate::secret::ExposeSecret;
@@ -30,6 +31,8 @@ pub(super) struct ServerCommand<'a> {
     pub command: &'a [OsString],
     /// The environment variable that carries the bearer token to it.
     pub env_name: &'a str,
+    /// `--tenant`: the organisation it must work on.
+    pub tenant: Option<&'a str>,
 }
 
 /// Runs the bridge until it ends; returns the status to end with. Fails before anything starts
@@ -40,6 +43,7 @@ pub(super) async fn run(
     settings: Settings,
 ) -> Result<i32> {
     let set = session.valid_token_set(settings.min_valid).await?;
+    check_organisation(session, &set, server.tenant).await?;
     let (events, mut inbox) = mpsc::unbounded_channel();
     let mut driver = Driver {
         session,
@@ -135,12 +139,7 @@ impl Driver<'_> {
                     }
                     None
                 }
-                Action::FetchToken => Some(Event::Token(
-                    match self.session.valid_token_set(self.margin).await {
-                        Ok(set) => Ok(self.fresh(set)),
-                        Err(err) => Err(err.to_string()),
-                    },
-                )),
+                Action::FetchToken => Some(self.fetch_token().await),
                 Action::Start { generation, token } => {
                     let started = self.start(generation, &token);
                     drop(token);
@@ -198,6 +197,25 @@ impl Driver<'_> {
             }
         }
         None
+    }
+
+    /// A fresh token for the next server, checked against the organisation it must work on:
+    /// [`Event::Token`], or [`Event::StartFailed`] when that check refuses (no new server, and
+    /// the running one goes too: Xero's server looks at `/connections` again at every call).
+    async fn fetch_token(&self) -> Event<TokenSet> {
+        let set = match self.session.valid_token_set(self.margin).await {
+            Ok(set) => set,
+            Err(err) => return Event::Token(Err(err.to_string())),
+        };
+        match check_organisation(self.session, &set, self.server_command.tenant).await {
+            Ok(()) => Event::Token(Ok(self.fresh(set))),
+            // Xero could not be asked: tried again later, as for a token.
+            Err(err @ Error::Temporary { .. }) => Event::Token(Err(err.to_string())),
+            Err(err) => Event::StartFailed {
+                message: err.to_string(),
+                code: err.exit_code() as i32,
+            },
+        }
     }
 
     /// What the core is told of a fresh token set.
@@ -303,6 +321,39 @@ impl Driver<'_> {
                 None
             }
         }
+    }
+}
+
+/// Lists `/connections` with `set`'s access token and checks that Xero's MCP server, given it,
+/// would work on the organisation chosen (see [`pin`]); the error says why not and what to do.
+async fn check_organisation(session: &Session, set: &TokenSet, tenant: Option<&str>) -> Result<()> {
+    let profile = session.profile();
+    let token = set.require_access_token(&profile.name)?;
+    let connections = crate::xero::connections(
+        session.http().await?,
+        &profile.name,
+        &profile.endpoints.connections,
+        token.expose_secret(),
+    )
+    .await?;
+    match pin::check(&connections, tenant, profile.default_tenant.as_deref(), &profile.name) {
+        Ok(Some(organisation)) => {
+            tracing::debug!(
+                "the MCP server works on {} ({})",
+                organisation.tenant_name,
+                organisation.tenant_id
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            eprintln!(
+                "xero-auth mcp: no organisation is connected to the app: the MCP server's calls \
+                 will fail until one is (run {} and allow access to one)",
+                crate::hint::command(&profile.name, "login")
+            );
+            Ok(())
+        }
+        Err(why) => Err(Error::InvalidInput(why)),
     }
 }
 

@@ -95,6 +95,16 @@ pub fn error_response(id: &str, message: &str) -> Vec<u8> {
     }))
 }
 
+/// A JSON-RPC error response to request `id` (as read) with `code`, `message` and `data`, as one
+/// line without the newline.
+pub fn error_response_with(id: &Value, code: i64, message: &str, data: Value) -> Vec<u8> {
+    to_line(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": code, "message": message, "data": data},
+    }))
+}
+
 /// A `notifications/cancelled` that withdraws request `id` (its JSON text), saying why, as one
 /// line without the newline.
 pub fn cancelled_notification(id: &str, reason: &str) -> Vec<u8> {
@@ -106,7 +116,8 @@ pub fn cancelled_notification(id: &str, reason: &str) -> Vec<u8> {
     }))
 }
 
-fn to_line(value: &Value) -> Vec<u8> {
+/// `value` as one line without the newline.
+pub fn to_line(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("JSON to memory")
 }
 

@@ -17,13 +17,16 @@
 
 mod core;
 mod driver;
+mod guard;
 mod message;
+mod pin;
 
 use std::ffi::OsString;
 
 use clap::Args;
 
 use super::Context;
+use crate::config::McpGuard;
 use crate::error::Result;
 use crate::session::DEFAULT_MARGIN_SECS;
 
@@ -44,6 +47,25 @@ pub struct McpArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub check_every: u64,
+    /// Pass only the server's tools that read: `tools/list` lists only those, and a call of any
+    /// other is answered with an error and never reaches the server. Also on with the profile's
+    /// `mcp_read_only = true`.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Pass only the tools whose name matches PATTERN (`*`: any characters, `?`: one); give it
+    /// again for more. Adds to the profile's `mcp_allow_tools`.
+    #[arg(long = "allow-tool", value_name = "PATTERN")]
+    pub allow_tools: Vec<String>,
+    /// Refuse the tools whose name matches PATTERN, whatever else allows them; give it again
+    /// for more. Adds to the profile's `mcp_deny_tools`.
+    #[arg(long = "deny-tool", value_name = "PATTERN")]
+    pub deny_tools: Vec<String>,
+    /// The organisation the server must work on (a tenant id, or its name): the server is
+    /// started, and started again after each rotation, only while it is the one Xero's server
+    /// will use; else the bridge refuses and says how to make it so. Without it, the profile's
+    /// default tenant when several organisations are connected.
+    #[arg(long, value_name = "NAME|ID")]
+    pub tenant: Option<String>,
     /// The MCP server's command and its arguments (after `--`).
     #[arg(
         required = true,
@@ -67,6 +89,25 @@ fn parse_env_name(name: &str) -> std::result::Result<String, String> {
     Ok(name.to_string())
 }
 
+/// The guard rails the command line and the profile's configuration ask for, added up: either
+/// can turn read-only on, and their patterns count alike (see [`guard`] for how they combine).
+fn guard_rails(args: &McpArgs, config: &McpGuard) -> guard::Guard {
+    let patterns = |cli: &[String], config: &[String]| {
+        let from_cli = cli
+            .iter()
+            .map(|t| guard::Pattern::new(t, guard::Source::CommandLine));
+        let from_config = config
+            .iter()
+            .map(|t| guard::Pattern::new(t, guard::Source::Config));
+        from_cli.chain(from_config).collect()
+    };
+    guard::Guard {
+        read_only: args.read_only || config.read_only,
+        allow: patterns(&args.allow_tools, &config.allow_tools),
+        deny: patterns(&args.deny_tools, &config.deny_tools),
+    }
+}
+
 /// Runs the bridge until the client goes or a stop signal ends the server; ends with the
 /// server's status.
 pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
@@ -79,10 +120,12 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
     let server = driver::ServerCommand {
         command: &args.command,
         env_name: &args.env_name,
+        tenant: args.tenant.as_deref(),
     };
     let settings = self::core::Settings {
         min_valid: args.min_valid as i64,
         check_every: std::time::Duration::from_secs(args.check_every),
+        guard: guard_rails(&args, &session.profile().mcp_guard),
     };
     let status = driver::run(&session, server, settings).await?;
     // A set the store would not take is lost with this process: one more try at storing it.
