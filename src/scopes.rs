@@ -656,6 +656,64 @@ pub fn granular_equivalent<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<
     out
 }
 
+/// The calls Xero's MCP server (`@xeroapi/xero-mcp-server` 0.0.17, the version the tests pin)
+/// makes for each of its tools: method and path, from its `dist/tools` (the names) and
+/// `dist/handlers` (the xero-node `accountingApi` and `payrollNZApi` methods each tool calls). `*` stands for an id. The bridge
+/// (`mcp`) names the scope a refused tool needed from this.
+const MCP_TOOLS: &[(&str, &str, &str)] = &[
+    ("list-accounts", "GET", "/api.xro/2.0/Accounts"),
+    ("list-aged-payables-by-contact", "GET", "/api.xro/2.0/Reports/AgedPayablesByContact"),
+    ("list-aged-receivables-by-contact", "GET", "/api.xro/2.0/Reports/AgedReceivablesByContact"),
+    ("list-bank-transactions", "GET", "/api.xro/2.0/BankTransactions"),
+    ("list-contact-groups", "GET", "/api.xro/2.0/ContactGroups"),
+    ("list-contacts", "GET", "/api.xro/2.0/Contacts"),
+    ("list-credit-notes", "GET", "/api.xro/2.0/CreditNotes"),
+    ("list-invoices", "GET", "/api.xro/2.0/Invoices"),
+    ("list-items", "GET", "/api.xro/2.0/Items"),
+    ("list-manual-journals", "GET", "/api.xro/2.0/ManualJournals"),
+    ("list-organisation-details", "GET", "/api.xro/2.0/Organisation"),
+    ("list-payments", "GET", "/api.xro/2.0/Payments"),
+    ("list-profit-and-loss", "GET", "/api.xro/2.0/Reports/ProfitAndLoss"),
+    ("list-quotes", "GET", "/api.xro/2.0/Quotes"),
+    ("list-report-balance-sheet", "GET", "/api.xro/2.0/Reports/BalanceSheet"),
+    ("list-tax-rates", "GET", "/api.xro/2.0/TaxRates"),
+    ("list-tracking-categories", "GET", "/api.xro/2.0/TrackingCategories"),
+    ("list-trial-balance", "GET", "/api.xro/2.0/Reports/TrialBalance"),
+    ("create-bank-transaction", "PUT", "/api.xro/2.0/BankTransactions"),
+    ("create-contact", "PUT", "/api.xro/2.0/Contacts"),
+    ("create-credit-note", "PUT", "/api.xro/2.0/CreditNotes"),
+    ("create-invoice", "PUT", "/api.xro/2.0/Invoices"),
+    ("create-item", "PUT", "/api.xro/2.0/Items"),
+    ("create-manual-journal", "PUT", "/api.xro/2.0/ManualJournals"),
+    ("create-payment", "PUT", "/api.xro/2.0/Payments"),
+    ("create-quote", "PUT", "/api.xro/2.0/Quotes"),
+    ("create-tracking-category", "PUT", "/api.xro/2.0/TrackingCategories"),
+    ("create-tracking-options", "PUT", "/api.xro/2.0/TrackingCategories/*/Options"),
+    ("update-bank-transaction", "POST", "/api.xro/2.0/BankTransactions/*"),
+    ("update-contact", "POST", "/api.xro/2.0/Contacts/*"),
+    ("update-credit-note", "POST", "/api.xro/2.0/CreditNotes/*"),
+    ("update-invoice", "POST", "/api.xro/2.0/Invoices/*"),
+    ("update-item", "POST", "/api.xro/2.0/Items/*"),
+    ("update-manual-journal", "POST", "/api.xro/2.0/ManualJournals/*"),
+    ("update-quote", "POST", "/api.xro/2.0/Quotes/*"),
+    ("update-tracking-category", "POST", "/api.xro/2.0/TrackingCategories/*"),
+    ("update-tracking-options", "POST", "/api.xro/2.0/TrackingCategories/*/Options/*"),
+    ("list-payroll-employees", "GET", "/payroll.xro/2.0/Employees"),
+    ("list-payroll-employee-leave", "GET", "/payroll.xro/2.0/Employees/*/Leave"),
+    ("list-payroll-employee-leave-balances", "GET", "/payroll.xro/2.0/Employees/*/LeaveBalances"),
+    ("list-payroll-employee-leave-types", "GET", "/payroll.xro/2.0/Employees/*/LeaveTypes"),
+    ("list-payroll-leave-periods", "GET", "/payroll.xro/2.0/Employees/*/LeavePeriods"),
+    ("list-payroll-leave-types", "GET", "/payroll.xro/2.0/LeaveTypes"),
+    ("list-timesheets", "GET", "/payroll.xro/2.0/Timesheets"),
+    ("get-timesheet", "GET", "/payroll.xro/2.0/Timesheets/*"),
+    ("create-timesheet", "POST", "/payroll.xro/2.0/Timesheets"),
+    ("add-timesheet-line", "POST", "/payroll.xro/2.0/Timesheets/*/Lines"),
+    ("update-timesheet-line", "PUT", "/payroll.xro/2.0/Timesheets/*/Lines/*"),
+    ("approve-timesheet", "POST", "/payroll.xro/2.0/Timesheets/*/Approve"),
+    ("revert-timesheet", "POST", "/payroll.xro/2.0/Timesheets/*/RevertToDraft"),
+    ("delete-timesheet", "DELETE", "/payroll.xro/2.0/Timesheets/*"),
+];
+
 /// Of the scopes `needed` for a call of `method` (from [`needed_for`]), the narrowest that works
 /// today — granular or unchanged, and a read scope for a read — for the `login --scope` a message
 /// suggests; a deprecated one only when nothing else opens the path.
@@ -666,6 +724,13 @@ pub fn narrowest(needed: &[&'static Scope], method: &str) -> Option<&'static Sco
         .find(|s| reading && s.access == Access::Read)
         .or_else(|| current().next())
         .or_else(|| needed.first().copied())
+}
+
+/// The call Xero's MCP server makes for `tool` (method and path, `*` for an id) and the scopes
+/// any one of which lets it through; `None` for a tool the table does not know.
+pub fn needed_for_tool(tool: &str) -> Option<(&'static str, &'static str, Vec<&'static Scope>)> {
+    let (_, method, path) = MCP_TOOLS.iter().find(|(name, _, _)| *name == tool)?;
+    Some((method, path, needed_for(path, method)))
 }
 
 /// Whether `path` (a request's path, without query) is one of `prefix`'s: compared segment by
@@ -731,6 +796,35 @@ pub fn grants(granted: &[String], needed: &[&Scope]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_tool_of_xeros_mcp_server_maps_to_a_scope_of_its_kind() {
+        for (tool, _, _) in MCP_TOOLS {
+            let (method, path, needed) = needed_for_tool(tool).expect("listed");
+            assert!(!needed.is_empty(), "{tool}: {method} {path} opens no scope");
+            let reads = tool.starts_with("list-") || tool.starts_with("get-");
+            // 51 tools in 0.0.17.
+            assert_eq!(reads, method == "GET", "{tool}: {method}");
+            if !reads {
+                assert!(
+                    needed.iter().all(|s| s.access == Access::Write),
+                    "{tool}: a write tool must need a write scope"
+                );
+            }
+        }
+        assert_eq!(MCP_TOOLS.len(), 51);
+        let (method, _, invoices) = needed_for_tool("list-invoices").unwrap();
+        assert_eq!(
+            narrowest(&invoices, method).map(|s| s.name),
+            Some("accounting.invoices.read")
+        );
+        let (method, _, contact) = needed_for_tool("create-contact").unwrap();
+        assert_eq!(
+            narrowest(&contact, method).map(|s| s.name),
+            Some("accounting.contacts")
+        );
+        assert!(needed_for_tool("make-coffee").is_none());
+    }
 
     #[test]
     fn the_narrowest_scope_is_a_current_read_scope_for_a_read() {

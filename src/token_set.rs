@@ -159,6 +159,18 @@ impl TokenSet {
 }
 
 impl TokenSet {
+    /// The scope names the set was granted (the token response's `scope`), and those its access
+    /// token claims where they differ: what a call refused for want of a scope is compared with.
+    pub(crate) fn granted_scopes(&self) -> Vec<String> {
+        let mut granted = self.scopes.clone();
+        for claimed in self.access_token_scopes().unwrap_or_default() {
+            if !granted.contains(&claimed) {
+                granted.push(claimed);
+            }
+        }
+        granted
+    }
+
     /// The `scope` claim of the cached access token (Xero's are JWTs): what the token itself
     /// carries, which may differ from the token response's `scope`. `None` when there is no
     /// access token or it is not a JWT with such a claim. Only the scope names leave: the

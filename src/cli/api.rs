@@ -277,12 +277,7 @@ async fn missing_scope(
 ) -> Option<Error> {
     let needed = crate::scopes::needed_for(url.path(), method.as_str());
     let set = session.stored_token_set().await.ok().flatten()?;
-    let mut granted = set.scopes.clone();
-    for claimed in set.access_token_scopes().unwrap_or_default() {
-        if !granted.contains(&claimed) {
-            granted.push(claimed);
-        }
-    }
+    let granted = set.granted_scopes();
     if crate::scopes::grants(&granted, &needed) {
         return None;
     }

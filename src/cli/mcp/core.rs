@@ -47,6 +47,9 @@ pub struct Fresh<T> {
     pub digest: Option<Vec<u8>>,
     /// Seconds until the access token expires.
     pub valid_for: i64,
+    /// The scope names the set was granted (and the access token claims): what a tool refused
+    /// for want of a scope is compared with.
+    pub scopes: Vec<String>,
 }
 
 /// What happened.
@@ -135,6 +138,8 @@ pub struct Settings {
     pub check_every: Duration,
     /// Which tools the client may see and call.
     pub guard: Guard,
+    /// The profile's name, for the commands messages suggest.
+    pub profile: String,
 }
 
 /// The requests in flight between the client and the running server, both ways: when the
@@ -321,8 +326,19 @@ pub struct Core<T> {
     /// The annotations of the tools the servers listed (`None`: listed without any), by name:
     /// what the guard decides a `tools/call` by.
     listed_tools: HashMap<String, Option<Annotations>>,
+    /// The client's `tools/call` requests in flight, by id: their tool names, to tell a refused
+    /// one's missing scope (see [`Core::tell_missing_scopes`]).
+    tool_calls: HashMap<Id, String>,
+    /// The scope names of the latest fresh token.
+    granted: Vec<String>,
+    /// The tools whose missing scope was told (once each).
+    told_scopes: HashSet<String>,
     actions: Vec<Action<T>>,
 }
+
+/// At most this many `tools/call` requests are remembered in flight (a client that never gets
+/// answers cannot grow the map without bound).
+const MAX_TOOL_CALLS: usize = 1024;
 
 impl<T> Core<T> {
     /// The bridge before its first server: [`Action::Start`] of server 1 with `fresh`'s token.
@@ -350,6 +366,9 @@ impl<T> Core<T> {
             finished: None,
             ended: false,
             listed_tools: HashMap::new(),
+            tool_calls: HashMap::new(),
+            granted: fresh.scopes,
+            told_scopes: HashSet::new(),
             actions: Vec::new(),
         };
         let start = Action::Start {
@@ -562,8 +581,63 @@ impl<T> Core<T> {
                         _ => {}
                     }
                 }
+                self.remember_tool_calls(&line);
                 self.send_to_server(line);
             }
+        }
+    }
+
+    /// Notes the `tools/call` requests of a client line that goes to the server.
+    fn remember_tool_calls(&mut self, line: &[u8]) {
+        for (id, tool) in mcp::tool_calls(line) {
+            if self.tool_calls.len() < MAX_TOOL_CALLS {
+                self.tool_calls.insert(id, tool);
+            }
+        }
+    }
+
+    /// Xero's MCP server answers a call Xero refused (401, 403) with a tool error, whatever the
+    /// reason. When the token has none of the scopes the tool's call needs (the table of
+    /// `crate::scopes`), that is the reason: say so once per tool, with the login that adds the
+    /// narrowest one. Scope names only, never a token.
+    fn tell_missing_scopes(&mut self, line: &[u8]) {
+        if self.tool_calls.is_empty() {
+            return;
+        }
+        let (answered, refused) = mcp::tool_results(line);
+        for id in answered {
+            let Some(tool) = self.tool_calls.remove(&id) else {
+                continue;
+            };
+            if !refused.contains(&id) || self.told_scopes.contains(&tool) {
+                continue;
+            }
+            let Some((method, path, needed)) = crate::scopes::needed_for_tool(&tool) else {
+                continue;
+            };
+            if needed.is_empty() || crate::scopes::grants(&self.granted, &needed) {
+                continue;
+            }
+            let Some(best) = crate::scopes::narrowest(&needed, method) else {
+                continue;
+            };
+            let names: Vec<&str> = needed.iter().map(|s| s.name).collect();
+            let granted = if self.granted.is_empty() {
+                "no scopes".to_string()
+            } else {
+                self.granted.join(" ")
+            };
+            self.told_scopes.insert(tool.clone());
+            self.say(format!(
+                "xero-auth mcp: Xero refused the tool {tool} ({method} {path}): it needs {} and \
+                 the token was granted {granted}; {} adds it (with the profile's other scopes), \
+                 and the bridge's next rotation or a restart uses it",
+                names.join(" or "),
+                crate::hint::command(
+                    &self.settings.profile,
+                    &format!("login --scope {}", best.name)
+                )
+            ));
         }
     }
 
@@ -588,6 +662,7 @@ impl<T> Core<T> {
             return;
         }
         self.exchanges.note_server_line(&messages);
+        self.tell_missing_scopes(&line);
         self.actions.push(Action::ToClient(line));
     }
 
@@ -683,6 +758,7 @@ impl<T> Core<T> {
     /// A fresh token for the restart: the running server goes and a new one is started with it,
     /// unless it is the token the running server has.
     fn on_token(&mut self, fresh: Fresh<T>, now: Instant) {
+        self.granted.clone_from(&fresh.scopes);
         let same_token = match (&self.child, &fresh.digest) {
             (Some(running), Some(digest)) => running.token_digest.as_ref() == Some(digest),
             _ => false,
@@ -1109,6 +1185,7 @@ mod tests {
             token,
             digest: Some(token.as_bytes().to_vec()),
             valid_for,
+            scopes: vec!["openid".into(), "accounting.contacts.read".into()],
         }
     }
 
@@ -1123,6 +1200,7 @@ mod tests {
             min_valid: 300,
             check_every: secs(60),
             guard,
+            profile: "default".into(),
         };
         let (mut core, start) = Core::new(settings, fresh("t1", 1800), t0);
         assert_eq!(
@@ -1670,5 +1748,62 @@ mod tests {
                 .is_some_and(|m| m.contains("would work on Beta Ltd")),
             "{answers:?}"
         );
+    }
+
+    fn said(actions: &Actions) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Say(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn call(id: u32, tool: &str) -> String {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+    }
+
+    /// Xero's MCP server's answer to a call Xero refused with 401.
+    fn refused(id: u32) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"isError":true,"content":[{{"type":"text","text":"Error listing: Authentication failed. Please check your Xero credentials."}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_tool_xero_refused_for_want_of_a_scope_is_told_once_with_the_login() {
+        let t0 = Instant::now();
+        let mut core = opened(t0);
+        // The token was granted accounting.contacts.read, not invoices.
+        client(&mut core, &call(7, "list-invoices"), t0);
+        let answered = server(&mut core, 1, &refused(7), t0);
+        let told = said(&answered);
+        assert_eq!(told.len(), 1, "{answered:?}");
+        assert!(
+            told[0].contains("refused the tool list-invoices (GET /api.xro/2.0/Invoices)"),
+            "{told:?}"
+        );
+        assert!(told[0].contains("accounting.invoices.read"), "{told:?}");
+        assert!(
+            told[0].contains("`xero-auth login --scope accounting.invoices.read`"),
+            "{told:?}"
+        );
+        assert!(told[0].contains("granted openid accounting.contacts.read"), "{told:?}");
+        // The answer still reaches the client, as the server gave it.
+        assert_eq!(for_client(&answered).len(), 1);
+        // Once per tool.
+        client(&mut core, &call(8, "list-invoices"), t0);
+        assert!(said(&server(&mut core, 1, &refused(8), t0)).is_empty());
+        // A tool whose scope the token has: refused for another reason, nothing said.
+        client(&mut core, &call(9, "list-contacts"), t0);
+        assert!(said(&server(&mut core, 1, &refused(9), t0)).is_empty());
+        // A success, and a tool the table does not know: nothing.
+        client(&mut core, &call(10, "list-quotes"), t0);
+        let ok = r#"{"jsonrpc":"2.0","id":10,"result":{"content":[{"type":"text","text":"403 quotes"}]}}"#;
+        assert!(said(&server(&mut core, 1, ok, t0)).is_empty());
+        client(&mut core, &call(11, "make-coffee"), t0);
+        assert!(said(&server(&mut core, 1, &refused(11), t0)).is_empty());
+        assert!(core.tool_calls.is_empty(), "answered calls are forgotten");
     }
 }

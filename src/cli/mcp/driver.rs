@@ -227,6 +227,7 @@ impl Driver<'_> {
                 .as_ref()
                 .map(|token| digest(token.expose_secret())),
             valid_for: set.expires_at.unwrap_or(now) - now,
+            scopes: set.granted_scopes(),
             token: set,
         }
     }
@@ -404,3 +405,4 @@ fn digest(token: &str) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+

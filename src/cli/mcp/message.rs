@@ -84,6 +84,81 @@ fn classify_value(value: &Value) -> Message {
     }
 }
 
+/// The `tools/call` requests of a line: each one's id (as JSON text) and tool name. Lines that
+/// cannot hold one are not parsed.
+pub fn tool_calls(line: &[u8]) -> Vec<(Id, String)> {
+    if !contains(line, b"tools/call") {
+        return Vec::new();
+    }
+    let one = |value: &Value| -> Option<(Id, String)> {
+        if value.get("method")?.as_str()? != "tools/call" {
+            return None;
+        }
+        let id = value.get("id").filter(|id| id.is_string() || id.is_number())?;
+        let name = value.get("params")?.get("name")?.as_str()?;
+        Some((id.to_string(), name.to_string()))
+    };
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Ok(value) => one(&value).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The responses of a line (their ids), and those among them that are a tool error reporting
+/// that Xero refused the call (401 or 403). Xero's MCP server (0.0.17,
+/// `src/helpers/format-error.ts`) words those "Authentication failed. Please check your Xero
+/// credentials." and "You don't have permission to access this resource in Xero.", or gives the
+/// status and Xero's title ("403 Forbidden: …").
+pub fn tool_results(line: &[u8]) -> (Vec<Id>, Vec<Id>) {
+    const REFUSALS: [&str; 4] = [
+        "Authentication failed",
+        "have permission to access",
+        "401 ",
+        "403 ",
+    ];
+    let mut answered = Vec::new();
+    let mut refused = Vec::new();
+    let mut one = |value: &Value| {
+        if value.get("method").is_some() {
+            return;
+        }
+        let Some(id) = value.get("id").filter(|id| id.is_string() || id.is_number()) else {
+            return;
+        };
+        let id = id.to_string();
+        let result = value.get("result");
+        let is_error = result
+            .and_then(|r| r.get("isError"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let says_refused = result
+            .and_then(|r| r.get("content"))
+            .and_then(Value::as_array)
+            .is_some_and(|parts| {
+                parts.iter().any(|part| {
+                    part.get("text")
+                        .and_then(Value::as_str)
+                        .is_some_and(|text| REFUSALS.iter().any(|r| text.contains(r)))
+                })
+            });
+        if is_error && says_refused {
+            refused.push(id.clone());
+        }
+        answered.push(id);
+    };
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Array(items)) => items.iter().for_each(&mut one),
+        Ok(value) => one(&value),
+        Err(_) => {}
+    }
+    (answered, refused)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A JSON-RPC error response to request `id` (its JSON text), as one line without the newline.
 /// The code is in the range JSON-RPC leaves to implementations (-32000 to -32099).
 pub fn error_response(id: &str, message: &str) -> Vec<u8> {

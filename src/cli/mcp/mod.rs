@@ -126,6 +126,7 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
         min_valid: args.min_valid as i64,
         check_every: std::time::Duration::from_secs(args.check_every),
         guard: guard_rails(&args, &session.profile().mcp_guard),
+        profile: session.profile().name.clone(),
     };
     let status = driver::run(&session, server, settings).await?;
     // A set the store would not take is lost with this process: one more try at storing it.
