@@ -10,6 +10,8 @@ mod clock_and_data;
 mod completion_shells;
 mod completions_man;
 mod crash;
+#[cfg(target_os = "linux")]
+mod desktop;
 mod docs_examples;
 mod doctor;
 mod entry_limit;
