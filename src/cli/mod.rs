@@ -13,6 +13,7 @@ pub mod login;
 pub mod logout;
 pub mod man;
 pub mod mcp;
+pub mod notify;
 pub mod process;
 pub mod profiles;
 pub mod refresh;

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{Context, format_span, format_time};
+use super::{Context, format_span, format_time, notify};
 use crate::error::Result;
 use crate::token_set::TokenSet;
 
@@ -22,6 +22,43 @@ pub struct RefreshArgs {
 /// Refreshes and prints a one-line summary (no secret). With `--if-older-than`, only when the
 /// refresh token is old enough.
 pub async fn run(args: RefreshArgs, ctx: &Context) -> Result<()> {
+    let result = refresh(args, ctx).await;
+    if let Err(err) = &result {
+        tell_the_person(ctx, err).await;
+    }
+    result
+}
+
+/// A refresh nobody watches (its stderr is not a terminal: a timer's, a cron job's) that only
+/// the person can fix, or one failing while the refresh token nears its lapse: a desktop
+/// notification (see `notify`).
+async fn tell_the_person(ctx: &Context, err: &crate::error::Error) {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    let Ok(session) = ctx.session() else {
+        return;
+    };
+    let now = session.now();
+    let problem = match notify::Problem::of(err) {
+        Some(problem) => Some(problem),
+        None => match session.stored_token_set().await {
+            Ok(Some(set)) if set.refresh_token.is_some() => {
+                let days = (set.refresh_lapses_at() - now).div_euclid(86_400);
+                (0..=notify::LAPSE_WARNING_DAYS)
+                    .contains(&days)
+                    .then_some(notify::Problem::LapsesSoon(days))
+            }
+            _ => None,
+        },
+    };
+    if let Some(problem) = problem {
+        notify::on_problem(&session, problem);
+    }
+}
+
+async fn refresh(args: RefreshArgs, ctx: &Context) -> Result<()> {
     let session = ctx.session()?;
     if let Some(days) = args.if_older_than {
         let set = session.require_token_set().await?;

@@ -234,10 +234,11 @@ const ENDPOINTS: [(&str, &str, &str); 5] = [
 const LIMITS_TABLE: &str = "limits";
 
 /// The keys of a `[profiles.NAME]` table besides the endpoints' (see [`profile_keys`]).
-const SETTING_KEYS: [&str; 21] = [
+const SETTING_KEYS: [&str; 22] = [
     "client_id",
     "scopes",
     "plan",
+    "notify",
     "redirect_uri",
     "default_tenant",
     "store",
@@ -283,6 +284,9 @@ pub struct Profile {
     /// The app's Xero plan (`plan`), when the user set it: `tenants` compares the connected
     /// organisations with its limit.
     pub plan: Option<Plan>,
+    /// Whether a desktop notification may tell the person when only they can fix a problem
+    /// (`notify`, true unless set to false).
+    pub notify: bool,
     /// Which secret store holds the profile's secrets.
     pub store: StoreKind,
     /// The endpoints.
@@ -420,6 +424,7 @@ impl Profile {
             "redirect_uri" => Some(self.redirect_uri.clone()),
             "default_tenant" => self.default_tenant.clone(),
             "plan" => self.plan.map(|p| p.name().to_string()),
+            "notify" => Some(self.notify.to_string()),
             "store" => Some(self.store.name().to_string()),
             "file_work_factor" => Some(self.file_work_factor.to_string()),
             "file_unlock_ttl" => Some(self.file_unlock_ttl.as_secs().to_string()),

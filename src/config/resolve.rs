@@ -121,6 +121,16 @@ impl Config {
             })?),
         };
 
+        let notify = match table.and_then(|t| t.get("notify")) {
+            None => true,
+            Some(item) => bool_setting(item).ok_or_else(|| {
+                self.error(
+                    &["profiles", name, "notify"],
+                    &format!("`profiles.{name}.notify` must be true or false"),
+                )
+            })?,
+        };
+
         let tool_patterns = |key: &str| -> Result<Vec<String>> {
             match table.and_then(|t| t.get(key)) {
                 None => Ok(Vec::new()),
@@ -137,14 +147,7 @@ impl Config {
         let mcp_guard = McpGuard {
             read_only: match table.and_then(|t| t.get("mcp_read_only")) {
                 None => false,
-                Some(item) => item
-                    .as_bool()
-                    .or_else(|| match item.as_str() {
-                        Some("true") => Some(true),
-                        Some("false") => Some(false),
-                        _ => None,
-                    })
-                    .ok_or_else(|| {
+                Some(item) => bool_setting(item).ok_or_else(|| {
                         self.error(
                             &["profiles", name, "mcp_read_only"],
                             &format!("`profiles.{name}.mcp_read_only` must be true or false"),
@@ -163,6 +166,7 @@ impl Config {
             redirect_uri,
             default_tenant: get_str("default_tenant")?.filter(|s| !s.is_empty()),
             plan,
+            notify,
             store,
             endpoints: Endpoints {
                 authorize,
@@ -406,6 +410,15 @@ fn parse_scopes(item: &Item) -> Option<Vec<String>> {
     array.iter().map(|v| v.as_str().map(String::from)).collect()
 }
 
+/// A true/false setting: a TOML boolean, or the string `config set` writes.
+fn bool_setting(item: &Item) -> Option<bool> {
+    item.as_bool().or_else(|| match item.as_str() {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -567,3 +580,4 @@ http_timeout = 5
         assert!(err.to_string().contains("VAULT_ADDR"), "{err}");
     }
 }
+

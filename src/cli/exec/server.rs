@@ -194,6 +194,7 @@ impl Endpoint {
                 // The same message the command line would print (never a secret), once here
                 // for the person watching and once to the program that asked.
                 tracing::warn!("token endpoint: {err}");
+                crate::cli::notify::on_error(&self.session, &err);
                 let (status, retry) = match err.exit_code() {
                     ExitCode::StoreUnavailable | ExitCode::Temporary => (503, true),
                     _ => (500, false),

@@ -205,7 +205,12 @@ impl Driver<'_> {
     async fn fetch_token(&self) -> Event<TokenSet> {
         let set = match self.session.valid_token_set(self.margin).await {
             Ok(set) => set,
-            Err(err) => return Event::Token(Err(err.to_string())),
+            Err(err) => {
+                // The bridge keeps its server and tries again later; the person is told when
+                // only they can fix it (see `notify`).
+                crate::cli::notify::on_error(self.session, &err);
+                return Event::Token(Err(err.to_string()));
+            }
         };
         match check_organisation(self.session, &set, self.server_command.tenant).await {
             Ok(()) => Event::Token(Ok(self.fresh(set))),
