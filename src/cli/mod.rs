@@ -129,9 +129,9 @@ pub enum Command {
     /// Set, show or remove a profile's settings in config.toml, or print its path.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish), or install one.
     Completions(completions::CompletionsArgs),
-    /// Print a man page (roff), list them, or write them all into a folder.
+    /// Print a man page (roff), list them, write them all into a folder, or install them.
     Man(man::ManArgs),
     /// Unlock the encrypted-file store once and keep its key in the kernel (Linux) for
     /// file_unlock_ttl after its last use, so later commands need no passphrase.
