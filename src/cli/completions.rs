@@ -1,4 +1,5 @@
-//! `xero-auth completions SHELL`: the shell's completion script on stdout.
+//! `xero-auth completions SHELL`: the shell's completion script on stdout; `completions install
+//! [SHELL]` writes it where the shell loads it by itself, for the user alone (no root).
 //!
 //! The scripts are clap_complete's, generated from the command-line definition itself (so they
 //! always match this binary's commands and flags), with three things of our own:
@@ -12,15 +13,20 @@
 //!   nothing after the first word completed. The labels are renamed to match, and the script's
 //!   function is wrapped by one that adds the two points above.
 
-use clap::{Args, CommandFactory, ValueHint};
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Subcommand, ValueHint};
 use clap_complete::Shell;
 
 use super::{Cli, Context};
 use crate::config::APP_NAME;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Install, for example:
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true,
+          after_help = "Install for bash, zsh or fish: xero-auth completions install [SHELL]
+
+By hand, for example:
 
 bash:
   mkdir -p ~/.local/share/bash-completion/completions
@@ -37,14 +43,100 @@ elvish (in ~/.config/elvish/rc.elv):
   eval (xero-auth completions elvish | slurp)")]
 /// Arguments of `xero-auth completions`.
 pub struct CompletionsArgs {
+    /// `install`, or none to print the script.
+    #[command(subcommand)]
+    pub action: Option<CompletionsCommand>,
     /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: Shell,
+    #[arg(value_enum, required = true)]
+    pub shell: Option<Shell>,
 }
 
-/// Writes the completion script for `args.shell` to stdout.
+/// What `xero-auth completions` does besides printing a script.
+#[derive(Debug, Subcommand)]
+pub enum CompletionsCommand {
+    /// Write the script where the shell loads it by itself, and print its path: bash
+    /// ~/.local/share/bash-completion/completions/xero-auth, zsh ~/.zfunc/_xero-auth (with
+    /// `fpath+=~/.zfunc` before compinit in ~/.zshrc), fish
+    /// ~/.config/fish/completions/xero-auth.fish.
+    Install(InstallArgs),
+}
+
+/// Arguments of `xero-auth completions install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// bash, zsh or fish; none for the shell named by $SHELL.
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: Option<String>,
+}
+
+/// Writes the completion script for `args.shell` to stdout, or installs it.
 pub async fn run(args: CompletionsArgs, ctx: &Context) -> Result<()> {
-    ctx.write_out(&script(args.shell))
+    match (args.action, args.shell) {
+        (Some(CompletionsCommand::Install(install)), _) => self::install(install, ctx),
+        (None, Some(shell)) => ctx.write_out(&script(shell)),
+        // clap asks for SHELL when there is no `install`.
+        (None, None) => Err(Error::InvalidInput(
+            "name the shell: xero-auth completions SHELL".into(),
+        )),
+    }
+}
+
+/// Writes the script of the shell asked for (or $SHELL's) into the folder it loads scripts
+/// from by itself, and prints the file's path.
+fn install(args: InstallArgs, ctx: &Context) -> Result<()> {
+    let name = match args.shell {
+        Some(name) => name,
+        None => {
+            let login_shell = (ctx.env)("SHELL").unwrap_or_default();
+            match login_shell.rsplit('/').next() {
+                Some(name @ ("bash" | "zsh" | "fish")) => name.to_string(),
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "cannot tell the shell from SHELL ('{login_shell}'): name it, \
+                         `xero-auth completions install bash` (or zsh, fish)"
+                    )));
+                }
+            }
+        }
+    };
+    let (shell, path) = match name.as_str() {
+        "bash" => {
+            let dir = match (ctx.env)("BASH_COMPLETION_USER_DIR").filter(|d| d.starts_with('/')) {
+                Some(dir) => PathBuf::from(dir),
+                None => super::man::user_dir(ctx, "XDG_DATA_HOME", ".local/share")?
+                    .join("bash-completion"),
+            };
+            (Shell::Bash, dir.join("completions").join(APP_NAME))
+        }
+        "zsh" => (
+            Shell::Zsh,
+            super::man::home(ctx)?
+                .join(".zfunc")
+                .join(format!("_{APP_NAME}")),
+        ),
+        _ => (
+            Shell::Fish,
+            super::man::user_dir(ctx, "XDG_CONFIG_HOME", ".config")?
+                .join("fish")
+                .join("completions")
+                .join(format!("{APP_NAME}.fish")),
+        ),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    }
+    std::fs::write(&path, script(shell)).map_err(|e| Error::io("cannot write", &path, e))?;
+    ctx.write_out(format!("{}\n", path.display()).as_bytes())?;
+    match shell {
+        Shell::Bash => eprintln!(
+            "bash loads it in each new shell (with the bash-completion package installed)"
+        ),
+        Shell::Zsh => eprintln!(
+            "zsh loads it once ~/.zshrc has `fpath+=~/.zfunc` before `compinit`; then open a new shell"
+        ),
+        _ => eprintln!("fish loads it in each new shell"),
+    }
+    Ok(())
 }
 
 /// How the scripts ask for the profiles: the program itself, found on PATH as the completed

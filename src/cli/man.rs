@@ -1,19 +1,23 @@
 //! `xero-auth man [PAGE]`: the man pages, generated from the command-line definition this binary
 //! parses, so an installed binary (`cargo install`) has them without a source checkout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, CommandFactory};
+use clap::{Args, CommandFactory, Subcommand};
 
 use super::{Cli, Context};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
+#[command(args_conflicts_with_subcommands = true, after_help = "Examples:
   xero-auth man token | man -l -                   # read one page
-  xero-auth man --out ~/.local/share/man/man1      # install them all, then: man xero-auth-token")]
+  xero-auth man install                            # install them all, then: man xero-auth-token
+  xero-auth man --out DIR                          # write them all into DIR")]
 /// Arguments of `xero-auth man`.
 pub struct ManArgs {
+    /// `install`, or none to print, list or write pages.
+    #[command(subcommand)]
+    pub action: Option<ManCommand>,
     /// The page: a command (`token`, `client set`, `client-set`); none for the main page.
     #[arg(value_name = "COMMAND")]
     pub page: Vec<String>,
@@ -25,22 +29,38 @@ pub struct ManArgs {
     pub out: Option<PathBuf>,
 }
 
+/// What `xero-auth man` does besides printing pages.
+#[derive(Debug, Subcommand)]
+pub enum ManCommand {
+    /// Write every page into the user's man folder, ~/.local/share/man/man1
+    /// ($XDG_DATA_HOME/man/man1), where `man` finds them without root; prints their paths.
+    Install,
+}
+
 /// Prints one page's roff, lists the pages, or writes them all.
 pub async fn run(args: ManArgs, ctx: &Context) -> Result<()> {
     let pages = pages();
+    if let Some(ManCommand::Install) = args.action {
+        let data = user_dir(ctx, "XDG_DATA_HOME", ".local/share")?;
+        let dir = data.join("man").join("man1");
+        write_pages(&pages, &dir, ctx)?;
+        if !man_finds(ctx, &data) {
+            eprintln!(
+                "note: man reads {} when {} is on PATH; otherwise add \
+                 `export MANPATH=\"{}:\"` to your shell's profile",
+                data.join("man").display(),
+                home(ctx)?.join(".local/bin").display(),
+                data.join("man").display(),
+            );
+        }
+        return Ok(());
+    }
     if args.list {
         let names: String = pages.iter().map(|(name, _)| format!("{name}\n")).collect();
         return ctx.write_out(names.as_bytes());
     }
     if let Some(dir) = args.out {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        let mut written = String::new();
-        for (name, page) in &pages {
-            let path = dir.join(format!("{name}.1"));
-            std::fs::write(&path, page).map_err(|e| Error::io("cannot write", &path, e))?;
-            written.push_str(&format!("{}\n", path.display()));
-        }
-        return ctx.write_out(written.as_bytes());
+        return write_pages(&pages, &dir, ctx);
     }
     let wanted = if args.page.is_empty() {
         APP.to_string()
@@ -72,6 +92,52 @@ pub async fn run(args: ManArgs, ctx: &Context) -> Result<()> {
 }
 
 const APP: &str = crate::config::APP_NAME;
+
+/// Writes every page into `dir` as NAME.1 (creating `dir`), and prints their paths.
+fn write_pages(pages: &[(String, Vec<u8>)], dir: &Path, ctx: &Context) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    let mut written = String::new();
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).map_err(|e| Error::io("cannot write", &path, e))?;
+        written.push_str(&format!("{}\n", path.display()));
+    }
+    ctx.write_out(written.as_bytes())
+}
+
+/// Whether man (man-db) reads `data`/man without being told: it does for each folder of
+/// MANPATH, and for the `share/man` beside each `bin` folder on PATH.
+fn man_finds(ctx: &Context, data: &Path) -> bool {
+    let man = data.join("man");
+    let on = |var: &str, wanted: &Path| {
+        (ctx.env)(var).is_some_and(|list| std::env::split_paths(&list).any(|p| p == wanted))
+    };
+    on("MANPATH", &man) || data.parent().is_some_and(|prefix| on("PATH", &prefix.join("bin")))
+}
+
+/// The user's home folder, from HOME.
+pub(super) fn home(ctx: &Context) -> Result<PathBuf> {
+    (ctx.env)("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute())
+        .ok_or_else(|| {
+            Error::InvalidInput(
+                "HOME is not set to an absolute path, so there is no user folder to install \
+                 into; set HOME, or write the files yourself (`xero-auth man --out DIR`, \
+                 `xero-auth completions SHELL > FILE`)"
+                    .into(),
+            )
+        })
+}
+
+/// A folder of the user's: `$VAR` when it is an absolute path (the XDG base directories),
+/// otherwise `fallback` under HOME.
+pub(super) fn user_dir(ctx: &Context, var: &str, fallback: &str) -> Result<PathBuf> {
+    match (ctx.env)(var).filter(|dir| Path::new(dir).is_absolute()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => Ok(home(ctx)?.join(fallback)),
+    }
+}
 
 /// A page's name without the `xero-auth-` in front, as one asks for it.
 fn short(name: &str) -> &str {

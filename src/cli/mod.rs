@@ -39,10 +39,31 @@ pub use crate::time::{format_span, format_time};
 /// The heading the options every command takes are listed under, after the command's own.
 const GLOBAL: &str = "Global options";
 
+/// `-V`: the version and the commit it was built from (`unknown` outside a git checkout).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{} ({})", env!("CARGO_PKG_VERSION"), env!("XERO_AUTH_COMMIT"))
+});
+
+/// `--version`: the version, the commit, and the secret stores this build has.
+static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let stores: Vec<&str> = crate::config::StoreKind::ALL
+        .into_iter()
+        .filter(|kind| kind.built_in())
+        .map(|kind| kind.name())
+        .collect();
+    format!(
+        "{}\ncommit: {}\nstores: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("XERO_AUTH_COMMIT"),
+        stores.join(", ")
+    )
+});
+
 /// Keeps a Xero app's client secret and OAuth 2.0 tokens in the operating system's keychain,
 /// refreshes them safely, and hands valid access tokens to scripts and programs.
 #[derive(Debug, Parser)]
-#[command(name = "xero-auth", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "xero-auth", version = VERSION.as_str(), long_version = LONG_VERSION.as_str(),
+          about, long_about = None, max_term_width = 100)]
 pub struct Cli {
     /// Profile to use: one app and its tokens.
     #[arg(long, global = true, env = "XERO_AUTH_PROFILE", default_value = DEFAULT_PROFILE,
@@ -109,9 +130,9 @@ pub enum Command {
     /// Set, show or remove a profile's settings in config.toml, or print its path.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish), or install one.
     Completions(completions::CompletionsArgs),
-    /// Print a man page (roff), list them, or write them all into a folder.
+    /// Print a man page (roff), list them, write them all into a folder, or install them.
     Man(man::ManArgs),
     /// Unlock the encrypted-file store once and keep its key in the kernel (Linux) for
     /// file_unlock_ttl after its last use, so later commands need no passphrase.

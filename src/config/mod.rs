@@ -183,6 +183,17 @@ impl StoreKind {
         StoreKind::Vault,
     ];
 
+    /// Whether this build has the store: each keychain on its own operating system, the file
+    /// and vault stores everywhere.
+    pub fn built_in(self) -> bool {
+        match self {
+            StoreKind::SecretService | StoreKind::Keyutils => cfg!(target_os = "linux"),
+            StoreKind::Keychain => cfg!(target_os = "macos"),
+            StoreKind::CredentialManager => cfg!(target_os = "windows"),
+            StoreKind::File | StoreKind::Vault => true,
+        }
+    }
+
     /// The store named `s` (as in `config.toml`).
     pub(crate) fn parse(s: &str) -> Option<Self> {
         StoreKind::ALL.into_iter().find(|k| k.name() == s)

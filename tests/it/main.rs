@@ -23,6 +23,7 @@ mod file_store;
 #[cfg(target_os = "linux")]
 mod file_unlock;
 mod import_token_refresh;
+mod install_version;
 mod keep_alive;
 #[cfg(target_os = "linux")]
 mod keyutils;
