@@ -86,45 +86,124 @@ impl Problem {
     }
 }
 
-/// Tells the person about `err` of `session`'s profile when only they can fix it.
+/// Tells the person about `err` of `session`'s profile when only they can fix it, without
+/// waiting for the notification to be handed over: for the long-running commands, whose other
+/// work must not stall on the bus.
 pub fn on_error(session: &Session, err: &Error) {
     if let Some(problem) = Problem::of(err) {
-        on_problem(session, problem);
+        on_problem(session, problem, Wait::No);
     }
 }
 
 /// Tells the person about `problem` of `session`'s profile (see [`tell`]).
-pub fn on_problem(session: &Session, problem: Problem) {
+pub fn on_problem(session: &Session, problem: Problem, wait: Wait) {
     let profile = session.profile();
-    tell(session.paths(), &profile.name, profile.notify, problem, session.now());
+    tell(
+        session.paths(),
+        &profile.name,
+        profile.notify,
+        problem,
+        session.now(),
+        wait,
+    );
 }
 
-/// Tells the person about `problem` of `profile`, unless `enabled` is false or it was told in
-/// the last day. Never fails and never blocks for more than [`SEND_WAIT`].
-pub fn tell(paths: &Paths, profile: &str, enabled: bool, problem: Problem, now: i64) {
+/// Whether [`tell`] waits (at most [`SEND_WAIT`]) for the notification to be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A command about to end: the sending thread would end with it.
+    ForDelivery,
+    /// A long-running command: send in the background.
+    No,
+}
+
+/// The problems this process tried to tell, and when: a long-running command that cannot
+/// reach a notification daemon tries once a day, not at every failed fetch.
+static ATTEMPTED: std::sync::Mutex<Vec<(String, i64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Tells the person about `problem` of `profile`, unless `enabled` is false or it was told (or,
+/// by this process, tried) in the last day. Never fails; blocks at most [`SEND_WAIT`], and only
+/// with [`Wait::ForDelivery`].
+pub fn tell(paths: &Paths, profile: &str, enabled: bool, problem: Problem, now: i64, wait: Wait) {
     if !enabled {
         return;
     }
-    let file = paths.state_dir.join("notified.json");
-    let mut told = read_told(&file);
     let key = format!("{profile} {}", problem.key());
-    if told
+    let recent = |at: i64| now.saturating_sub(at) < QUIET_FOR_SECS && at <= now;
+    {
+        let Ok(mut attempted) = ATTEMPTED.lock() else {
+            return;
+        };
+        if attempted.iter().any(|(k, at)| *k == key && recent(*at)) {
+            return;
+        }
+        attempted.retain(|(k, _)| *k != key);
+        attempted.push((key.clone(), now));
+    }
+    let file = paths.state_dir.join("notified.json");
+    if read_told(&file)
         .get(&key)
         .and_then(serde_json::Value::as_i64)
-        .is_some_and(|at| now.saturating_sub(at) < QUIET_FOR_SECS && at <= now)
+        .is_some_and(recent)
     {
         return;
     }
     let (summary, body) = problem.text(profile);
-    if !send(summary, body) {
-        return;
+    let state_dir = paths.state_dir.clone();
+    let (done, delivered) = std::sync::mpsc::channel();
+    // A thread of its own: the bus may start a daemon that never answers.
+    let spawned = std::thread::Builder::new()
+        .name("notify".into())
+        .spawn(move || {
+            let sent = send(&summary, &body);
+            if sent {
+                record(&state_dir, &file, key, now);
+            }
+            let _ = done.send(sent);
+        });
+    match spawned {
+        Ok(_) if wait == Wait::ForDelivery => {
+            let _ = delivered.recv_timeout(SEND_WAIT);
+        }
+        Ok(handle) => {
+            if let Ok(mut sending) = SENDING.lock() {
+                sending.retain(|h| !h.is_finished());
+                sending.push(handle);
+            }
+        }
+        Err(_) => {}
     }
+}
+
+/// The notifications sent in the background, for [`finish`].
+static SENDING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits (at most [`SEND_WAIT`]) for the notifications sent in the background: a long-running
+/// command calls it before it ends, so that one sent as its program failed is not lost with it.
+pub fn finish() {
+    let deadline = std::time::Instant::now() + SEND_WAIT;
+    while std::time::Instant::now() < deadline {
+        let busy = SENDING
+            .lock()
+            .map(|sending| sending.iter().any(|h| !h.is_finished()))
+            .unwrap_or(false);
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Notes in the state folder that `key` was told at `now`. Losing this file only means one more
+/// notification: a failure to write it is not told.
+fn record(state_dir: &Path, file: &Path, key: String, now: i64) {
+    let mut told = read_told(file);
     told.insert(key, now.into());
-    // Losing this file only means one more notification: a failure to write it is not told.
-    if crate::private_fs::private_folder(&paths.state_dir).is_ok()
+    if crate::private_fs::private_folder(state_dir).is_ok()
         && let Ok(bytes) = serde_json::to_vec(&told)
     {
-        let _ = crate::private_fs::replace_file(&file, &bytes);
+        let _ = crate::private_fs::replace_file(file, &bytes);
     }
 }
 
@@ -137,43 +216,35 @@ fn read_told(file: &Path) -> serde_json::Map<String, serde_json::Value> {
 
 /// Hands the notification to the session's notification daemon; whether it took it.
 #[cfg(target_os = "linux")]
-fn send(summary: String, body: String) -> bool {
-    let (done, outcome) = std::sync::mpsc::channel();
-    // A thread of its own: the bus may start a daemon that never answers, and the command does
-    // not wait on it for longer than SEND_WAIT (the thread ends with the process).
-    let spawned = std::thread::Builder::new()
-        .name("notify".into())
-        .spawn(move || {
-            let sent = (|| -> zbus::Result<()> {
-                let conn = zbus::blocking::Connection::session()?;
-                let hints: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
-                    std::collections::HashMap::from([("urgency", zbus::zvariant::Value::U8(2))]);
-                conn.call_method(
-                    Some("org.freedesktop.Notifications"),
-                    "/org/freedesktop/Notifications",
-                    Some("org.freedesktop.Notifications"),
-                    "Notify",
-                    &(
-                        "xero-auth",
-                        0u32,
-                        "dialog-password",
-                        summary.as_str(),
-                        body.as_str(),
-                        Vec::<&str>::new(),
-                        hints,
-                        -1i32,
-                    ),
-                )?;
-                Ok(())
-            })();
-            let _ = done.send(sent.is_ok());
-        });
-    spawned.is_ok() && outcome.recv_timeout(SEND_WAIT).unwrap_or(false)
+fn send(summary: &str, body: &str) -> bool {
+    let sent = (|| -> zbus::Result<()> {
+        let conn = zbus::blocking::Connection::session()?;
+        let hints: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
+            std::collections::HashMap::from([("urgency", zbus::zvariant::Value::U8(2))]);
+        conn.call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "Notify",
+            &(
+                "xero-auth",
+                0u32,
+                "dialog-password",
+                summary,
+                body,
+                Vec::<&str>::new(),
+                hints,
+                -1i32,
+            ),
+        )?;
+        Ok(())
+    })();
+    sent.is_ok()
 }
 
 /// Elsewhere there is no freedesktop bus: nothing is sent (see docs/desktop.md).
 #[cfg(not(target_os = "linux"))]
-fn send(_summary: String, _body: String) -> bool {
+fn send(_summary: &str, _body: &str) -> bool {
     false
 }
 

@@ -54,7 +54,7 @@ async fn tell_the_person(ctx: &Context, err: &crate::error::Error) {
         },
     };
     if let Some(problem) = problem {
-        notify::on_problem(&session, problem);
+        notify::on_problem(&session, problem, notify::Wait::ForDelivery);
     }
 }
 

@@ -154,7 +154,20 @@ impl Config {
                         )
                     })?,
             },
-            allow_tools: tool_patterns("mcp_allow_tools")?,
+            allow_tools: {
+                let allow = tool_patterns("mcp_allow_tools")?;
+                // An empty allow list would allow every tool (no allow rule): whoever wrote it
+                // meant the opposite, so it is refused rather than read open.
+                if allow.is_empty() && table.and_then(|t| t.get("mcp_allow_tools")).is_some() {
+                    return Err(self.error(
+                        &["profiles", name, "mcp_allow_tools"],
+                        &format!(
+                            "`profiles.{name}.mcp_allow_tools` is empty, which would allow every tool: list the tools to allow, remove the key, or use mcp_read_only / mcp_deny_tools"
+                        ),
+                    ));
+                }
+                allow
+            },
             deny_tools: tool_patterns("mcp_deny_tools")?,
         };
 
@@ -537,6 +550,12 @@ http_timeout = 5
             let (_dir, config) = load(&format!("[profiles.default]\n{bad}\n"));
             let err = config.profile("default", &env(&[])).unwrap_err();
             assert!(err.to_string().contains("profiles.default.mcp_"), "{bad}: {err}");
+        }
+        // An empty allow list would allow everything: refused, not read open.
+        for empty in ["mcp_allow_tools = \"\"", "mcp_allow_tools = []"] {
+            let (_dir, config) = load(&format!("[profiles.default]\n{empty}\n"));
+            let err = config.profile("default", &env(&[])).unwrap_err();
+            assert!(err.to_string().contains("would allow every tool"), "{empty}: {err}");
         }
     }
 

@@ -186,7 +186,7 @@ impl Desktop {
         while Instant::now() < end {
             let out = self
                 .command("xdotool")
-                .args(["search", "--name", DIALOG])
+                .args(["search", "--onlyvisible", "--name", DIALOG])
                 .output()
                 .unwrap();
             if let Some(id) = String::from_utf8_lossy(&out.stdout).lines().next() {
@@ -208,17 +208,28 @@ impl Desktop {
         assert!(status.success(), "xwd");
     }
 
-    /// Focuses window `id` and presses `keys` (xdotool key names), after typing `text`.
+    /// Focuses window `id` and presses `key` (an xdotool key name), after typing `text`. The
+    /// focus is tried again for a while: a dialog just mapped may not take it yet.
     fn answer(&self, id: &str, text: Option<&str>, key: &str) {
         let run = |args: &[&str]| {
-            let status = self.command("xdotool").args(args).status().unwrap();
-            assert!(status.success(), "xdotool {args:?}");
+            self.command("xdotool")
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
         };
-        run(&["windowfocus", "--sync", id]);
-        if let Some(text) = text {
-            run(&["type", "--delay", "20", text]);
+        let end = Instant::now() + Duration::from_secs(15);
+        while !run(&["windowfocus", "--sync", id]) {
+            assert!(
+                Instant::now() < end,
+                "xdotool could not focus the dialog {id}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        run(&["key", key]);
+        if let Some(text) = text {
+            assert!(run(&["type", "--delay", "20", text]), "xdotool type");
+        }
+        assert!(run(&["key", key]), "xdotool key {key}");
     }
 }
 

@@ -906,9 +906,18 @@ fn a_replacement_refused_too_is_logged_as_the_call_not_the_token() {
     assert_ne!(second_id, first_id);
     // The same first refusal again (another worker): the same replacement, still nothing.
     fetch(&mut server, &format!("?refused={first_id}"));
-    // The replacement refused too, twice: told once.
-    fetch(&mut server, &format!("?refused={second_id}"));
+    assert_eq!(fake.count(Counter::Refresh), 1);
+    // The replacement refused too, twice: told once, and no second refresh (Xero refuses the
+    // call, not the token: a program retrying each call would spend one refresh per call).
+    let (_, again) = fetch(&mut server, &format!("?refused={second_id}"));
     let (_, third) = fetch(&mut server, &format!("?refused={}", &second_id[..16]));
+    assert_eq!(token_of(&again), token_of(&second));
+    assert_eq!(token_of(&third), token_of(&second));
+    assert_eq!(
+        fake.count(Counter::Refresh),
+        1,
+        "one refresh for the first refusal only"
+    );
     server.send("EXIT 0");
     let (status, _, stderr) = server.finish(WAIT);
     assert!(status.success(), "{stderr}");

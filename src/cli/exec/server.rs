@@ -82,11 +82,16 @@ pub(super) async fn run(session: Session, mut command: Command, margin: i64) -> 
     drop(listener);
     connections.abort_all();
     endpoint.finish_fetches().await;
+    crate::cli::notify::finish();
     // A set the store would not take is lost with this process: one more try at storing it.
     endpoint.session.save_unsaved().await;
     let status = status.map_err(|e| Error::io("cannot wait for", "the command", e))?;
     Ok(child::exit_code(status))
 }
+
+/// A replacement refused within this many seconds of being obtained is handed out again rather
+/// than replaced: at most one refresh a minute when Xero refuses every call whatever the token.
+const REPLACEMENT_QUIET_SECS: i64 = 60;
 
 /// What the endpoint needs to answer.
 struct Endpoint {
@@ -111,6 +116,8 @@ struct Replacement {
     id: Option<String>,
     /// The scope names its set was granted (no secret).
     scopes: String,
+    /// When it was obtained (Unix seconds).
+    at: i64,
     /// Whether its refusal was told.
     told: bool,
 }
@@ -228,15 +235,25 @@ impl Endpoint {
         let work = tokio::spawn(async move {
             let _permit = permit;
             let set = match &refused {
+                // The replacement refused too, and lately: another refresh would not help and
+                // a program retrying every call would spend one each. The stored token again.
+                Some(refused) if self.refused_replacement(refused) => {
+                    self.session.valid_token_set(margin).await?
+                }
                 Some(refused) => {
-                    self.tell_refused_replacement(refused);
+                    let before = self.session.now();
                     let set = self.session.token_set_replacing(refused, margin).await?;
-                    if let Ok(mut r) = self.replacement.lock()
+                    // Only a set refreshed for this refusal (here or by another process
+                    // meanwhile) is a replacement; a late refusal of an old token gets the
+                    // stored one, which nobody refused yet.
+                    if set.obtained_at >= before
+                        && let Ok(mut r) = self.replacement.lock()
                         && r.id != set.access_token_id()
                     {
                         *r = Replacement {
                             id: set.access_token_id(),
                             scopes: set.scopes.join(" "),
+                            at: set.obtained_at,
                             told: false,
                         };
                     }
@@ -260,14 +277,19 @@ impl Endpoint {
     /// The endpoint cannot see the program's calls, but it can tell one case: the token it handed
     /// out in place of a refused one is refused too. Then a new token will not help: Xero refuses
     /// the call itself, most often for a scope the token lacks. Said once per replacement, with
-    /// the scope names the set was granted (never a token).
-    fn tell_refused_replacement(&self, refused: &RefusedToken) {
+    /// the scope names the set was granted (never a token). True when that replacement is less
+    /// than [`REPLACEMENT_QUIET_SECS`] old: then it is not replaced again.
+    fn refused_replacement(&self, refused: &RefusedToken) -> bool {
         let Ok(mut r) = self.replacement.lock() else {
-            return;
+            return false;
         };
         let refused_again = r.id.as_deref().is_some_and(|id| refused.is(id));
-        if !refused_again || r.told {
-            return;
+        if !refused_again {
+            return false;
+        }
+        let recent = self.session.now().saturating_sub(r.at) < REPLACEMENT_QUIET_SECS;
+        if r.told {
+            return recent;
         }
         r.told = true;
         let profile = &self.session.profile().name;
@@ -278,6 +300,7 @@ impl Endpoint {
             if r.scopes.is_empty() { "no scopes" } else { &r.scopes },
             crate::hint::command(profile, "scopes for PATH [METHOD]")
         );
+        recent
     }
 
     /// Waits (bounded) until no token fetch is under way.

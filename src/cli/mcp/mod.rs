@@ -129,6 +129,7 @@ pub async fn run(args: McpArgs, ctx: &Context) -> Result<()> {
         profile: session.profile().name.clone(),
     };
     let status = driver::run(&session, server, settings).await?;
+    crate::cli::notify::finish();
     // A set the store would not take is lost with this process: one more try at storing it.
     session.save_unsaved().await;
     ctx.set_exit_status(status);
