@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod exec;
 pub mod import;
 pub mod keyutils_notice;
+pub mod log;
 pub mod login;
 pub mod logout;
 pub mod man;
@@ -84,6 +85,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Show the profile, its client, store and token lifetimes (never a secret).
     Status(status::StatusArgs),
+    /// Show the audit log: who took a token, what refreshed, logged in or called the API.
+    Log(log::LogArgs),
     /// Call the Xero API with the access token and tenant header (401 → one refresh, one retry).
     Api(api::ApiArgs),
     /// Run a command with XERO_ACCESS_TOKEN and XERO_TENANT_ID in its environment.
@@ -302,7 +305,13 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         cli.command,
         Command::Client(client::ClientCommand::Set(_)) | Command::Login(_) | Command::Import(_)
     );
+    let audited = audited(&cli.command);
+    if let Some(name) = audited {
+        crate::audit::set_via(name);
+    }
+    let started = std::time::Instant::now();
     let result = match cli.command {
+        Command::Log(args) => log::run(args, ctx).await,
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
         Command::Import(args) => import::run(args, ctx).await,
@@ -324,6 +333,18 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Unlock(args) => unlock::run_unlock(args, ctx).await,
         Command::Lock(args) => unlock::run_lock(args, ctx).await,
     };
+    if let Some(name) = audited.filter(|name| *name != "token") {
+        let exit = match &result {
+            Ok(()) => ctx
+                .exit_status
+                .load(std::sync::atomic::Ordering::SeqCst),
+            Err(e) => e.exit_code() as i32,
+        };
+        crate::audit::Event::new(name, &ctx.profile_name, None)
+            .with("duration_ms", started.elapsed().as_millis() as u64)
+            .outcome(exit)
+            .record(&ctx.paths, ctx.clock.now());
+    }
     if let (Ok(()), true, Some(store)) = (&result, stores, &cli.store)
         && let Some(warning) = ctx.store_for_this_run_only(store)
     {
@@ -333,6 +354,27 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Err(err) if !doctor => Err(ctx.unknown_profile_or(err)),
         other => other,
     }
+}
+
+/// The audit log's name for a command that touches a secret or spends a token; `None` for the
+/// others. `token` is named for the lines its session writes, and writes none of its own.
+fn audited(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Client(client::ClientCommand::Set(_)) => "client-set",
+        Command::Client(client::ClientCommand::Remove) => "client-remove",
+        Command::Login(_) => "login",
+        Command::Import(_) => "import",
+        Command::Refresh(_) => "refresh-command",
+        Command::Token(_) => "token",
+        Command::Api(_) => "api",
+        Command::Exec(_) => "exec",
+        Command::Mcp(_) => "mcp",
+        Command::Logout(_) => "logout",
+        Command::Store(store::StoreCommand::Move(_)) => "store-move",
+        Command::Unlock(_) => "unlock",
+        Command::Lock(_) => "lock",
+        _ => return None,
+    })
 }
 
 /// Standard input as a file read directly: not through the standard library's process-wide

@@ -67,6 +67,12 @@ impl Session {
     /// A token set whose access token stays valid for more than `margin_secs`, refreshing
     /// through the protocol only when the stored one does not. Makes no request otherwise.
     pub async fn valid_token_set(&self, margin_secs: i64) -> Result<TokenSet> {
+        let result = self.valid_token_set_unrecorded(margin_secs).await;
+        self.record_handed_out(&result);
+        result
+    }
+
+    async fn valid_token_set_unrecorded(&self, margin_secs: i64) -> Result<TokenSet> {
         let stored = self.require_token_set().await?;
         // A set kept unsaved is newer than the stored one: the protocol retries its write.
         if !self.has_unsaved_token_set() && stored.access_valid_for(self.now(), margin_secs) {
@@ -84,6 +90,16 @@ impl Session {
     /// newer and is handed back (refreshed only if it is not valid for `margin_secs`). So any
     /// number of programs reporting the same refused token make one refresh.
     pub async fn token_set_replacing(
+        &self,
+        refused: &RefusedToken,
+        margin_secs: i64,
+    ) -> Result<TokenSet> {
+        let result = self.token_set_replacing_unrecorded(refused, margin_secs).await;
+        self.record_handed_out(&result);
+        result
+    }
+
+    async fn token_set_replacing_unrecorded(
         &self,
         refused: &RefusedToken,
         margin_secs: i64,
@@ -269,6 +285,12 @@ impl Session {
             return Err(e);
         }
         let rotating = current.refresh_token.is_some();
+        let spent_fp = self.fingerprints(&current).1;
+        self.record(
+            self.audit_event("refresh")
+                .with("step", if unsaved_before.is_some() { "retried" } else { "sent" })
+                .with_opt("refresh_fp", spent_fp.clone()),
+        );
         let posted = self.post_refresh(&app, &current, &guard).await;
         let response = match posted {
             Ok(response) => response,
@@ -278,7 +300,14 @@ impl Session {
                     unsaved_before,
                     first_sent,
                 };
-                return Err(self.refresh_failed(e, failed, guard).await);
+                let error = self.refresh_failed(e, failed, guard).await;
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "failed")
+                        .with_opt("refresh_fp", spent_fp)
+                        .outcome(error.exit_code() as i32),
+                );
+                return Err(error);
             }
         };
         crash_point("refresh-response-parsed");
@@ -303,6 +332,18 @@ impl Session {
         self.unsaved_lock().take();
         guard.saved().await;
         crash_point("refresh-stored");
+        let (access_fp, refresh_fp) = self.fingerprints(&new_set);
+        self.record(
+            self.audit_event("refresh")
+                .with(
+                    "step",
+                    if unsaved_before.is_some() { "recovered" } else { "saved" },
+                )
+                .with_opt("spent_fp", spent_fp)
+                .with_opt("access_fp", access_fp)
+                .with_opt("refresh_fp", refresh_fp)
+                .outcome(0),
+        );
         let Written::Changed = stored else {
             tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
             return Ok(Refreshed {
@@ -492,6 +533,7 @@ fn copy_set(set: &TokenSet) -> TokenSet {
         token_type: set.token_type.clone(),
         scopes: set.scopes.clone(),
         obtained_at: set.obtained_at,
+        audit_key: set.audit_key.clone(),
     }
 }
 
@@ -558,6 +600,7 @@ mod tests {
         session
             .store_token_set(
                 &TokenSet {
+ audit_key: None,
                     refresh_token: Some(secret_from_str(&imported.refresh_token)),
                     access_token: None,
                     expires_at: None,

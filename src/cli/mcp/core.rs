@@ -125,6 +125,14 @@ pub enum Action<T> {
     Info(String),
     /// Log at debug level.
     Debug(&'static str),
+    /// Write a tool call to the audit log: its name (never its arguments), and the guard
+    /// rail's rule that refused it, if one did.
+    ToolCall {
+        /// The tool's name as the client gave it (`None`: it gave none).
+        tool: Option<String>,
+        /// The rule that refused it; `None` when it went to the server.
+        refused: Option<&'static str>,
+    },
     /// End the bridge with this status.
     Exit(i32),
 }
@@ -1000,6 +1008,10 @@ impl<T> Core<T> {
         };
         // Where the audit log records a tool call: its name, and whether it went to the server
         // or which rule refused it.
+        self.actions.push(Action::ToolCall {
+            tool: name.map(str::to_string),
+            refused: refusal.as_ref().map(|r| r.rule),
+        });
         let Some(refusal) = refusal else {
             self.actions.push(Action::Debug("a tool call passed the guard rails"));
             return true;

@@ -190,6 +190,16 @@ impl Driver<'_> {
                     tracing::debug!("{text}");
                     None
                 }
+                Action::ToolCall { tool, refused } => {
+                    let event = self
+                        .session
+                        .audit_event("mcp-tool")
+                        .with_opt("tool", tool)
+                        .with("status", if refused.is_some() { "refused" } else { "passed" })
+                        .with_opt("rule", refused);
+                    self.session.record(event);
+                    None
+                }
                 Action::Exit(status) => return Some(status),
             };
             if let Some(event) = answer {
