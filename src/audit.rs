@@ -202,13 +202,9 @@ fn one_process(pid: u32) -> Map<String, Value> {
             who.insert("exe".into(), exe.to_string_lossy().into_owned().into());
         }
         if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text: String = String::from_utf8_lossy(&raw)
-                .trim_end_matches('\0')
-                .replace('\0', " ")
-                .chars()
-                .take(MAX_CMDLINE)
-                .collect();
-            who.insert("cmdline".into(), text.into());
+            let text = String::from_utf8_lossy(&raw);
+            let args: Vec<&str> = text.trim_end_matches('\0').split('\0').collect();
+            who.insert("cmdline".into(), cmdline(&args).into());
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -217,10 +213,21 @@ fn one_process(pid: u32) -> Map<String, Value> {
             who.insert("exe".into(), exe.to_string_lossy().into_owned().into());
         }
         let args: Vec<String> = std::env::args().collect();
-        let text: String = args.join(" ").chars().take(MAX_CMDLINE).collect();
-        who.insert("cmdline".into(), text.into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        who.insert("cmdline".into(), cmdline(&args).into());
     }
     who
+}
+
+/// A command line as the log keeps it: the arguments joined by spaces, each cut at its `?` (a
+/// URL's query may hold values: names, amounts, a search), the whole cut to [`MAX_CMDLINE`]
+/// characters.
+fn cmdline(args: &[&str]) -> String {
+    let cut: Vec<&str> = args
+        .iter()
+        .map(|a| a.find('?').and_then(|i| a.get(..=i)).unwrap_or(a))
+        .collect();
+    cut.join(" ").chars().take(MAX_CMDLINE).collect()
 }
 
 /// The parent of `pid`, where the platform says.
@@ -348,6 +355,15 @@ mod tests {
         assert_eq!(a, fingerprint(&[1; 32], "token-value"));
         assert_ne!(a, fingerprint(&[2; 32], "token-value"));
         assert!(!a.contains("token"));
+    }
+
+    #[test]
+    fn a_command_line_keeps_no_query_values() {
+        assert_eq!(
+            cmdline(&["xero-auth", "api", "Contacts?where=Name%3D%22X%22", "--json"]),
+            "xero-auth api Contacts? --json"
+        );
+        assert_eq!(cmdline(&["a".repeat(600).as_str()]).len(), MAX_CMDLINE);
     }
 
     #[test]

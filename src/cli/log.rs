@@ -21,7 +21,7 @@ pub struct LogArgs {
     /// unless given).
     #[arg(long)]
     pub all_profiles: bool,
-    /// Only events of this kind (`token`, `refresh`, `login`, `api`, `mcp-tool`, ...).
+    /// Only events of this kind (`token`, `refresh`, `login`, `api-call`, `mcp-tool`, ...).
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
 }

@@ -306,9 +306,7 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Client(client::ClientCommand::Set(_)) | Command::Login(_) | Command::Import(_)
     );
     let audited = audited(&cli.command);
-    if let Some(name) = audited {
-        crate::audit::set_via(name);
-    }
+    crate::audit::set_via(audited.unwrap_or_else(|| via(&cli.command)));
     let started = std::time::Instant::now();
     let result = match cli.command {
         Command::Log(args) => log::run(args, ctx).await,
@@ -375,6 +373,22 @@ fn audited(command: &Command) -> Option<&'static str> {
         Command::Lock(_) => "lock",
         _ => return None,
     })
+}
+
+/// The `via` of the audit log's lines for a command without lines of its own (its session's
+/// may have some: `tenants` reads a token to list the organisations).
+fn via(command: &Command) -> &'static str {
+    match command {
+        Command::Status(_) => "status",
+        Command::Tenants(_) => "tenants",
+        Command::Scopes(_) => "scopes",
+        Command::Doctor(_) => "doctor",
+        Command::Store(_) => "store",
+        Command::Client(_) => "client",
+        Command::Profiles(_) => "profiles",
+        Command::Config(_) => "config",
+        _ => "xero-auth",
+    }
 }
 
 /// Standard input as a file read directly: not through the standard library's process-wide

@@ -96,7 +96,7 @@ impl Session {
             // The call, for the audit log: the path without its query (values may name people
             // or amounts), the tenant, the status and the length Xero announced.
             let event = self
-                .audit_event("api")
+                .audit_event("api-call")
                 .with("method", method.as_str())
                 .with("path", url.path())
                 .with_opt("tenant", tenant.clone())
