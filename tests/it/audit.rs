@@ -306,3 +306,45 @@ fn log_filters_by_event_profile_and_time() {
         .failure()
         .stderr(predicates::str::contains("30m, 1h or 2days"));
 }
+
+#[test]
+fn an_exec_server_fetch_names_the_fetching_process() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = ready_profile(&fake, "audit-server", FRESH);
+    let dir = with_state_dir(&mut env);
+    let script = format!(
+        "{}/tests/it/support/token_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut server = support::driven::Driven::spawn(
+        env.std_cmd(&["exec", "--server", "--", "python3", &script]),
+    );
+    server.send("GET ");
+    let answer = server.recv(Duration::from_secs(60));
+    assert_eq!(answer["status"], 200, "{answer}");
+    let bridge = server.pid();
+    let child = support::driven::children_of(bridge)[0];
+    server.send("EXIT 0");
+    let (status, _, stderr) = server.finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+
+    let all = lines(&dir, "audit.log");
+    let fetches = events(&all, "server-fetch");
+    assert_eq!(fetches.len(), 1, "{all:?}");
+    assert_eq!(fetches[0]["outcome"], "ok");
+    assert_eq!(fetches[0]["via"], "exec");
+    let who = &fetches[0]["requester"];
+    assert_eq!(
+        who["pid"], child,
+        "the fetching process, not xero-auth: {who}"
+    );
+    assert!(
+        who["cmdline"].as_str().unwrap().contains("token_client.py"),
+        "{who}"
+    );
+    assert_eq!(who["parent"]["pid"], bridge);
+    let command = events(&all, "exec");
+    assert_eq!(command.len(), 1, "exec --server's own line at its end");
+    assert_eq!(command[0]["exit"], 0);
+}

@@ -190,13 +190,19 @@ impl Driver<'_> {
                     tracing::debug!("{text}");
                     None
                 }
-                Action::ToolCall { tool, refused } => {
+                Action::ToolCall {
+                    tool,
+                    status,
+                    rule,
+                    duration,
+                } => {
                     let event = self
                         .session
                         .audit_event("mcp-tool")
                         .with_opt("tool", tool)
-                        .with("status", if refused.is_some() { "refused" } else { "passed" })
-                        .with_opt("rule", refused);
+                        .with("status", status)
+                        .with_opt("rule", rule)
+                        .with_opt("duration_ms", duration.map(|d| d.as_millis() as u64));
                     self.session.record(event);
                     None
                 }
