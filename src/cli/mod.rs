@@ -338,7 +338,15 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
                 .load(std::sync::atomic::Ordering::SeqCst),
             Err(e) => e.exit_code() as i32,
         };
+        // The profile's store kind and default tenant as configured now (after a `store move`,
+        // the store moved to).
+        let profile = ctx.profile().ok();
         crate::audit::Event::new(name, &ctx.profile_name, None)
+            .with_opt("store", profile.as_ref().map(|p| p.store.name()))
+            .with_opt(
+                "tenant",
+                profile.as_ref().and_then(|p| p.default_tenant.clone()),
+            )
             .with("duration_ms", started.elapsed().as_millis() as u64)
             .outcome(exit)
             .record(&ctx.paths, ctx.clock.now());

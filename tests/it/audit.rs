@@ -120,6 +120,7 @@ fn events_carry_who_asked_and_fingerprints_and_never_a_secret() {
         assert_eq!(found[0]["via"], via);
         assert_eq!(found[0]["outcome"], "ok");
         assert_eq!(found[0]["exit"], 0);
+        assert_eq!(found[0]["store"], "secret-service");
     }
 
     // The refresh: sent with the imported refresh token, saved with the new one; the lines
