@@ -243,6 +243,8 @@ fn parent_of(pid: u32) -> Option<u32> {
         let rest = stat.get(stat.rfind(')')? + 1..)?;
         return rest.split_whitespace().nth(1)?.parse().ok();
     }
+    #[cfg(not(unix))]
+    let _ = pid;
     #[allow(unreachable_code)]
     None
 }

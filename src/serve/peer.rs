@@ -367,6 +367,22 @@ mod tests {
 
     #[test]
     #[cfg(target_endian = "little")]
+    fn the_peer_sockets_inode_is_found_by_both_ends_and_never_a_time_wait_ones() {
+        let ours = addr("127.0.0.1:35643");
+        assert_eq!(
+            inode_in_proc_net_tcp(TCP, addr("127.0.0.1:45480"), ours),
+            Some(40233),
+            "the peer's socket, not our accepted one (40234)"
+        );
+        assert_eq!(inode_in_proc_net_tcp(TCP, addr("127.0.0.1:45482"), ours), None);
+        assert_eq!(
+            inode_in_proc_net_tcp(TCP6, addr("127.0.0.1:50000"), ours),
+            Some(51000)
+        );
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
     fn the_peer_socket_is_found_by_both_ends_and_its_uid_read() {
         let ours = addr("127.0.0.1:35643");
         // The peer's socket (local end = the peer), not our accepted one (uid 0 on line 2).

@@ -174,6 +174,14 @@ impl Session {
                 // for one never saved.
                 guard.clear_notes().await;
                 tracing::warn!(profile = %name, "the refreshed token set this process kept in memory is saved in {} now", self.store.describe());
+                let (access_fp, refresh_fp) = self.fingerprints(&set);
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "saved-later")
+                        .with_opt("access_fp", access_fp)
+                        .with_opt("refresh_fp", refresh_fp)
+                        .outcome(0),
+                );
                 if self.done_elsewhere(need, &set) {
                     guard.saved().await;
                     return Ok(Refreshed {
@@ -326,6 +334,13 @@ impl Session {
             Err(e) => {
                 // The note of the unsaved refresh stays, in the lock file and in the lease.
                 guard.end().await;
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "unsaved")
+                        .with_opt("spent_fp", spent_fp)
+                        .with_opt("refresh_fp", self.fingerprints(&new_set).1)
+                        .outcome(e.exit_code() as i32),
+                );
                 return self.keep_unsaved(from, new_set, e);
             }
         };
@@ -583,6 +598,19 @@ mod tests {
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
         assert_eq!(fake.count(Counter::Refresh), 1);
+        // The audit log says the refresh was sent and its set not saved (exit 5).
+        let steps: Vec<_> = crate::audit::read_all(&t.ctx.paths)
+            .into_iter()
+            .filter(|l| l["event"] == "refresh")
+            .map(|l| (l["step"].clone(), l.get("exit").cloned()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (serde_json::json!("sent"), None),
+                (serde_json::json!("unsaved"), Some(serde_json::json!(5)))
+            ]
+        );
     }
 
     /// `api` got a 401 while another process replaced the set with one that has no access
