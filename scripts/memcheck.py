@@ -544,6 +544,13 @@ def main():
         data, _ = run.under_gdb("scopes", ["scopes"])
         results["scopes"] = count(data, [("refresh token", new["refresh_token"]),
                                          ("access token", new["access_token"])])
+        # `log` reads the audit log the commands above wrote (fingerprints, never a token).
+        data, out = run.under_gdb("log", ["log", "--json"])
+        if '"event":"token"' not in out:
+            raise SystemExit("log under gdb showed no token line:\n" + out)
+        results["log"] = count(data, [("client secret", run.secret),
+                                      ("refresh token", new["refresh_token"]),
+                                      ("access token", new["access_token"])])
         data, out = run.under_gdb("tenants-disconnect",
                                   ["tenants", "disconnect", DEFAULT_TENANT_ID, "--yes"])
         if "disconnected" not in out:

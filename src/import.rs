@@ -159,6 +159,7 @@ fn parse_token_set(
         token_type,
         scopes,
         obtained_at: modified,
+        audit_key: crate::audit::new_key().map(crate::secret::Zeroizing::new),
     })
 }
 

@@ -99,6 +99,7 @@ macro_rules! internal {
 }
 
 internal! {
+    mod audit;
     #[cfg(feature = "cli")]
     mod child;
     #[cfg(feature = "cli")]

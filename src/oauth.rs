@@ -488,6 +488,7 @@ mod tests {
         // never valid before now.
         let at = |body: &[u8]| {
             let set = crate::token_set::TokenSet {
+ audit_key: None,
                 refresh_token: None,
                 access_token: None,
                 expires_at: None,
@@ -539,6 +540,7 @@ mod tests {
         let response = parse_token_response(body).unwrap();
         assert_eq!(response.scopes.as_deref().unwrap(), ["`", "xA", "%y"]);
         let set = crate::token_set::TokenSet {
+ audit_key: None,
             refresh_token: Some(crate::secret::secret_from_str("rt")),
             access_token: None,
             expires_at: None,

@@ -43,6 +43,7 @@ pub fn token_set(fields: TokenSetFields) -> TokenSet {
         token_type: fields.token_type,
         scopes: fields.scopes,
         obtained_at: fields.obtained_at,
+        audit_key: None,
     }
 }
 

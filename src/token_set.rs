@@ -68,6 +68,10 @@ pub struct TokenSet {
     pub(crate) scopes: Vec<String>,
     /// When the refresh token was obtained, in Unix seconds: it lapses 60 days later unless used.
     pub(crate) obtained_at: i64,
+    /// The key of the audit log's fingerprints of this profile's tokens ([`crate::audit`]): 32
+    /// random bytes made at login or the first refresh, kept with the set (so reading it costs
+    /// no extra store call) and carried from set to set.
+    pub(crate) audit_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -103,6 +107,8 @@ struct StoredRef<'a> {
     obtained_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_token_parts: Option<&'a AccessTokenParts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_key: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +124,8 @@ struct StoredOwned {
     obtained_at: i64,
     #[serde(default)]
     access_token_parts: Option<AccessTokenParts>,
+    #[serde(default)]
+    audit_key: Option<String>,
 }
 
 fn bearer() -> String {
@@ -342,6 +350,7 @@ impl TokenSet {
             token_type: response.token_type,
             scopes: response.scopes.unwrap_or(self.scopes),
             obtained_at: if rotated { now } else { self.obtained_at },
+            audit_key: self.audit_key.or_else(new_audit_key),
         }
     }
 
@@ -361,6 +370,7 @@ impl TokenSet {
             token_type: response.token_type,
             scopes: response.scopes.unwrap_or_else(|| requested_scopes.to_vec()),
             obtained_at: now,
+            audit_key: new_audit_key(),
         }
     }
 
@@ -386,6 +396,10 @@ impl TokenSet {
         parts: Option<&AccessTokenParts>,
     ) -> Zeroizing<Vec<u8>> {
         let access_token = self.access_token.as_ref().filter(|_| with_access_token);
+        let audit_key = self.audit_key.as_ref().map(|key| {
+            use base64::Engine as _;
+            Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_slice()))
+        });
         let stored = StoredRef {
             version,
             refresh_token: self.refresh_token.as_ref().map(|t| t.expose_secret()),
@@ -397,10 +411,11 @@ impl TokenSet {
             scope: self.scopes.join(" "),
             obtained_at: self.obtained_at,
             access_token_parts: parts,
+            audit_key: audit_key.as_ref().map(|k| k.as_str()),
         };
         let secret_len =
             stored.refresh_token.map_or(0, str::len) + stored.access_token.map_or(0, str::len);
-        let parts_len = parts.map_or(0, |p| p.id.len() + p.sha256.len() + 64);
+        let parts_len = parts.map_or(0, |p| p.id.len() + p.sha256.len() + 64) + 64;
         // Escapes can at most sextuple a character (\u00XX); reserve for the worst case so the
         // buffer never reallocates and leaves a copy behind.
         let capacity =
@@ -488,6 +503,7 @@ impl TokenSet {
             token_type: stored.token_type,
             scopes: stored.scope.split_whitespace().map(String::from).collect(),
             obtained_at: stored.obtained_at,
+            audit_key: stored.audit_key.and_then(decode_audit_key),
         };
         Ok((set, stored.access_token_parts))
     }
@@ -504,6 +520,29 @@ fn no_access_token(profile: &str) -> crate::error::Error {
     }
 }
 
+/// A new key for the audit log's fingerprints (none when the system has no randomness to give).
+fn new_audit_key() -> Option<Zeroizing<[u8; 32]>> {
+    crate::audit::new_key().map(Zeroizing::new)
+}
+
+/// The stored audit key, wiping the text it came in; a damaged one is dropped (a new one is
+/// made at the next refresh).
+fn decode_audit_key(text: String) -> Option<Zeroizing<[u8; 32]>> {
+    use base64::Engine as _;
+    let text = Zeroizing::new(text);
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .ok()?,
+    );
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() != key.len() {
+        return None;
+    }
+    key.copy_from_slice(&bytes);
+    Some(key)
+}
+
 /// Moves a `String` into a secret, wiping the original allocation.
 pub(crate) fn owned_secret(s: String) -> crate::secret::SecretString {
     let s = Zeroizing::new(s);
@@ -517,6 +556,7 @@ mod tests {
     #[test]
     fn a_refused_token_is_named_by_a_prefix_of_its_sha256_and_nothing_else() {
         let set_with = |token: Option<&str>| TokenSet {
+ audit_key: None,
             refresh_token: None,
             access_token: token.map(secret_from_str),
             expires_at: None,
@@ -565,6 +605,7 @@ mod tests {
 
     fn sample() -> TokenSet {
         TokenSet {
+ audit_key: None,
             refresh_token: Some(secret_from_str("rt-123")),
             access_token: Some(secret_from_str("eyJ.at.456")),
             expires_at: Some(1_000_000),

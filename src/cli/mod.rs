@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod exec;
 pub mod import;
 pub mod keyutils_notice;
+pub mod log;
 pub mod login;
 pub mod logout;
 pub mod man;
@@ -106,6 +107,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Show the profile, its client, store and token lifetimes (never a secret).
     Status(status::StatusArgs),
+    /// Show the audit log: who took a token, what refreshed, logged in or called the API.
+    Log(log::LogArgs),
     /// Call the Xero API with the access token and tenant header (401 → one refresh, one retry).
     Api(api::ApiArgs),
     /// Run a command with XERO_ACCESS_TOKEN and XERO_TENANT_ID in its environment.
@@ -324,7 +327,11 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         cli.command,
         Command::Client(client::ClientCommand::Set(_)) | Command::Login(_) | Command::Import(_)
     );
+    let audited = audited(&cli.command);
+    crate::audit::set_via(audited.unwrap_or_else(|| via(&cli.command)));
+    let started = std::time::Instant::now();
     let result = match cli.command {
+        Command::Log(args) => log::run(args, ctx).await,
         Command::Client(cmd) => client::run(cmd, ctx).await,
         Command::Login(args) => login::run(args, ctx).await,
         Command::Import(args) => import::run(args, ctx).await,
@@ -346,6 +353,26 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
         Command::Unlock(args) => unlock::run_unlock(args, ctx).await,
         Command::Lock(args) => unlock::run_lock(args, ctx).await,
     };
+    if let Some(name) = audited.filter(|name| *name != "token") {
+        let exit = match &result {
+            Ok(()) => ctx
+                .exit_status
+                .load(std::sync::atomic::Ordering::SeqCst),
+            Err(e) => e.exit_code() as i32,
+        };
+        // The profile's store kind and default tenant as configured now (after a `store move`,
+        // the store moved to).
+        let profile = ctx.profile().ok();
+        crate::audit::Event::new(name, &ctx.profile_name, None)
+            .with_opt("store", profile.as_ref().map(|p| p.store.name()))
+            .with_opt(
+                "tenant",
+                profile.as_ref().and_then(|p| p.default_tenant.clone()),
+            )
+            .with("duration_ms", started.elapsed().as_millis() as u64)
+            .outcome(exit)
+            .record(&ctx.paths, ctx.clock.now());
+    }
     if let (Ok(()), true, Some(store)) = (&result, stores, &cli.store)
         && let Some(warning) = ctx.store_for_this_run_only(store)
     {
@@ -354,6 +381,43 @@ pub async fn run(cli: Cli, ctx: &Context) -> Result<()> {
     match result {
         Err(err) if !doctor => Err(ctx.unknown_profile_or(err)),
         other => other,
+    }
+}
+
+/// The audit log's name for a command that touches a secret or spends a token; `None` for the
+/// others. `token` is named for the lines its session writes, and writes none of its own.
+fn audited(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Client(client::ClientCommand::Set(_)) => "client-set",
+        Command::Client(client::ClientCommand::Remove) => "client-remove",
+        Command::Login(_) => "login",
+        Command::Import(_) => "import",
+        Command::Refresh(_) => "refresh-command",
+        Command::Token(_) => "token",
+        Command::Api(_) => "api",
+        Command::Exec(_) => "exec",
+        Command::Mcp(_) => "mcp",
+        Command::Logout(_) => "logout",
+        Command::Store(store::StoreCommand::Move(_)) => "store-move",
+        Command::Unlock(_) => "unlock",
+        Command::Lock(_) => "lock",
+        _ => return None,
+    })
+}
+
+/// The `via` of the audit log's lines for a command without lines of its own (its session's
+/// may have some: `tenants` reads a token to list the organisations).
+fn via(command: &Command) -> &'static str {
+    match command {
+        Command::Status(_) => "status",
+        Command::Tenants(_) => "tenants",
+        Command::Scopes(_) => "scopes",
+        Command::Doctor(_) => "doctor",
+        Command::Store(_) => "store",
+        Command::Client(_) => "client",
+        Command::Profiles(_) => "profiles",
+        Command::Config(_) => "config",
+        _ => "xero-auth",
     }
 }
 

@@ -145,6 +145,7 @@ mod tests {
 
     fn set(obtained_days_ago: i64, refresh_token: bool) -> TokenSet {
         TokenSet {
+ audit_key: None,
             refresh_token: refresh_token.then(|| secret_from_str("rt")),
             access_token: None,
             expires_at: None,

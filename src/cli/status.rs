@@ -107,6 +107,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
                 "started_at": m.started_at,
             })),
             "vault": vault.as_ref().map(|v| &v.json),
+            "audit_log": audit_log_text(&ctx.paths),
         }))?;
     } else {
         let mut text = String::new();
@@ -126,6 +127,7 @@ pub async fn run(_args: StatusArgs, ctx: &Context) -> Result<()> {
             super::client::secret_text(profile, secret_stored, &store.describe()),
         );
         line("store:", store.describe());
+        line("audit log:", audit_log_text(&ctx.paths));
         if let Some(state) = &file_key {
             line("file store:", state.describe());
         }
@@ -435,4 +437,13 @@ async fn vault_status(profile: &crate::config::Profile) -> Option<VaultStatus> {
             ("refresh lease:", lease_text),
         ],
     })
+}
+
+/// Where the audit log is, or that it is off.
+fn audit_log_text(paths: &crate::config::Paths) -> String {
+    if crate::audit::is_off() {
+        "off (XERO_AUTH_AUDIT=off)".into()
+    } else {
+        crate::audit::path(paths).display().to_string()
+    }
 }

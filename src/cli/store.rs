@@ -634,6 +634,7 @@ mod tests {
         ];
         let secrets = ProfileSecrets {
             token_set: Some(TokenSet {
+ audit_key: None,
                 refresh_token: Some(secret_from_str("rt-1")),
                 access_token: Some(secret_from_str("at-1")),
                 expires_at: Some(1_700_001_800),
@@ -705,6 +706,7 @@ mod tests {
         ];
         let secrets = ProfileSecrets {
             token_set: Some(TokenSet {
+ audit_key: None,
                 refresh_token: Some(secret_from_str("rt-1")),
                 access_token: Some(secret_from_str("at-1")),
                 expires_at: Some(1_700_001_800),

@@ -37,6 +37,59 @@ pub fn owner(local: SocketAddr, peer: SocketAddr) -> Owner {
     platform::owner(local, peer)
 }
 
+/// The process that holds the socket at the other end of a connection whose ends are `local`
+/// (ours) and `peer`, for the audit log: the socket's inode from `/proc/net/tcp{,6}`, then the
+/// first process of this user with a descriptor on it. Linux only; `None` elsewhere, when the
+/// peer has gone, or when the socket is another user's (their `/proc/PID/fd` is closed to us).
+pub fn pid_of(local: SocketAddr, peer: SocketAddr) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|file| {
+            let listing = std::fs::read_to_string(file).ok()?;
+            inode_in_proc_net_tcp(&listing, peer, local)
+        })?;
+        let wanted = format!("socket:[{inode}]");
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+        None
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (local, peer);
+        None
+    }
+}
+
+/// The inode of the socket in `listing` (as `/proc/net/tcp` prints it) whose own end is `local`
+/// and remote end is `remote`.
+pub fn inode_in_proc_net_tcp(listing: &str, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    listing.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let line_local = parse_proc_endpoint(fields.get(1)?)?;
+        let line_remote = parse_proc_endpoint(fields.get(2)?)?;
+        let same = |a: SocketAddr, b: SocketAddr| {
+            a.port() == b.port()
+                && (a.ip() == b.ip()
+                    || a.ip() == as_family(b.ip(), a.is_ipv6())
+                    || b.ip() == as_family(a.ip(), b.is_ipv6()))
+        };
+        let inode = fields.get(9)?.parse::<u64>().ok()?;
+        (inode != 0 && same(line_local, local) && same(line_remote, remote)).then_some(inode)
+    })
+}
+
 /// The user id this process runs as, where there is one.
 pub fn current_uid() -> Option<u32> {
     platform::current_uid()
@@ -311,6 +364,22 @@ mod tests {
    0: 0000000000000000FFFF00000100007F:C350 0000000000000000FFFF00000100007F:8B3B 01 00000000:00000000 00:00000000 00000000  1001        0 51000 1 0000000000000000 20 4 30 10 -1
    1: 00000000000000000000000001000000:C351 00000000000000000000000001000000:1F90 01 00000000:00000000 00:00000000 00000000  1002        0 51001 1 0000000000000000 20 4 30 10 -1
 ";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn the_peer_sockets_inode_is_found_by_both_ends_and_never_a_time_wait_ones() {
+        let ours = addr("127.0.0.1:35643");
+        assert_eq!(
+            inode_in_proc_net_tcp(TCP, addr("127.0.0.1:45480"), ours),
+            Some(40233),
+            "the peer's socket, not our accepted one (40234)"
+        );
+        assert_eq!(inode_in_proc_net_tcp(TCP, addr("127.0.0.1:45482"), ours), None);
+        assert_eq!(
+            inode_in_proc_net_tcp(TCP6, addr("127.0.0.1:50000"), ours),
+            Some(51000)
+        );
+    }
 
     #[test]
     #[cfg(target_endian = "little")]

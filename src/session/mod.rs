@@ -16,7 +16,7 @@ use crate::config::{Paths, Profile};
 use crate::error::{Error, Result};
 use crate::limits::Limiter;
 use crate::oauth::AppCredentials;
-use crate::secret::parse_secret_input;
+use crate::secret::{ExposeSecret, parse_secret_input};
 use crate::store::{Store, client_secret_account, split};
 use crate::token_set::TokenSet;
 
@@ -151,6 +151,41 @@ impl Session {
     pub async fn access_token(&self) -> Result<crate::secret::AccessToken> {
         let set = self.valid_token_set(self.margin_secs).await?;
         set.into_access_token(&self.profile.name)
+    }
+
+    /// An audit-log event about this session's profile, store and tenant.
+    pub(crate) fn audit_event(&self, name: &str) -> crate::audit::Event {
+        crate::audit::Event::new(name, &self.profile.name, Some(&self.store.describe()))
+            .with_opt("tenant", self.tenant.clone())
+    }
+
+    /// Writes `event` to the audit log (never fails).
+    pub(crate) fn record(&self, event: crate::audit::Event) {
+        event.record(&self.paths, self.now());
+    }
+
+    /// The keyed fingerprints of `set`'s access and refresh tokens (none without its key).
+    pub(crate) fn fingerprints(&self, set: &TokenSet) -> (Option<String>, Option<String>) {
+        let Some(key) = set.audit_key.as_ref() else {
+            return (None, None);
+        };
+        let fp = |t: &crate::secret::SecretString| crate::audit::fingerprint(key.as_slice(), t.expose_secret());
+        (
+            set.access_token.as_ref().map(fp),
+            set.refresh_token.as_ref().map(fp),
+        )
+    }
+
+    /// Records a token handed out (or the failure to get one).
+    pub(crate) fn record_handed_out(&self, result: &Result<TokenSet>) {
+        let event = self.audit_event("token");
+        let event = match result {
+            Ok(set) => event
+                .with_opt("access_fp", self.fingerprints(set).0)
+                .outcome(0),
+            Err(e) => event.outcome(e.exit_code() as i32),
+        };
+        self.record(event);
     }
 
     /// The profile this session serves.

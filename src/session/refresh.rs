@@ -67,6 +67,12 @@ impl Session {
     /// A token set whose access token stays valid for more than `margin_secs`, refreshing
     /// through the protocol only when the stored one does not. Makes no request otherwise.
     pub async fn valid_token_set(&self, margin_secs: i64) -> Result<TokenSet> {
+        let result = self.valid_token_set_unrecorded(margin_secs).await;
+        self.record_handed_out(&result);
+        result
+    }
+
+    async fn valid_token_set_unrecorded(&self, margin_secs: i64) -> Result<TokenSet> {
         let stored = self.require_token_set().await?;
         // A set kept unsaved is newer than the stored one: the protocol retries its write.
         if !self.has_unsaved_token_set() && stored.access_valid_for(self.now(), margin_secs) {
@@ -84,6 +90,16 @@ impl Session {
     /// newer and is handed back (refreshed only if it is not valid for `margin_secs`). So any
     /// number of programs reporting the same refused token make one refresh.
     pub async fn token_set_replacing(
+        &self,
+        refused: &RefusedToken,
+        margin_secs: i64,
+    ) -> Result<TokenSet> {
+        let result = self.token_set_replacing_unrecorded(refused, margin_secs).await;
+        self.record_handed_out(&result);
+        result
+    }
+
+    async fn token_set_replacing_unrecorded(
         &self,
         refused: &RefusedToken,
         margin_secs: i64,
@@ -158,6 +174,14 @@ impl Session {
                 // for one never saved.
                 guard.clear_notes().await;
                 tracing::warn!(profile = %name, "the refreshed token set this process kept in memory is saved in {} now", self.store.describe());
+                let (access_fp, refresh_fp) = self.fingerprints(&set);
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "saved-later")
+                        .with_opt("access_fp", access_fp)
+                        .with_opt("refresh_fp", refresh_fp)
+                        .outcome(0),
+                );
                 if self.done_elsewhere(need, &set) {
                     guard.saved().await;
                     return Ok(Refreshed {
@@ -269,6 +293,12 @@ impl Session {
             return Err(e);
         }
         let rotating = current.refresh_token.is_some();
+        let spent_fp = self.fingerprints(&current).1;
+        self.record(
+            self.audit_event("refresh")
+                .with("step", if unsaved_before.is_some() { "retried" } else { "sent" })
+                .with_opt("refresh_fp", spent_fp.clone()),
+        );
         let posted = self.post_refresh(&app, &current, &guard).await;
         let response = match posted {
             Ok(response) => response,
@@ -278,7 +308,14 @@ impl Session {
                     unsaved_before,
                     first_sent,
                 };
-                return Err(self.refresh_failed(e, failed, guard).await);
+                let error = self.refresh_failed(e, failed, guard).await;
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "failed")
+                        .with_opt("refresh_fp", spent_fp)
+                        .outcome(error.exit_code() as i32),
+                );
+                return Err(error);
             }
         };
         crash_point("refresh-response-parsed");
@@ -297,12 +334,31 @@ impl Session {
             Err(e) => {
                 // The note of the unsaved refresh stays, in the lock file and in the lease.
                 guard.end().await;
+                self.record(
+                    self.audit_event("refresh")
+                        .with("step", "unsaved")
+                        .with_opt("spent_fp", spent_fp)
+                        .with_opt("refresh_fp", self.fingerprints(&new_set).1)
+                        .outcome(e.exit_code() as i32),
+                );
                 return self.keep_unsaved(from, new_set, e);
             }
         };
         self.unsaved_lock().take();
         guard.saved().await;
         crash_point("refresh-stored");
+        let (access_fp, refresh_fp) = self.fingerprints(&new_set);
+        self.record(
+            self.audit_event("refresh")
+                .with(
+                    "step",
+                    if unsaved_before.is_some() { "recovered" } else { "saved" },
+                )
+                .with_opt("spent_fp", spent_fp)
+                .with_opt("access_fp", access_fp)
+                .with_opt("refresh_fp", refresh_fp)
+                .outcome(0),
+        );
         let Written::Changed = stored else {
             tracing::info!(profile = %self.profile.name, "refreshed and stored the token set");
             return Ok(Refreshed {
@@ -492,6 +548,7 @@ fn copy_set(set: &TokenSet) -> TokenSet {
         token_type: set.token_type.clone(),
         scopes: set.scopes.clone(),
         obtained_at: set.obtained_at,
+        audit_key: set.audit_key.clone(),
     }
 }
 
@@ -541,6 +598,19 @@ mod tests {
         assert!(!message.contains(&old_rt));
         assert_eq!(t.store.raw("default/token-set").unwrap(), before);
         assert_eq!(fake.count(Counter::Refresh), 1);
+        // The audit log says the refresh was sent and its set not saved (exit 5).
+        let steps: Vec<_> = crate::audit::read_all(&t.ctx.paths)
+            .into_iter()
+            .filter(|l| l["event"] == "refresh")
+            .map(|l| (l["step"].clone(), l.get("exit").cloned()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (serde_json::json!("sent"), None),
+                (serde_json::json!("unsaved"), Some(serde_json::json!(5)))
+            ]
+        );
     }
 
     /// `api` got a 401 while another process replaced the set with one that has no access
@@ -558,6 +628,7 @@ mod tests {
         session
             .store_token_set(
                 &TokenSet {
+ audit_key: None,
                     refresh_token: Some(secret_from_str(&imported.refresh_token)),
                     access_token: None,
                     expires_at: None,

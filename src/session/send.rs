@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Session;
 use super::refresh::Need;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::limits::Answer;
 use crate::secret::ExposeSecret;
 
@@ -90,7 +90,25 @@ impl Session {
                 Some(limiter) => Some(limiter.admit(tenant.as_deref(), deadline).await?),
                 None => None,
             };
-            let response = client.execute(req).await.map_err(|e| Error::Temporary {
+            let started = Instant::now();
+            let sent_fp = self.fingerprints(&used).0;
+            let executed = client.execute(req).await;
+            // The call, for the audit log: the path without its query (values may name people
+            // or amounts), the tenant, the status and the length Xero announced.
+            let event = self
+                .audit_event("api-call")
+                .with("method", method.as_str())
+                .with("path", url.path())
+                .with_opt("tenant", tenant.clone())
+                .with_opt("access_fp", sent_fp)
+                .with("duration_ms", started.elapsed().as_millis() as u64);
+            self.record(match &executed {
+                Ok(response) => event
+                    .with("status", response.status().as_u16())
+                    .with_opt("bytes", response.content_length()),
+                Err(_) => event.outcome(ExitCode::Temporary as i32),
+            });
+            let response = executed.map_err(|e| Error::Temporary {
                 what: format!("{method} {}", crate::config::shown(&url)),
                 cause: crate::http::describe_transport(&e),
                 hint: None,

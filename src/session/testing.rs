@@ -54,6 +54,7 @@ pub(super) async fn with_expired_set(fake: &FakeXero) -> (TestContext, String) {
         .await
         .unwrap();
     let set = TokenSet {
+ audit_key: None,
         refresh_token: Some(secret_from_str(&issued.refresh_token)),
         access_token: Some(secret_from_str(&issued.access_token)),
         expires_at: Some(NOW - 10),

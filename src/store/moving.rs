@@ -238,6 +238,7 @@ mod tests {
 
     fn set(refresh: &str, access_len: usize) -> TokenSet {
         TokenSet {
+ audit_key: None,
             refresh_token: Some(secret_from_str(refresh)),
             access_token: Some(secret_from_str(&"a".repeat(access_len))),
             expires_at: Some(1_700_001_800),

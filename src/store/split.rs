@@ -411,6 +411,7 @@ mod tests {
 
     fn set(access_len: usize, seed: u64) -> TokenSet {
         TokenSet {
+ audit_key: None,
             refresh_token: Some(secret_from_str(&format!("rt-{seed}-{}", "f".repeat(60)))),
             access_token: Some(secret_from_str(&token(access_len, seed))),
             expires_at: Some(1_700_001_800),

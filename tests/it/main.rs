@@ -6,6 +6,7 @@
 mod support;
 
 mod api_exec;
+mod audit;
 mod clock_and_data;
 mod completion_shells;
 mod completions_man;

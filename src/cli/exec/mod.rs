@@ -78,6 +78,9 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> Result<()> {
         ctx.set_exit_status(status);
         return Ok(());
     }
+    // The command replaces this process, so its line is written now: the command's own end is
+    // not seen (a command that cannot be started adds a line with the error).
+    session.record(session.audit_event("exec").with("outcome", "started"));
     // The command replaces this process: it gets the caller's limits back here, where
     // `child::spawn` gives them to the commands of `exec --server` and `mcp`.
     crate::child::with_callers_limits(&mut command);

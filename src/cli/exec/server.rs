@@ -192,7 +192,22 @@ impl Endpoint {
             },
         };
         drop(head);
-        match self.clone().fetch(margin, refused).await {
+        // Who asked, for the audit log: the process holding the other end of the connection.
+        let asker = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(peer)) => crate::serve::peer::pid_of(local, peer),
+            _ => None,
+        };
+        let fetched = self.clone().fetch(margin, refused).await;
+        let event = self.session.audit_event("server-fetch");
+        let event = match asker {
+            Some(pid) => event.asked_by(pid),
+            None => event.with("requester", serde_json::Value::Null),
+        };
+        self.session.record(event.outcome(match &fetched {
+            Ok(_) => 0,
+            Err(e) => e.exit_code() as i32,
+        }));
+        match fetched {
             Ok(body) => {
                 tracing::debug!("token endpoint: handed out an access token");
                 respond(&mut stream, 200, "application/json", &[], &body).await;

@@ -125,6 +125,18 @@ pub enum Action<T> {
     Info(String),
     /// Log at debug level.
     Debug(&'static str),
+    /// Write a tool call to the audit log: its name (never its arguments), how it ended, and
+    /// how long the server took.
+    ToolCall {
+        /// The tool's name as the client gave it (`None`: it gave none).
+        tool: Option<String>,
+        /// `ok` or `error` (the server's answer), or `refused` (by the guard rails).
+        status: &'static str,
+        /// The guard rail's rule that refused it.
+        rule: Option<&'static str>,
+        /// From the call to the server's answer.
+        duration: Option<Duration>,
+    },
     /// End the bridge with this status.
     Exit(i32),
 }
@@ -329,6 +341,11 @@ pub struct Core<T> {
     /// The client's `tools/call` requests in flight, by id: their tool names, to tell a refused
     /// one's missing scope (see [`Core::tell_missing_scopes`]).
     tool_calls: HashMap<Id, String>,
+    /// The client's `tools/call` requests in flight, by id: their tool names and when they
+    /// went to the server, for the audit log ([`Action::ToolCall`]).
+    tool_started: HashMap<Id, (String, Instant)>,
+    /// The time of the event being handled.
+    now: Instant,
     /// The scope names of the latest fresh token.
     granted: Vec<String>,
     /// The tools whose missing scope was told (once each).
@@ -367,6 +384,8 @@ impl<T> Core<T> {
             ended: false,
             listed_tools: HashMap::new(),
             tool_calls: HashMap::new(),
+            tool_started: HashMap::new(),
+            now,
             granted: fresh.scopes,
             told_scopes: HashSet::new(),
             actions: Vec::new(),
@@ -380,6 +399,7 @@ impl<T> Core<T> {
 
     /// What to do after `event`, which happened at `now`.
     pub fn on(&mut self, event: Event<T>, now: Instant) -> Vec<Action<T>> {
+        self.now = now;
         match event {
             Event::Client(line) => self.on_client(line),
             Event::ClientClosed => {
@@ -590,9 +610,32 @@ impl<T> Core<T> {
     /// Notes the `tools/call` requests of a client line that goes to the server.
     fn remember_tool_calls(&mut self, line: &[u8]) {
         for (id, tool) in mcp::tool_calls(line) {
+            if self.tool_started.len() < MAX_TOOL_CALLS {
+                self.tool_started
+                    .insert(id.clone(), (tool.clone(), self.now));
+            }
             if self.tool_calls.len() < MAX_TOOL_CALLS {
                 self.tool_calls.insert(id, tool);
             }
+        }
+    }
+
+    /// Where the audit log records a tool call the server answered: its name, `ok` or `error`,
+    /// and the time the server took.
+    fn record_tool_results(&mut self, line: &[u8]) {
+        if self.tool_started.is_empty() {
+            return;
+        }
+        for (id, is_error) in mcp::response_outcomes(line) {
+            let Some((tool, started)) = self.tool_started.remove(&id) else {
+                continue;
+            };
+            self.actions.push(Action::ToolCall {
+                tool: Some(tool),
+                status: if is_error { "error" } else { "ok" },
+                rule: None,
+                duration: Some(self.now.saturating_duration_since(started)),
+            });
         }
     }
 
@@ -662,6 +705,7 @@ impl<T> Core<T> {
             return;
         }
         self.exchanges.note_server_line(&messages);
+        self.record_tool_results(&line);
         self.tell_missing_scopes(&line);
         self.actions.push(Action::ToClient(line));
     }
@@ -1002,6 +1046,15 @@ impl<T> Core<T> {
         };
         // Where the audit log records a tool call: its name, and whether it went to the server
         // or which rule refused it.
+        // (A call that passes is recorded when the server answers it.)
+        if let Some(refusal) = &refusal {
+            self.actions.push(Action::ToolCall {
+                tool: name.map(str::to_string),
+                status: "refused",
+                rule: Some(refusal.rule),
+                duration: None,
+            });
+        }
         let Some(refusal) = refusal else {
             self.actions.push(Action::Debug("a tool call passed the guard rails"));
             return true;
@@ -1713,6 +1766,59 @@ mod tests {
             );
             assert!(for_client(&answered)[0]["error"].is_object(), "{answered:?}");
         }
+    }
+
+    fn tool_calls(actions: &Actions) -> Vec<(Option<String>, &'static str, Option<Duration>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToolCall {
+                    tool,
+                    status,
+                    duration,
+                    ..
+                } => Some((tool.clone(), *status, *duration)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_tool_call_goes_to_the_audit_log_with_its_end_and_time_and_no_arguments() {
+        let t0 = Instant::now();
+        let mut core = running_with(t0, read_only());
+        let _ = client(&mut core, r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, t0);
+        let _ = server(&mut core, 1, TOOLS, t0);
+        let refused = client(
+            &mut core,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"create-contact","arguments":{"name":"Secret"}}}"#,
+            t0,
+        );
+        assert_eq!(
+            tool_calls(&refused),
+            [(Some("create-contact".into()), "refused", None)]
+        );
+        let call = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"list-contacts"}}"#;
+        assert!(tool_calls(&client(&mut core, call, t0)).is_empty(), "recorded at its answer");
+        let answered = server(
+            &mut core,
+            1,
+            r#"{"jsonrpc":"2.0","id":4,"result":{"isError":true,"content":[]}}"#,
+            t0 + secs(2),
+        );
+        assert_eq!(
+            tool_calls(&answered),
+            [(Some("list-contacts".into()), "error", Some(secs(2)))]
+        );
+        // And without guard rails.
+        let mut open = opened(t0);
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create-contact"}}"#;
+        let _ = client(&mut open, call, t0);
+        let answered = server(&mut open, 1, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, t0);
+        assert_eq!(
+            tool_calls(&answered),
+            [(Some("create-contact".into()), "ok", Some(Duration::ZERO))]
+        );
     }
 
     #[test]

@@ -190,6 +190,22 @@ impl Driver<'_> {
                     tracing::debug!("{text}");
                     None
                 }
+                Action::ToolCall {
+                    tool,
+                    status,
+                    rule,
+                    duration,
+                } => {
+                    let event = self
+                        .session
+                        .audit_event("mcp-tool")
+                        .with_opt("tool", tool)
+                        .with("status", status)
+                        .with_opt("rule", rule)
+                        .with_opt("duration_ms", duration.map(|d| d.as_millis() as u64));
+                    self.session.record(event);
+                    None
+                }
                 Action::Exit(status) => return Some(status),
             };
             if let Some(event) = answer {

@@ -155,6 +155,29 @@ pub fn tool_results(line: &[u8]) -> (Vec<Id>, Vec<Id>) {
     (answered, refused)
 }
 
+/// The responses of a line (their ids), each with whether it is an error: a JSON-RPC error, or
+/// a tool result with `isError`.
+pub fn response_outcomes(line: &[u8]) -> Vec<(Id, bool)> {
+    let one = |value: &Value| -> Option<(Id, bool)> {
+        if value.get("method").is_some() {
+            return None;
+        }
+        let id = value.get("id").filter(|id| id.is_string() || id.is_number())?;
+        let is_error = value.get("error").is_some()
+            || value
+                .get("result")
+                .and_then(|r| r.get("isError"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        Some((id.to_string(), is_error))
+    };
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Ok(value) => one(&value).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
