@@ -338,12 +338,10 @@ pub struct Core<T> {
     /// The annotations of the tools the servers listed (`None`: listed without any), by name:
     /// what the guard decides a `tools/call` by.
     listed_tools: HashMap<String, Option<Annotations>>,
-    /// The client's `tools/call` requests in flight, by id: their tool names, to tell a refused
-    /// one's missing scope (see [`Core::tell_missing_scopes`]).
-    tool_calls: HashMap<Id, String>,
     /// The client's `tools/call` requests in flight, by id: their tool names and when they
-    /// went to the server, for the audit log ([`Action::ToolCall`]).
-    tool_started: HashMap<Id, (String, Instant)>,
+    /// went to the server, for the audit log ([`Action::ToolCall`]) and to tell a refused one's
+    /// missing scope ([`Core::tell_missing_scope`]).
+    tool_calls: HashMap<Id, (String, Instant)>,
     /// The time of the event being handled.
     now: Instant,
     /// The scope names of the latest fresh token.
@@ -384,7 +382,6 @@ impl<T> Core<T> {
             ended: false,
             listed_tools: HashMap::new(),
             tool_calls: HashMap::new(),
-            tool_started: HashMap::new(),
             now,
             granted: fresh.scopes,
             told_scopes: HashSet::new(),
@@ -610,29 +607,28 @@ impl<T> Core<T> {
     /// Notes the `tools/call` requests of a client line that goes to the server.
     fn remember_tool_calls(&mut self, line: &[u8]) {
         for (id, tool) in mcp::tool_calls(line) {
-            if self.tool_started.len() < MAX_TOOL_CALLS {
-                self.tool_started
-                    .insert(id.clone(), (tool.clone(), self.now));
-            }
             if self.tool_calls.len() < MAX_TOOL_CALLS {
-                self.tool_calls.insert(id, tool);
+                self.tool_calls.insert(id, (tool, self.now));
             }
         }
     }
 
-    /// Where the audit log records a tool call the server answered: its name, `ok` or `error`,
-    /// and the time the server took.
-    fn record_tool_results(&mut self, line: &[u8]) {
-        if self.tool_started.is_empty() {
+    /// The server's answers to tool calls: each goes to the audit log (its name, `ok` or
+    /// `error`, the time the server took), and one Xero refused may name a missing scope.
+    fn on_tool_results(&mut self, line: &[u8]) {
+        if self.tool_calls.is_empty() {
             return;
         }
-        for (id, is_error) in mcp::response_outcomes(line) {
-            let Some((tool, started)) = self.tool_started.remove(&id) else {
+        for outcome in mcp::outcomes(line) {
+            let Some((tool, started)) = self.tool_calls.remove(&outcome.id) else {
                 continue;
             };
+            if outcome.refused_by_xero {
+                self.tell_missing_scope(&tool);
+            }
             self.actions.push(Action::ToolCall {
                 tool: Some(tool),
-                status: if is_error { "error" } else { "ok" },
+                status: if outcome.is_error { "error" } else { "ok" },
                 rule: None,
                 duration: Some(self.now.saturating_duration_since(started)),
             });
@@ -643,45 +639,36 @@ impl<T> Core<T> {
     /// reason. When the token has none of the scopes the tool's call needs (the table of
     /// `crate::scopes`), that is the reason: say so once per tool, with the login that adds the
     /// narrowest one. Scope names only, never a token.
-    fn tell_missing_scopes(&mut self, line: &[u8]) {
-        if self.tool_calls.is_empty() {
+    fn tell_missing_scope(&mut self, tool: &str) {
+        if self.told_scopes.contains(tool) {
             return;
         }
-        let (answered, refused) = mcp::tool_results(line);
-        for id in answered {
-            let Some(tool) = self.tool_calls.remove(&id) else {
-                continue;
-            };
-            if !refused.contains(&id) || self.told_scopes.contains(&tool) {
-                continue;
-            }
-            let Some((method, path, needed)) = crate::scopes::needed_for_tool(&tool) else {
-                continue;
-            };
-            if needed.is_empty() || crate::scopes::grants(&self.granted, &needed) {
-                continue;
-            }
-            let Some(best) = crate::scopes::narrowest(&needed, method) else {
-                continue;
-            };
-            let names: Vec<&str> = needed.iter().map(|s| s.name).collect();
-            let granted = if self.granted.is_empty() {
-                "no scopes".to_string()
-            } else {
-                self.granted.join(" ")
-            };
-            self.told_scopes.insert(tool.clone());
-            self.say(format!(
-                "xero-auth mcp: Xero refused the tool {tool} ({method} {path}): it needs {} and \
-                 the token was granted {granted}; {} adds it (with the profile's other scopes), \
-                 and the bridge's next rotation or a restart uses it",
-                names.join(" or "),
-                crate::hint::command(
-                    &self.settings.profile,
-                    &format!("login --scope {}", best.name)
-                )
-            ));
+        let Some((method, path, needed)) = crate::scopes::needed_for_tool(tool) else {
+            return;
+        };
+        if needed.is_empty() || crate::scopes::grants(&self.granted, &needed) {
+            return;
         }
+        let Some(best) = crate::scopes::narrowest(&needed, method) else {
+            return;
+        };
+        let names: Vec<&str> = needed.iter().map(|s| s.name).collect();
+        let granted = if self.granted.is_empty() {
+            "no scopes".to_string()
+        } else {
+            self.granted.join(" ")
+        };
+        self.told_scopes.insert(tool.to_string());
+        self.say(format!(
+            "xero-auth mcp: Xero refused the tool {tool} ({method} {path}): it needs {} and \
+             the token was granted {granted}; {} adds it (with the profile's other scopes), \
+             and the bridge's next rotation or a restart uses it",
+            names.join(" or "),
+            crate::hint::command(
+                &self.settings.profile,
+                &format!("login --scope {}", best.name)
+            )
+        ));
     }
 
     /// A line of the running server: to the client, unless it is the new server's answer to
@@ -705,8 +692,7 @@ impl<T> Core<T> {
             return;
         }
         self.exchanges.note_server_line(&messages);
-        self.record_tool_results(&line);
-        self.tell_missing_scopes(&line);
+        self.on_tool_results(&line);
         self.actions.push(Action::ToClient(line));
     }
 
@@ -949,8 +935,16 @@ impl<T> Core<T> {
     /// client stops (an elicitation form, a sampling request) and does not answer a server that
     /// is no longer there.
     fn end_exchanges(&mut self, answer: &str, reason: &str) {
-        // Their answers will not come from the server that goes.
-        self.tool_calls.clear();
+        // Their answers will not come from the server that goes: to the audit log as such.
+        let now = self.now;
+        for (_, (tool, started)) in self.tool_calls.drain() {
+            self.actions.push(Action::ToolCall {
+                tool: Some(tool),
+                status: "no-answer",
+                rule: None,
+                duration: Some(now.saturating_duration_since(started)),
+            });
+        }
         let (client_requests, server_requests) = self.exchanges.take_all();
         for id in client_requests {
             self.actions
@@ -1917,5 +1911,28 @@ mod tests {
         client(&mut core, &call(11, "make-coffee"), t0);
         assert!(said(&server(&mut core, 1, &refused(11), t0)).is_empty());
         assert!(core.tool_calls.is_empty(), "answered calls are forgotten");
+    }
+
+    #[test]
+    fn a_tool_call_the_server_never_answers_goes_to_the_audit_log_when_it_ends() {
+        let t0 = Instant::now();
+        let mut core = opened(t0);
+        client(&mut core, &call(21, "list-contacts"), t0);
+        let ended = core.on(
+            Event::ServerExited {
+                generation: 1,
+                code: 1,
+            },
+            t0 + secs(2),
+        );
+        assert!(
+            ended.iter().any(|a| matches!(
+                a,
+                Action::ToolCall { tool: Some(t), status: "no-answer", duration: Some(d), .. }
+                    if t == "list-contacts" && *d == secs(2)
+            )),
+            "{ended:?}"
+        );
+        assert!(core.tool_calls.is_empty());
     }
 }

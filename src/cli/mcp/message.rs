@@ -105,30 +105,35 @@ pub fn tool_calls(line: &[u8]) -> Vec<(Id, String)> {
     }
 }
 
-/// The responses of a line (their ids), and those among them that are a tool error reporting
-/// that Xero refused the call (401 or 403). Xero's MCP server (0.0.17,
-/// `src/helpers/format-error.ts`) words those "Authentication failed. Please check your Xero
-/// credentials." and "You don't have permission to access this resource in Xero.", or gives the
-/// status and Xero's title ("403 Forbidden: …").
-pub fn tool_results(line: &[u8]) -> (Vec<Id>, Vec<Id>) {
+/// How a response ended, as far as the bridge cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The id of the request it answers.
+    pub id: Id,
+    /// A JSON-RPC error, or a tool result with `isError`.
+    pub is_error: bool,
+    /// A tool error saying that Xero refused the call (401 or 403). Xero's MCP server (0.0.17,
+    /// `src/helpers/format-error.ts`) words those "Authentication failed. Please check your Xero
+    /// credentials." and "You don't have permission to access this resource in Xero.", or gives
+    /// the status and Xero's title ("403 Forbidden: …").
+    pub refused_by_xero: bool,
+}
+
+/// The responses of a line and how each ended.
+pub fn outcomes(line: &[u8]) -> Vec<Outcome> {
     const REFUSALS: [&str; 4] = [
         "Authentication failed",
         "have permission to access",
         "401 ",
         "403 ",
     ];
-    let mut answered = Vec::new();
-    let mut refused = Vec::new();
-    let mut one = |value: &Value| {
+    let one = |value: &Value| -> Option<Outcome> {
         if value.get("method").is_some() {
-            return;
+            return None;
         }
-        let Some(id) = value.get("id").filter(|id| id.is_string() || id.is_number()) else {
-            return;
-        };
-        let id = id.to_string();
+        let id = value.get("id").filter(|id| id.is_string() || id.is_number())?;
         let result = value.get("result");
-        let is_error = result
+        let tool_error = result
             .and_then(|r| r.get("isError"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
@@ -142,34 +147,11 @@ pub fn tool_results(line: &[u8]) -> (Vec<Id>, Vec<Id>) {
                         .is_some_and(|text| REFUSALS.iter().any(|r| text.contains(r)))
                 })
             });
-        if is_error && says_refused {
-            refused.push(id.clone());
-        }
-        answered.push(id);
-    };
-    match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Array(items)) => items.iter().for_each(&mut one),
-        Ok(value) => one(&value),
-        Err(_) => {}
-    }
-    (answered, refused)
-}
-
-/// The responses of a line (their ids), each with whether it is an error: a JSON-RPC error, or
-/// a tool result with `isError`.
-pub fn response_outcomes(line: &[u8]) -> Vec<(Id, bool)> {
-    let one = |value: &Value| -> Option<(Id, bool)> {
-        if value.get("method").is_some() {
-            return None;
-        }
-        let id = value.get("id").filter(|id| id.is_string() || id.is_number())?;
-        let is_error = value.get("error").is_some()
-            || value
-                .get("result")
-                .and_then(|r| r.get("isError"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        Some((id.to_string(), is_error))
+        Some(Outcome {
+            id: id.to_string(),
+            is_error: value.get("error").is_some() || tool_error,
+            refused_by_xero: tool_error && says_refused,
+        })
     };
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::Array(items)) => items.iter().filter_map(one).collect(),
