@@ -7,11 +7,9 @@
 //! - **Concurrency**: one of N *slot* files per (app, tenant) in the state folder, held with an
 //!   exclusive file lock while the request is in progress. The operating system drops the lock
 //!   when the process ends, however it ends, so a killed process never keeps a slot.
-//! - **Per-minute budgets**: a small ledger per app, under `ledger.lock`: the app's counts in 60
-//!   buckets of the window in the app's `ledger.json`, and each tenant's line (the times of its
-//!   requests of the last window, the budgets last seen) in `ledger.json` in the tenant's own
-//!   folder. A call reads and writes (whole, renamed into place) the app's file and its own
-//!   tenant's only, so its cost does not grow with the number of tenants the app calls. A request whose budget is
+//! - **Per-minute budgets**: a small ledger per app (`ledger.json`, under `ledger.lock`, written
+//!   whole and renamed into place) holds, per tenant, the times of the requests of the last
+//!   window and, for the app, counts in 60 buckets of the window. A request whose budget is
 //!   spent waits until the oldest request in the window leaves it. A request's time is first
 //!   its send time (a reservation) and then, once answered, its answer time: Xero received it
 //!   between the two, so counting from the answer never lets a later request reach Xero before
@@ -133,8 +131,7 @@ struct TenantLedger {
     day_stop_until: Option<i64>,
 }
 
-/// The shared state of one app: in the app's file, its counts; in memory, also the lines of the
-/// tenants a call loaded.
+/// The shared state of one app.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Ledger {
     /// The window the times were counted for, in milliseconds; another window starts afresh.
@@ -143,20 +140,8 @@ struct Ledger {
     /// The app's requests per bucket: (bucket number, count).
     #[serde(default)]
     app: Vec<(u64, u64)>,
-    /// Tenants' lines. In the app's file only as written before each tenant had a file of its
-    /// own: moved into those files by the next call.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    tenants: BTreeMap<String, TenantLedger>,
-}
-
-/// One tenant's file (`<tenant>/ledger.json` in the app's folder).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TenantFile {
-    /// The window its times were counted for; another window starts afresh.
     #[serde(default)]
-    window_ms: u64,
-    #[serde(flatten)]
-    line: TenantLedger,
+    tenants: BTreeMap<String, TenantLedger>,
 }
 
 /// The budgets last seen for each tenant of an app, for `status`.
@@ -296,7 +281,7 @@ impl Limiter {
             + ADMIT_LEDGER_WAIT.min(deadline.saturating_duration_since(Instant::now()));
         let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(reserved) = self.with_ledger(Duration::ZERO, tenant, |ledger, now_ms| {
+            if let Some(reserved) = self.with_ledger(Duration::ZERO, |ledger, now_ms| {
                 self.reserve(ledger, tenant, now_ms)
             })? {
                 return Ok(reserved);
@@ -468,12 +453,9 @@ impl Limiter {
     /// the lock was not free within `wait` (another process holds it: a stuck one, or a flood).
     /// The wait is bounded so that no other process can hang a call: past it, the caller goes on
     /// without the ledger ([`Limiter::skip_ledger`]).
-    /// Only `tenant`'s line is loaded (and the lines an older version kept in the app's file,
-    /// moved into their own files first).
     fn with_ledger<T>(
         &self,
         wait: Duration,
-        tenant: Option<&str>,
         f: impl FnOnce(&mut Ledger, u64) -> T,
     ) -> Result<Option<T>> {
         let lock_path = self.dir.join("ledger.lock");
@@ -506,31 +488,10 @@ impl Limiter {
         }
         let result = (|| {
             let mut ledger = self.read_ledger();
-            self.split_ledger(&mut ledger)?;
-            let window = self.window_ms();
-            if let Some(t) = tenant {
-                let file = read_tenant_at(&self.tenant_ledger_path(t));
-                if let Some(mut file) = file {
-                    if file.window_ms != window {
-                        file.line.sent.clear();
-                    }
-                    ledger.tenants.insert(t.to_string(), file.line);
-                }
-            }
             let now_ms = now_ms();
             self.prune(&mut ledger, now_ms);
             let out = f(&mut ledger, now_ms);
-            let lines = std::mem::take(&mut ledger.tenants);
             self.write_ledger(&ledger)?;
-            if let Some(t) = tenant {
-                match lines.get(t) {
-                    Some(line) => self.write_tenant(t, window, line)?,
-                    // Forgotten (nothing in the window, nothing seen for two days).
-                    None => {
-                        let _ = std::fs::remove_file(self.tenant_ledger_path(t));
-                    }
-                }
-            }
             Ok(Some(out))
         })();
         let _ = lock.unlock();
@@ -580,58 +541,6 @@ impl Limiter {
         read_ledger_at(&self.ledger_path())
     }
 
-    fn tenant_ledger_path(&self, tenant: &str) -> PathBuf {
-        self.dir.join(tenant).join("ledger.json")
-    }
-
-    fn write_tenant(&self, tenant: &str, window_ms: u64, line: &TenantLedger) -> Result<()> {
-        let path = self.tenant_ledger_path(tenant);
-        let file = TenantFile {
-            window_ms,
-            line: line.clone(),
-        };
-        let bytes = serde_json::to_vec(&file)
-            .map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e.into()))?;
-        // The tenant's folder is made (private) by its first request slot; a line moved from an
-        // older ledger may come before any slot of its tenant.
-        let written = match private_fs::replace_cache_file(&path, &bytes) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(folder) = path.parent() {
-                    private_fs::private_folder_in(&self.dir, folder)?;
-                }
-                private_fs::replace_cache_file(&path, &bytes)
-            }
-            written => written,
-        };
-        written.map_err(|e| Error::io("cannot write the rate-limit ledger", &path, e))
-    }
-
-    /// Moves the tenants' lines an older version kept in the app's file into each tenant's
-    /// own file, merged with what is there (nothing is lost: times are joined, the newest
-    /// budgets and the latest day-limit stop kept).
-    fn split_ledger(&self, ledger: &mut Ledger) -> Result<()> {
-        for (name, old) in std::mem::take(&mut ledger.tenants) {
-            let name = file_name(&name.to_ascii_lowercase());
-            let path = self.tenant_ledger_path(&name);
-            let mut file = read_tenant_at(&path).unwrap_or_default();
-            if file.window_ms != ledger.window_ms {
-                file.line.sent.clear();
-            }
-            let line = &mut file.line;
-            for at in old.sent {
-                if !line.sent.contains(&at) {
-                    insert_sorted(&mut line.sent, at);
-                }
-            }
-            if old.seen.as_ref().map(|s| s.at) > line.seen.as_ref().map(|s| s.at) {
-                line.seen = old.seen;
-            }
-            line.day_stop_until = line.day_stop_until.max(old.day_stop_until);
-            self.write_tenant(&name, ledger.window_ms, line)?;
-        }
-        Ok(())
-    }
-
     fn write_ledger(&self, ledger: &Ledger) -> Result<()> {
         let path = self.ledger_path();
         let bytes = serde_json::to_vec(ledger).expect("the ledger serialises");
@@ -642,13 +551,9 @@ impl Limiter {
     /// The budgets last seen per tenant of the profile's app (for `status`); empty when none
     /// were seen.
     pub fn last_seen(paths: &Paths, profile: &Profile) -> Vec<TenantBudget> {
-        budgets_in(&Self::dir(paths, app_of(profile)))
-    }
-}
-
-/// The budgets last seen per tenant in the app folder `dir`.
-fn budgets_in(dir: &Path) -> Vec<TenantBudget> {
-        tenant_lines(dir)
+        let ledger = read_ledger_at(&Self::dir(paths, app_of(profile)).join("ledger.json"));
+        ledger
+            .tenants
             .into_iter()
             .filter(|(_, t)| t.seen.is_some() || t.day_stop_until.is_some())
             .map(|(tenant, t)| TenantBudget {
@@ -657,6 +562,7 @@ fn budgets_in(dir: &Path) -> Vec<TenantBudget> {
                 day_stop_until: t.day_stop_until,
             })
             .collect()
+    }
 }
 
 impl Permit<'_> {
@@ -667,8 +573,7 @@ impl Permit<'_> {
         let limiter = self.limiter;
         let limits = &limiter.limits;
         let window = limiter.window_ms();
-        let tenant = self.tenant.as_deref();
-        let recorded = limiter.with_ledger(ANSWER_LEDGER_WAIT, tenant, |ledger, now_ms| {
+        let recorded = limiter.with_ledger(ANSWER_LEDGER_WAIT, |ledger, now_ms| {
             // The reservation becomes the answer's time.
             let bucket = self.reserved_ms / limiter.bucket_len();
             if let Some((_, n)) = ledger.app.iter_mut().find(|(b, _)| *b == bucket) {
@@ -748,50 +653,6 @@ fn now_ms() -> u64 {
 fn insert_sorted(times: &mut Vec<u64>, at: u64) {
     let pos = times.partition_point(|&t| t <= at);
     times.insert(pos, at);
-}
-
-/// Every tenant's line in the app folder `dir`: each tenant's own file, and any line an older
-/// version kept in the app's file (the newer of the two where both are).
-fn tenant_lines(dir: &Path) -> BTreeMap<String, TenantLedger> {
-    let mut lines = read_ledger_at(&dir.join("ledger.json")).tenants;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return lines;
-    };
-    for entry in entries.flatten() {
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let Some(file) = read_tenant_at(&entry.path().join("ledger.json")) else {
-            continue;
-        };
-        let newer = lines
-            .get(&name)
-            .is_none_or(|old| old.seen.as_ref().map(|s| s.at) <= file.line.seen.as_ref().map(|s| s.at));
-        if newer {
-            lines.insert(name, file.line);
-        }
-    }
-    lines
-}
-
-/// A tenant's file at `path`, or `None` when there is none or it cannot be used (it only holds
-/// counts: starting afresh at worst meets one 429 that Xero's answer then corrects).
-fn read_tenant_at(path: &Path) -> Option<TenantFile> {
-    match private_fs::read_file(path, FileKind::Own, MAX_LEDGER, "") {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-            .map_err(|e| {
-                tracing::warn!(path = %path.display(), "the rate-limit ledger is unreadable ({e}); starting afresh");
-            })
-            .ok(),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!("the rate-limit ledger was not read: {e}");
-            None
-        }
-    }
 }
 
 /// The ledger at `path`, or an empty one when there is none or it cannot be used. A ledger that
@@ -888,52 +749,6 @@ mod tests {
         }
     }
 
-    /// Seen before the fix: the ledger of all the app's tenants was one file, read and
-    /// written whole twice per call, so a call cost more with every tenant the app had called
-    /// in two days (1,000 tenants: ~100 KB each way). Now a call reads and writes the app's
-    /// counts and its own tenant's line, and an old single-file ledger is split, nothing lost.
-    #[tokio::test]
-    async fn a_call_reads_and_writes_the_same_whatever_the_number_of_tenants() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = limiter(dir.path(), RateLimits::default());
-        l.admit(Some("t"), far())
-            .await
-            .unwrap()
-            .answered(&answer(200, Some(50), None, None))
-            .unwrap();
-        let now = (now_ms() / 1000) as i64;
-        let mut ledger = read_ledger_at(&l.ledger_path());
-        for i in 0..1000 {
-            ledger.tenants.insert(
-                format!("{i:08x}-0000-4000-8000-000000000000"),
-                TenantLedger {
-                    seen: Some(Seen {
-                        at: now,
-                        minute: Some(59),
-                        day: Some(4990),
-                        app_minute: None,
-                    }),
-                    ..TenantLedger::default()
-                },
-            );
-        }
-        std::fs::write(l.ledger_path(), serde_json::to_vec(&ledger).unwrap()).unwrap();
-        for _ in 0..2 {
-            l.admit(Some("t"), far())
-                .await
-                .unwrap()
-                .answered(&answer(200, Some(48), None, None))
-                .unwrap();
-        }
-        let touched = |path: PathBuf| std::fs::metadata(path).map_or(0, |m| m.len());
-        let bytes = touched(l.ledger_path()) + touched(l.dir.join("t").join("ledger.json"));
-        assert!(bytes < 2048, "a call for one tenant rewrites {bytes} bytes");
-        let budgets = budgets_in(&l.dir);
-        assert_eq!(budgets.len(), 1001, "every tenant's budgets are kept");
-        let t = budgets.iter().find(|b| b.tenant == "t").unwrap();
-        assert_eq!(t.seen.as_ref().unwrap().minute, Some(48));
-    }
-
     #[test]
     fn ids_become_plain_file_names() {
         assert_eq!(file_name("f4c6a0a3-2e1d"), "f4c6a0a3-2e1d");
@@ -1028,8 +843,9 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let lines = tenant_lines(&l.dir);
-        let seen: Vec<_> = lines
+        let ledger = read_ledger_at(&l.ledger_path());
+        let seen: Vec<_> = ledger
+            .tenants
             .iter()
             .filter(|(_, t)| t.seen.is_some())
             .collect();
@@ -1071,7 +887,7 @@ mod tests {
         std::fs::create_dir_all(&l.dir).unwrap();
         std::fs::write(l.ledger_path(), b"{not json").unwrap();
         let n = l
-            .with_ledger(Duration::ZERO, None, |ledger, _| ledger.tenants.len())
+            .with_ledger(Duration::ZERO, |ledger, _| ledger.tenants.len())
             .unwrap();
         assert_eq!(n, Some(0));
     }
@@ -1094,7 +910,7 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
         let ledger = l.dir.join("ledger.json");
         assert!(!std::fs::symlink_metadata(&ledger).unwrap().is_symlink());
-        assert!(tenant_lines(&l.dir).contains_key("t"));
+        assert!(std::fs::read_to_string(&ledger).unwrap().contains("\"t\""));
     }
 
     /// Seen before the fix: another process holding the ledger's lock hung every call until it
@@ -1130,7 +946,7 @@ mod tests {
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
-        l.with_ledger(Duration::ZERO, None, |_, _| ()).unwrap();
+        l.with_ledger(Duration::ZERO, |_, _| ()).unwrap();
         assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(&l.dir).unwrap().mode() & 0o777, 0o700);
     }
