@@ -714,6 +714,26 @@ const MCP_TOOLS: &[(&str, &str, &str)] = &[
     ("delete-timesheet", "DELETE", "/payroll.xro/2.0/Timesheets/*"),
 ];
 
+/// The sentence that says `deprecated` are broad scopes Xero is retiring, and the dates of the
+/// move: said once, the same way, by `login` and `scopes`.
+pub fn retiring(deprecated: &[&Scope]) -> String {
+    let names: Vec<&str> = deprecated.iter().map(|s| s.name).collect();
+    let d = &DEPRECATION;
+    format!(
+        "{} {} Xero is retiring: apps created from {} (custom connections from {}) are given \
+         only granular scopes, and older apps must move to them by {}",
+        names.join(", "),
+        if names.len() == 1 {
+            "is a broad scope"
+        } else {
+            "are broad scopes"
+        },
+        d.new_apps_from,
+        d.custom_connections_from,
+        d.existing_apps_until
+    )
+}
+
 /// Of the scopes `needed` for a call of `method` (from [`needed_for`]), the narrowest that works
 /// today — granular or unchanged, and a read scope for a read — for the `login --scope` a message
 /// suggests; a deprecated one only when nothing else opens the path.

@@ -268,25 +268,6 @@ fn granular_login(asked: &[String], profile: &str, client_credentials: bool) -> 
     crate::hint::command(profile, &format!("{flags} --scope \"{}\"", granular.join(" ")))
 }
 
-/// The dates of the move to granular scopes, said once the same way everywhere.
-fn broad_scope_rule(deprecated: &[&scopes::Scope]) -> String {
-    let names: Vec<&str> = deprecated.iter().map(|s| s.name).collect();
-    let d = &scopes::DEPRECATION;
-    format!(
-        "{} {} Xero is retiring: apps created from {} (custom connections from {}) are given \
-         only granular scopes, and older apps must move to them by {}",
-        names.join(", "),
-        if names.len() == 1 {
-            "is a broad scope"
-        } else {
-            "are broad scopes"
-        },
-        d.new_apps_from,
-        d.custom_connections_from,
-        d.existing_apps_until
-    )
-}
-
 /// Before the browser opens: what to do if Xero refuses a broad scope asked for.
 fn broad_scope_note(asked: &[String], profile: &str) -> Option<String> {
     let deprecated = scopes::deprecated(asked.iter().map(String::as_str));
@@ -296,7 +277,7 @@ fn broad_scope_note(asked: &[String], profile: &str) -> Option<String> {
     Some(format!(
         "note: {}. If Xero shows \"Invalid scope for client\", stop this login (Ctrl-C) and ask \
          for the granular equivalents: {}",
-        broad_scope_rule(&deprecated),
+        scopes::retiring(&deprecated),
         granular_login(asked, profile, false)
     ))
 }
@@ -325,7 +306,7 @@ fn explain_refusal(e: Error, session: &Session, args: &LoginArgs, asked: &[Strin
     }
     message.push_str(&format!(
         "\n{}.\nask for the granular equivalents instead: {}",
-        broad_scope_rule(&deprecated),
+        scopes::retiring(&deprecated),
         granular_login(asked, profile, args.client_credentials)
     ));
     // A login asks again for the profile's `scopes`: a broad one kept there would be asked

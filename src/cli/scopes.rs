@@ -170,20 +170,7 @@ async fn granted(ctx: &Context) -> Result<()> {
         }
     }
     if let Some(login) = &login {
-        let names: Vec<&str> = deduped.iter().map(|s| s.name).collect();
-        text.push_str(&format!(
-            "\n{} {} Xero is retiring: apps created from {} (custom connections from {}) are \
-             given only granular scopes, and older apps must move to them by {}.\n",
-            names.join(", "),
-            if names.len() == 1 {
-                "is a broad scope"
-            } else {
-                "are broad scopes"
-            },
-            d.new_apps_from,
-            d.custom_connections_from,
-            d.existing_apps_until
-        ));
+        text.push_str(&format!("\n{}.\n", scopes::retiring(&deduped)));
         for s in &deduped {
             text.push_str(&format!("  {} → {}\n", s.name, s.replaced_by.join(" ")));
         }
