@@ -19,19 +19,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The installed server's entry point, or why there is none.
-fn xero_mcp_server() -> Result<PathBuf, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-mcp-server");
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .map_err(|e| format!("cannot run {script}: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 /// Reads messages until the response to `id`; counts the `initialize` results seen on the way.
 fn response(bridge: &mut Driven, id: i64, initialize_results: &mut usize) -> Value {
     loop {
@@ -47,7 +34,7 @@ fn response(bridge: &mut Driven, id: i64, initialize_results: &mut usize) -> Val
 
 /// The installed server, or `None` after saying why the test is skipped.
 fn installed_or_skip() -> Option<PathBuf> {
-    match xero_mcp_server() {
+    match crate::support::installed_by("install-mcp-server") {
         Ok(entry) => Some(entry),
         Err(why) => {
             if std::env::var("XERO_AUTH_REQUIRE_MCP_SERVER").as_deref() == Ok("1") {

@@ -31,18 +31,8 @@ const WORKERS: usize = 16;
 /// test run: the tests of this file would otherwise race to install the same folder.
 fn sdks() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-sdks");
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .map_err(|e| format!("cannot run {script}: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    })
-    .clone()
+    DIR.get_or_init(|| crate::support::installed_by("install-sdks"))
+        .clone()
 }
 
 /// The SDKs' folder; or, when they cannot be had, a skip (a failure under

@@ -259,6 +259,23 @@ impl Drop for TestEnv {
     }
 }
 
+/// Runs one of the project's install scripts (`scripts/NAME`: Xero's MCP server, the SDKs),
+/// which installs into a cache folder once and prints the path of what it installed; that path,
+/// or the script's own reason why there is none.
+pub fn installed_by(name: &str) -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let out = StdCommand::new("bash")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// A token URL on a port of 127.0.0.1 nothing listens on: every connection is refused, nothing
 /// is sent.
 pub fn closed_token_url() -> String {
