@@ -331,19 +331,27 @@ fn warn_once(why: &str) {
     }
 }
 
-/// Reads the lines of the log (the rotated one first), skipping any that is not JSON.
-pub fn read_all(paths: &Paths) -> Vec<Map<String, Value>> {
+/// Reads the lines of the log (the rotated one first), skipping any that is not JSON. Each file
+/// passes the one ownership and no-link check of the state folder's files (`private_fs`).
+pub fn read_all(paths: &Paths) -> crate::error::Result<Vec<Map<String, Value>>> {
     let mut out = Vec::new();
     for name in [ROTATED_NAME, FILE_NAME] {
-        let Ok(text) = std::fs::read_to_string(paths.state_dir.join(name)) else {
+        let Some(bytes) = crate::private_fs::read_file(
+            &paths.state_dir.join(name),
+            crate::private_fs::FileKind::Own,
+            usize::MAX,
+            "remove the file, or make it a regular file of your own that only you can write",
+        )?
+        else {
             continue;
         };
         out.extend(
-            text.lines()
+            String::from_utf8_lossy(&bytes)
+                .lines()
                 .filter_map(|l| serde_json::from_str::<Map<String, Value>>(l).ok()),
         );
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

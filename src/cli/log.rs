@@ -46,7 +46,7 @@ pub async fn run(args: LogArgs, ctx: &Context) -> Result<()> {
             .unwrap_or_default()
             .to_string()
     };
-    let lines: Vec<_> = crate::audit::read_all(&ctx.paths)
+    let lines: Vec<_> = crate::audit::read_all(&ctx.paths)?
         .into_iter()
         // RFC 3339 UTC times of one format compare as text.
         .filter(|l| since.as_ref().is_none_or(|s| text(l, "time") >= *s))

@@ -207,11 +207,19 @@ fn record(state_dir: &Path, file: &Path, key: String, now: i64) {
     }
 }
 
+/// What `file` says was told when; empty when it is missing, unreadable, or fails the state
+/// folder's ownership and no-link check (one more notification is the worst that follows).
 fn read_told(file: &Path) -> serde_json::Map<String, serde_json::Value> {
-    std::fs::read(file)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+    crate::private_fs::read_file(
+        file,
+        crate::private_fs::FileKind::Own,
+        1 << 20,
+        "remove it",
+    )
+    .ok()
+    .flatten()
+    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    .unwrap_or_default()
 }
 
 /// Hands the notification to the session's notification daemon; whether it took it.

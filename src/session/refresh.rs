@@ -600,6 +600,7 @@ mod tests {
         assert_eq!(fake.count(Counter::Refresh), 1);
         // The audit log says the refresh was sent and its set not saved (exit 5).
         let steps: Vec<_> = crate::audit::read_all(&t.ctx.paths)
+            .unwrap()
             .into_iter()
             .filter(|l| l["event"] == "refresh")
             .map(|l| (l["step"].clone(), l.get("exit").cloned()))

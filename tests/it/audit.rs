@@ -349,3 +349,37 @@ fn an_exec_server_fetch_names_the_fetching_process() {
     assert_eq!(command.len(), 1, "exec --server's own line at its end");
     assert_eq!(command[0]["exit"], 0);
 }
+
+#[test]
+fn log_reads_no_file_planted_as_a_link_in_the_state_folder() {
+    require_keychain!();
+    let fake = FakeXero::start();
+    let (mut env, _) = ready_profile(&fake, "audit-link", FRESH);
+    let dir = with_state_dir(&mut env);
+    env.ok(&["token"]);
+    // Someone else's link where the rotated log would be: `log` refuses it, naming it, instead
+    // of showing what it points at.
+    let planted = env.dir.path().join("planted.json");
+    std::fs::write(
+        &planted,
+        format!("{{\"event\":\"token\",\"profile\":\"{}\",\"time\":\"2099-01-01T00:00:00Z\",\"planted\":true}}\n", env.profile),
+    )
+    .unwrap();
+    let link = dir.join("audit.log.1");
+    std::os::unix::fs::symlink(&planted, &link).unwrap();
+    // Made by another user (who could point it anywhere); tests run as root in CI, which may
+    // give a link away. Elsewhere the check of a link's owner cannot be staged.
+    if std::os::unix::fs::lchown(&link, Some(12_345), None).is_err() {
+        eprintln!("skipped: cannot give a link to another user here (not root)");
+        return;
+    }
+    let out = env
+        .cmd(&["log", "--json"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit.log.1"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("planted"));
+}
